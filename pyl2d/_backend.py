@@ -1,0 +1,105 @@
+"""Backend selection: torch (reference), cpu (C++), triton and cuda (GPU).
+
+Chosen per call by ``backend=``, else by the environment variable ``PYL2D_BACKEND``, else
+automatically from the input's device. Each backend keeps one module per op in a parallel
+tree: ``pyl2d.reference.<op>``, ``pyl2d.cpu.<op>``, ``pyl2d.triton.<op>``, ``pyl2d.cuda.<op>``,
+each exposing a function named like the op.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from typing import Callable
+
+import torch
+
+from pyl2d import _ext
+
+BACKENDS = ("torch", "cpu", "triton", "cuda")
+_PACKAGES = {"torch": "pyl2d.reference", "cpu": "pyl2d.cpu", "triton": "pyl2d.triton", "cuda": "pyl2d.cuda"}
+ENV_VAR = "PYL2D_BACKEND"
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def unavailable_reason(backend: str, device: torch.device) -> str | None:
+    """Why ``backend`` cannot run on ``device``; None when it can."""
+    if backend == "torch":
+        return None
+    if backend == "cpu":
+        if device.type != "cpu":
+            return f"it runs on CPU tensors, got {device.type}"
+        if _ext.load() is None:
+            return "pyl2d._C was not built"
+        return None
+    if backend == "cuda":
+        if device.type != "cuda":
+            return f"it runs on CUDA tensors, got {device.type}"
+        if not _ext.has_cuda_kernels():
+            return "pyl2d._C was built without CUDA kernels (rebuild with PYL2D_CUDA=ON)"
+        return None
+    if backend == "triton":
+        if not triton_available():
+            return "triton is not installed"
+        if device.type == "cuda" or (device.type == "cpu" and triton_interpreted()):
+            return None
+        return f"it runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got {device.type}"
+    return f"unknown backend; choose one of {', '.join(BACKENDS)}"
+
+
+def default_backend(device: torch.device) -> str:
+    if device.type == "cuda":
+        if unavailable_reason("triton", device) is None:
+            return "triton"
+        if unavailable_reason("cuda", device) is None:
+            return "cuda"
+        return "torch"
+    if device.type == "cpu" and _ext.load() is not None:
+        return "cpu"
+    return "torch"
+
+
+# Traced as a constant by torch.compile: the choice is made once, at trace time.
+@torch._dynamo.assume_constant_result
+def resolve(requested: str | None, device: torch.device) -> str:
+    """The backend a call will use; ValueError naming ``backend`` when it cannot run."""
+    source = "backend"
+    if requested is None:
+        requested = os.environ.get(ENV_VAR) or None
+        source = ENV_VAR
+    if requested is None or requested == "auto":
+        return default_backend(device)
+    if requested not in BACKENDS:
+        raise ValueError(f"{source}={requested!r} is not a backend; choose one of {', '.join(BACKENDS)} or 'auto'")
+    reason = unavailable_reason(requested, device)
+    if reason is not None:
+        raise ValueError(f"{source}={requested!r} cannot run here: {reason}")
+    return requested
+
+
+def available(device: torch.device) -> list[str]:
+    return [b for b in BACKENDS if unavailable_reason(b, device) is None]
+
+
+def implementation(op: str, backend: str) -> Callable:
+    """The function implementing ``op`` on ``backend``."""
+    try:
+        module = importlib.import_module(f"{_PACKAGES[backend]}.{op}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith(f".{op}"):
+            raise ValueError(f"op {op!r} has no {backend!r} backend") from None
+        raise
+    return getattr(module, op)

@@ -1,0 +1,76 @@
+"""Access to the compiled extension ``pyl2d._C`` and the tensor-passing convention.
+
+The extension does not link libtorch: tensors cross as raw pointers plus sizes, element
+strides and a dtype code, and outputs are always allocated by torch on the Python side.
+That keeps one built wheel compatible with every torch >= 2.4.
+"""
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+import torch
+
+# Must match csrc/tensor_arg.h::DType.
+DTYPE_CODES = {
+    torch.float32: 0,
+    torch.float16: 1,
+    torch.bfloat16: 2,
+    torch.int32: 3,
+    torch.int64: 4,
+    torch.bool: 5,
+    torch.uint8: 6,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def load() -> ModuleType | None:
+    """The compiled module, or None when pyl2d was not built with it (pure-torch install)."""
+    try:
+        from pyl2d import _C  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _C
+
+
+def require() -> ModuleType:
+    """The compiled module; a clear error when it is missing."""
+    mod = load()
+    if mod is None:
+        raise RuntimeError(
+            "pyl2d's compiled extension (pyl2d._C) is not available: reinstall with "
+            "`pip install .` from a source checkout, or use backend='torch'"
+        )
+    return mod
+
+
+def has_cuda_kernels() -> bool:
+    mod = load()
+    return bool(mod is not None and getattr(mod, "with_cuda", False))
+
+
+def dtype_code(t: torch.Tensor) -> int:
+    try:
+        return DTYPE_CODES[t.dtype]
+    except KeyError:
+        raise TypeError(f"pyl2d._C does not handle dtype {t.dtype}") from None
+
+
+def matrix(t: torch.Tensor) -> tuple[int, int, int, int, int]:
+    """A 2-D tensor as (ptr, rows, cols, row_stride, dtype_code), with unit inner stride.
+
+    Callers make the inner dimension contiguous first (``ensure_inner_contiguous``)."""
+    assert t.dim() == 2 and (t.stride(1) == 1 or t.shape[1] <= 1), "inner dimension must be contiguous"
+    return (t.data_ptr(), t.shape[0], t.shape[1], t.stride(0), dtype_code(t))
+
+
+def ensure_inner_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """Row strides are handled by every kernel; only a strided last dimension forces a copy."""
+    if t.dim() >= 1 and t.shape[-1] > 1 and t.stride(-1) != 1:
+        return t.contiguous()
+    return t
+
+
+def cuda_stream(device: torch.device) -> int:
+    """The caller's current CUDA stream handle, so kernels run in its order."""
+    return torch.cuda.current_stream(device).cuda_stream

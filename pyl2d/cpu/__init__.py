@@ -1,0 +1,1 @@
+"""cpu backend: one module per op, each exposing a function named like the op."""

@@ -1,0 +1,8 @@
+"""pyl2d's ops: each a ``torch.library`` custom op with a fake implementation, so
+``torch.compile(fullgraph=True)`` traces through them, dispatching to the torch, cpu,
+triton or cuda backend."""
+from pyl2d.ops.pool_hidden import pool_hidden
+from pyl2d.ops.pooled_score_topk import pooled_score_topk
+from pyl2d.ops.score_topk import score_topk
+
+__all__ = ["pool_hidden", "pooled_score_topk", "score_topk"]

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Developer build: compile pyl2d._C into the source tree (pyl2d/_C*.so) for PYTHONPATH=. use.
+# Usage: tools/build_inplace.sh [build-dir] [extra cmake args...]   (PYL2D_CUDA=OFF by default here)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build/dev}; shift || true
+py=${PYTHON:-python}
+pybind_dir=$($py -c "import pybind11; print(pybind11.get_cmake_dir())")
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPYL2D_CUDA=${PYL2D_CUDA:-OFF} \
+  -Dpybind11_DIR="$pybind_dir" -DPython_EXECUTABLE="$(command -v $py)" "$@" >/dev/null
+cmake --build "$build" -j "${JOBS:-2}"
+cp "$build"/_C*.so pyl2d/
+echo "built $(ls pyl2d/_C*.so)"
