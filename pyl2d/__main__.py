@@ -1,0 +1,5 @@
+import sys
+
+from pyl2d.cli import main
+
+sys.exit(main())
