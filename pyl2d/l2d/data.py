@@ -1,0 +1,223 @@
+"""Recommendation data: D3/BIGRec-format CSV samples and the item catalog.
+
+A sample is one (history -> next item) pair. The CSV columns used are ``history_item_title``,
+``item_title``, ``history_item_id``, ``item_id`` (lists as Python literals); every other
+column is ignored. Malformed rows are skipped, counted and reported with their line numbers,
+because real exports contain a few; a file with no usable row is an error.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import dataclasses
+import pathlib
+import sys
+import warnings
+from typing import Iterable, Sequence
+
+REQUIRED_COLUMNS = ("history_item_title", "item_title", "history_item_id", "item_id")
+
+# Titles can be long (HTML fragments, track lists); lift the csv module's 128 KiB field cap.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One training or test example: the user's history (oldest first) and the next item."""
+    history_ids: tuple[int, ...]
+    history_titles: tuple[str, ...]
+    target_id: int
+    target_title: str
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What a loader skipped: ``bad_rows`` is a list of (line number, reason)."""
+    path: str
+    n_rows: int = 0
+    bad_rows: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+
+    def summary(self, limit: int = 5) -> str:
+        shown = "; ".join(f"line {line}: {why}" for line, why in self.bad_rows[:limit])
+        more = f" (and {len(self.bad_rows) - limit} more)" if len(self.bad_rows) > limit else ""
+        return f"{self.path}: skipped {len(self.bad_rows)} of {self.n_rows} rows: {shown}{more}"
+
+
+class Catalog:
+    """The item catalog: dense ids 0..N-1 and their titles (titles need not be unique)."""
+
+    def __init__(self, titles: Sequence[str]):
+        if len(titles) == 0:
+            raise ValueError("the catalog is empty")
+        self.titles: list[str] = list(titles)
+        self._by_title: dict[str, list[int]] = {}
+        for item_id, title in enumerate(self.titles):
+            self._by_title.setdefault(title, []).append(item_id)
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    def title(self, item_id: int) -> str:
+        return self.titles[item_id]
+
+    def ids_with_title(self, title: str) -> list[int]:
+        """All item ids carrying ``title`` (ascending), empty if none."""
+        return self._by_title.get(title, [])
+
+    def unique_titles(self) -> list[str]:
+        """Distinct titles, in first-occurrence order."""
+        return list(self._by_title)
+
+    def title_is_unique(self, item_id: int) -> bool:
+        return len(self._by_title[self.titles[item_id]]) == 1
+
+    def check_ids(self, samples: Iterable[Sample], what: str = "samples") -> None:
+        """Raise ValueError if any sample refers to an id outside the catalog."""
+        n = len(self)
+        for i, s in enumerate(samples):
+            bad = [x for x in (*s.history_ids, s.target_id) if not 0 <= x < n]
+            if bad:
+                raise ValueError(f"{what}[{i}] refers to item id {bad[0]}, outside the catalog of {n} items")
+
+
+def _parse_list(text: str, column: str) -> list:
+    value = ast.literal_eval(text)
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{column} is not a list")
+    return list(value)
+
+
+def _parse_row(row: dict) -> Sample:
+    missing = [c for c in REQUIRED_COLUMNS if row.get(c) in (None, "")]
+    # An empty history literal "[]" is fine here; a missing field is not.
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    try:
+        titles = _parse_list(row["history_item_title"], "history_item_title")
+        ids = _parse_list(row["history_item_id"], "history_item_id")
+        target_id = int(row["item_id"])
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        raise ValueError(f"cannot parse: {exc}".splitlines()[0][:120]) from None
+    if len(titles) != len(ids):
+        raise ValueError(f"history has {len(titles)} titles but {len(ids)} ids")
+    if not all(isinstance(t, str) for t in titles):
+        raise ValueError("history_item_title holds a non-string")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
+        raise ValueError("history_item_id holds a non-integer")
+    return Sample(tuple(ids), tuple(titles), target_id, row["item_title"])
+
+
+def load_samples(path: str | pathlib.Path, *, warn: bool = True) -> tuple[list[Sample], LoadReport]:
+    """Read a D3-format CSV. Returns the samples and a report of skipped rows.
+
+    Raises FileNotFoundError if the file is missing and ValueError if a required column is
+    absent or no row is usable. ``warn`` emits a warning when rows were skipped."""
+    path = pathlib.Path(path)
+    report = LoadReport(str(path))
+    samples: list[Sample] = []
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            raise ValueError(f"{path} is empty")
+        absent = [c for c in REQUIRED_COLUMNS if c not in reader.fieldnames]
+        if absent:
+            raise ValueError(f"{path} lacks the column(s) {', '.join(absent)} "
+                             f"(found {', '.join(reader.fieldnames)})")
+        start_line = reader.line_num + 1
+        for row in reader:
+            report.n_rows += 1
+            try:
+                if None in row:
+                    raise ValueError("more fields than the header")
+                samples.append(_parse_row(row))
+            except ValueError as exc:
+                report.bad_rows.append((start_line, str(exc)))
+            start_line = reader.line_num + 1
+    if not samples:
+        raise ValueError(f"{path} holds no usable row ({report.n_rows} rows read). " + report.summary())
+    if report.bad_rows and warn:
+        warnings.warn(report.summary(), stacklevel=2)
+    return samples, report
+
+
+def load_catalog(path: str | pathlib.Path) -> Catalog:
+    """Read ``title<TAB>id`` or ``sid<TAB>title<TAB>id`` lines; ids must be dense 0..N-1."""
+    path = pathlib.Path(path)
+    by_id: dict[int, str] = {}
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) not in (2, 3):
+                raise ValueError(f"{path} line {line_no}: expected 'title<TAB>id' or "
+                                 f"'sid<TAB>title<TAB>id', got {len(fields)} fields")
+            title, raw_id = fields[-2], fields[-1]
+            try:
+                item_id = int(raw_id)
+            except ValueError:
+                raise ValueError(f"{path} line {line_no}: item id {raw_id!r} is not an integer") from None
+            if item_id in by_id:
+                raise ValueError(f"{path} line {line_no}: item id {item_id} appears twice")
+            by_id[item_id] = title
+    if not by_id:
+        raise ValueError(f"{path} holds no item")
+    n = len(by_id)
+    if min(by_id) != 0 or max(by_id) != n - 1:
+        raise ValueError(f"{path}: item ids must be dense 0..{n - 1}; found {min(by_id)}..{max(by_id)}")
+    return Catalog([by_id[i] for i in range(n)])
+
+
+def prefix_augment(samples: Iterable[Sample], min_history: int = 1) -> list[Sample]:
+    """Each sample plus every shorter prefix of its history predicting the item after it.
+
+    Duplicates (the same user's consecutive rows already cover many prefixes) are dropped."""
+    seen: set[tuple] = set()
+    out: list[Sample] = []
+    for s in samples:
+        ids = (*s.history_ids, s.target_id)
+        titles = (*s.history_titles, s.target_title)
+        for end in range(max(min_history, 0), len(ids)):
+            key = (ids[:end], ids[end])
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(Sample(ids[:end], titles[:end], ids[end], titles[end]))
+    return out
+
+
+def sample_from_history(history_ids: Sequence[int], catalog: Catalog) -> Sample:
+    """A query-only sample from item ids (target unknown: id -1)."""
+    if len(history_ids) == 0:
+        raise ValueError("history is empty: give at least one item id")
+    n = len(catalog)
+    for x in history_ids:
+        if not 0 <= int(x) < n:
+            raise ValueError(f"history refers to item id {x}, outside the catalog of {n} items")
+    return Sample(tuple(int(x) for x in history_ids), tuple(catalog.title(int(x)) for x in history_ids), -1, "")
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A folder as in ``../shared/data``: ``valid.csv`` (training), ``test.csv``, ``items.txt``."""
+    catalog: Catalog
+    train: list[Sample]
+    test: list[Sample]
+    name: str = "data"
+
+
+def load_folder(folder: str | pathlib.Path) -> Dataset:
+    """Load ``valid.csv`` (used for training, as in the D3 setup), ``test.csv`` and ``items.txt``."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data folder {folder} not found")
+    for name in ("valid.csv", "test.csv", "items.txt"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder} has no {name} (expected valid.csv, test.csv and items.txt)")
+    catalog = load_catalog(folder / "items.txt")
+    train, _ = load_samples(folder / "valid.csv")
+    test, _ = load_samples(folder / "test.csv")
+    catalog.check_ids(train, "valid.csv rows")
+    catalog.check_ids(test, "test.csv rows")
+    return Dataset(catalog, train, test, folder.name)
