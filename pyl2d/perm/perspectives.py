@@ -1,0 +1,83 @@
+"""The perspectives a PERM reward looks from (the Empathy Cycle) and the judge prompts they
+render.
+
+A perspective names who judges (supporter, seeker or bystander), which section of the
+policy's completion it reads (the analysis or the response), its rubric and its integer
+score range. ``DEFAULT_PERSPECTIVES`` is the set PERM uses; pass your own tuple to change it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from pyl2d.perm import rubrics
+
+ROLES = ("supporter", "seeker", "bystander")
+SECTIONS = ("analysis", "response")
+
+
+@dataclasses.dataclass(frozen=True)
+class Perspective:
+    """One judging perspective: ``name`` is "role/aspect", e.g. "seeker/reception"."""
+
+    name: str
+    role: str
+    section: str
+    rubric: str
+    score_min: int = 1
+    score_max: int = 5
+    weight: float = 1.0
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}; got {self.role!r}")
+        if self.section not in SECTIONS:
+            raise ValueError(f"section must be one of {SECTIONS}; got {self.section!r}")
+        if not (isinstance(self.score_min, int) and isinstance(self.score_max, int)) or self.score_min >= self.score_max:
+            raise ValueError(f"score range must be integers with score_min < score_max; got "
+                             f"{self.score_min}..{self.score_max}")
+        if not self.weight >= 0:
+            raise ValueError(f"weight must be >= 0; got {self.weight}")
+
+    @property
+    def is_bystander(self) -> bool:
+        return self.role == "bystander"
+
+    def messages(self, *, persona: str, scenario: str, query: str, text: str) -> list[dict]:
+        """The chat messages asking a judge to score ``text`` (the section this perspective reads)."""
+        what = "analysis" if self.section == "analysis" else "response"
+        system = (f"You are an expert evaluator of empathetic support conversations, judging from the "
+                  f"{self.role}'s perspective ({self.name}). Follow the rubric exactly.")
+        user = (
+            f"{self.rubric}\n"
+            f"## The seeker\nPersona: {persona or '(not given)'}\nScenario: {scenario or '(not given)'}\n\n"
+            f"## What the seeker said\n{query or '(not given)'}\n\n"
+            f"## The supporter's {what}\n{text if text.strip() else '(empty)'}\n\n"
+            f"Explain your judgement in a few sentences, then end with a final line of the form\n"
+            f"Score: N\nwhere N is an integer from {self.score_min} to {self.score_max}."
+        )
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+RESONATION = Perspective("supporter/resonation", "supporter", "analysis", rubrics.RESONATION)
+EXPRESSION = Perspective("supporter/expression", "supporter", "response", rubrics.EXPRESSION)
+RECEPTION = Perspective("seeker/reception", "seeker", "response", rubrics.RECEPTION)
+QUALITY = Perspective("bystander/quality", "bystander", "response", rubrics.QUALITY, score_min=0, score_max=100)
+
+DEFAULT_PERSPECTIVES: tuple[Perspective, ...] = (RESONATION, EXPRESSION, RECEPTION, QUALITY)
+
+
+def check_perspectives(perspectives: Sequence[Perspective]) -> tuple[Perspective, ...]:
+    """Validate a perspective set: non-empty, unique names, at most one bystander, and at
+    least one non-bystander perspective (the aggregate is their weighted mean)."""
+    ps = tuple(perspectives)
+    if not ps or not all(isinstance(p, Perspective) for p in ps):
+        raise ValueError("perspectives must be a non-empty sequence of Perspective")
+    names = [p.name for p in ps]
+    if len(set(names)) != len(names):
+        raise ValueError(f"perspectives have duplicate names: {names}")
+    if sum(p.is_bystander for p in ps) > 1:
+        raise ValueError("perspectives may hold at most one bystander perspective")
+    if all(p.is_bystander for p in ps):
+        raise ValueError("perspectives need at least one supporter or seeker perspective")
+    return ps

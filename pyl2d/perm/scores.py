@@ -1,0 +1,78 @@
+"""Read a numeric score out of a judge's free text, strictly.
+
+Accepted forms include ``Score: 4``, ``**Score:** 4``, ``Score: **4**``, ``score = 4``,
+``Rating: 4``, ``4/5``, ``Score: 4/5`` and ``Total score: 78/100``; the last labelled score
+in the text wins (judges restate the rubric before concluding). A value outside the rubric's
+range, or a ``x/y`` whose denominator is not the rubric's maximum, is invalid, never clipped.
+Invalid or missing scores become NaN and are counted per perspective by ``ScoreCounter``.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import re
+
+OK, MISSING, OUT_OF_RANGE, ERROR = "ok", "missing", "out_of_range", "error"
+
+_NUM = r"([-+]?\d+(?:\.\d+)?)"
+_LABELLED = re.compile(
+    r"(?:total\s+|final\s+|overall\s+)?(?:score|rating)\s*(?:\*\*|__)?\s*[:=]\s*(?:\*\*|__)?\s*\[*\s*" + _NUM
+    + r"\s*\]*\s*(?:\*\*|__)?\s*(?:(?:/|out\s+of)\s*(\d+))?",
+    re.IGNORECASE,
+)
+_FRACTION = re.compile(r"(?<![\w./])" + _NUM + r"\s*(?:/|out\s+of)\s*(\d+)(?!\w)(?!\.\d)", re.IGNORECASE)
+_BARE = re.compile(r"^\s*(?:\*\*)?\s*" + _NUM + r"\s*(?:\*\*)?\s*\.?\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedScore:
+    value: float  # NaN unless status is "ok"
+    status: str   # "ok", "missing", "out_of_range" (or "error" for a failed judge call)
+
+    @property
+    def valid(self) -> bool:
+        return self.status == OK
+
+
+def _check(value: float, denominator: str | None, low: float, high: float) -> ParsedScore:
+    if denominator is not None and float(denominator) != float(high):
+        return ParsedScore(math.nan, OUT_OF_RANGE)
+    if not (low <= value <= high):
+        return ParsedScore(math.nan, OUT_OF_RANGE)
+    return ParsedScore(value, OK)
+
+
+def parse_score(text: str | None, low: float, high: float) -> ParsedScore:
+    """The score in ``text`` on the rubric range [low, high]; NaN with a reason when invalid."""
+    if not text:
+        return ParsedScore(math.nan, MISSING)
+    labelled = list(_LABELLED.finditer(text))
+    if labelled:
+        m = labelled[-1]
+        return _check(float(m.group(1)), m.group(2), low, high)
+    fractions = list(_FRACTION.finditer(text))
+    if fractions:
+        m = fractions[-1]
+        return _check(float(m.group(1)), m.group(2), low, high)
+    m = _BARE.match(text)
+    if m:
+        return _check(float(m.group(1)), None, low, high)
+    return ParsedScore(math.nan, MISSING)
+
+
+class ScoreCounter:
+    """Per-perspective counts of score outcomes (ok / missing / out_of_range / error)."""
+
+    def __init__(self):
+        self.counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+
+    def add(self, perspective: str, status: str) -> None:
+        self.counts[perspective][status] += 1
+
+    def invalid(self, perspective: str) -> int:
+        c = self.counts.get(perspective, collections.Counter())
+        return sum(v for k, v in c.items() if k != OK)
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {p: dict(c) for p, c in self.counts.items()}
