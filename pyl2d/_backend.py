@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 from typing import Callable
 
@@ -60,38 +61,46 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
     return f"unknown backend; choose one of {', '.join(BACKENDS)}"
 
 
-def default_backend(device: torch.device) -> str:
-    if device.type == "cuda":
-        if unavailable_reason("triton", device) is None:
-            return "triton"
-        if unavailable_reason("cuda", device) is None:
-            return "cuda"
-        return "torch"
-    if device.type == "cpu" and _ext.load() is not None:
-        return "cpu"
+# Automatic choice, in order of preference, per device type.
+_PREFERENCE = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
+
+
+@functools.lru_cache(maxsize=None)
+def has_implementation(op: str, backend: str) -> bool:
+    return importlib.util.find_spec(f"{_PACKAGES[backend]}.{op}") is not None
+
+
+def default_backend(device: torch.device, op: str) -> str:
+    for backend in _PREFERENCE.get(device.type, ("torch",)):
+        if unavailable_reason(backend, device) is None and has_implementation(op, backend):
+            return backend
     return "torch"
 
 
 # Traced as a constant by torch.compile: the choice is made once, at trace time.
 @torch._dynamo.assume_constant_result
-def resolve(requested: str | None, device: torch.device) -> str:
+def resolve(requested: str | None, device: torch.device, op: str) -> str:
     """The backend a call will use; ValueError naming ``backend`` when it cannot run."""
     source = "backend"
     if requested is None:
         requested = os.environ.get(ENV_VAR) or None
         source = ENV_VAR
     if requested is None or requested == "auto":
-        return default_backend(device)
+        return default_backend(device, op)
     if requested not in BACKENDS:
         raise ValueError(f"{source}={requested!r} is not a backend; choose one of {', '.join(BACKENDS)} or 'auto'")
     reason = unavailable_reason(requested, device)
     if reason is not None:
         raise ValueError(f"{source}={requested!r} cannot run here: {reason}")
+    if not has_implementation(op, requested):
+        raise ValueError(f"{source}={requested!r}: op {op!r} has no {requested!r} backend")
     return requested
 
 
-def available(device: torch.device) -> list[str]:
-    return [b for b in BACKENDS if unavailable_reason(b, device) is None]
+def available(device: torch.device, op: str | None = None) -> list[str]:
+    """Backends that can run on ``device`` (and implement ``op``, when given)."""
+    return [b for b in BACKENDS if unavailable_reason(b, device) is None
+            and (op is None or has_implementation(op, b))]
 
 
 def implementation(op: str, backend: str) -> Callable:

@@ -48,5 +48,5 @@ def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = 
     right padding alike; ``"mean"`` averages the real tokens. Accumulates in float32 and
     returns the hidden dtype. ``normalize=True`` L2-normalises each row."""
     check_pool_args(hidden, attention_mask, mode)
-    resolved = _backend.resolve(backend, hidden.device)
+    resolved = _backend.resolve(backend, hidden.device, "pool_hidden")
     return _pool_hidden_op(hidden, attention_mask, mode, bool(normalize), resolved)
