@@ -1,0 +1,156 @@
+"""The fused Triton kernel behind ``score_topk`` and ``pooled_score_topk``.
+
+Grid = (query blocks of BM) x (item splits). Each program loops over its items in BN tiles,
+computes the BM x BN score tile with ``tl.dot`` over D in BK chunks (fp32 accumulation),
+turns it into a selection value (see below) and keeps a running per-query top-KP as packed
+int64 keys in registers. The score matrix never exists in memory: each program writes only
+its KP best (score, id) pairs per query to a workspace; ``merge_splits`` reduces the splits.
+
+Selection keys: ``orderable_bits(score) << 32 | (0xFFFFFFFF - id)`` so "score desc, ties to
+the lower id" is integer order (as in ``pyl2d._topk``); the empty key is (-inf, -1).
+
+Per tile, a row's worst kept score is its threshold; a tile with no score above any row's
+threshold costs one max-reduction. Otherwise the best remaining score of each row is moved
+into the row's worst slot until no row has a score above its threshold (strictly above: tiles
+arrive in increasing id order, so an equal later score has a higher id and loses the tie).
+
+Queries are addressed through a vector of int64 row offsets, so the same kernel reads
+``queries[b]`` or ``hidden[b, last[b]]`` (pooled_score_topk) with any strides.
+
+Metric epilogue (selection value -> final score, both monotone within a row):
+  ip:     dot                      -> dot
+  cosine: dot / max(|x|, eps)      -> value / max(|q|, eps)
+  l2:     -max(|q|^2 - 2dot + |x|^2, 0) -> -sqrt(-value)   (no sqrt per element)
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from pyl2d._topk import pack_keys
+
+METRIC_CODES = {"ip": 0, "cosine": 1, "l2": 2}
+NORM_EPS = 1e-12
+# pack(-inf, -1): below every real key.
+EMPTY_KEY = int(pack_keys(torch.tensor([float("-inf")]), torch.tensor([-1]))[0])
+
+
+@triton.jit
+def _pack_key(score, ids):
+    """(float32 score, int64 id) -> int64 key ordered like (score desc, id asc)."""
+    bits = score.to(tl.int32, bitcast=True)
+    bits = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    # (bits << 32) | (2^32 - 1 - id), written without 32-bit-unsigned constants.
+    return ((bits.to(tl.int64) + 1) << 32) - 1 - ids
+
+
+@triton.jit
+def _key_score(key):
+    hi = (key >> 32).to(tl.int32)
+    hi = tl.where(hi < 0, hi ^ 0x7FFFFFFF, hi)
+    return hi.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _key_id(key):
+    hi = key >> 32
+    return ((hi + 1) << 32) - 1 - key
+
+
+@triton.jit
+def score_topk_kernel(
+    q_ptr, q_rows_ptr, stride_qd,            # queries: q_ptr + q_rows[b] + d * stride_qd
+    x_ptr, stride_xn, stride_xd,             # items [N, D]
+    xnorm_ptr,                               # float32 [N] item norms (unused for ip)
+    out_scores_ptr, out_ids_ptr,             # [B, SPLITS, KP] float32 / int64
+    B, N, D, tiles_per_split, splits,
+    METRIC: tl.constexpr, EMPTY: tl.constexpr, EPS: tl.constexpr,
+    KP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    EVEN_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_s = tl.program_id(1)
+
+    rm = pid_m * BM + tl.arange(0, BM)
+    # Rows past B re-read row B-1 (always in bounds); their results are never stored.
+    q_off = tl.load(q_rows_ptr + tl.minimum(rm, B - 1))  # int64 element offsets
+    rk = tl.arange(0, BK)
+
+    # Query norms (cosine, l2), fp32, one pass over the query block.
+    qsq = tl.zeros([BM], dtype=tl.float32)
+    if METRIC != 0:
+        for d0 in range(0, D, BK):
+            dd = d0 + rk
+            q = tl.load(q_ptr + q_off[:, None] + dd[None, :].to(tl.int64) * stride_qd,
+                        mask=(dd < D)[None, :], other=0.0).to(tl.float32)
+            qsq += tl.sum(q * q, axis=1)
+    qnorm = tl.sqrt_rn(qsq)
+    qsq = qnorm * qnorm
+
+    keys = tl.full([BM, KP], EMPTY, tl.int64)
+    slot = tl.zeros([BM], dtype=tl.int32)          # position of each row's worst key
+    thr = tl.full([BM], float("-inf"), tl.float32)  # selection value of that key
+    kcol = tl.arange(0, KP)
+    ncol = tl.arange(0, BN)
+
+    n_begin = pid_s * tiles_per_split * BN
+    n_end = tl.minimum(n_begin + tiles_per_split * BN, N)
+    for n0 in range(n_begin, n_end, BN):
+        rn = n0 + ncol
+        rn_safe = tl.minimum(rn, N - 1).to(tl.int64)  # rows past N re-read row N-1, masked below
+        acc = tl.zeros([BM, BN], dtype=tl.float32)
+        for d0 in range(0, D, BK):
+            dd = d0 + rk
+            dd64 = dd.to(tl.int64)
+            if EVEN_D:
+                q = tl.load(q_ptr + q_off[:, None] + dd64[None, :] * stride_qd)
+                x = tl.load(x_ptr + rn_safe[:, None] * stride_xn + dd64[None, :] * stride_xd)
+            else:
+                q = tl.load(q_ptr + q_off[:, None] + dd64[None, :] * stride_qd,
+                            mask=(dd < D)[None, :], other=0.0)
+                x = tl.load(x_ptr + rn_safe[:, None] * stride_xn + dd64[None, :] * stride_xd,
+                            mask=(dd < D)[None, :], other=0.0)
+            if UPCAST:  # the Triton 3.9 interpreter gets bfloat16 tl.dot wrong; fp32 is exact here
+                q = q.to(tl.float32)
+                x = x.to(tl.float32)
+            acc = tl.dot(q, tl.trans(x), acc, input_precision=PRECISION)
+
+        if METRIC == 1:
+            xn = tl.load(xnorm_ptr + rn_safe)
+            val = acc * (1.0 / tl.maximum(xn, EPS))[None, :]
+        elif METRIC == 2:
+            xn = tl.load(xnorm_ptr + rn_safe)
+            val = -tl.maximum(qsq[:, None] - 2.0 * acc + (xn * xn)[None, :], 0.0)
+        else:
+            val = acc
+        val = tl.where((rn < N)[None, :], val, float("-inf"))
+
+        hot = tl.max((tl.max(val, axis=1) > thr).to(tl.int32), axis=0)
+        while hot > 0:
+            best, col = tl.max(val, axis=1, return_indices=True, return_indices_tie_break_left=True)
+            take = best > thr
+            best = tl.where(best == 0.0, 0.0, best)  # -0.0 -> +0.0: one key per value
+            new_key = _pack_key(best, (n0 + col).to(tl.int64))
+            keys = tl.where(take[:, None] & (kcol[None, :] == slot[:, None]), new_key[:, None], keys)
+            val = tl.where(take[:, None] & (ncol[None, :] == col[:, None]), float("-inf"), val)
+            worst, slot = tl.min(keys, axis=1, return_indices=True, return_indices_tie_break_left=True)
+            thr = _key_score(worst)
+            hot = tl.max((tl.max(val, axis=1) > thr).to(tl.int32), axis=0)
+
+    # Selection value -> final score; empty slots stay (-inf, -1).
+    sel = _key_score(keys)
+    empty = sel == float("-inf")
+    ids = tl.where(empty, -1, _key_id(keys))
+    if METRIC == 1:
+        score = sel * (1.0 / tl.maximum(qnorm, EPS))[:, None]
+    elif METRIC == 2:
+        score = -tl.sqrt_rn(-sel)
+    else:
+        score = sel
+    score = tl.where(empty, float("-inf"), score)
+
+    out = (rm.to(tl.int64)[:, None] * splits + pid_s) * KP + kcol[None, :]
+    row_ok = (rm < B)[:, None]
+    tl.store(out_scores_ptr + out, score, mask=row_ok)
+    tl.store(out_ids_ptr + out, ids, mask=row_ok)

@@ -1,0 +1,115 @@
+"""Launching the fused score/top-k kernel and merging its per-split candidates.
+
+``best_candidates`` returns each query's unfiltered best ``c`` (score, id) pairs, best first;
+the op modules post-filter excluded ids with ``pyl2d._topk.drop_excluded`` (exact, because
+c >= k + E). Queries are given as a base tensor plus int64 element offsets of each row, so a
+pooled query ``hidden[b, last[b]]`` is read in place.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+
+from pyl2d import _backend
+from pyl2d._topk import merge_candidates, pack_keys
+from pyl2d.triton import _configs
+from pyl2d.triton._score_kernel import EMPTY_KEY, METRIC_CODES, NORM_EPS, score_topk_kernel
+
+# Above this many items the int32 item ids inside the kernel could overflow.
+MAX_FUSED_ITEMS = 2**31 - 2**20
+# Fallback: score at most this many (query, item) pairs at once.
+FALLBACK_PAIRS = 1 << 24
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def selection_width(c: int) -> int:
+    """KP: the per-split list length the kernel keeps (power of two, >= c)."""
+    return max(4, _next_pow2(c))
+
+
+def fused_supported(c: int, n_items: int) -> bool:
+    return selection_width(c) <= _configs.MAX_KP and n_items <= MAX_FUSED_ITEMS
+
+
+def item_norms_or_compute(items: torch.Tensor, item_norms: torch.Tensor | None, metric: str
+                          ) -> torch.Tensor | None:
+    """fp32 item norms for cosine/l2 (one pass over items, no fp32 copy of them)."""
+    if metric == "ip":
+        return None
+    if item_norms is not None:
+        return item_norms.to(torch.float32).contiguous()
+    return torch.linalg.vector_norm(items, dim=1, dtype=torch.float32)
+
+
+def _sm_count(device: torch.device) -> int:
+    if _backend.triton_interpreted() or device.type != "cuda":
+        return 2  # a few splits, so the merge is exercised, without slowing the interpreter
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _plan_splits(batch: int, n_items: int, cfg: _configs.ScoreConfig, device: torch.device) -> tuple[int, int]:
+    """(splits, tiles per split): enough programs to fill the GPU, no empty split."""
+    q_blocks = triton.cdiv(batch, cfg.block_m)
+    tiles = triton.cdiv(n_items, cfg.block_n)
+    target = _sm_count(device) * cfg.waves
+    splits = max(1, min(tiles, triton.cdiv(target, q_blocks)))
+    per_split = triton.cdiv(tiles, splits)
+    return triton.cdiv(tiles, per_split), per_split
+
+
+def best_candidates(q_base: torch.Tensor, q_rows: torch.Tensor, q_stride_d: int, batch: int,
+                    items: torch.Tensor, c: int, metric: str, item_norms: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best ``c`` (scores [B, c] float32, ids [B, c] int64) per query, best first.
+
+    Query b is the D elements at ``q_base`` + ``q_rows[b]`` (int64 element offsets) with
+    stride ``q_stride_d``; the fused kernel handles ``c`` up to ``_configs.MAX_KP``."""
+    n_items, dim = items.shape
+    kp = selection_width(c)
+    norms = item_norms_or_compute(items, item_norms, metric)
+    cfg = _configs.pick(items.dtype, dim, batch, kp)
+    splits, per_split = _plan_splits(batch, n_items, cfg, items.device)
+    out_scores = torch.empty((batch, splits, kp), dtype=torch.float32, device=items.device)
+    out_ids = torch.empty((batch, splits, kp), dtype=torch.int64, device=items.device)
+    grid = (triton.cdiv(batch, cfg.block_m), splits)
+    score_topk_kernel[grid](
+        q_base, q_rows, q_stride_d,
+        items, items.stride(0), items.stride(1),
+        norms if norms is not None else out_scores,  # never read for ip
+        out_scores, out_ids,
+        batch, n_items, dim, per_split, splits,
+        METRIC=METRIC_CODES[metric], EMPTY=EMPTY_KEY, EPS=NORM_EPS,
+        KP=kp, BM=cfg.block_m, BN=cfg.block_n, BK=cfg.block_k,
+        EVEN_D=dim % cfg.block_k == 0,
+        PRECISION="ieee" if items.dtype == torch.float32 else None,
+        UPCAST=_backend.triton_interpreted() and items.dtype == torch.bfloat16,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    # Each split's list is unordered: the merge sorts (and is exact thanks to packed keys).
+    return merge_candidates(out_scores.view(batch, -1), out_ids.view(batch, -1), c)
+
+
+def chunked_candidates(queries: torch.Tensor, items: torch.Tensor, c: int, metric: str,
+                       item_norms: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fallback for large c (or huge N): score item chunks with torch in fp32, keep the best
+    c per chunk and merge. Memory is bounded by the chunk, not by N."""
+    from pyl2d.reference.score_topk import similarity
+
+    batch = queries.shape[0]
+    n_items = items.shape[0]
+    norms = item_norms_or_compute(items, item_norms, metric)
+    chunk = max(c, FALLBACK_PAIRS // max(batch, 1))
+    best_s = queries.new_full((batch, 0), float("-inf"), dtype=torch.float32)
+    best_i = queries.new_full((batch, 0), -1, dtype=torch.int64)
+    for start in range(0, n_items, chunk):
+        stop = min(start + chunk, n_items)
+        part = similarity(queries, items[start:stop], metric, None if norms is None else norms[start:stop])
+        ids = torch.arange(start, stop, device=items.device).expand(batch, -1)
+        _, pos = torch.topk(pack_keys(part, ids), min(c, stop - start), dim=1, sorted=False)
+        best_s = torch.cat([best_s, torch.gather(part, 1, pos)], 1)
+        best_i = torch.cat([best_i, pos + start], 1)
+        best_s, best_i = merge_candidates(best_s, best_i, min(c, best_s.shape[1]))
+    return merge_candidates(best_s, best_i, c)
