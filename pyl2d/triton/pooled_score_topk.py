@@ -1,0 +1,28 @@
+"""Triton ``pooled_score_topk``.
+
+mode="last" without normalisation is one fused kernel: the score kernel reads each query
+straight from ``hidden[b, last[b], :]`` through int64 row offsets (from a tiny torch op on the
+mask), so no pooled tensor exists. Other modes pool with the Triton pooling kernels, then
+score: the result is exactly ``score_topk(pool_hidden(...), ...)``."""
+from __future__ import annotations
+
+import torch
+
+from pyl2d._topk import candidates_needed, drop_excluded
+from pyl2d.reference.pool_hidden import last_token_index
+from pyl2d.triton import _search
+from pyl2d.triton.pool_hidden import pool_hidden
+from pyl2d.triton.score_topk import score_topk
+
+
+def pooled_score_topk(hidden, attention_mask, items, k, metric="ip", mode="last", normalize=False,
+                      exclude=None, item_norms=None):
+    batch = hidden.shape[0]
+    c = candidates_needed(k, exclude, items.shape[0])
+    if mode != "last" or normalize or not _search.fused_supported(c, items.shape[0]):
+        queries = pool_hidden(hidden, attention_mask, mode, normalize)
+        return score_topk(queries, items, k, metric, exclude, item_norms)
+    last = last_token_index(attention_mask).to(torch.int64)
+    rows = torch.arange(batch, device=hidden.device, dtype=torch.int64) * hidden.stride(0) + last * hidden.stride(1)
+    scores, ids = _search.best_candidates(hidden, rows, hidden.stride(2), batch, items, c, metric, item_norms)
+    return drop_excluded(scores, ids, exclude, k)
