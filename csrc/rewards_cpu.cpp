@@ -1,0 +1,195 @@
+// CPU kernels for the PERM reward ops: aggregate_rewards, group_advantages (TRL's GRPO
+// formula, NaN-aware) and score_from_hidden (expected score over a few LM-head rows).
+// Tensors arrive as raw pointers (see pyl2d/_ext.py); outputs and workspaces are torch's.
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+
+#include "registry.h"
+#include "rewards_common.h"
+#include "tensor_arg.h"
+
+namespace py = pybind11;
+
+namespace pyl2d {
+namespace {
+
+using rewards::aggregate_row;
+using rewards::load_as_float;
+
+void aggregate_rewards_cpu(uintptr_t scores_ptr, int64_t rows, int64_t cols, int64_t row_stride, int dtype_code,
+                           uintptr_t weights_ptr, int mode, double score_max, uintptr_t bystander_ptr,
+                           double bystander_coef, uintptr_t lengths_ptr, double length_limit, double length_coef,
+                           uintptr_t out_ptr) {
+  const DType dtype = dtype_from_code(dtype_code);
+  if (mode < 0 || mode > 2) throw std::invalid_argument("aggregate_rewards: unknown mode");
+  const void* scores = reinterpret_cast<const void*>(scores_ptr);
+  const float* weights = reinterpret_cast<const float*>(weights_ptr);
+  const float* bystander = reinterpret_cast<const float*>(bystander_ptr);
+  const float* lengths = reinterpret_cast<const float*>(lengths_ptr);
+  float* out = reinterpret_cast<float*>(out_ptr);
+  const float smax = static_cast<float>(score_max), bcoef = static_cast<float>(bystander_coef);
+  const float limit = static_cast<float>(length_limit), lcoef = static_cast<float>(length_coef);
+#pragma omp parallel for schedule(static) if (rows > 16384)
+  for (int64_t i = 0; i < rows; ++i) {
+    float r = aggregate_row(scores, i * row_stride, cols, dtype, weights, mode, smax);
+    if (bystander) r += bcoef * (bystander[i] / 100.f - 1.f);
+    if (lengths) r -= lcoef * std::max(0.f, lengths[i] - limit);
+    out[i] = r;
+  }
+}
+
+// Workspace (float64, 4 * groups): count, sum, first-pass mean (for imputation), ssd.
+void group_advantages_cpu(uintptr_t rewards_ptr, int64_t n, int64_t groups, uintptr_t ids_ptr, double eps,
+                          int scale, bool impute, uintptr_t workspace_ptr, uintptr_t out_ptr) {
+  if (groups < 1 || n < 1) throw std::invalid_argument("group_advantages: empty input");
+  if (!ids_ptr && n % groups) throw std::invalid_argument("group_advantages: groups must divide the batch");
+  const float* r = reinterpret_cast<const float*>(rewards_ptr);
+  const int64_t* ids = reinterpret_cast<const int64_t*>(ids_ptr);
+  float* out = reinterpret_cast<float*>(out_ptr);
+  double* ws = reinterpret_cast<double*>(workspace_ptr);
+  double *count = ws, *sum = ws + groups, *mean0 = ws + 2 * groups, *ssd = ws + 3 * groups;
+  const int64_t gsize = ids ? 0 : n / groups;
+  auto group_of = [&](int64_t i) -> int64_t {
+    const int64_t g = ids ? ids[i] : i / gsize;
+    if (g < 0 || g >= groups) throw std::out_of_range("group_advantages: group id out of range");
+    return g;
+  };
+  std::fill(ws, ws + 4 * groups, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(r[i])) continue;
+    const int64_t g = group_of(i);
+    count[g] += 1.0;
+    sum[g] += r[i];
+  }
+  for (int64_t g = 0; g < groups; ++g) mean0[g] = sum[g] / count[g];
+  // The value each element counts with: its reward, or its group's mean when imputing.
+  auto value = [&](int64_t i, int64_t g) -> double { return std::isnan(r[i]) && impute ? mean0[g] : r[i]; };
+  if (impute) {
+    std::fill(count, count + 2 * groups, 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t g = group_of(i);
+      const double v = value(i, g);
+      if (std::isnan(v)) continue;
+      count[g] += 1.0;
+      sum[g] += v;
+    }
+  }
+  double* mean = sum;  // in place: sum -> mean
+  for (int64_t g = 0; g < groups; ++g) mean[g] = sum[g] / count[g];
+  double batch_count = 0, batch_sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t g = group_of(i);
+    const double v = value(i, g);
+    if (std::isnan(v)) continue;
+    ssd[g] += (v - mean[g]) * (v - mean[g]);
+    batch_count += 1.0;
+    batch_sum += v;
+  }
+  double batch_std = NAN;
+  if (scale == rewards::kScaleBatch) {
+    const double bmean = batch_sum / batch_count;
+    double bssd = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = value(i, group_of(i));
+      if (!std::isnan(v)) bssd += (v - bmean) * (v - bmean);
+    }
+    batch_std = std::sqrt(bssd / (batch_count - 1.0));
+  }
+#pragma omp parallel for schedule(static) if (n > 16384)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t g = ids ? ids[i] : i / gsize;
+    double a = value(i, g) - mean[g];
+    if (scale == rewards::kScaleGroup) a /= std::sqrt(ssd[g] / (count[g] - 1.0)) + eps;
+    else if (scale == rewards::kScaleBatch) a /= batch_std + eps;
+    out[i] = std::isnan(a) ? 0.f : static_cast<float>(a);
+  }
+}
+
+template <typename T>
+inline float to_float(T v);
+template <>
+inline float to_float<float>(float v) { return v; }
+
+struct Half { uint16_t bits; };
+struct BFloat { uint16_t bits; };
+template <>
+inline float to_float<Half>(Half v) { return half_to_float(v.bits); }
+template <>
+inline float to_float<BFloat>(BFloat v) { return bf16_to_float(v.bits); }
+
+// Dot product in float32 with 8 independent accumulators (lets the compiler vectorise).
+template <typename T>
+float dot(const T* a, const T* b, int64_t d) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= d; k += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += to_float(a[k + j]) * to_float(b[k + j]);
+  float tail = 0;
+  for (; k < d; ++k) tail += to_float(a[k]) * to_float(b[k]);
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
+template <typename T>
+void expected_scores(const T* hidden, int64_t rows, int64_t h_stride, const T* weight, int64_t w_rows,
+                     int64_t w_stride, int64_t d, const int64_t* ids, const float* values, int64_t s, float* out) {
+  for (int64_t j = 0; j < s; ++j)
+    if (ids[j] < 0 || ids[j] >= w_rows) throw std::out_of_range("score_from_hidden: score token id out of range");
+#pragma omp parallel for schedule(static) if (rows * s * d > (1 << 16))
+  for (int64_t i = 0; i < rows; ++i) {
+    // Online softmax: one pass over the score tokens, no buffer.
+    float top = -INFINITY, z = 0.f, acc = 0.f;
+    for (int64_t j = 0; j < s; ++j) {
+      const float logit = dot(hidden + i * h_stride, weight + ids[j] * w_stride, d);
+      if (logit > top) {
+        const float rescale = std::exp(top - logit);
+        z = z * rescale + 1.f;
+        acc = acc * rescale + values[j];
+        top = logit;
+      } else {
+        const float e = std::exp(logit - top);
+        z += e;
+        acc += e * values[j];
+      }
+    }
+    out[i] = acc / z;
+  }
+}
+
+void score_from_hidden_cpu(uintptr_t hidden_ptr, int64_t rows, int64_t d, int64_t h_stride, int dtype_code,
+                           uintptr_t weight_ptr, int64_t w_rows, int64_t w_stride, uintptr_t ids_ptr,
+                           uintptr_t values_ptr, int64_t s, uintptr_t out_ptr) {
+  const DType dtype = dtype_from_code(dtype_code);
+  const int64_t* ids = reinterpret_cast<const int64_t*>(ids_ptr);
+  const float* values = reinterpret_cast<const float*>(values_ptr);
+  float* out = reinterpret_cast<float*>(out_ptr);
+  switch (dtype) {
+    case DType::kFloat32:
+      return expected_scores(reinterpret_cast<const float*>(hidden_ptr), rows, h_stride,
+                             reinterpret_cast<const float*>(weight_ptr), w_rows, w_stride, d, ids, values, s, out);
+    case DType::kFloat16:
+      return expected_scores(reinterpret_cast<const Half*>(hidden_ptr), rows, h_stride,
+                             reinterpret_cast<const Half*>(weight_ptr), w_rows, w_stride, d, ids, values, s, out);
+    case DType::kBFloat16:
+      return expected_scores(reinterpret_cast<const BFloat*>(hidden_ptr), rows, h_stride,
+                             reinterpret_cast<const BFloat*>(weight_ptr), w_rows, w_stride, d, ids, values, s, out);
+    default:
+      throw std::invalid_argument(std::string("score_from_hidden: unsupported dtype ") + dtype_name(dtype));
+  }
+}
+
+}  // namespace
+}  // namespace pyl2d
+
+PYL2D_REGISTER_BINDINGS(rewards_cpu, [](py::module_& m) {
+  const auto release = py::call_guard<py::gil_scoped_release>();
+  m.def("aggregate_rewards_cpu", &pyl2d::aggregate_rewards_cpu, release,
+        "Weighted mean of valid scores per row (+ bystander and length terms) into float32 out.");
+  m.def("group_advantages_cpu", &pyl2d::group_advantages_cpu, release,
+        "GRPO advantages, NaN-aware (TRL's formula); workspace is 4 * groups float64.");
+  m.def("score_from_hidden_cpu", &pyl2d::score_from_hidden_cpu, release,
+        "Expected score over the score tokens' LM-head rows.");
+});
