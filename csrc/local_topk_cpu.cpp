@@ -1,0 +1,222 @@
+// local_topk's aggregation + ranking stage on CPU (L2D local aggregation).
+//
+// Inputs per query b: its m nearest memory entries (indices into memory) and C global
+// candidates (scores and item ids, from score_topk over the admissible item
+// representations; pyl2d/_local_stages.py proves that C = k + m + E of them make the
+// result exact). Here, per query: group the m entries by item, average each group's
+// vectors in float32 (the item's local representation) and score it; the local score
+// replaces the item's global one; excluded items are dropped; the k best by
+// (score desc, id asc) are written, the tail padded with (-inf, -1).
+// Work per query is O(m * D + (m + C) log(m + C)); nothing of size B x N exists.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <pybind11/pybind11.h>
+
+#include "aggregate_rows.h"
+#include "registry.h"
+#include "tensor_arg.h"
+
+namespace py = pybind11;
+
+namespace pyl2d {
+namespace {
+
+enum class Metric : int { kIp = 0, kCosine = 1, kL2 = 2 };  // pyl2d/cpu/local_topk.py::_METRIC_CODES
+constexpr float kNormEps = 1e-12f;                          // pyl2d/reference/score_topk.py::NORM_EPS
+
+struct Candidate {
+  float score;
+  int64_t id;
+};
+
+inline bool ranks_before(const Candidate& a, const Candidate& b) {
+  return a.score > b.score || (a.score == b.score && a.id < b.id);
+}
+
+// The metric from a dot product and squared norms, with the reference's formulas.
+inline float score_from(Metric metric, float dot, float q_sq, float x_sq) {
+  switch (metric) {
+    case Metric::kIp: return dot;
+    case Metric::kCosine:
+      return dot / (std::max(std::sqrt(q_sq), kNormEps) * std::max(std::sqrt(x_sq), kNormEps));
+    case Metric::kL2: return -std::sqrt(std::max(q_sq - 2.0f * dot + x_sq, 0.0f));
+  }
+  return dot;
+}
+
+struct Problem {
+  uintptr_t queries, memory;
+  int64_t batch, cols, q_stride, mem_rows, mem_stride;
+  const int64_t* mem_item_ids;  // [M]
+  int64_t n_items;
+  const int64_t* nearest;  // [B, m]
+  int64_t m;
+  const float* cand_scores;  // [B, C]
+  const int64_t* cand_ids;   // [B, C], -1 = empty
+  int64_t n_cand;
+  const int64_t* exclude;  // [B, E] or null, -1 = padding
+  int64_t n_exclude;
+  int64_t k;
+  Metric metric;
+  float* out_scores;  // [B, k]
+  int64_t* out_ids;   // [B, k]
+};
+
+// Scratch reused across the queries one thread handles.
+struct Scratch {
+  std::vector<float> query, acc;
+  std::vector<std::pair<int64_t, int64_t>> entries;  // (item, memory index)
+  std::vector<Candidate> local, ranked;
+  std::vector<int64_t> excluded;
+};
+
+inline bool contains_sorted(const std::vector<int64_t>& sorted, int64_t id) {
+  return std::binary_search(sorted.begin(), sorted.end(), id);
+}
+
+template <typename T>
+void rank_one_query(const Problem& p, int64_t b, Scratch& s) {
+  using S = typename T::storage;
+  const int64_t D = p.cols;
+  const S* q_row = reinterpret_cast<const S*>(p.queries) + b * p.q_stride;
+  s.query.assign(D, 0.0f);
+  float q_sq = 0.0f;
+  for (int64_t d = 0; d < D; ++d) {
+    s.query[d] = T::load(q_row[d]);
+    q_sq += s.query[d] * s.query[d];
+  }
+
+  s.entries.clear();
+  for (int64_t j = 0; j < p.m; ++j) {
+    const int64_t row = p.nearest[b * p.m + j];
+    s.entries.emplace_back(p.mem_item_ids[row], row);
+  }
+  std::sort(s.entries.begin(), s.entries.end());
+
+  s.excluded.clear();
+  if (p.exclude != nullptr)
+    for (int64_t e = 0; e < p.n_exclude; ++e)
+      if (p.exclude[b * p.n_exclude + e] >= 0) s.excluded.push_back(p.exclude[b * p.n_exclude + e]);
+  std::sort(s.excluded.begin(), s.excluded.end());
+
+  // Local representations: one group of entries per item (entries are sorted by item).
+  s.local.clear();
+  s.acc.resize(D);
+  for (size_t g = 0; g < s.entries.size();) {
+    const int64_t item = s.entries[g].first;
+    size_t end = g;
+    std::fill(s.acc.begin(), s.acc.end(), 0.0f);
+    for (; end < s.entries.size() && s.entries[end].first == item; ++end)
+      aggregate::add_row<T>(s.acc.data(), reinterpret_cast<const S*>(p.memory) + s.entries[end].second * p.mem_stride,
+                            D);
+    const float inv = 1.0f / static_cast<float>(end - g);
+    float dot = 0.0f, x_sq = 0.0f;
+    for (int64_t d = 0; d < D; ++d) {
+      const float x = s.acc[d] * inv;
+      dot += s.query[d] * x;
+      x_sq += x * x;
+    }
+    s.local.push_back({score_from(p.metric, dot, q_sq, x_sq), item});
+    g = end;
+  }
+
+  // Candidates: local items, then global ones without a local score; none excluded.
+  s.ranked.clear();
+  for (const Candidate& c : s.local)
+    if (!contains_sorted(s.excluded, c.id)) s.ranked.push_back(c);
+  auto local_has = [&](int64_t id) {
+    auto it = std::lower_bound(s.local.begin(), s.local.end(), id,
+                               [](const Candidate& c, int64_t v) { return c.id < v; });
+    return it != s.local.end() && it->id == id;
+  };
+  for (int64_t c = 0; c < p.n_cand; ++c) {
+    const int64_t id = p.cand_ids[b * p.n_cand + c];
+    if (id < 0 || local_has(id) || contains_sorted(s.excluded, id)) continue;
+    s.ranked.push_back({p.cand_scores[b * p.n_cand + c], id});
+  }
+
+  const int64_t keep = std::min<int64_t>(p.k, static_cast<int64_t>(s.ranked.size()));
+  std::partial_sort(s.ranked.begin(), s.ranked.begin() + keep, s.ranked.end(), ranks_before);
+  for (int64_t j = 0; j < p.k; ++j) {
+    const bool filled = j < keep;
+    p.out_scores[b * p.k + j] = filled ? s.ranked[j].score : -std::numeric_limits<float>::infinity();
+    p.out_ids[b * p.k + j] = filled ? s.ranked[j].id : -1;
+  }
+}
+
+// Index checks before the parallel region: an exception must not escape an OpenMP loop.
+void check_indices(const Problem& p) {
+  for (int64_t i = 0; i < p.batch * p.m; ++i) {
+    const int64_t row = p.nearest[i];
+    if (row < 0 || row >= p.mem_rows)
+      throw std::invalid_argument("local_topk_cpu: nearest memory index " + std::to_string(row) + " out of range");
+    const int64_t item = p.mem_item_ids[row];
+    if (item < 0 || item >= p.n_items)
+      throw std::invalid_argument("memory_item_ids holds id " + std::to_string(item) + ", out of range [0, " +
+                                  std::to_string(p.n_items) + ")");
+  }
+  for (int64_t i = 0; i < p.batch * p.n_cand; ++i)
+    if (p.cand_ids[i] < -1 || p.cand_ids[i] >= p.n_items)
+      throw std::invalid_argument("local_topk_cpu: candidate id " + std::to_string(p.cand_ids[i]) + " out of range");
+}
+
+void local_rank_cpu(uintptr_t queries, int64_t batch, int64_t cols, int64_t q_stride, int q_dtype, uintptr_t memory,
+                    int64_t mem_rows, int64_t mem_stride, int mem_dtype, uintptr_t mem_item_ids, int64_t n_items,
+                    uintptr_t nearest, int64_t m, uintptr_t cand_scores, uintptr_t cand_ids, int64_t n_cand,
+                    uintptr_t exclude, int64_t n_exclude, int64_t k, int metric, uintptr_t out_scores,
+                    uintptr_t out_ids) {
+  if (q_dtype != mem_dtype) throw std::invalid_argument("local_topk_cpu: queries and memory must share a dtype");
+  if (batch < 0 || cols < 0 || m < 1 || m > mem_rows || n_cand < 0 || n_exclude < 0 || k < 1)
+    throw std::invalid_argument("local_topk_cpu: bad sizes");
+  if (metric < 0 || metric > 2) throw std::invalid_argument("local_topk_cpu: unknown metric code");
+  Problem p{queries, memory, batch, cols, q_stride, mem_rows, mem_stride,
+            reinterpret_cast<const int64_t*>(mem_item_ids), n_items, reinterpret_cast<const int64_t*>(nearest), m,
+            reinterpret_cast<const float*>(cand_scores), reinterpret_cast<const int64_t*>(cand_ids), n_cand,
+            reinterpret_cast<const int64_t*>(exclude), n_exclude, k, static_cast<Metric>(metric),
+            reinterpret_cast<float*>(out_scores), reinterpret_cast<int64_t*>(out_ids)};
+  check_indices(p);
+  aggregate::dispatch_float(q_dtype, "queries", [&](auto tag) {
+    using T = decltype(tag);
+    bool failed = false;
+#ifdef PYL2D_WITH_OPENMP
+#pragma omp parallel
+#endif
+    {
+      Scratch scratch;
+#ifdef PYL2D_WITH_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (int64_t b = 0; b < p.batch; ++b) {
+        try {
+          rank_one_query<T>(p, b, scratch);
+        } catch (...) {  // only std::bad_alloc can get here
+#ifdef PYL2D_WITH_OPENMP
+#pragma omp atomic write
+#endif
+          failed = true;
+        }
+      }
+    }
+    if (failed) throw std::runtime_error("local_topk_cpu: out of memory");
+  });
+}
+
+}  // namespace
+}  // namespace pyl2d
+
+PYL2D_REGISTER_BINDINGS(local_topk_cpu, [](py::module_& m) {
+  m.def("local_rank_cpu", &pyl2d::local_rank_cpu, py::call_guard<py::gil_scoped_release>(),
+        "local_topk's aggregation + ranking stage (internal; use pyl2d.ops.local_topk).", py::arg("queries"),
+        py::arg("batch"), py::arg("cols"), py::arg("q_stride"), py::arg("q_dtype"), py::arg("memory"),
+        py::arg("mem_rows"), py::arg("mem_stride"), py::arg("mem_dtype"), py::arg("mem_item_ids"), py::arg("n_items"),
+        py::arg("nearest"), py::arg("m"), py::arg("cand_scores"), py::arg("cand_ids"), py::arg("n_cand"),
+        py::arg("exclude"), py::arg("n_exclude"), py::arg("k"), py::arg("metric"), py::arg("out_scores"),
+        py::arg("out_ids"));
+});
