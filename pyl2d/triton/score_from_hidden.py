@@ -1,0 +1,25 @@
+"""Triton ``score_from_hidden``: one program per row; the S score rows of the LM head are read
+as an [S, BLOCK_D] tile per D chunk (never the full vocabulary), then a masked softmax."""
+from __future__ import annotations
+
+import torch
+import triton
+
+from pyl2d import _backend
+from pyl2d.triton._rewards_kernels import score_from_hidden_kernel
+
+
+def score_from_hidden(hidden, lm_head_weight, score_token_ids, score_values):
+    if hidden.stride(1) != 1:
+        hidden = hidden.contiguous()
+    weight = lm_head_weight if lm_head_weight.stride(1) == 1 else lm_head_weight.contiguous()
+    ids = score_token_ids.to(torch.int64).contiguous()
+    values = score_values.to(torch.float32).contiguous()
+    b, d = hidden.shape
+    s = ids.shape[0]
+    out = torch.empty(b, dtype=torch.float32, device=hidden.device)
+    block_s = max(2, triton.next_power_of_2(s))
+    block_d = 32 if _backend.triton_interpreted() else max(16, min(256, 4096 // block_s))
+    score_from_hidden_kernel[(b,)](hidden, hidden.stride(0), weight, weight.stride(0), ids, values, out, d, s,
+                                   BLOCK_S=block_s, BLOCK_D=block_d)
+    return out
