@@ -1,0 +1,352 @@
+// score_topk on CPU: each query's k best items by inner product, cosine or L2 without
+// materialising the queries x items score matrix.
+//
+// Work is split into (query block x item shard) units run by OpenMP threads, so a single
+// query still uses every core. A unit walks its shard in item tiles: fp16/bf16 tiles are
+// converted once to fp32 in thread-local scratch (item norms computed while the tile is
+// hot), a register-blocked SIMD kernel fills a [query block x tile] score block, and each
+// query's bounded top-k buffer takes the few candidates that beat its threshold. Partial
+// top-k lists of the shards are merged at the end. Extra memory is bounded by the tile,
+// block and k sizes, independent of the number of items.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef PYL2D_WITH_OPENMP
+#include <omp.h>
+#endif
+
+#include <pybind11/pybind11.h>
+
+#include "registry.h"
+#include "simd_dot.h"
+#include "tensor_arg.h"
+#include "topk_select.h"
+
+namespace py = pybind11;
+
+namespace pyl2d {
+namespace {
+
+constexpr float kNormEps = 1e-12f;
+
+enum class Metric { kIP, kCosine, kL2 };
+
+Metric metric_from_name(const std::string& name) {
+  if (name == "ip") return Metric::kIP;
+  if (name == "cosine") return Metric::kCosine;
+  if (name == "l2") return Metric::kL2;
+  throw std::invalid_argument("metric must be 'ip', 'cosine' or 'l2'; got '" + name + "'");
+}
+
+size_t dtype_size(DType d) {
+  switch (d) {
+    case DType::kFloat32:
+    case DType::kInt32: return 4;
+    case DType::kFloat16:
+    case DType::kBFloat16: return 2;
+    case DType::kInt64: return 8;
+    default: return 1;
+  }
+}
+
+bool is_float(DType d) { return d == DType::kFloat32 || d == DType::kFloat16 || d == DType::kBFloat16; }
+
+void check_matrix(const char* name, const Matrix& m, bool floating) {
+  if (m.ptr == 0) throw std::invalid_argument(std::string(name) + " has a null data pointer");
+  if (m.rows < 1 || m.cols < 1) throw std::invalid_argument(std::string(name) + " must be non-empty");
+  if (m.rows > 1 && m.row_stride < 0) throw std::invalid_argument(std::string(name) + " has a negative row stride");
+  if (floating && !is_float(m.dtype))
+    throw std::invalid_argument(std::string(name) + " must be float32, float16 or bfloat16, got " + dtype_name(m.dtype));
+}
+
+// Read row r of a float matrix as fp32 into dst (no copy for fp32: returns the row).
+const float* row_f32(const Matrix& m, int64_t r, float* dst, const simd::Kernels& K) {
+  const char* base = reinterpret_cast<const char*>(m.ptr) + r * m.row_stride * static_cast<int64_t>(dtype_size(m.dtype));
+  if (m.dtype == DType::kFloat32) return reinterpret_cast<const float*>(base);
+  K.to_f32(base, m.dtype, m.cols, dst);
+  return dst;
+}
+
+// Tile sizes: an fp32 item tile of about 1 MiB stays in L2 while a block of queries
+// sweeps it; D is processed in chunks so the rows a micro-kernel touches stay in L1.
+struct Tiling {
+  int64_t items_per_tile;
+  int64_t queries_per_block;
+  int64_t d_chunk;
+};
+
+Tiling choose_tiling(int64_t B, int64_t D) {
+  Tiling t;
+  t.items_per_tile = std::clamp<int64_t>(((1 << 20) / (4 * D)) / 12 * 12, 24, 480);
+  t.queries_per_block = std::min<int64_t>(B, 64);
+  t.d_chunk = D <= 1536 ? D : 1024;
+  return t;
+}
+
+struct Problem {
+  Matrix queries, items;
+  int64_t k = 1;
+  Metric metric = Metric::kIP;
+  const float* item_norms = nullptr;  // may be null: computed per tile
+  // Per query, a sorted list of excluded ids: excl_ids[excl_begin[b] .. excl_begin[b+1]).
+  std::vector<int64_t> excl_ids;
+  std::vector<int64_t> excl_begin;
+};
+
+bool excluded(const Problem& p, int64_t b, int64_t id) {
+  const int64_t lo = p.excl_begin[b], hi = p.excl_begin[b + 1];
+  if (lo == hi) return false;
+  return std::binary_search(p.excl_ids.begin() + lo, p.excl_ids.begin() + hi, id);
+}
+
+void build_exclusions(Problem& p, uintptr_t ptr, int64_t rows, int64_t cols, int64_t row_stride, DType dtype) {
+  const int64_t B = p.queries.rows, N = p.items.rows;
+  p.excl_begin.assign(static_cast<size_t>(B + 1), 0);
+  if (ptr == 0 || cols == 0) return;
+  if (rows != B) throw std::invalid_argument("exclude has " + std::to_string(rows) + " rows but there are " +
+                                             std::to_string(B) + " queries");
+  if (dtype != DType::kInt32 && dtype != DType::kInt64)
+    throw std::invalid_argument(std::string("exclude must be int32 or int64, got ") + dtype_name(dtype));
+  p.excl_ids.reserve(static_cast<size_t>(B * cols));
+  for (int64_t b = 0; b < B; ++b) {
+    const size_t start = p.excl_ids.size();
+    for (int64_t e = 0; e < cols; ++e) {
+      const int64_t off = b * row_stride + e;
+      const int64_t id = dtype == DType::kInt32 ? reinterpret_cast<const int32_t*>(ptr)[off]
+                                                : reinterpret_cast<const int64_t*>(ptr)[off];
+      if (id == -1) continue;
+      if (id < 0 || id >= N)
+        throw std::invalid_argument("exclude holds id " + std::to_string(id) + ", out of range [0, " +
+                                    std::to_string(N) + ") (-1 marks padding)");
+      p.excl_ids.push_back(id);
+    }
+    std::sort(p.excl_ids.begin() + start, p.excl_ids.end());
+    p.excl_ids.erase(std::unique(p.excl_ids.begin() + start, p.excl_ids.end()), p.excl_ids.end());
+    p.excl_begin[b + 1] = static_cast<int64_t>(p.excl_ids.size());
+  }
+}
+
+// Everything one thread owns; sized by the tiling, never by N.
+struct ThreadScratch {
+  std::vector<float> tile;    // converted item tile [items_per_tile x ld]
+  std::vector<float> norms;   // item norms of the tile
+  std::vector<float> scores;  // [queries_per_block x items_per_tile]
+  std::vector<TopKBuffer> topk;
+};
+
+void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const float* qf, int64_t ldq,
+              const float* qnorm, int64_t q0, int64_t nq, int64_t i0, int64_t i1, ThreadScratch& ws,
+              float* out_scores, int64_t* out_ids) {
+  const int64_t D = p.items.cols;
+  const bool convert = p.items.dtype != DType::kFloat32;
+  const bool need_norms = p.metric != Metric::kIP;
+  const int64_t ldt = D + 16;  // padded so rows do not alias in the cache
+  if (convert) ws.tile.resize(static_cast<size_t>(t.items_per_tile * ldt));
+  ws.norms.resize(static_cast<size_t>(t.items_per_tile));
+  ws.scores.resize(static_cast<size_t>(t.queries_per_block * t.items_per_tile));
+  if (static_cast<int64_t>(ws.topk.size()) < nq) ws.topk.resize(static_cast<size_t>(nq));
+  for (int64_t i = 0; i < nq; ++i) ws.topk[i].reset(p.k);
+
+  const int64_t lds = t.items_per_tile;
+  const size_t isz = dtype_size(p.items.dtype);
+  for (int64_t j0 = i0; j0 < i1; j0 += t.items_per_tile) {
+    const int nt = static_cast<int>(std::min(t.items_per_tile, i1 - j0));
+    // The item tile as fp32 rows, plus its norms while it is hot.
+    const float* xt;
+    int64_t ldx;
+    if (convert) {
+      for (int j = 0; j < nt; ++j) {
+        const char* src = reinterpret_cast<const char*>(p.items.ptr) + (j0 + j) * p.items.row_stride * int64_t(isz);
+        float* dst = ws.tile.data() + j * ldt;
+        K.to_f32(src, p.items.dtype, D, dst);
+      }
+      xt = ws.tile.data();
+      ldx = ldt;
+    } else {
+      xt = reinterpret_cast<const float*>(p.items.ptr) + j0 * p.items.row_stride;
+      ldx = p.items.row_stride;
+    }
+    if (need_norms) {
+      if (p.item_norms) {
+        for (int j = 0; j < nt; ++j) ws.norms[j] = p.item_norms[j0 + j];
+      } else {
+        for (int j = 0; j < nt; ++j) ws.norms[j] = std::sqrt(K.sumsq(xt + j * ldx, D));
+      }
+    }
+    // Dots of the query block against the tile, D in chunks.
+    float* S = ws.scores.data();
+    for (int64_t d0 = 0; d0 < D; d0 += t.d_chunk) {
+      const int64_t len = std::min(t.d_chunk, D - d0);
+      K.dots(qf + q0 * ldq + d0, ldq, static_cast<int>(nq), xt + d0, ldx, nt, len, S, lds, d0 > 0);
+    }
+    // Scores, then selection.
+    for (int64_t i = 0; i < nq; ++i) {
+      float* srow = S + i * lds;
+      const int64_t b = q0 + i;
+      if (p.metric == Metric::kCosine) {
+        const float qn = std::max(qnorm[b], kNormEps);
+        for (int j = 0; j < nt; ++j) srow[j] = srow[j] / (qn * std::max(ws.norms[j], kNormEps));
+      } else if (p.metric == Metric::kL2) {
+        const float qn2 = qnorm[b] * qnorm[b];
+        for (int j = 0; j < nt; ++j) {
+          const float xn = ws.norms[j];
+          srow[j] = -std::sqrt(std::max(qn2 - 2.0f * srow[j] + xn * xn, 0.0f));
+        }
+      }
+      TopKBuffer& top = ws.topk[i];
+      for (int j = 0; j < nt; ++j) {
+        const int64_t id = j0 + j;
+        if (top.admits(srow[j], id) && !excluded(p, b, id)) top.push(srow[j], id);
+      }
+    }
+  }
+  for (int64_t i = 0; i < nq; ++i) ws.topk[i].write_sorted(out_scores + i * p.k, out_ids + i * p.k);
+}
+
+int resolve_threads(int64_t requested) {
+#ifdef PYL2D_WITH_OPENMP
+  const int avail = omp_get_max_threads();
+  return static_cast<int>(requested > 0 ? std::min<int64_t>(requested, 1024) : avail);
+#else
+  (void)requested;
+  return 1;
+#endif
+}
+
+void score_topk_cpu(uintptr_t q_ptr, int64_t B, int64_t Dq, int64_t q_stride, int q_dtype, uintptr_t x_ptr, int64_t N,
+                    int64_t D, int64_t x_stride, int x_dtype, int64_t k, const std::string& metric_name,
+                    uintptr_t ex_ptr, int64_t ex_rows, int64_t ex_cols, int64_t ex_stride, int ex_dtype,
+                    uintptr_t norms_ptr, int64_t norms_len, uintptr_t out_scores_ptr, uintptr_t out_ids_ptr,
+                    int64_t num_threads) {
+  Problem p;
+  p.queries = Matrix{q_ptr, B, Dq, q_stride, 1, dtype_from_code(q_dtype)};
+  p.items = Matrix{x_ptr, N, D, x_stride, 1, dtype_from_code(x_dtype)};
+  check_matrix("queries", p.queries, true);
+  check_matrix("items", p.items, true);
+  if (Dq != D) throw std::invalid_argument("items has dimension " + std::to_string(D) + " but the queries have " +
+                                           std::to_string(Dq));
+  if (p.queries.dtype != p.items.dtype) throw std::invalid_argument("queries and items must have the same dtype");
+  if (k < 1 || k > N) throw std::invalid_argument("k=" + std::to_string(k) + " is out of range [1, " + std::to_string(N) + "]");
+  if (out_scores_ptr == 0 || out_ids_ptr == 0) throw std::invalid_argument("output pointers must not be null");
+  p.k = k;
+  p.metric = metric_from_name(metric_name);
+  if (norms_ptr != 0) {
+    if (norms_len != N) throw std::invalid_argument("item_norms has " + std::to_string(norms_len) +
+                                                    " entries but items has " + std::to_string(N) + " rows");
+    p.item_norms = reinterpret_cast<const float*>(norms_ptr);
+  }
+  build_exclusions(p, ex_ptr, ex_rows, ex_cols, ex_stride, dtype_from_code(ex_dtype));
+  float* out_scores = reinterpret_cast<float*>(out_scores_ptr);
+  int64_t* out_ids = reinterpret_cast<int64_t*>(out_ids_ptr);
+
+  const simd::Kernels& K = simd::kernels();
+  const Tiling t = choose_tiling(B, D);
+  const int threads = resolve_threads(num_threads);
+
+  // Queries as padded fp32 rows (B x D: independent of N) and their norms.
+  const int64_t ldq = D + 16;
+  std::vector<float> qf(static_cast<size_t>(B * ldq));
+  std::vector<float> qnorm(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    float* dst = qf.data() + b * ldq;
+    const float* src = row_f32(p.queries, b, dst, K);
+    if (src != dst) std::copy(src, src + D, dst);
+    qnorm[b] = std::sqrt(K.sumsq(dst, D));
+  }
+
+  // Units: query blocks x item shards, enough of them to keep every thread busy.
+  const int64_t n_qblocks = (B + t.queries_per_block - 1) / t.queries_per_block;
+  const int64_t n_tiles = (N + t.items_per_tile - 1) / t.items_per_tile;
+  int64_t n_shards = 1;
+  if (threads > 1 && n_qblocks < 4 * threads)
+    n_shards = std::min<int64_t>(n_tiles, (4 * threads + n_qblocks - 1) / n_qblocks);
+  const int64_t tiles_per_shard = (n_tiles + n_shards - 1) / n_shards;
+  n_shards = (n_tiles + tiles_per_shard - 1) / tiles_per_shard;
+  const int64_t n_units = n_qblocks * n_shards;
+
+  // Partial results per shard ([shards x B x k]); with one shard they are the output.
+  std::vector<float> part_scores;
+  std::vector<int64_t> part_ids;
+  if (n_shards > 1) {
+    part_scores.resize(static_cast<size_t>(n_shards * B * k));
+    part_ids.resize(static_cast<size_t>(n_shards * B * k));
+  }
+
+  std::exception_ptr error;
+  std::mutex error_lock;
+  auto guard = [&](auto&& fn) {
+    try {
+      fn();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_lock);
+      if (!error) error = std::current_exception();
+    }
+  };
+
+#ifdef PYL2D_WITH_OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+  {
+    ThreadScratch ws;
+#ifdef PYL2D_WITH_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (int64_t u = 0; u < n_units; ++u) {
+      guard([&] {
+        const int64_t qb = u / n_shards, sh = u % n_shards;
+        const int64_t q0 = qb * t.queries_per_block;
+        const int64_t nq = std::min(t.queries_per_block, B - q0);
+        const int64_t i0 = sh * tiles_per_shard * t.items_per_tile;
+        const int64_t i1 = std::min(N, i0 + tiles_per_shard * t.items_per_tile);
+        float* os = n_shards > 1 ? part_scores.data() + (sh * B + q0) * k : out_scores + q0 * k;
+        int64_t* oi = n_shards > 1 ? part_ids.data() + (sh * B + q0) * k : out_ids + q0 * k;
+        run_unit(p, K, t, qf.data(), ldq, qnorm.data(), q0, nq, i0, i1, ws, os, oi);
+      });
+    }
+    if (n_shards > 1) {
+      // Merge the shards' sorted lists per query (exclusions were applied already).
+      TopKBuffer top;
+#ifdef PYL2D_WITH_OPENMP
+#pragma omp for schedule(static)
+#endif
+      for (int64_t b = 0; b < B; ++b) {
+        guard([&] {
+          top.reset(k);
+          for (int64_t sh = 0; sh < n_shards; ++sh) {
+            const float* s = part_scores.data() + (sh * B + b) * k;
+            const int64_t* id = part_ids.data() + (sh * B + b) * k;
+            for (int64_t i = 0; i < k && id[i] >= 0; ++i) {
+              if (!top.admits(s[i], id[i])) break;  // the rest of this sorted list ranks lower
+              top.push(s[i], id[i]);
+            }
+          }
+          top.write_sorted(out_scores + b * k, out_ids + b * k);
+        });
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+}  // namespace pyl2d
+
+PYL2D_REGISTER_BINDINGS(score_topk_cpu, [](py::module_& m) {
+  m.def("score_topk_cpu", &pyl2d::score_topk_cpu, py::call_guard<py::gil_scoped_release>(),
+        "Fused similarity + top-k on CPU. Pointers, sizes and element row strides; outputs "
+        "scores [B,k] float32 and ids [B,k] int64 are written in place.",
+        py::arg("q_ptr"), py::arg("B"), py::arg("Dq"), py::arg("q_stride"), py::arg("q_dtype"), py::arg("x_ptr"),
+        py::arg("N"), py::arg("D"), py::arg("x_stride"), py::arg("x_dtype"), py::arg("k"), py::arg("metric"),
+        py::arg("ex_ptr"), py::arg("ex_rows"), py::arg("ex_cols"), py::arg("ex_stride"), py::arg("ex_dtype"),
+        py::arg("norms_ptr"), py::arg("norms_len"), py::arg("out_scores_ptr"), py::arg("out_ids_ptr"),
+        py::arg("num_threads"));
+  m.def("cpu_simd_variant", [] { return std::string(pyl2d::simd::kernels().name); },
+        "Which SIMD variant the CPU kernels use here (avx512, avx2 or portable).");
+});

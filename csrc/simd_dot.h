@@ -1,0 +1,356 @@
+// SIMD building blocks for the CPU scoring kernels: blocked dot products between rows of
+// two float32 matrices, fp16/bf16 -> fp32 row conversion and sums of squares.
+//
+// The module is compiled for baseline x86-64 (or aarch64), so the fast variants are
+// compiled per function for AVX-512 and AVX2+FMA (GCC/Clang target attributes) and chosen
+// at run time with __builtin_cpu_supports; a portable variant covers everything else.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "tensor_arg.h"
+
+// GCC 12 flags its own _mm512_undefined_*() placeholders inside intrinsics as uninitialized.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define PYL2D_SIMD_X86 1
+#include <immintrin.h>
+#endif
+
+namespace pyl2d {
+namespace simd {
+
+// s[i*lds + j] (+)= sum_{d<len} q[i*ldq + d] * x[j*ldx + d] for i < nq, j < nx.
+using DotsFn = void (*)(const float* q, int64_t ldq, int nq, const float* x, int64_t ldx, int nx, int64_t len,
+                        float* s, int64_t lds, bool accumulate);
+// dst[0..n) = float(src[0..n)) for a float32/float16/bfloat16 source.
+using ToF32Fn = void (*)(const void* src, DType dtype, int64_t n, float* dst);
+// sum of squares of x[0..n).
+using SumSqFn = float (*)(const float* x, int64_t n);
+
+struct Kernels {
+  const char* name;
+  DotsFn dots;
+  ToF32Fn to_f32;
+  SumSqFn sumsq;
+};
+
+// ----------------------------------------------------------------------------------------
+// Portable variant: plain loops the compiler vectorises for the baseline ISA.
+namespace portable {
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += a[d + l] * b[d + l];
+  float tail = 0.f;
+  for (; d < n; ++d) tail += a[d] * b[d];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
+inline void dots(const float* q, int64_t ldq, int nq, const float* x, int64_t ldx, int nx, int64_t len, float* s,
+                 int64_t lds, bool accumulate) {
+  for (int j = 0; j < nx; ++j)
+    for (int i = 0; i < nq; ++i) {
+      const float r = dot(q + i * ldq, x + j * ldx, len);
+      s[i * lds + j] = accumulate ? s[i * lds + j] + r : r;
+    }
+}
+
+inline void to_f32(const void* src, DType dtype, int64_t n, float* dst) {
+  if (dtype == DType::kFloat32) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+  } else if (dtype == DType::kFloat16) {
+    const uint16_t* h = static_cast<const uint16_t*>(src);
+    for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(h[i]);
+  } else {
+    const uint16_t* h = static_cast<const uint16_t*>(src);
+    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(h[i]);
+  }
+}
+
+inline float sumsq(const float* x, int64_t n) { return dot(x, x, n); }
+
+}  // namespace portable
+
+#ifdef PYL2D_SIMD_X86
+// ----------------------------------------------------------------------------------------
+// AVX-512 variant: micro-kernel of MQ queries x NX items, 16-float lanes along D.
+#define PYL2D_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+namespace avx512 {
+
+template <int MQ, int NX>
+PYL2D_AVX512 inline void micro(const float* q, int64_t ldq, const float* x, int64_t ldx, int64_t len, float* s,
+                               int64_t lds, bool accumulate) {
+  __m512 acc[MQ][NX];
+#pragma GCC unroll 8
+  for (int i = 0; i < MQ; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NX; ++j) acc[i][j] = _mm512_setzero_ps();
+  int64_t d = 0;
+  for (; d + 16 <= len; d += 16) {
+    __m512 xv[NX];
+#pragma GCC unroll 8
+    for (int j = 0; j < NX; ++j) xv[j] = _mm512_loadu_ps(x + j * ldx + d);
+#pragma GCC unroll 8
+    for (int i = 0; i < MQ; ++i) {
+      const __m512 qv = _mm512_loadu_ps(q + i * ldq + d);
+#pragma GCC unroll 8
+      for (int j = 0; j < NX; ++j) acc[i][j] = _mm512_fmadd_ps(qv, xv[j], acc[i][j]);
+    }
+  }
+  if (d < len) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (len - d)) - 1u);
+    __m512 xv[NX];
+#pragma GCC unroll 8
+    for (int j = 0; j < NX; ++j) xv[j] = _mm512_maskz_loadu_ps(m, x + j * ldx + d);
+#pragma GCC unroll 8
+    for (int i = 0; i < MQ; ++i) {
+      const __m512 qv = _mm512_maskz_loadu_ps(m, q + i * ldq + d);
+#pragma GCC unroll 8
+      for (int j = 0; j < NX; ++j) acc[i][j] = _mm512_fmadd_ps(qv, xv[j], acc[i][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MQ; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NX; ++j) {
+      const float r = _mm512_reduce_add_ps(acc[i][j]);
+      s[i * lds + j] = accumulate ? s[i * lds + j] + r : r;
+    }
+}
+
+constexpr int kMQ = 4;
+constexpr int kNX = 6;
+
+template <int MQ>
+PYL2D_AVX512 inline void micro_nx(int nx, const float* q, int64_t ldq, const float* x, int64_t ldx, int64_t len,
+                                  float* s, int64_t lds, bool accumulate) {
+  switch (nx) {
+    case 6: micro<MQ, 6>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    case 5: micro<MQ, 5>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    case 4: micro<MQ, 4>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    case 3: micro<MQ, 3>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    case 2: micro<MQ, 2>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    default: micro<MQ, 1>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+  }
+}
+
+PYL2D_AVX512 inline void dots(const float* q, int64_t ldq, int nq, const float* x, int64_t ldx, int nx, int64_t len,
+                              float* s, int64_t lds, bool accumulate) {
+  for (int j = 0; j < nx; j += kNX) {
+    const int bx = std::min(kNX, nx - j);
+    for (int i = 0; i < nq; i += kMQ) {
+      const int bq = std::min(kMQ, nq - i);
+      const float* qi = q + i * ldq;
+      const float* xj = x + j * ldx;
+      float* sij = s + i * lds + j;
+      switch (bq) {
+        case 4: micro_nx<4>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+        case 3: micro_nx<3>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+        case 2: micro_nx<2>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+        default: micro_nx<1>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+      }
+    }
+  }
+}
+
+PYL2D_AVX512 inline void to_f32(const void* src, DType dtype, int64_t n, float* dst) {
+  if (dtype == DType::kFloat32) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  const uint16_t* h = static_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  if (dtype == DType::kFloat16) {
+    for (; i + 16 <= n; i += 16)
+      _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))));
+    if (i < n) {
+      const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+      _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, h + i)));
+    }
+  } else {
+    for (; i + 16 <= n; i += 16) {
+      const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i)));
+      _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+    }
+    if (i < n) {
+      const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+      const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, h + i));
+      _mm512_mask_storeu_ps(dst + i, m, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+    }
+  }
+}
+
+PYL2D_AVX512 inline float sumsq(const float* x, int64_t n) {
+  float r = 0.f;
+  micro<1, 1>(x, 0, x, 0, n, &r, 0, false);
+  return r;
+}
+
+}  // namespace avx512
+
+// ----------------------------------------------------------------------------------------
+// AVX2 + FMA variant: 8-float lanes, 4 x 3 accumulators (16 ymm registers).
+#define PYL2D_AVX2 __attribute__((target("avx2,fma,f16c")))
+namespace avx2 {
+
+PYL2D_AVX2 inline float hsum(__m256 v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+PYL2D_AVX2 inline __m256i tail_mask(int64_t rem) {
+  alignas(32) static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - rem));
+}
+
+template <int MQ, int NX>
+PYL2D_AVX2 inline void micro(const float* q, int64_t ldq, const float* x, int64_t ldx, int64_t len, float* s,
+                             int64_t lds, bool accumulate) {
+  __m256 acc[MQ][NX];
+#pragma GCC unroll 8
+  for (int i = 0; i < MQ; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NX; ++j) acc[i][j] = _mm256_setzero_ps();
+  int64_t d = 0;
+  for (; d + 8 <= len; d += 8) {
+    __m256 xv[NX];
+#pragma GCC unroll 8
+    for (int j = 0; j < NX; ++j) xv[j] = _mm256_loadu_ps(x + j * ldx + d);
+#pragma GCC unroll 8
+    for (int i = 0; i < MQ; ++i) {
+      const __m256 qv = _mm256_loadu_ps(q + i * ldq + d);
+#pragma GCC unroll 8
+      for (int j = 0; j < NX; ++j) acc[i][j] = _mm256_fmadd_ps(qv, xv[j], acc[i][j]);
+    }
+  }
+  if (d < len) {
+    const __m256i m = tail_mask(len - d);
+    __m256 xv[NX];
+#pragma GCC unroll 8
+    for (int j = 0; j < NX; ++j) xv[j] = _mm256_maskload_ps(x + j * ldx + d, m);
+#pragma GCC unroll 8
+    for (int i = 0; i < MQ; ++i) {
+      const __m256 qv = _mm256_maskload_ps(q + i * ldq + d, m);
+#pragma GCC unroll 8
+      for (int j = 0; j < NX; ++j) acc[i][j] = _mm256_fmadd_ps(qv, xv[j], acc[i][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MQ; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NX; ++j) {
+      const float r = hsum(acc[i][j]);
+      s[i * lds + j] = accumulate ? s[i * lds + j] + r : r;
+    }
+}
+
+constexpr int kMQ = 4;
+constexpr int kNX = 3;
+
+template <int MQ>
+PYL2D_AVX2 inline void micro_nx(int nx, const float* q, int64_t ldq, const float* x, int64_t ldx, int64_t len,
+                                float* s, int64_t lds, bool accumulate) {
+  switch (nx) {
+    case 3: micro<MQ, 3>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    case 2: micro<MQ, 2>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    default: micro<MQ, 1>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+  }
+}
+
+PYL2D_AVX2 inline void dots(const float* q, int64_t ldq, int nq, const float* x, int64_t ldx, int nx, int64_t len,
+                            float* s, int64_t lds, bool accumulate) {
+  for (int j = 0; j < nx; j += kNX) {
+    const int bx = std::min(kNX, nx - j);
+    for (int i = 0; i < nq; i += kMQ) {
+      const int bq = std::min(kMQ, nq - i);
+      const float* qi = q + i * ldq;
+      const float* xj = x + j * ldx;
+      float* sij = s + i * lds + j;
+      switch (bq) {
+        case 4: micro_nx<4>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+        case 3: micro_nx<3>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+        case 2: micro_nx<2>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+        default: micro_nx<1>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+      }
+    }
+  }
+}
+
+PYL2D_AVX2 inline void to_f32(const void* src, DType dtype, int64_t n, float* dst) {
+  if (dtype == DType::kFloat32) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  const uint16_t* h = static_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  if (dtype == DType::kFloat16) {
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+    for (; i < n; ++i) dst[i] = half_to_float(h[i]);
+  } else {
+    for (; i + 8 <= n; i += 8) {
+      const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
+      _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+    }
+    for (; i < n; ++i) dst[i] = bf16_to_float(h[i]);
+  }
+}
+
+PYL2D_AVX2 inline float sumsq(const float* x, int64_t n) {
+  float r = 0.f;
+  micro<1, 1>(x, 0, x, 0, n, &r, 0, false);
+  return r;
+}
+
+}  // namespace avx2
+#endif  // PYL2D_SIMD_X86
+
+// ----------------------------------------------------------------------------------------
+// Run-time choice. PYL2D_SIMD=portable|avx2|avx512 in the environment caps the choice
+// (for tests and comparisons); an unsupported request falls back to the best available.
+inline Kernels select_kernels(const char* cap) {
+  const Kernels portable_k{"portable", portable::dots, portable::to_f32, portable::sumsq};
+#ifdef PYL2D_SIMD_X86
+  const Kernels avx2_k{"avx2", avx2::dots, avx2::to_f32, avx2::sumsq};
+  const Kernels avx512_k{"avx512", avx512::dots, avx512::to_f32, avx512::sumsq};
+  __builtin_cpu_init();
+  const bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const std::string want = cap ? cap : "";
+  if (want == "portable") return portable_k;
+  if (want == "avx2") return has2 ? avx2_k : portable_k;
+  if (has512) return avx512_k;
+  if (has2) return avx2_k;
+#else
+  (void)cap;
+#endif
+  return portable_k;
+}
+
+inline const Kernels& kernels() {
+  static const Kernels k = select_kernels(std::getenv("PYL2D_SIMD"));
+  return k;
+}
+
+}  // namespace simd
+}  // namespace pyl2d
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
