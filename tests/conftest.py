@@ -2,8 +2,14 @@
 backend that can run here is checked against the torch reference."""
 import os
 import pathlib
+import sys
 
 import torch
+
+# Tests import the *installed* pyl2d (pytest runs in importlib mode, so the source tree is
+# not put on sys.path); shared helpers are importable as `helpers`. For development against
+# the source tree, run with PYTHONPATH=. after tools/build_inplace.sh.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

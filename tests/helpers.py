@@ -76,3 +76,17 @@ def assert_topk_matches(scores, ids, full, k, exclude=None, rel_tol=2e-5, msg=""
         err_id = (full[r, rid] - got).abs().max().item()
         assert err_id <= tol, f"{msg} row {r}: returned ids do not carry their scores (err {err_id:.3g})"
         assert torch.all(got[:-1] >= got[1:] - tol), f"{msg} row {r}: not best first"
+
+
+def make_mask(b, t, padding, generator):
+    """A [B, T] 0/1 attention mask with >= 1 real token per row: "left"/"right" padding or
+    "gaps" (real tokens anywhere)."""
+    lengths = torch.randint(1, t + 1, (b,), generator=generator)
+    pos = torch.arange(t)[None, :]
+    if padding == "right":
+        return (pos < lengths[:, None]).long()
+    if padding == "left":
+        return (pos >= (t - lengths)[:, None]).long()
+    mask = (torch.rand(b, t, generator=generator) > 0.4).long()  # gaps anywhere
+    mask[torch.arange(b), torch.randint(0, t, (b,), generator=generator)] = 1
+    return mask

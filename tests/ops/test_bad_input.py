@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pyl2d
-from tests.helpers import backends, randn
+from helpers import backends, randn
 
 BACKENDS = backends("cpu", op="score_topk", include_torch=True)
 G = torch.Generator().manual_seed(0)

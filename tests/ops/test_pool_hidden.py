@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 import pyl2d
 from pyl2d.reference.pool_hidden import pool_hidden as reference_pool
-from tests.helpers import DTYPES, backends, randn
+from helpers import DTYPES, backends, make_mask, randn
 
 BACKENDS = backends("cpu", op="pool_hidden", include_torch=True)
 # Output is rounded to the hidden dtype; backends may sum in another order, so allow ~1 ulp.
@@ -13,16 +13,6 @@ POOL_TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=
             torch.bfloat16: dict(rtol=1.6e-2, atol=1.6e-2)}
 
 
-def make_mask(b, t, padding, generator):
-    lengths = torch.randint(1, t + 1, (b,), generator=generator)
-    pos = torch.arange(t)[None, :]
-    if padding == "right":
-        return (pos < lengths[:, None]).long()
-    if padding == "left":
-        return (pos >= (t - lengths)[:, None]).long()
-    mask = (torch.rand(b, t, generator=generator) > 0.4).long()  # gaps anywhere
-    mask[torch.arange(b), torch.randint(0, t, (b,), generator=generator)] = 1
-    return mask
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -4,8 +4,7 @@ import torch
 
 import pyl2d
 from pyl2d.reference.pool_hidden import pool_hidden as reference_pool
-from tests.helpers import DTYPES, REL_TOL, assert_topk_matches, backends, oracle_scores, randn
-from tests.ops.test_pool_hidden import make_mask
+from helpers import DTYPES, REL_TOL, assert_topk_matches, backends, make_mask, oracle_scores, randn
 
 BACKENDS = backends("cpu", op="pooled_score_topk", include_torch=True)
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 import pyl2d
 from pyl2d.reference.score_topk import score_topk as reference_score_topk
-from tests.helpers import DTYPES, REL_TOL, assert_topk_matches, backends, oracle_scores, randn
+from helpers import DTYPES, REL_TOL, assert_topk_matches, backends, oracle_scores, randn
 
 METRICS = ["ip", "cosine", "l2"]
 CPU_BACKENDS = backends("cpu", op="score_topk", include_torch=True)
