@@ -1,0 +1,125 @@
+// pool_hidden on CUDA: gather the last real token or average the real tokens of each
+// sequence in float32 (pool_accumulate), then optionally L2-normalise each row and round it
+// to the hidden dtype (pool_finalize). The float32 workspace is allocated by torch.
+#include <climits>
+
+#include "common.cuh"
+#include "launchers.h"
+
+namespace pyl2d {
+namespace cuda {
+namespace {
+
+constexpr int kPoolThreads = 256;
+constexpr float kNormalizeEps = 1e-12f;  // as torch.nn.functional.normalize's default
+
+// grid.x covers columns, grid.y strides over rows; one thread per (row, column).
+template <typename T>
+__global__ void pool_accumulate(const T* __restrict__ hidden, int64_t batch, int64_t tokens, int64_t dim,
+                                int64_t stride0, int64_t stride1, int mode, const int64_t* __restrict__ last_index,
+                                const uint8_t* __restrict__ real, float* __restrict__ pooled) {
+  const int64_t d = static_cast<int64_t>(blockIdx.x) * kPoolThreads + threadIdx.x;
+  if (d >= dim) return;
+  for (int64_t b = blockIdx.y; b < batch; b += gridDim.y) {
+    const T* row = hidden + b * stride0 + d;
+    float value;
+    if (mode == 0) {
+      value = to_float(row[last_index[b] * stride1]);
+    } else {
+      float sum = 0.0f;
+      int64_t count = 0;
+      const uint8_t* mask = real + b * tokens;
+      for (int64_t t = 0; t < tokens; ++t) {
+        if (mask[t] != 0) {
+          sum += to_float(row[t * stride1]);
+          ++count;
+        }
+      }
+      value = sum / static_cast<float>(count);  // count >= 1: checked by the op
+    }
+    pooled[b * dim + d] = value;
+  }
+}
+
+// One block per row: optional division by max(norm, eps), then rounding to T.
+template <typename T>
+__global__ void pool_finalize(const float* __restrict__ pooled, int64_t batch, int64_t dim, bool normalize,
+                              T* __restrict__ out) {
+  __shared__ float partial[kPoolThreads / 32];
+  __shared__ float denom_s;
+  for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
+    const float* src = pooled + b * dim;
+    T* dst = out + b * dim;
+    float denom = 1.0f;
+    if (normalize) {
+      float ss = 0.0f;
+      for (int64_t d = threadIdx.x; d < dim; d += kPoolThreads) ss += src[d] * src[d];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        float total = 0.0f;
+        for (int w = 0; w < kPoolThreads / 32; ++w) total += partial[w];
+        denom_s = fmaxf(sqrtf(total), kNormalizeEps);
+      }
+      __syncthreads();
+      denom = denom_s;
+    }
+    for (int64_t d = threadIdx.x; d < dim; d += kPoolThreads) {
+      dst[d] = from_float<T>(normalize ? src[d] / denom : src[d]);
+    }
+    __syncthreads();  // partial / denom_s are reused by the next row
+  }
+}
+
+template <typename T>
+void launch_pool(uintptr_t hidden, int64_t batch, int64_t tokens, int64_t dim, int64_t stride0, int64_t stride1,
+                 int mode, uintptr_t last_index, uintptr_t real, bool normalize, uintptr_t pooled, uintptr_t out,
+                 cudaStream_t stream) {
+  const int64_t col_blocks = (dim + kPoolThreads - 1) / kPoolThreads;
+  const dim3 grid_acc(static_cast<unsigned>(col_blocks), static_cast<unsigned>(batch < 65535 ? batch : 65535));
+  pool_accumulate<T><<<grid_acc, kPoolThreads, 0, stream>>>(
+      reinterpret_cast<const T*>(hidden), batch, tokens, dim, stride0, stride1, mode,
+      reinterpret_cast<const int64_t*>(last_index), reinterpret_cast<const uint8_t*>(real),
+      reinterpret_cast<float*>(pooled));
+  check_launch("pool_hidden accumulate launch");
+  const unsigned rows = static_cast<unsigned>(batch < (1 << 30) ? batch : (1 << 30));
+  pool_finalize<T><<<rows, kPoolThreads, 0, stream>>>(reinterpret_cast<const float*>(pooled), batch, dim, normalize,
+                                                       reinterpret_cast<T*>(out));
+  check_launch("pool_hidden finalize launch");
+}
+
+}  // namespace
+
+void pool_hidden(uintptr_t hidden, int64_t batch, int64_t tokens, int64_t dim, int64_t stride0, int64_t stride1,
+                 int dtype_code, int mode, uintptr_t last_index, uintptr_t real, bool normalize, uintptr_t pooled,
+                 uintptr_t out, uintptr_t stream) {
+  require(batch >= 1 && tokens >= 1 && dim >= 1, "hidden must be non-empty");
+  require(dim / kPoolThreads < INT_MAX, "dim too large");
+  require(hidden != 0 && pooled != 0 && out != 0, "null hidden or output pointer");
+  require(mode == 0 || mode == 1, "mode code must be 0 (last) or 1 (mean)");
+  require(mode != 0 || last_index != 0, "mode last needs last_index");
+  require(mode != 1 || real != 0, "mode mean needs the real-token mask");
+  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+  switch (dtype_code) {
+    case 0:
+      launch_pool<float>(hidden, batch, tokens, dim, stride0, stride1, mode, last_index, real, normalize, pooled, out,
+                         s);
+      break;
+    case 1:
+      launch_pool<__half>(hidden, batch, tokens, dim, stride0, stride1, mode, last_index, real, normalize, pooled,
+                          out, s);
+      break;
+    case 2:
+      launch_pool<__nv_bfloat16>(hidden, batch, tokens, dim, stride0, stride1, mode, last_index, real, normalize,
+                                 pooled, out, s);
+      break;
+    default:
+      throw std::invalid_argument("pyl2d CUDA: pool_hidden takes float32, float16 or bfloat16 (dtype code " +
+                                  std::to_string(dtype_code) + ")");
+  }
+}
+
+}  // namespace cuda
+}  // namespace pyl2d

@@ -1,0 +1,534 @@
+// score_topk stage 1 on CUDA: each thread block takes kBQ queries and one split of the
+// items, computes kBQ x kBN score tiles (tensor cores via WMMA for fp16/bf16, fp32 FMA for
+// float32; float32 accumulation either way), applies the metric, and keeps each query's k
+// best admissible items of its split in shared memory. The score matrix never reaches global
+// memory; the per-(query, split) candidates are merged on the Python side.
+//
+// Selection: warp w owns queries w, w + 8, ... of the block. A query's candidates live in a
+// shared buffer of cap = k + kBN keys; a key passes when it beats the query's threshold (the
+// k-th best key kept so far) and is not excluded. After each tile, when more than k keys are
+// buffered, the warp keeps the best k by computing every key's rank (the buffer's first part
+// is sorted from the previous compaction, so ranks come from a binary search plus a count of
+// the few new keys) and moving each key with rank < k to slot rank. One tile adds at most
+// kBN keys, so the buffer never overflows.
+#include <mma.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <type_traits>
+
+#include "common.cuh"
+#include "launchers.h"
+
+namespace pyl2d {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kBQ = 64;                 // queries per block
+constexpr int kBN = 128;                // items per tile
+constexpr int kBK = 32;                 // reduction depth staged per step
+constexpr int kMaxK = 128;              // largest k kept per (query, split)
+constexpr int kCapMax = kMaxK + kBN;    // candidate buffer size per query at kMaxK
+constexpr int kKeysPerLane = kCapMax / 32;
+constexpr int kLDC = kBN + 4;           // score tile row pitch (floats)
+constexpr float kNormEps = 1e-12f;      // as pyl2d.reference.score_topk.NORM_EPS
+
+enum Metric : int { kIP = 0, kCosine = 1, kL2 = 2 };
+
+// Shared-memory operand layout for one stage: A = [kBQ][kLDK] queries, B = [kBN][kLDK] items
+// (both row-major in the storage type). 16-bit rows are padded by 8 elements (16 bytes:
+// keeps uint4 stores and WMMA's 32-byte fragment alignment, avoids bank conflicts); float rows
+// by one element (conflict-free scalar reads in the FMA tile).
+template <typename T>
+struct Layout {
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte chunk
+  static constexpr int kLDK = sizeof(T) == 2 ? kBK + 8 : kBK + 1;
+  static constexpr int kChunksPerRow = kBK / kVec;
+  static constexpr int kAChunks = kBQ * kChunksPerRow / kThreads;  // per thread
+  static constexpr int kBChunks = kBN * kChunksPerRow / kThreads;
+  static constexpr int kStageElems = (kBQ + kBN) * kLDK;
+  static_assert(kBK % kVec == 0, "tile depth must hold whole chunks");
+  static_assert((kBQ * kChunksPerRow) % kThreads == 0 && (kBN * kChunksPerRow) % kThreads == 0,
+                "chunks must split evenly over threads");
+};
+
+constexpr size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+constexpr size_t larger(size_t x, size_t y) { return x > y ? x : y; }
+
+// Bytes of the region shared by the two operand stages and (after the K loop) the score tile.
+template <typename T>
+constexpr size_t operand_region_bytes() {
+  return round_up(larger(2 * static_cast<size_t>(Layout<T>::kStageElems) * sizeof(T),
+                           static_cast<size_t>(kBQ) * kLDC * sizeof(float)),
+                  128);
+}
+
+// Dynamic shared memory for one block with candidate buffers of `cap` keys per query.
+template <typename T>
+size_t stage1_smem_bytes(int cap) {
+  return operand_region_bytes<T>() + static_cast<size_t>(kBQ) * cap * sizeof(uint64_t)  // candidates
+         + kBQ * sizeof(uint64_t)                                                      // thresholds
+         + kBQ * sizeof(int64_t)                                                       // row offsets
+         + kBQ * sizeof(float)                                                         // query norms
+         + 2 * kBQ * sizeof(int);                                                      // counts
+}
+
+struct Stage1Args {
+  const void* q_base;
+  const int64_t* q_offsets;
+  int64_t batch;
+  bool q_vec;
+  const void* items;
+  int64_t n_items, dim, item_stride;
+  bool x_vec;
+  int metric;
+  const float* q_norms;
+  const float* x_norms;
+  const int64_t* exclude;
+  int64_t n_exclude;
+  int kp;
+  int64_t tiles_per_split;
+  float* ws_scores;
+  int64_t* ws_ids;
+  int64_t ws_ld;
+};
+
+// One 16-byte chunk of a row (elements [k, k + kVec)), zero beyond `dim` and for a padding
+// row (row == nullptr). Vector load only when aligned and entirely inside the row.
+template <typename T>
+__device__ __forceinline__ uint4 load_chunk(const T* row, int64_t k, int64_t dim, bool vec_ok) {
+  constexpr int kVec = Layout<T>::kVec;
+  uint4 v = make_uint4(0u, 0u, 0u, 0u);
+  if (row == nullptr) return v;
+  if (vec_ok && k + kVec <= dim) return __ldg(reinterpret_cast<const uint4*>(row + k));
+  using Bits = typename std::conditional<sizeof(T) == 2, uint16_t, uint32_t>::type;
+  union {
+    uint4 u;
+    Bits b[kVec];
+  } tmp;
+  tmp.u = v;
+  const Bits* src = reinterpret_cast<const Bits*>(row);
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) {
+    if (k + e < dim) tmp.b[e] = src[k + e];
+  }
+  return tmp.u;
+}
+
+template <typename T>
+__device__ __forceinline__ void store_chunk(T* dst, uint4 v) {
+  if constexpr (sizeof(T) == 2) {
+    *reinterpret_cast<uint4*>(dst) = v;
+  } else {
+    uint32_t* d = reinterpret_cast<uint32_t*>(dst);
+    d[0] = v.x;
+    d[1] = v.y;
+    d[2] = v.z;
+    d[3] = v.w;
+  }
+}
+
+// Tensor-core tile for fp16/bf16: 8 warps as 2 (queries) x 4 (items), 32 x 32 per warp.
+template <typename T>
+struct WmmaTile {
+  static constexpr int kLDK = Layout<T>::kLDK;
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc[2][2];
+
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) nvcuda::wmma::fill_fragment(acc[i][j], 0.0f);
+  }
+
+  __device__ __forceinline__ void step(const T* As, const T* Bs, int tid) {
+    const int warp = tid >> 5, wm = warp / 4, wn = warp % 4;
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 16) {
+      nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, T, nvcuda::wmma::row_major> a[2];
+      nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, T, nvcuda::wmma::col_major> b[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) nvcuda::wmma::load_matrix_sync(a[i], As + (wm * 32 + i * 16) * kLDK + kk, kLDK);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) nvcuda::wmma::load_matrix_sync(b[j], Bs + (wn * 32 + j * 16) * kLDK + kk, kLDK);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) nvcuda::wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+  }
+
+  __device__ __forceinline__ void store(float* C, int tid) {
+    const int warp = tid >> 5, wm = warp / 4, wn = warp % 4;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+        nvcuda::wmma::store_matrix_sync(C + (wm * 32 + i * 16) * kLDC + wn * 32 + j * 16, acc[i][j], kLDC,
+                                        nvcuda::wmma::mem_row_major);
+  }
+};
+
+// Exact float32 FMA tile: thread (ty, tx) of a 16 x 16 grid owns queries ty + 16 i (i < 4)
+// and items tx + 16 j (j < 8).
+struct FmaTile {
+  static constexpr int kLDK = Layout<float>::kLDK;
+  float acc[4][8];
+
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+  }
+
+  __device__ __forceinline__ void step(const float* As, const float* Bs, int tid) {
+    const int ty = tid / 16, tx = tid % 16;
+#pragma unroll 4
+    for (int k = 0; k < kBK; ++k) {
+      float a[4], b[8];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = As[(ty + 16 * i) * kLDK + k];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) b[j] = Bs[(tx + 16 * j) * kLDK + k];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+  }
+
+  __device__ __forceinline__ void store(float* C, int tid) {
+    const int ty = tid / 16, tx = tid % 16;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) C[(ty + 16 * i) * kLDC + tx + 16 * j] = acc[i][j];
+  }
+};
+
+template <typename T>
+struct TileFor {
+  using type = WmmaTile<T>;
+};
+template <>
+struct TileFor<float> {
+  using type = FmaTile;
+};
+
+__device__ __forceinline__ float apply_metric(int metric, float dot, float q_norm, float x_norm) {
+  if (metric == kIP) return dot;
+  if (metric == kCosine) return dot / (fmaxf(q_norm, kNormEps) * fmaxf(x_norm, kNormEps));
+  const float d2 = q_norm * q_norm - 2.0f * dot + x_norm * x_norm;
+  return -sqrtf(fmaxf(d2, 0.0f));
+}
+
+// Whether `id` is in the ascending row `ids[0, n)`.
+__device__ __forceinline__ bool sorted_contains(const int64_t* ids, int64_t n, int64_t id) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) >> 1;
+    if (__ldg(ids + mid) < id) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo < n && __ldg(ids + lo) == id;
+}
+
+// Called by a whole warp with cnt > kp (uniform): keeps the kp best of buf[0, cnt), sorted
+// best first in buf[0, kp). buf[0, sorted) is already sorted best first; keys are unique.
+__device__ void keep_best(uint64_t* buf, int cnt, int sorted, int kp, int lane) {
+  uint64_t key[kKeysPerLane];
+  int rank[kKeysPerLane];
+#pragma unroll
+  for (int r = 0; r < kKeysPerLane; ++r) {
+    const int e = lane + 32 * r;
+    key[r] = 0;
+    rank[r] = INT_MAX;
+    if (e < cnt) {
+      const uint64_t x = buf[e];
+      int better = 0;  // keys better than x among the unsorted tail
+      for (int j = sorted; j < cnt; ++j) better += buf[j] > x ? 1 : 0;
+      if (e < sorted) {
+        better += e;  // exactly the sorted keys before it are better
+      } else {
+        int lo = 0, hi = sorted;  // sorted keys better than x form a prefix
+        while (lo < hi) {
+          const int mid = (lo + hi) >> 1;
+          if (buf[mid] > x) {
+            lo = mid + 1;
+          } else {
+            hi = mid;
+          }
+        }
+        better += lo;
+      }
+      key[r] = x;
+      rank[r] = better;
+    }
+  }
+  __syncwarp();
+#pragma unroll
+  for (int r = 0; r < kKeysPerLane; ++r) {
+    if (rank[r] < kp) buf[rank[r]] = key[r];
+  }
+  __syncwarp();
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 2) stage1_kernel(const Stage1Args a) {
+  using L = Layout<T>;
+  using Tile = typename TileFor<T>::type;
+  extern __shared__ __align__(128) unsigned char smem[];
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int kp = a.kp;
+  const int cap = kp + kBN;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kBQ;
+  const int q_rows = static_cast<int>(a.batch - q0 < kBQ ? a.batch - q0 : kBQ);
+  const int64_t split = blockIdx.y;
+  const int64_t split_items = a.tiles_per_split * kBN;
+  const int64_t n_begin = split * split_items;
+  const int64_t n_end = n_begin + split_items < a.n_items ? n_begin + split_items : a.n_items;
+
+  T* stages = reinterpret_cast<T*>(smem);
+  float* scores = reinterpret_cast<float*>(smem);  // aliases the stages after the K loop
+  size_t off = operand_region_bytes<T>();
+  uint64_t* cand = reinterpret_cast<uint64_t*>(smem + off);
+  off += static_cast<size_t>(kBQ) * cap * sizeof(uint64_t);
+  uint64_t* thr_s = reinterpret_cast<uint64_t*>(smem + off);
+  off += kBQ * sizeof(uint64_t);
+  int64_t* qoff_s = reinterpret_cast<int64_t*>(smem + off);
+  off += kBQ * sizeof(int64_t);
+  float* qnorm_s = reinterpret_cast<float*>(smem + off);
+  off += kBQ * sizeof(float);
+  int* cnt_s = reinterpret_cast<int*>(smem + off);
+  off += kBQ * sizeof(int);
+  int* sorted_s = reinterpret_cast<int*>(smem + off);
+
+  for (int r = tid; r < kBQ; r += kThreads) {
+    const bool valid = r < q_rows;
+    qoff_s[r] = valid ? a.q_offsets[q0 + r] : 0;
+    qnorm_s[r] = (valid && a.metric != kIP) ? a.q_norms[q0 + r] : 0.0f;
+    thr_s[r] = 0;
+    cnt_s[r] = 0;
+    sorted_s[r] = 0;
+  }
+  __syncthreads();
+
+  const T* q_base = static_cast<const T*>(a.q_base);
+  const T* x_base = static_cast<const T*>(a.items);
+  const int64_t dim = a.dim;
+  const int nk = static_cast<int>((dim + kBK - 1) / kBK);
+
+  uint4 ra[L::kAChunks];
+  uint4 rb[L::kBChunks];
+
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kBN) {
+    // Global -> registers for reduction step starting at k0.
+    auto load_stage = [&](int64_t k0) {
+#pragma unroll
+      for (int p = 0; p < L::kAChunks; ++p) {
+        const int c = tid + kThreads * p, r = c / L::kChunksPerRow, col = (c % L::kChunksPerRow) * L::kVec;
+        const T* row = r < q_rows ? q_base + qoff_s[r] : nullptr;
+        ra[p] = load_chunk<T>(row, k0 + col, dim, a.q_vec);
+      }
+#pragma unroll
+      for (int p = 0; p < L::kBChunks; ++p) {
+        const int c = tid + kThreads * p, r = c / L::kChunksPerRow, col = (c % L::kChunksPerRow) * L::kVec;
+        const int64_t n = n0 + r;
+        const T* row = n < n_end ? x_base + n * a.item_stride : nullptr;
+        rb[p] = load_chunk<T>(row, k0 + col, dim, a.x_vec);
+      }
+    };
+    // Registers -> shared stage.
+    auto store_stage = [&](T* stage) {
+      T* As = stage;
+      T* Bs = stage + kBQ * L::kLDK;
+#pragma unroll
+      for (int p = 0; p < L::kAChunks; ++p) {
+        const int c = tid + kThreads * p, r = c / L::kChunksPerRow, col = (c % L::kChunksPerRow) * L::kVec;
+        store_chunk<T>(As + r * L::kLDK + col, ra[p]);
+      }
+#pragma unroll
+      for (int p = 0; p < L::kBChunks; ++p) {
+        const int c = tid + kThreads * p, r = c / L::kChunksPerRow, col = (c % L::kChunksPerRow) * L::kVec;
+        store_chunk<T>(Bs + r * L::kLDK + col, rb[p]);
+      }
+    };
+
+    Tile tile;
+    tile.zero();
+    load_stage(0);
+    __syncthreads();  // the previous tile's selection has finished reading `scores`
+    store_stage(stages);
+    __syncthreads();
+    for (int kt = 0; kt < nk; ++kt) {
+      const T* cur = stages + (kt & 1) * L::kStageElems;
+      const bool more = kt + 1 < nk;
+      if (more) load_stage(static_cast<int64_t>(kt + 1) * kBK);  // overlaps the math below
+      tile.step(cur, cur + kBQ * L::kLDK, tid);
+      // The other stage was last read in step kt - 1, which every warp finished before the
+      // barrier that ended iteration kt - 1.
+      if (more) store_stage(stages + ((kt + 1) & 1) * L::kStageElems);
+      __syncthreads();
+    }
+    tile.store(scores, tid);  // every warp is past its last read of the stages
+    __syncthreads();
+
+    // Selection: warp-owned queries, lanes across the tile's items.
+    for (int r = warp; r < q_rows; r += kWarps) {
+      uint64_t* buf = cand + static_cast<size_t>(r) * cap;
+      int cnt = cnt_s[r];
+      int sorted = sorted_s[r];
+      uint64_t thr = thr_s[r];
+      const float qn = qnorm_s[r];
+      const int64_t* ex = a.n_exclude > 0 ? a.exclude + (q0 + r) * a.n_exclude : nullptr;
+#pragma unroll
+      for (int j = 0; j < kBN / 32; ++j) {
+        const int c = lane + 32 * j;
+        const int64_t n = n0 + c;
+        bool pass = false;
+        uint64_t key = 0;
+        if (n < n_end) {
+          const float xn = a.metric != kIP ? __ldg(a.x_norms + n) : 0.0f;
+          const float s = apply_metric(a.metric, scores[r * kLDC + c], qn, xn);
+          key = pack_key(s, static_cast<uint32_t>(n));
+          pass = key > thr;
+          if (pass && ex != nullptr) pass = !sorted_contains(ex, a.n_exclude, n);
+        }
+        const unsigned mask = __ballot_sync(0xffffffffu, pass);
+        if (pass) buf[cnt + __popc(mask & ((1u << lane) - 1u))] = key;
+        cnt += __popc(mask);
+      }
+      __syncwarp();
+      if (cnt > kp) {
+        keep_best(buf, cnt, sorted, kp, lane);
+        cnt = kp;
+        sorted = kp;
+        thr = buf[kp - 1];
+      }
+      if (lane == 0) {
+        cnt_s[r] = cnt;
+        sorted_s[r] = sorted;
+        thr_s[r] = thr;
+      }
+    }
+  }
+  __syncthreads();  // lane 0's state writes are visible to the whole warp
+
+  for (int r = warp; r < q_rows; r += kWarps) {
+    uint64_t* buf = cand + static_cast<size_t>(r) * cap;
+    const int cnt = cnt_s[r] < kp ? cnt_s[r] : kp;  // never above kp after a tile
+    float* out_s = a.ws_scores + (q0 + r) * a.ws_ld + split * kp;
+    int64_t* out_i = a.ws_ids + (q0 + r) * a.ws_ld + split * kp;
+    for (int s = lane; s < kp; s += 32) {
+      if (s < cnt) {
+        const uint64_t key = buf[s];
+        out_s[s] = key_score(key);
+        out_i[s] = key_id(key);
+      } else {
+        out_s[s] = -INFINITY;
+        out_i[s] = -1;
+      }
+    }
+  }
+}
+
+template <typename T>
+void launch_stage1(const Stage1Args& args, int64_t n_splits, cudaStream_t stream) {
+  const size_t smem = stage1_smem_bytes<T>(args.kp + kBN);
+  int device = 0, optin = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+        "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+  if (smem > static_cast<size_t>(optin)) {
+    throw std::runtime_error("pyl2d CUDA: score_topk needs " + std::to_string(smem) +
+                             " bytes of shared memory per block but the device allows " + std::to_string(optin));
+  }
+  check(cudaFuncSetAttribute(stage1_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+        "cudaFuncSetAttribute(score_topk stage 1)");
+  const dim3 grid(static_cast<unsigned>((args.batch + kBQ - 1) / kBQ), static_cast<unsigned>(n_splits));
+  stage1_kernel<T><<<grid, kThreads, smem, stream>>>(args);
+  check_launch("score_topk stage 1 launch");
+}
+
+}  // namespace
+
+int score_topk_max_k() { return kMaxK; }
+int score_topk_tile_items() { return kBN; }
+int score_topk_tile_queries() { return kBQ; }
+
+void score_topk_stage1(uintptr_t q_base, uintptr_t q_offsets, int64_t batch, bool q_vec, uintptr_t items,
+                       int64_t n_items, int64_t dim, int64_t item_stride, bool x_vec, int dtype_code, int metric,
+                       uintptr_t q_norms, uintptr_t x_norms, uintptr_t exclude, int64_t n_exclude, int64_t k,
+                       int64_t tiles_per_split, int64_t n_splits, uintptr_t ws_scores, uintptr_t ws_ids,
+                       int64_t ws_ld, uintptr_t stream) {
+  require(batch >= 1, "batch must be >= 1");
+  require(n_items >= 1 && n_items < (int64_t(1) << 31), "the number of items must be in [1, 2^31)");
+  require(dim >= 1, "dim must be >= 1");
+  require(q_base != 0 && q_offsets != 0 && items != 0, "null query or item pointer");
+  require(item_stride >= 0, "item_stride must be >= 0");
+  require(metric == kIP || metric == kCosine || metric == kL2, "metric code must be 0 (ip), 1 (cosine) or 2 (l2)");
+  require(metric == kIP || (q_norms != 0 && x_norms != 0), "cosine and l2 need q_norms and x_norms");
+  require(k >= 1 && k <= kMaxK, "k must be in [1, " + std::to_string(kMaxK) + "]");
+  require(n_exclude >= 0 && (n_exclude == 0 || exclude != 0), "exclude pointer missing");
+  require(tiles_per_split >= 1 && n_splits >= 1 && n_splits <= 65535, "bad item split");
+  require(tiles_per_split * n_splits * kBN >= n_items, "the item splits do not cover every item");
+  require((tiles_per_split * (n_splits - 1)) * kBN < n_items, "the last item split is empty");
+  require(ws_scores != 0 && ws_ids != 0 && ws_ld >= n_splits * k, "workspace too small");
+  require((batch + kBQ - 1) / kBQ <= INT_MAX, "batch too large");
+
+  Stage1Args args;
+  args.q_base = reinterpret_cast<const void*>(q_base);
+  args.q_offsets = reinterpret_cast<const int64_t*>(q_offsets);
+  args.batch = batch;
+  args.q_vec = q_vec && (q_base % 16 == 0);
+  args.items = reinterpret_cast<const void*>(items);
+  args.n_items = n_items;
+  args.dim = dim;
+  args.item_stride = item_stride;
+  args.x_vec = x_vec && (items % 16 == 0);
+  args.metric = metric;
+  args.q_norms = reinterpret_cast<const float*>(q_norms);
+  args.x_norms = reinterpret_cast<const float*>(x_norms);
+  args.exclude = reinterpret_cast<const int64_t*>(exclude);
+  args.n_exclude = n_exclude;
+  args.kp = static_cast<int>(k);
+  args.tiles_per_split = tiles_per_split;
+  args.ws_scores = reinterpret_cast<float*>(ws_scores);
+  args.ws_ids = reinterpret_cast<int64_t*>(ws_ids);
+  args.ws_ld = ws_ld;
+  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+  switch (dtype_code) {
+    case 0: {
+      const int vec = Layout<float>::kVec;
+      args.x_vec = args.x_vec && item_stride % vec == 0;
+      launch_stage1<float>(args, n_splits, s);
+      break;
+    }
+    case 1: {
+      const int vec = Layout<__half>::kVec;
+      args.x_vec = args.x_vec && item_stride % vec == 0;
+      launch_stage1<__half>(args, n_splits, s);
+      break;
+    }
+    case 2: {
+      const int vec = Layout<__nv_bfloat16>::kVec;
+      args.x_vec = args.x_vec && item_stride % vec == 0;
+      launch_stage1<__nv_bfloat16>(args, n_splits, s);
+      break;
+    }
+    default:
+      throw std::invalid_argument("pyl2d CUDA: score_topk takes float32, float16 or bfloat16 (dtype code " +
+                                  std::to_string(dtype_code) + ")");
+  }
+}
+
+}  // namespace cuda
+}  // namespace pyl2d
