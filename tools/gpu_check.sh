@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One-shot GPU validation: build with CUDA, run the GPU tests, run the GPU benchmarks.
+# Writes logs and result tables to $OUT (default ./gpu_out). Every stage has its own time
+# limit and the script goes on after a failing stage, so one run yields everything it can.
+#   OUT=/tmp/x bash tools/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+PY=${PYTHON:-python3}
+T_BUILD=${T_BUILD:-200} T_TEST=${T_TEST:-150} T_BENCH=${T_BENCH:-200}
+stage() { echo; echo "=== $1 ($(date +%T))"; }
+
+stage "machine"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv;
+  $PY -c "import torch, triton, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"; } 2>&1 | tee "$OUT/machine.txt"
+
+stage "build (CUDA sm_90)"
+JOBS=16 PYL2D_CUDA=ON PYTHON=$PY timeout "$T_BUILD" bash tools/build_inplace.sh build/gpu -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/build.log" 2>&1
+echo "build exit $?"; tail -5 "$OUT/build.log"
+$PY -c "import pyl2d, torch; from pyl2d import _ext; print('with_cuda', _ext.has_cuda_kernels(), 'backends', pyl2d.available_backends(torch.device('cuda')))"
+
+stage "GPU tests"
+timeout "$T_TEST" $PY -m pytest tests -m gpu -q -x --no-header -p no:cacheprovider --timeout=60 2>&1 | tail -40 > "$OUT/gpu_tests.log"
+echo "tests exit ${PIPESTATUS[0]}"; tail -25 "$OUT/gpu_tests.log"
+
+stage "benchmarks"
+timeout "$T_BENCH" $PY bench/score_topk.py --device cuda --dtypes bfloat16,float32 --metrics ip,l2 --repeats 10 --out "$OUT/score_topk_gpu.md" > "$OUT/bench_score_topk.log" 2>&1
+echo "score_topk bench exit $?"
+for extra in bench/perm_rewards.py bench/l2d_aggregation.py; do
+  [ -f "$extra" ] || continue
+  name=$(basename "$extra" .py)
+  timeout 60 $PY "$extra" --device cuda --out "$OUT/${name}_gpu.md" > "$OUT/bench_${name}.log" 2>&1
+  echo "$name exit $?"
+done
+stage "done"
+cat "$OUT/score_topk_gpu.md" 2>/dev/null | tail -60
