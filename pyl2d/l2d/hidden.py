@@ -1,0 +1,177 @@
+"""Prompt hidden states from any Hugging Face causal LM, without the LM head.
+
+The prompts are sorted by length and run in left-padded batches through the model's decoder
+stack (``model.base_model``), never through the vocabulary projection, which for a real LLM
+costs as much as several layers. Position ids are derived from the attention mask, exactly
+as ``generate`` does, so a padded prompt gets the hidden state it would get alone. The
+result is pooled per prompt with :func:`pyl2d.ops.pool_hidden`.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+
+from pyl2d.ops import pool_hidden
+
+POOLINGS = ("last", "mean")
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """float32 on CPU; bfloat16 on a GPU that supports it, else float16."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_model(path: str, device: str | None = None, dtype: torch.dtype | None = None):
+    """(model, tokenizer) from a saved checkpoint, in eval mode on ``device`` (default: CUDA
+    when available) with :func:`default_dtype`, the tokenizer set to left padding."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or default_dtype(device))
+    return model.to(device).eval(), tokenizer
+
+
+def decoder_of(model) -> torch.nn.Module:
+    """The decoder stack under a causal LM's head (``LlamaForCausalLM.model``, ...).
+
+    Raises ValueError for a model with no separable decoder: running it would compute the
+    vocabulary projection, which L2D exists to avoid."""
+    base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        get_decoder = getattr(model, "get_decoder", None)
+        base = get_decoder() if callable(get_decoder) else None
+    if base is None or base is model:
+        raise ValueError(f"{type(model).__name__} exposes no decoder stack separate from its LM head "
+                         "(model.base_model / model.get_decoder()); L2D needs its hidden states")
+    return base
+
+
+def fingerprint_config(model) -> dict:
+    """The facts about a model that an item memory must agree with."""
+    config = model.config
+    return {
+        "model_type": getattr(config, "model_type", type(model).__name__),
+        "hidden_size": int(hidden_size_of(model)),
+        "num_hidden_layers": int(getattr(config, "num_hidden_layers", -1) or -1),
+        "vocab_size": int(getattr(config, "vocab_size", -1) or -1),
+    }
+
+
+def hidden_size_of(model) -> int:
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    size = getattr(text_config, "hidden_size", None)
+    if size is None:
+        raise ValueError(f"{type(model).__name__}'s config has no hidden_size; cannot use its hidden states")
+    return int(size)
+
+
+class HiddenStateExtractor:
+    """Pooled hidden states of prompts: ``layer=None`` is the final (normed) hidden state; an
+    int picks ``hidden_states[layer]`` as Hugging Face numbers them (0 = embeddings)."""
+
+    def __init__(self, model, tokenizer, *, layer: int | None = None, pooling: str = "last",
+                 batch_size: int = 32, max_length: int | None = None, progress: bool = True):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.decoder = decoder_of(model)
+        self.tokenizer = tokenizer
+        self.layer = layer
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.progress = progress
+        self.hidden_size = hidden_size_of(model)
+        n_layers = getattr(model.config, "num_hidden_layers", None)
+        if layer is not None and n_layers is not None and not -(n_layers + 1) <= layer <= n_layers:
+            raise ValueError(f"layer={layer} is out of range for a model with {n_layers} layers "
+                             f"(hidden_states has {n_layers + 1} entries)")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = 0 if pad is None else int(pad)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def describe(self) -> dict:
+        return {"layer": "final" if self.layer is None else int(self.layer), "pooling": self.pooling}
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        position_ids = (attention_mask.cumsum(1) - 1).clamp_min(0)
+        want_all = self.layer is not None
+        out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                           use_cache=False, output_hidden_states=want_all, return_dict=True)
+        if want_all:
+            states = getattr(out, "hidden_states", None)
+            if states is None:
+                raise ValueError(f"{type(self.model).__name__} returned no hidden_states; cannot take layer {self.layer}")
+            return states[self.layer]
+        hidden = getattr(out, "last_hidden_state", None)
+        if hidden is None:
+            raise ValueError(f"{type(self.model).__name__}'s decoder returned no last_hidden_state")
+        return hidden
+
+    @torch.no_grad()  # not inference_mode: pyl2d._checks reads tensor version counters
+    def encode_ids(self, sequences: Sequence[Sequence[int]], desc: str = "hidden states") -> torch.Tensor:
+        """[len(sequences), hidden] pooled states, in the model's dtype, on CPU."""
+        if len(sequences) == 0:
+            return torch.empty((0, self.hidden_size), dtype=next(self.model.parameters()).dtype)
+        if any(len(s) == 0 for s in sequences):
+            raise ValueError("a prompt tokenized to zero tokens")
+        seqs = [list(s) for s in sequences]
+        if self.max_length is not None:
+            seqs = [s[-self.max_length:] for s in seqs]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        longest = max(len(s) for s in seqs)
+        if limit is not None and longest > limit:
+            warnings.warn(f"a prompt has {longest} tokens, more than the model's {limit} positions; "
+                          "pass max_length to keep the most recent tokens", stacklevel=2)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        result: torch.Tensor | None = None
+        device = self.device
+        batches = range(0, len(order), self.batch_size)
+        bar = _progress(batches, desc, self.progress and len(order) > self.batch_size)
+        for start in bar:
+            idx = order[start:start + self.batch_size]
+            width = max(len(seqs[i]) for i in idx)
+            ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                s = seqs[i]
+                ids[row, width - len(s):] = torch.tensor(s, dtype=torch.long)
+                mask[row, width - len(s):] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            pooled = pool_hidden(self._forward(ids, mask), mask, self.pooling).cpu()
+            if result is None:
+                result = torch.empty((len(seqs), pooled.shape[1]), dtype=pooled.dtype)
+            result[torch.tensor(idx)] = pooled
+        assert result is not None
+        return result
+
+    def encode(self, prompts: Sequence[str], desc: str = "hidden states") -> torch.Tensor:
+        """Pooled states of prompt strings (see :func:`pyl2d.l2d.prompts.prompt_token_ids`)."""
+        from pyl2d.l2d.prompts import prompt_token_ids
+
+        return self.encode_ids(prompt_token_ids(self.tokenizer, prompts), desc)
+
+
+def _progress(iterable, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is a dependency, but a bar is never worth a crash
+        return iterable
+    return tqdm(iterable, desc=desc, unit="batch", leave=False)

@@ -1,0 +1,153 @@
+"""``L2DRecommender``: top-k items from one prefill of the prompt, no generation, no LM head.
+
+The prompt's final hidden state is matched against item representations built from the
+memory: ``aggregation="global"`` uses each item's mean memory vector (``segment_mean``);
+``"local"`` averages, per query, only the item's entries among the query's ``m`` nearest
+memory vectors and falls back to the global mean for items without one (``local_topk``).
+Items that never occur as a training target have no memory entry and cannot be decoded;
+they are counted at construction and never returned.
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import NamedTuple, Sequence
+
+import torch
+
+from pyl2d.l2d.data import Catalog, Sample, sample_from_history
+from pyl2d.l2d.hidden import HiddenStateExtractor
+from pyl2d.l2d.memory import ItemMemory
+from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
+from pyl2d.ops import score_topk
+
+METRICS = ("l2", "ip", "cosine")
+AGGREGATIONS = ("global", "local")
+
+
+def aggregation_op(name: str):
+    """``pyl2d.ops.<name>`` (fused kernels), or its torch reference where that op module is
+    not installed yet."""
+    try:
+        module = importlib.import_module(f"pyl2d.ops.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"pyl2d.ops.{name}":
+            raise
+        module = importlib.import_module(f"pyl2d.reference.{name}")
+    return getattr(module, name)
+
+
+class Recommendations(NamedTuple):
+    """``ids`` [B, k] int64 and ``scores`` [B, k] float32 (best first; -1 / -inf where fewer
+    than k items are admissible) and the matching ``titles`` (None for -1)."""
+    ids: torch.Tensor
+    scores: torch.Tensor
+    titles: list[list[str | None]]
+
+
+class L2DRecommender:
+    """Recommend by latent-space decoding. ``memory`` must come from ``model`` (checked)."""
+
+    def __init__(self, model, tokenizer, memory: ItemMemory, catalog: Catalog, *, metric: str = "l2",
+                 aggregation: str = "global", m: int = 1000, template: PromptTemplate = DEFAULT_PROMPT,
+                 batch_size: int = 64, progress: bool = False, check_model: bool = True):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}; got {aggregation!r}")
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ValueError(f"m must be a positive int, got {m!r}")
+        if memory.num_items != len(catalog):
+            raise ValueError(f"the memory was built for {memory.num_items} items but the catalog has {len(catalog)}")
+        if check_model:
+            memory.check_model(model)
+        layer = memory.manifest.get("layer", "final")
+        self.extractor = HiddenStateExtractor(model, tokenizer, layer=None if layer == "final" else int(layer),
+                                              pooling=memory.manifest.get("pooling", "last"),
+                                              batch_size=batch_size, progress=progress)
+        self.catalog, self.template = catalog, template
+        self.metric, self.aggregation, self.m = metric, aggregation, min(m, len(memory))
+        device = self.extractor.device
+        self.dtype = memory.vectors.dtype
+        self.memory_vectors = memory.vectors.to(device)
+        self.memory_item_ids = memory.item_ids.to(device)
+        means, counts = aggregation_op("segment_mean")(self.memory_vectors, self.memory_item_ids, len(catalog))
+        self.counts = counts
+        self.item_reps = means.to(self.dtype)  # [N, D], zero rows for items without memory
+        decodable = counts > 0
+        self.decodable_ids = decodable.nonzero().flatten()  # ascending: ties still go to the lower id
+        self.decodable_reps = self.item_reps[self.decodable_ids].contiguous()
+        self.decodable_norms = torch.linalg.vector_norm(self.decodable_reps.float(), dim=1)
+        position = torch.full((len(catalog),), -1, dtype=torch.int64, device=device)
+        position[self.decodable_ids] = torch.arange(self.decodable_ids.numel(), device=device)
+        self._position = position
+        self.n_undecodable = int((~decodable).sum())
+        if self.n_undecodable:
+            warnings.warn(f"{self.n_undecodable} of {len(catalog)} catalog items never occur as a training "
+                          "target; L2D cannot recommend them", stacklevel=2)
+
+    # -- queries ------------------------------------------------------------------------
+    def _as_samples(self, queries) -> tuple[list[str], list[tuple[int, ...]] | None]:
+        """Prompts, and histories when the queries carry them (Samples or id lists)."""
+        if isinstance(queries, (str, Sample)) or (queries and isinstance(queries[0], int)):
+            raise ValueError("queries must be a list (of prompt strings, item-id histories or Samples)")
+        if len(queries) == 0:
+            raise ValueError("queries is empty")
+        if all(isinstance(q, str) for q in queries):
+            return list(queries), None
+        samples = [q if isinstance(q, Sample) else sample_from_history(q, self.catalog) for q in queries]
+        for i, s in enumerate(samples):
+            if not s.history_titles:
+                raise ValueError(f"queries[{i}] has an empty history")
+        tok = self.extractor.tokenizer
+        return [self.template.prompt(s.history_titles, tok) for s in samples], [s.history_ids for s in samples]
+
+    def encode(self, queries) -> torch.Tensor:
+        """[B, D] query hidden states (one prefill per prompt, batched)."""
+        prompts, _ = self._as_samples(queries)
+        return self.extractor.encode(prompts, desc="queries").to(self.extractor.device, self.dtype)
+
+    def recommend(self, queries, k: int = 10, exclude_history: bool = True) -> Recommendations:
+        """Top-k items for each query: prompt strings, item-id histories, or Samples.
+
+        ``exclude_history`` drops the items of the user's history (not possible for plain
+        prompt strings, whose history is unknown)."""
+        prompts, histories = self._as_samples(queries)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.catalog):
+            raise ValueError(f"k={k!r} is out of range: it must be between 1 and the catalog size {len(self.catalog)}")
+        vectors = self.extractor.encode(prompts, desc="queries").to(self.extractor.device, self.dtype)
+        exclude = _pad_ids(histories, vectors.device) if exclude_history and histories is not None else None
+        scores, ids = self.rank(vectors, k, exclude)
+        return Recommendations(ids, scores, [[self.catalog.title(i) if i >= 0 else None for i in row]
+                                             for row in ids.tolist()])
+
+    # -- ranking ------------------------------------------------------------------------
+    def rank(self, vectors: torch.Tensor, k: int, exclude: torch.Tensor | None = None):
+        """(scores [B, k], ids [B, k]) for query vectors; ``exclude`` [B, E] item ids, -1 pads."""
+        if self.aggregation == "local":
+            k_eff = min(k, len(self.catalog))
+            scores, ids = aggregation_op("local_topk")(vectors, self.memory_vectors, self.memory_item_ids,
+                                                       self.item_reps, k_eff, self.m, self.metric, exclude)
+        else:
+            n = self.decodable_ids.numel()
+            k_eff = min(k, n)
+            sub_exclude = None
+            if exclude is not None:
+                sub_exclude = torch.where(exclude >= 0, self._position[exclude.clamp_min(0)], -1)
+            scores, sub_ids = score_topk(vectors, self.decodable_reps, k_eff, self.metric, sub_exclude,
+                                         self.decodable_norms if self.metric != "ip" else None)
+            ids = torch.where(sub_ids >= 0, self.decodable_ids[sub_ids.clamp_min(0)], -1)
+        if ids.shape[1] < k:
+            pad = k - ids.shape[1]
+            ids = torch.cat([ids, ids.new_full((ids.shape[0], pad), -1)], 1)
+            scores = torch.cat([scores, scores.new_full((scores.shape[0], pad), float("-inf"))], 1)
+        return scores, ids
+
+
+def _pad_ids(rows: Sequence[Sequence[int]], device) -> torch.Tensor:
+    width = max(1, max(len(r) for r in rows))
+    out = torch.full((len(rows), width), -1, dtype=torch.int64)
+    for i, r in enumerate(rows):
+        if r:
+            out[i, :len(r)] = torch.tensor(r, dtype=torch.int64)
+    return out.to(device)

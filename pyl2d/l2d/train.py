@@ -1,0 +1,197 @@
+"""Train a tiny recommender LLM from scratch, so the whole pipeline runs on a laptop.
+
+A byte-level BPE tokenizer is trained on the catalog's titles and the prompt template, then a
+small ``LlamaConfig`` model learns, BIGRec/D3 style, to write the next item's title after the
+prompt (supervised fine-tuning loss on the answer tokens only). The result is saved with
+``save_pretrained`` so every later step loads it with ``from_pretrained``, the same path a
+real checkpoint takes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import random
+import time
+from typing import Sequence
+
+import torch
+
+from pyl2d.l2d.data import Catalog, Sample, prefix_augment
+from pyl2d.l2d.hidden import _progress
+from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate, answer_token_ids, prompt_token_ids
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Model size and schedule. Training stops after ``epochs`` or ``max_minutes``, whichever
+    comes first; the learning rate follows a cosine over whichever budget is tighter."""
+    vocab_size: int = 6000
+    hidden_size: int = 192
+    num_layers: int = 3
+    num_heads: int = 6
+    intermediate_size: int = 512
+    epochs: float = 3.0
+    max_minutes: float = 5.5
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    prefix_augmentation: bool = True
+    seed: int = 0
+    max_length: int = 512
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        if self.epochs <= 0 or self.max_minutes <= 0:
+            raise ValueError("epochs and max_minutes must be positive")
+
+
+DEMO_CONFIG = dict(vocab_size=1000, hidden_size=96, num_layers=2, num_heads=4, intermediate_size=256,
+                   epochs=4.0, max_minutes=1.5, learning_rate=4e-3)
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``texts``, left-padding."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                                  special_tokens=list(SPECIAL_TOKENS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="left", **SPECIAL_TOKENS)
+    return fast
+
+
+def tokenizer_corpus(catalog: Catalog, samples: Sequence[Sample], template: PromptTemplate) -> list[str]:
+    """Texts the tokenizer learns from: the answers (titles) and a sample of prompts."""
+    texts = [template.answer(t) for t in catalog.titles]
+    rng = random.Random(0)
+    for s in rng.sample(list(samples), min(len(samples), 2000)):
+        if s.history_titles:
+            texts.append(template.user_text(s.history_titles))
+    return texts
+
+
+def sft_examples(samples: Sequence[Sample], tokenizer, template: PromptTemplate,
+                 max_length: int) -> list[tuple[list[int], int]]:
+    """(token ids of prompt + answer + EOS, number of prompt tokens) per sample with a history."""
+    usable = [s for s in samples if s.history_titles]
+    prompts = prompt_token_ids(tokenizer, [template.prompt(s.history_titles, tokenizer) for s in usable])
+    answers = answer_token_ids(tokenizer, template, [s.target_title for s in usable])
+    eos = tokenizer.eos_token_id
+    out = []
+    for p, a in zip(prompts, answers):
+        a = a + [eos]
+        p = p[-max(1, max_length - len(a)):]
+        out.append((p + a, len(p)))
+    return out
+
+
+def _batches(examples, batch_size: int, rng: random.Random):
+    """Length-bucketed batches in random order: sort within shuffled chunks, then shuffle batches."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: len(examples[i][0]))
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(examples, idx, pad_id: int):
+    width = max(len(examples[i][0]) for i in idx)
+    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(idx), width), dtype=torch.long)
+    labels = torch.full((len(idx), width), -100, dtype=torch.long)
+    for row, i in enumerate(idx):
+        seq, n_prompt = examples[i]
+        ids[row, :len(seq)] = torch.tensor(seq)
+        mask[row, :len(seq)] = 1
+        labels[row, n_prompt:len(seq)] = torch.tensor(seq[n_prompt:])
+    return ids, mask, labels
+
+
+def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | pathlib.Path,
+                config: TrainConfig | None = None, template: PromptTemplate = DEFAULT_PROMPT,
+                progress: bool = True, log=print) -> pathlib.Path:
+    """Train tokenizer + model on ``samples`` and save both to ``output_dir``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = config or TrainConfig()
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    output_dir = pathlib.Path(output_dir)
+    data = prefix_augment(samples) if config.prefix_augmentation else list(samples)
+    tokenizer = train_tokenizer(tokenizer_corpus(catalog, data, template), config.vocab_size)
+    examples = sft_examples(data, tokenizer, template, config.max_length)
+    if not examples:
+        raise ValueError("no training sample has a non-empty history")
+    model_config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads, num_key_value_heads=config.num_heads,
+        intermediate_size=config.intermediate_size, max_position_embeddings=config.max_length,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, rms_norm_eps=1e-5)
+    model = LlamaForCausalLM(model_config)
+    n_params = sum(p.numel() for p in model.parameters())
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total_steps = max(1, int(steps_per_epoch * config.epochs))
+    log(f"training a {n_params / 1e6:.1f}M-parameter Llama on {len(examples)} samples "
+        f"(vocab {len(tokenizer)}; up to {config.epochs:g} epochs or {config.max_minutes:g} min)")
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate,
+                                  betas=(0.9, 0.98))
+    budget = config.max_minutes * 60.0
+    start = time.perf_counter()
+    model.train()
+    step, done, last_loss = 0, False, float("nan")
+    bar = _progress(range(total_steps), "training", progress)
+    bar_iter = iter(bar)
+    while not done:
+        for idx in _batches(examples, config.batch_size, rng):
+            elapsed = time.perf_counter() - start
+            frac = max(step / total_steps, elapsed / budget)
+            if frac >= 1.0:
+                done = True
+                break
+            warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+            lr = config.learning_rate * warm * 0.5 * (1.0 + math.cos(math.pi * frac))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            ids, mask, labels = _collate(examples, idx, tokenizer.pad_token_id)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            last_loss = float(loss)
+            step += 1
+            next(bar_iter, None)
+            if hasattr(bar, "set_postfix") and step % 10 == 0:
+                bar.set_postfix(loss=f"{last_loss:.3f}")
+    if hasattr(bar, "close"):
+        bar.close()
+    elapsed = time.perf_counter() - start
+    log(f"trained {step} steps ({step / steps_per_epoch:.2f} epochs) in {elapsed:.0f} s, last loss {last_loss:.3f}")
+    model.eval()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    info = {"config": dataclasses.asdict(config), "template": dataclasses.asdict(template),
+            "n_examples": len(examples), "steps": step, "epochs_done": step / steps_per_epoch,
+            "seconds": elapsed, "last_loss": last_loss, "parameters": n_params}
+    (output_dir / "pyl2d_training.json").write_text(json.dumps(info, indent=2))
+    return output_dir
