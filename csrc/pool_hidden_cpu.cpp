@@ -1,0 +1,162 @@
+// pool_hidden on CPU: one vector per sequence from hidden states [B, T, D] under a 0/1
+// mask [B, T] (uint8, prepared by the Python wrapper): the last real token (left or right
+// padding) or the masked mean, accumulated in float32, optionally L2-normalised like
+// F.normalize (eps 1e-12), stored in the hidden dtype.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <pybind11/pybind11.h>
+
+#include "registry.h"
+#include "simd_dot.h"
+#include "tensor_arg.h"
+
+namespace py = pybind11;
+
+namespace pyl2d {
+namespace {
+
+constexpr float kNormEps = 1e-12f;
+constexpr int64_t kChunk = 512;  // D is split in chunks so a single long sequence uses every thread
+
+// float -> float16 bits, round to nearest even (overflow to inf).
+uint16_t float_to_half(float value) {
+  uint32_t f;
+  std::memcpy(&f, &value, 4);
+  const uint32_t sign = (f >> 16) & 0x8000u;
+  f &= 0x7fffffffu;
+  uint32_t out;
+  if (f >= (127u + 16u) << 23) {  // >= 2^16: inf (or NaN)
+    out = f > 0x7f800000u ? 0x7e00u : 0x7c00u;
+  } else if (f < 113u << 23) {  // half subnormal or zero: let the FPU round at 2^-24 steps
+    const uint32_t magic_bits = ((127u - 15u) + (23u - 10u) + 1u) << 23;
+    float magic, v;
+    std::memcpy(&magic, &magic_bits, 4);
+    std::memcpy(&v, &f, 4);
+    v += magic;
+    std::memcpy(&out, &v, 4);
+    out -= magic_bits;
+  } else {
+    const uint32_t mant_odd = (f >> 13) & 1u;
+    f += (static_cast<uint32_t>(15 - 127) << 23) + 0xfffu + mant_odd;
+    out = f >> 13;
+  }
+  return static_cast<uint16_t>(sign | out);
+}
+
+// float -> bfloat16 bits, round to nearest even (inputs are finite).
+uint16_t float_to_bf16(float value) {
+  uint32_t f;
+  std::memcpy(&f, &value, 4);
+  f += 0x7fffu + ((f >> 16) & 1u);
+  return static_cast<uint16_t>(f >> 16);
+}
+
+void store_row(const float* src, int64_t n, DType dtype, void* dst) {
+  if (dtype == DType::kFloat32) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+  } else if (dtype == DType::kFloat16) {
+    uint16_t* h = static_cast<uint16_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) h[i] = float_to_half(src[i]);
+  } else {
+    uint16_t* h = static_cast<uint16_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) h[i] = float_to_bf16(src[i]);
+  }
+}
+
+void pool_hidden_cpu(uintptr_t hidden_ptr, int64_t B, int64_t T, int64_t D, int64_t stride_b, int64_t stride_t,
+                     int dtype_code, uintptr_t mask_ptr, const std::string& mode, bool normalize, uintptr_t out_ptr,
+                     int64_t out_stride, int64_t num_threads) {
+  const DType dtype = dtype_from_code(dtype_code);
+  if (dtype != DType::kFloat32 && dtype != DType::kFloat16 && dtype != DType::kBFloat16)
+    throw std::invalid_argument(std::string("hidden must be float32, float16 or bfloat16, got ") + dtype_name(dtype));
+  if (hidden_ptr == 0 || mask_ptr == 0 || out_ptr == 0) throw std::invalid_argument("null data pointer");
+  if (B < 1 || T < 1 || D < 1) throw std::invalid_argument("hidden must be non-empty");
+  if (stride_b < 0 || stride_t < 0 || out_stride < D) throw std::invalid_argument("bad strides");
+  const bool mean = mode == "mean";
+  if (!mean && mode != "last") throw std::invalid_argument("mode must be 'last' or 'mean'; got '" + mode + "'");
+
+  const uint8_t* mask = reinterpret_cast<const uint8_t*>(mask_ptr);
+  std::vector<int64_t> last(static_cast<size_t>(B), -1), count(static_cast<size_t>(B), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t < T; ++t)
+      if (mask[b * T + t]) {
+        last[b] = t;
+        ++count[b];
+      }
+    if (count[b] == 0)
+      throw std::invalid_argument("attention_mask has a row with no real token (all zero): row " + std::to_string(b));
+  }
+
+  const simd::Kernels& K = simd::kernels();
+  const size_t esize = dtype == DType::kFloat32 ? 4 : 2;
+  const char* base = reinterpret_cast<const char*>(hidden_ptr);
+  std::vector<float> pooled(static_cast<size_t>(B * D));
+  const int64_t n_chunks = (D + kChunk - 1) / kChunk;
+  const int threads = static_cast<int>(std::max<int64_t>(1, num_threads));
+
+  std::exception_ptr error;
+  std::mutex error_lock;
+#ifdef PYL2D_WITH_OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+  {
+    std::vector<float> tmp(static_cast<size_t>(kChunk));
+#ifdef PYL2D_WITH_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (int64_t u = 0; u < B * n_chunks; ++u) {
+      try {
+        const int64_t b = u / n_chunks, d0 = (u % n_chunks) * kChunk;
+        const int64_t len = std::min(kChunk, D - d0);
+        float* acc = pooled.data() + b * D + d0;
+        auto row = [&](int64_t t) { return base + (b * stride_b + t * stride_t + d0) * static_cast<int64_t>(esize); };
+        if (!mean) {
+          K.to_f32(row(last[b]), dtype, len, acc);
+        } else {
+          std::fill(acc, acc + len, 0.f);
+          for (int64_t t = 0; t < T; ++t) {
+            if (!mask[b * T + t]) continue;
+            K.to_f32(row(t), dtype, len, tmp.data());
+            for (int64_t i = 0; i < len; ++i) acc[i] += tmp[i];
+          }
+          const float c = static_cast<float>(count[b]);
+          for (int64_t i = 0; i < len; ++i) acc[i] /= c;
+        }
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_lock);
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+
+  char* out = reinterpret_cast<char*>(out_ptr);
+  for (int64_t b = 0; b < B; ++b) {
+    float* row = pooled.data() + b * D;
+    if (normalize) {
+      const float norm = std::max(std::sqrt(K.sumsq(row, D)), kNormEps);
+      for (int64_t i = 0; i < D; ++i) row[i] /= norm;
+    }
+    store_row(row, D, dtype, out + b * out_stride * static_cast<int64_t>(esize));
+  }
+}
+
+}  // namespace
+}  // namespace pyl2d
+
+PYL2D_REGISTER_BINDINGS(pool_hidden_cpu, [](py::module_& m) {
+  m.def("pool_hidden_cpu", &pyl2d::pool_hidden_cpu, py::call_guard<py::gil_scoped_release>(),
+        "Pool hidden [B,T,D] (element strides stride_b, stride_t; inner stride 1) under a contiguous "
+        "uint8 0/1 mask [B,T] into out [B,D] (hidden dtype, row stride out_stride).",
+        py::arg("hidden_ptr"), py::arg("B"), py::arg("T"), py::arg("D"), py::arg("stride_b"), py::arg("stride_t"),
+        py::arg("dtype"), py::arg("mask_ptr"), py::arg("mode"), py::arg("normalize"), py::arg("out_ptr"),
+        py::arg("out_stride"), py::arg("num_threads"));
+});

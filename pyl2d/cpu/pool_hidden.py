@@ -1,0 +1,18 @@
+"""cpu backend for ``pool_hidden``: the C++ kernel in csrc/pool_hidden_cpu.cpp."""
+from __future__ import annotations
+
+import torch
+
+from pyl2d import _ext
+
+
+def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
+    lib = _ext.require()
+    hidden = _ext.ensure_inner_contiguous(hidden)
+    b, t, d = hidden.shape
+    # Any mask dtype becomes a contiguous 0/1 byte mask, so the kernel reads one format.
+    mask = (attention_mask != 0).to(torch.uint8).contiguous()
+    out = torch.empty((b, d), dtype=hidden.dtype)
+    lib.pool_hidden_cpu(hidden.data_ptr(), b, t, d, hidden.stride(0), hidden.stride(1), _ext.dtype_code(hidden),
+                        mask.data_ptr(), mode, bool(normalize), out.data_ptr(), out.stride(0), torch.get_num_threads())
+    return out

@@ -1,0 +1,12 @@
+"""cpu backend for ``pooled_score_topk``: the C++ pooling kernel, then the fused C++
+scoring kernel on the pooled [B, D] queries (the B x N score matrix is never formed)."""
+from __future__ import annotations
+
+from pyl2d.cpu.pool_hidden import pool_hidden
+from pyl2d.cpu.score_topk import score_topk
+
+
+def pooled_score_topk(hidden, attention_mask, items, k, metric="ip", mode="last", normalize=False,
+                      exclude=None, item_norms=None):
+    queries = pool_hidden(hidden, attention_mask, mode, normalize)
+    return score_topk(queries, items, k, metric, exclude, item_norms)
