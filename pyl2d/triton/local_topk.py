@@ -2,7 +2,7 @@
 (pyl2d/_local_stages.py, which proves C = k + m + E global candidates exact), then two
 kernels on the small per-query sets:
 
-1. ``local_scores_kernel``, one program per (query, position among its m nearest entries,
+1. ``local_scores_kernel``, one program per (query, position among its m nearest entries
    sorted by item): a position that starts an item's group averages the group's memory
    vectors in float32 and scores the query against that local representation; other
    positions write (-inf, -1).
@@ -32,8 +32,9 @@ _BLOCK_X = 32
 def local_scores_kernel(q_ptr, stride_q, mem_ptr, stride_mem, sorted_mem_ptr, sorted_item_ptr, group_end_ptr,
                         out_score_ptr, out_id_ptr, stride_out, m, D, METRIC: tl.constexpr, EPS: tl.constexpr,
                         BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
-    j = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0).to(tl.int64)  # one flat grid axis: no 65535 limit on B or m
+    b = pid // m
+    j = pid % m
     start = b * m + j
     end = b * m + tl.load(group_end_ptr + start)  # == start unless j starts a group
     item = tl.load(sorted_item_ptr + start)
@@ -77,9 +78,11 @@ def mask_candidates_kernel(score_ptr, id_ptr, sorted_item_ptr, exclude_ptr, m, C
                            BLOCK_C: tl.constexpr, BLOCK_X: tl.constexpr):
     """In place on [B, m + C] (local groups first): -inf/-1 for excluded items and for
     global candidates that have a local score."""
-    b = tl.program_id(0).to(tl.int64)
-    s = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     width = m + C
+    per_row = tl.cdiv(width, BLOCK_C)
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // per_row
+    s = (pid % per_row) * BLOCK_C + tl.arange(0, BLOCK_C)
     s_ok = s < width
     ids = tl.load(id_ptr + b * width + s, mask=s_ok, other=-1)
     is_global = s >= m
@@ -137,12 +140,12 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
     ids[:, m:] = cand_ids
     block_d = min(128, triton.next_power_of_2(dim))
     # Writes the first m columns (the local groups) of scores and ids.
-    local_scores_kernel[(batch, m)](queries, queries.stride(0), memory, memory.stride(0), rows, items, group_end,
+    local_scores_kernel[(batch * m,)](queries, queries.stride(0), memory, memory.stride(0), rows, items, group_end,
                                     scores, ids, scores.stride(0), m, dim, METRIC=_METRIC_CODES[metric],
                                     EPS=NORM_EPS, BLOCK_R=_BLOCK_R, BLOCK_D=block_d)
     excl = (exclude.to(torch.int64).contiguous() if exclude is not None and exclude.shape[1] > 0
             else torch.full((batch, 1), -1, dtype=torch.int64, device=queries.device))
     width = m + n_cand
-    mask_candidates_kernel[(batch, triton.cdiv(width, _BLOCK_C))](
+    mask_candidates_kernel[(batch * triton.cdiv(width, _BLOCK_C),)](
         scores, ids, items, excl, m, n_cand, excl.shape[1], BLOCK_C=_BLOCK_C, BLOCK_X=_BLOCK_X)
     return _topk.merge_candidates(scores, ids, k)
