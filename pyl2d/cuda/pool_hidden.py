@@ -1,0 +1,29 @@
+"""CUDA ``pool_hidden`` (kernels/pool_hidden.cu): float32 gather or masked mean into a torch
+workspace, then optional L2 normalisation and rounding to the hidden dtype."""
+from __future__ import annotations
+
+import torch
+
+from pyl2d import _ext
+from pyl2d.cuda import score_topk as _score_topk
+from pyl2d.reference.pool_hidden import last_token_index
+
+MODE_CODES = {"last": 0, "mean": 1}
+
+
+def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
+    lib = _ext.require()
+    h = _ext.ensure_inner_contiguous(hidden)
+    b, t, d = h.shape
+    pooled = _score_topk.new_buffer((b, d), torch.float32, h.device)
+    out = _score_topk.new_buffer((b, d), h.dtype, h.device)
+    last = real = None
+    if mode == "last":
+        last = last_token_index(attention_mask).to(torch.int64).contiguous()
+    else:
+        real = (attention_mask != 0).to(torch.uint8).contiguous()
+    with torch.cuda.device(h.device):
+        lib.pool_hidden_cuda(h.data_ptr(), b, t, d, h.stride(0), h.stride(1), _ext.dtype_code(h), MODE_CODES[mode],
+                             0 if last is None else last.data_ptr(), 0 if real is None else real.data_ptr(),
+                             bool(normalize), pooled.data_ptr(), out.data_ptr(), _ext.cuda_stream(h.device))
+    return out
