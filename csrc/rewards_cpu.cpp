@@ -42,7 +42,9 @@ void aggregate_rewards_cpu(uintptr_t scores_ptr, int64_t rows, int64_t cols, int
   }
 }
 
-// Workspace (float64, 4 * groups): count, sum, first-pass mean (for imputation), ssd.
+// Workspace (float64, 4 * groups): valid count, sum (then mean), members, squared deviations.
+// Imputing a missing reward with its group's mean leaves the mean and the squared deviations
+// unchanged and only makes it count as a member.
 void group_advantages_cpu(uintptr_t rewards_ptr, int64_t n, int64_t groups, uintptr_t ids_ptr, double eps,
                           int scale, bool impute, uintptr_t workspace_ptr, uintptr_t out_ptr) {
   if (groups < 1 || n < 1) throw std::invalid_argument("group_advantages: empty input");
@@ -51,58 +53,45 @@ void group_advantages_cpu(uintptr_t rewards_ptr, int64_t n, int64_t groups, uint
   const int64_t* ids = reinterpret_cast<const int64_t*>(ids_ptr);
   float* out = reinterpret_cast<float*>(out_ptr);
   double* ws = reinterpret_cast<double*>(workspace_ptr);
-  double *count = ws, *sum = ws + groups, *mean0 = ws + 2 * groups, *ssd = ws + 3 * groups;
+  double *count = ws, *mean = ws + groups, *members = ws + 2 * groups, *ssd = ws + 3 * groups;
   const int64_t gsize = ids ? 0 : n / groups;
-  auto group_of = [&](int64_t i) -> int64_t {
-    const int64_t g = ids ? ids[i] : i / gsize;
-    if (g < 0 || g >= groups) throw std::out_of_range("group_advantages: group id out of range");
-    return g;
-  };
   std::fill(ws, ws + 4 * groups, 0.0);
   for (int64_t i = 0; i < n; ++i) {
+    const int64_t g = ids ? ids[i] : i / gsize;
+    if (g < 0 || g >= groups) throw std::out_of_range("group_advantages: group id out of range");
+    members[g] += 1.0;
     if (std::isnan(r[i])) continue;
-    const int64_t g = group_of(i);
     count[g] += 1.0;
-    sum[g] += r[i];
+    mean[g] += r[i];
   }
-  for (int64_t g = 0; g < groups; ++g) mean0[g] = sum[g] / count[g];
-  // The value each element counts with: its reward, or its group's mean when imputing.
-  auto value = [&](int64_t i, int64_t g) -> double { return std::isnan(r[i]) && impute ? mean0[g] : r[i]; };
-  if (impute) {
-    std::fill(count, count + 2 * groups, 0.0);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t g = group_of(i);
-      const double v = value(i, g);
-      if (std::isnan(v)) continue;
-      count[g] += 1.0;
-      sum[g] += v;
-    }
+  for (int64_t g = 0; g < groups; ++g) {
+    mean[g] /= count[g];
+    if (impute && count[g] > 0) count[g] = members[g];
   }
-  double* mean = sum;  // in place: sum -> mean
-  for (int64_t g = 0; g < groups; ++g) mean[g] = sum[g] / count[g];
-  double batch_count = 0, batch_sum = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t g = group_of(i);
-    const double v = value(i, g);
-    if (std::isnan(v)) continue;
-    ssd[g] += (v - mean[g]) * (v - mean[g]);
-    batch_count += 1.0;
-    batch_sum += v;
+    if (std::isnan(r[i])) continue;
+    const int64_t g = ids ? ids[i] : i / gsize;
+    ssd[g] += (r[i] - mean[g]) * (r[i] - mean[g]);
   }
   double batch_std = NAN;
-  if (scale == rewards::kScaleBatch) {
-    const double bmean = batch_sum / batch_count;
-    double bssd = 0;
+  if (scale == rewards::kScaleBatch) {  // over the (imputed) rewards of the whole batch
+    auto value = [&](int64_t i) -> double { return std::isnan(r[i]) && impute ? mean[ids ? ids[i] : i / gsize] : r[i]; };
+    double bn = 0, bsum = 0, bssd = 0;
     for (int64_t i = 0; i < n; ++i) {
-      const double v = value(i, group_of(i));
+      const double v = value(i);
+      if (!std::isnan(v)) { bn += 1.0; bsum += v; }
+    }
+    const double bmean = bsum / bn;
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = value(i);
       if (!std::isnan(v)) bssd += (v - bmean) * (v - bmean);
     }
-    batch_std = std::sqrt(bssd / (batch_count - 1.0));
+    batch_std = std::sqrt(bssd / (bn - 1.0));
   }
 #pragma omp parallel for schedule(static) if (n > 16384)
   for (int64_t i = 0; i < n; ++i) {
     const int64_t g = ids ? ids[i] : i / gsize;
-    double a = value(i, g) - mean[g];
+    double a = r[i] - mean[g];  // NaN for a missing reward: 0 below, imputed or not
     if (scale == rewards::kScaleGroup) a /= std::sqrt(ssd[g] / (count[g] - 1.0)) + eps;
     else if (scale == rewards::kScaleBatch) a /= batch_std + eps;
     out[i] = std::isnan(a) ? 0.f : static_cast<float>(a);

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from pyl2d import _backend
+from pyl2d.reference.group_advantages import batch_std, segments
 
 MODE_CODES = {"mean": 0, "harmonic": 1, "geometric": 2}
 SCALE_CODES = {"none": 0, "group": 1, "batch": 2}
@@ -84,7 +85,7 @@ def advantages_kernel(src_ptr, stride_b, order_ptr, offsets_ptr, adv_ptr, reward
     start = tl.load(offsets_ptr + g)
     end = tl.load(offsets_ptr + g + 1)
     lanes = tl.arange(0, BLOCK)
-    # Pass 1: count and sum of the valid rewards.
+    # Pass 1: count and sum of the valid rewards, and the number of members.
     cnt_v = tl.zeros([BLOCK], dtype=tl.float32)
     sum_v = tl.zeros([BLOCK], dtype=tl.float32)
     for base in range(start, end, BLOCK):
@@ -97,24 +98,9 @@ def advantages_kernel(src_ptr, stride_b, order_ptr, offsets_ptr, adv_ptr, reward
         cnt_v += tl.where(valid, 1.0, 0.0)
         sum_v += tl.where(valid, r, 0.0)
     count = tl.sum(cnt_v, axis=0)
-    mean0 = tl.sum(sum_v, axis=0) / count
-    mean = mean0
-    if IMPUTE:  # missing rewards take the group's mean and count as members
-        cnt_v = tl.zeros([BLOCK], dtype=tl.float32)
-        sum_v = tl.zeros([BLOCK], dtype=tl.float32)
-        for base in range(start, end, BLOCK):
-            idx = base + lanes
-            ok = idx < end
-            pos = tl.load(order_ptr + idx, mask=ok, other=0) if HAS_ORDER else idx.to(tl.int64)
-            r = _member_values(src_ptr, stride_b, pos, ok, P, score_max, weights_ptr, bystander_ptr,
-                               bystander_coef, lengths_ptr, length_limit, length_coef, HAS_W, HAS_BY, HAS_LEN, MODE,
-                               FROM_SCORES, BLOCK_P)
-            v = tl.where(ok & (r != r), mean0, r)
-            valid = v == v
-            cnt_v += tl.where(valid, 1.0, 0.0)
-            sum_v += tl.where(valid, v, 0.0)
-        count = tl.sum(cnt_v, axis=0)
-        mean = tl.sum(sum_v, axis=0) / count
+    mean = tl.sum(sum_v, axis=0) / count
+    if IMPUTE:  # a missing reward takes the group's mean: same mean and deviations, one more member
+        count = tl.where(count > 0, (end - start).to(tl.float32), count)
     # Pass 2: squared deviations (only needed for the group scale).
     denom = 1.0
     if SCALE == 1:
@@ -126,8 +112,6 @@ def advantages_kernel(src_ptr, stride_b, order_ptr, offsets_ptr, adv_ptr, reward
             r = _member_values(src_ptr, stride_b, pos, ok, P, score_max, weights_ptr, bystander_ptr,
                                bystander_coef, lengths_ptr, length_limit, length_coef, HAS_W, HAS_BY, HAS_LEN, MODE,
                                FROM_SCORES, BLOCK_P)
-            if IMPUTE:
-                r = tl.where(ok & (r != r), mean0, r)
             d = tl.where(r == r, r - mean, 0.0)
             ssd_v += d * d
         denom = tl.sqrt(tl.sum(ssd_v, axis=0) / (count - 1.0)) + eps
@@ -142,10 +126,7 @@ def advantages_kernel(src_ptr, stride_b, order_ptr, offsets_ptr, adv_ptr, reward
                            lengths_ptr, length_limit, length_coef, HAS_W, HAS_BY, HAS_LEN, MODE, FROM_SCORES, BLOCK_P)
         if FROM_SCORES:
             tl.store(rewards_out_ptr + pos, r, mask=ok)
-        v = r
-        if IMPUTE:
-            v = tl.where(r != r, mean0, r)
-        a = (v - mean) / denom
+        a = (r - mean) / denom  # NaN for a missing reward: 0 below, imputed or not
         tl.store(adv_ptr + pos, tl.where(a == a, a, 0.0), mask=ok)
 
 
@@ -175,35 +156,9 @@ def f32(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.to(torch.float32).contiguous()
 
 
-def segments(batch: int, num_groups: int, group_ids, device) -> tuple[torch.Tensor | None, torch.Tensor, int]:
-    """(order or None, offsets [G+1] int64, largest group size) describing the groups."""
-    if group_ids is None:
-        size = batch // num_groups
-        return None, torch.arange(num_groups + 1, device=device, dtype=torch.int64) * size, size
-    counts = torch.bincount(group_ids, minlength=num_groups)
-    offsets = torch.zeros(num_groups + 1, dtype=torch.int64, device=device)
-    offsets[1:] = torch.cumsum(counts, 0)
-    order = torch.argsort(group_ids, stable=True)
-    return order, offsets, int(counts.max())
-
-
 def member_block(largest: int) -> int:
     cap = 64 if _backend.triton_interpreted() else 1024
     return max(16, min(cap, triton.next_power_of_2(largest)))
-
-
-def batch_std(rewards: torch.Tensor, num_groups: int, group_ids, impute: bool) -> float:
-    """The batch-wide std of (imputed) rewards for ``scale="batch"``: one reduction, in torch."""
-    from pyl2d.reference.group_advantages import dense_groups, group_stats
-    r = rewards.to(torch.float32)
-    if impute:
-        ids = dense_groups(r.shape[0], num_groups, group_ids, r.device)
-        _, mean, _ = group_stats(r, ids, num_groups)
-        r = torch.where(torch.isnan(r), mean[ids], r)
-    valid = ~torch.isnan(r)
-    n = valid.sum().to(torch.float32)
-    mb = torch.where(valid, r, 0.0).sum() / n
-    return float((torch.where(valid, r - mb, 0.0).square().sum() / (n - 1)).sqrt())
 
 
 def launch_advantages(src, stride_b, adv, rewards_out, num_groups, group_ids, eps, scale, impute, *, from_scores,

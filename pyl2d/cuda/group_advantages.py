@@ -1,0 +1,12 @@
+"""CUDA ``group_advantages``: one thread block per group, block reductions (kernels/rewards.cu)."""
+from __future__ import annotations
+
+import torch
+
+from pyl2d.cuda._rewards import advantages_into
+
+
+def group_advantages(rewards, num_groups, group_ids, eps, scale, impute):
+    adv = torch.empty(rewards.shape[0], dtype=torch.float32, device=rewards.device)
+    advantages_into(adv, None, rewards, num_groups, group_ids, eps, scale, impute)
+    return adv

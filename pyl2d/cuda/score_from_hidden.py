@@ -1,0 +1,19 @@
+"""CUDA ``score_from_hidden``: one block per row, a warp per score token (kernels/rewards.cu)."""
+from __future__ import annotations
+
+import torch
+
+from pyl2d import _ext
+
+
+def score_from_hidden(hidden, lm_head_weight, score_token_ids, score_values):
+    hidden = _ext.ensure_inner_contiguous(hidden)
+    weight = _ext.ensure_inner_contiguous(lm_head_weight)
+    ids = score_token_ids.to(torch.int64).contiguous()
+    values = score_values.to(torch.float32).contiguous()
+    out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    _ext.require().score_from_hidden_cuda(hidden.data_ptr(), hidden.shape[0], hidden.shape[1], hidden.stride(0),
+                                          _ext.dtype_code(hidden), weight.data_ptr(), weight.stride(0), ids.data_ptr(),
+                                          values.data_ptr(), ids.shape[0], out.data_ptr(),
+                                          _ext.cuda_stream(hidden.device))
+    return out
