@@ -1,6 +1,7 @@
 """The two search stages shared by the cpu, triton and cuda ``local_topk`` backends.
 
-Each backend then runs its own aggregation + ranking kernel on small per-query inputs:
+Each backend then runs its own aggregation + ranking kernel on small per-query inputs
+(the triton and cuda kernels on the layout of :func:`group_layout`):
 the m nearest memory entries (from :func:`nearest_memory`) and C global candidates (from
 :func:`global_candidates`), so no queries x items matrix is ever materialised beyond the
 tiles of ``score_topk``.
@@ -59,3 +60,22 @@ def global_candidates(queries: torch.Tensor, memory_item_ids: torch.Tensor, item
     if admissible is not None:
         ids = admissible[ids]
     return scores, ids
+
+
+def group_layout(nearest: torch.Tensor, memory_item_ids: torch.Tensor, n_memory: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each query's nearest entries sorted by (item, entry): (memory index [B, m], item [B, m],
+    group end [B, m] int64: one past the group for a position that starts one, else itself)."""
+    b, m = nearest.shape
+    keys = memory_item_ids.to(torch.int64)[nearest] * n_memory + nearest
+    keys = torch.sort(keys, dim=1).values
+    items, rows = keys // n_memory, keys % n_memory
+    positions = torch.arange(m, device=nearest.device).expand(b, m)
+    starts = torch.ones_like(items, dtype=torch.bool)
+    starts[:, 1:] = items[:, 1:] != items[:, :-1]
+    # next_start[j] = first group start after j (or m): a suffix minimum, shifted by one.
+    start_pos = torch.where(starts, positions, torch.full_like(positions, m))
+    after = torch.cat([start_pos[:, 1:], torch.full_like(start_pos[:, :1], m)], 1)
+    next_start = torch.flip(torch.cummin(torch.flip(after, [1]), 1).values, [1])
+    group_end = torch.where(starts, next_start, positions)
+    return rows.contiguous(), items.contiguous(), group_end.contiguous()

@@ -103,25 +103,6 @@ def mask_candidates_kernel(score_ptr, id_ptr, sorted_item_ptr, exclude_ptr, m, C
     tl.store(id_ptr + b * width + s, tl.where(drop, -1, ids), mask=s_ok)
 
 
-def group_layout(nearest: torch.Tensor, memory_item_ids: torch.Tensor, n_memory: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each query's nearest entries sorted by (item, entry): (memory index [B, m], item [B, m],
-    group end [B, m] int64: one past the group for a position that starts one, else itself)."""
-    b, m = nearest.shape
-    keys = memory_item_ids.to(torch.int64)[nearest] * n_memory + nearest
-    keys = torch.sort(keys, dim=1).values
-    items, rows = keys // n_memory, keys % n_memory
-    positions = torch.arange(m, device=nearest.device).expand(b, m)
-    starts = torch.ones_like(items, dtype=torch.bool)
-    starts[:, 1:] = items[:, 1:] != items[:, :-1]
-    # next_start[j] = first group start after j (or m): a suffix minimum, shifted by one.
-    start_pos = torch.where(starts, positions, torch.full_like(positions, m))
-    after = torch.cat([start_pos[:, 1:], torch.full_like(start_pos[:, :1], m)], 1)
-    next_start = torch.flip(torch.cummin(torch.flip(after, [1]), 1).values, [1])
-    group_end = torch.where(starts, next_start, positions)
-    return rows.contiguous(), items.contiguous(), group_end.contiguous()
-
-
 def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", exclude=None):
     if queries.shape[1] > 1 and queries.stride(1) != 1:
         queries = queries.contiguous()
@@ -131,7 +112,7 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
     nearest = _local_stages.nearest_memory(queries, memory, m, metric, "triton").to(torch.int64)
     cand_scores, cand_ids = _local_stages.global_candidates(queries, memory_item_ids, item_reps, k, m, metric,
                                                             exclude, "triton")
-    rows, items, group_end = group_layout(nearest, memory_item_ids, memory.shape[0])
+    rows, items, group_end = _local_stages.group_layout(nearest, memory_item_ids, memory.shape[0])
 
     n_cand = cand_ids.shape[1]
     scores = torch.empty((batch, m + n_cand), dtype=torch.float32, device=queries.device)

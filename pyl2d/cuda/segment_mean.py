@@ -1,0 +1,21 @@
+"""cuda backend of ``segment_mean``: rows grouped by segment with a stable sort (CSR), then
+one block per (segment, 128 columns) sums its rows in float32 (kernels/l2d_aggregate.cu)."""
+from __future__ import annotations
+
+import torch
+
+from pyl2d import _ext
+
+
+def segment_mean(values, segment_ids, num_segments):
+    values = _ext.ensure_inner_contiguous(values)
+    ids = segment_ids.to(torch.int64)
+    counts = torch.bincount(ids, minlength=num_segments)
+    order = torch.sort(ids, stable=True).indices
+    ends = torch.cumsum(counts, 0)
+    means = torch.empty((num_segments, values.shape[1]), dtype=torch.float32, device=values.device)
+    ptr, _, cols, row_stride, code = _ext.matrix(values)
+    _ext.require().segment_mean_cuda(ptr, cols, row_stride, code, order.data_ptr(), ends.data_ptr(),
+                                     counts.data_ptr(), num_segments, means.data_ptr(),
+                                     _ext.cuda_stream(values.device))
+    return means, counts
