@@ -1,0 +1,33 @@
+"""GRPO advantage presets on top of the ``group_advantages`` op.
+
+``trl_advantages`` is TRL's GRPOTrainer formula (contiguous groups of ``num_generations``,
+eps 1e-4); ``verl_advantages`` is verl's ``compute_grpo_outcome_advantage`` (an arbitrary
+group index, eps 1e-6, and verl's rule for a group of one: mean 0, std 1, so its advantage is
+r / (1 + eps), or r without std scaling). NaN rewards give advantage 0 in both.
+"""
+from __future__ import annotations
+
+import torch
+
+from pyl2d.ops.group_advantages import TRL_EPS, VERL_EPS, group_advantages
+
+
+def trl_advantages(rewards: torch.Tensor, num_generations: int, *, scale_rewards: str = "group",
+                   impute: bool = False, backend: str | None = None) -> torch.Tensor:
+    """TRL's advantages: per-prompt groups of ``num_generations`` adjacent completions."""
+    return group_advantages(rewards, num_generations, eps=TRL_EPS, scale=scale_rewards, impute=impute,
+                            backend=backend)
+
+
+def verl_advantages(rewards: torch.Tensor, index: torch.Tensor, *, norm_adv_by_std: bool = True,
+                    eps: float = VERL_EPS, backend: str | None = None) -> torch.Tensor:
+    """verl's GRPO outcome advantages for rewards [B] grouped by ``index`` [B] (any int ids)."""
+    adv = group_advantages(rewards, group_index=index, eps=eps, scale="group" if norm_adv_by_std else "none",
+                           backend=backend)
+    _, inverse, counts = torch.unique(index, return_inverse=True, return_counts=True)
+    single = counts[inverse] == 1
+    if bool(single.any()):
+        r = rewards.to(torch.float32)
+        alone = r / (1.0 + eps) if norm_adv_by_std else r
+        adv = torch.where(single, torch.nan_to_num(alone, nan=0.0), adv)
+    return adv

@@ -1,0 +1,315 @@
+"""Judges: given judge prompts, return one score per prompt (NaN + a status when invalid).
+
+- ``OpenAIJudge``: any OpenAI-compatible chat-completions server (vLLM, SGLang, hosted),
+  async over httpx with bounded concurrency, a per-request timeout and retries with jittered
+  exponential backoff on 429, 5xx, timeouts and connection errors. Every prompt of a batch
+  (all perspectives of all completions) is in flight together, up to ``concurrency``. The API
+  key is read from an environment variable at request time and is never stored, printed,
+  logged or saved.
+- ``ScriptedJudge``: returns scripted replies; for tests and dry runs.
+- ``LocalJudge``: a ``transformers`` causal LM scoring from logits (G-Eval style): one forward
+  pass, then ``score_from_hidden`` over the score tokens' LM-head rows.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import logging
+import math
+import os
+import random
+from typing import Callable, Mapping, Sequence
+
+from pyl2d.perm.perspectives import Perspective
+from pyl2d.perm.scores import ERROR, OK, ParsedScore, parse_score
+
+logger = logging.getLogger("pyl2d.perm")
+
+TIMEOUT = "timeout"
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeRequest:
+    """One judge prompt: the perspective it scores for and its chat messages."""
+
+    perspective: Perspective
+    messages: tuple[Mapping[str, str], ...]
+
+
+def run_sync(coroutine_factory: Callable[[], "asyncio.Future"]):
+    """Run a coroutine to completion from sync code, also when called inside a running event
+    loop (a notebook, an async trainer): then it runs on a fresh loop in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine_factory())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coroutine_factory())).result()
+
+
+class Judge:
+    """Base class: subclasses implement ``ascore``; ``score`` is its sync wrapper."""
+
+    async def ascore(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
+        raise NotImplementedError
+
+    def score(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
+        requests = list(requests)
+        if not requests:
+            return []
+        return run_sync(lambda: self.ascore(requests))
+
+
+class TextJudge(Judge):
+    """A judge that answers in text; scores are parsed strictly (see ``pyl2d.perm.scores``)."""
+
+    async def complete(self, request: JudgeRequest) -> tuple[str | None, str]:
+        """(reply text or None, status): status is "ok" or why there is no text."""
+        raise NotImplementedError
+
+    async def ascore(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
+        return self.parse(requests, await asyncio.gather(*(self.complete(r) for r in requests)))
+
+    @staticmethod
+    def parse(requests: Sequence[JudgeRequest], replies) -> list[ParsedScore]:
+        out = []
+        for request, (text, status) in zip(requests, replies):
+            if status != OK:
+                out.append(ParsedScore(math.nan, status))
+            else:
+                p = request.perspective
+                out.append(parse_score(text, p.score_min, p.score_max))
+        return out
+
+
+class ScriptedJudge(TextJudge):
+    """Replies from a script: a callable ``(request) -> str``, a mapping from perspective name
+    to a reply (or a list of replies used in turn), or one reply for everything. A callable
+    may raise to simulate a failed call (status "error"). ``calls`` records every request."""
+
+    def __init__(self, script: Callable[[JudgeRequest], str] | Mapping[str, str | Sequence[str]] | str,
+                 delay: float = 0.0):
+        self.script = script
+        self.delay = float(delay)
+        self.calls: list[JudgeRequest] = []
+        self._turn: collections.Counter = collections.Counter()
+
+    async def complete(self, request: JudgeRequest) -> tuple[str | None, str]:
+        self.calls.append(request)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        try:
+            if callable(self.script):
+                return self.script(request), OK
+            if isinstance(self.script, str):
+                return self.script, OK
+            reply = self.script[request.perspective.name]
+            if not isinstance(reply, str):
+                i = self._turn[request.perspective.name]
+                self._turn[request.perspective.name] += 1
+                reply = reply[i % len(reply)]
+            return reply, OK
+        except Exception as exc:  # a scripted failure
+            logger.debug("scripted judge failed: %s", type(exc).__name__)
+            return None, ERROR
+
+
+class OpenAIJudge(TextJudge):
+    """An OpenAI-compatible chat-completions judge over HTTP.
+
+    Args:
+        base_url: the API root, e.g. "http://127.0.0.1:8000/v1" (``/chat/completions`` is appended
+            unless already there).
+        model: the model name the server expects.
+        api_key_env: name of the environment variable holding the API key (read per request;
+            unset or empty means no Authorization header, as for a local vLLM).
+        concurrency: most requests in flight at once.
+        timeout: seconds per request attempt.
+        max_retries: retries after the first attempt on 429, 5xx, timeouts and connection errors.
+        backoff, max_backoff: the n-th retry waits uniform(0.5, 1) * min(max_backoff, backoff * 2**n)
+            seconds, or the server's Retry-After when it is given and no longer than max_backoff.
+        temperature, max_tokens, extra_body: sent with every request (extra_body is merged in).
+    """
+
+    def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 16,
+                 timeout: float = 60.0, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0,
+                 temperature: float = 0.0, max_tokens: int = 512, extra_body: Mapping | None = None):
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if not (backoff >= 0 and max_backoff >= 0):
+            raise ValueError("backoff and max_backoff must be >= 0")
+        if not isinstance(api_key_env, str) or not api_key_env:
+            raise ValueError("api_key_env must name an environment variable")
+        url = base_url.rstrip("/")
+        self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        self.concurrency = concurrency
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.body = {"temperature": temperature, "max_tokens": max_tokens, **dict(extra_body or {})}
+        self.stats: collections.Counter = collections.Counter()
+
+    def __repr__(self) -> str:
+        return (f"OpenAIJudge(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
+                f"concurrency={self.concurrency}, timeout={self.timeout}, max_retries={self.max_retries})")
+
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.api_key_env)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after is not None:
+            try:
+                wait = float(retry_after)
+                if 0 <= wait <= self.max_backoff:
+                    return wait
+            except ValueError:
+                pass
+        return random.uniform(0.5, 1.0) * min(self.max_backoff, self.backoff * 2 ** attempt)
+
+    async def ascore(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
+        import httpx
+
+        semaphore = asyncio.Semaphore(self.concurrency)
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), limits=limits) as client:
+            replies = await asyncio.gather(*(self.post(client, semaphore, r) for r in requests))
+        return self.parse(requests, replies)
+
+    async def post(self, client, semaphore: asyncio.Semaphore, request: JudgeRequest) -> tuple[str | None, str]:
+        """One request with retries; (reply text or None, status)."""
+        import httpx
+
+        payload = {"model": self.model, "messages": [dict(m) for m in request.messages], **self.body}
+        failure = ERROR
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            try:
+                async with semaphore:  # released while backing off
+                    resp = await client.post(self.url, json=payload, headers=self._headers())
+            except httpx.TimeoutException:
+                failure, reason = TIMEOUT, "timed out"
+            except httpx.TransportError as exc:
+                failure, reason = ERROR, f"connection error ({type(exc).__name__})"
+            else:
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    failure, reason = ERROR, f"HTTP {resp.status_code}"
+                    retry_after = resp.headers.get("retry-after")
+                elif resp.status_code >= 400:
+                    self.stats["http_error"] += 1
+                    logger.warning("judge request rejected: HTTP %d (not retried)", resp.status_code)
+                    return None, ERROR
+                else:
+                    return self._content(resp)
+            self.stats[failure] += 1
+            if attempt < self.max_retries:
+                self.stats["retries"] += 1
+                logger.debug("judge request %s; retry %d of %d", reason, attempt + 1, self.max_retries)
+                await asyncio.sleep(self._delay(attempt, retry_after))
+        logger.warning("judge request failed after %d attempts: %s", self.max_retries + 1, reason)
+        return None, failure
+
+    def _content(self, resp) -> tuple[str | None, str]:
+        try:
+            text = resp.json()["choices"][0]["message"]["content"]
+            if not isinstance(text, str):
+                raise TypeError("content is not text")
+            return text, OK
+        except Exception:
+            self.stats["bad_response"] += 1
+            logger.warning("judge returned a malformed chat-completions body")
+            return None, ERROR
+
+
+class LocalJudge(Judge):
+    """A local ``transformers`` causal LM judge scoring from logits, not text.
+
+    The judge prompt is rendered with the tokenizer's chat template, followed by
+    ``answer_prefix`` (so the next token is the score); one forward pass gives the final hidden
+    state, and ``score_from_hidden`` returns sum_s p(s) * s over the score tokens, p being the
+    softmax over those tokens only. Every integer of a perspective's range must be a single token
+    ("1".."5" are in every common vocabulary; a 0-100 bystander scale usually is not, so pass
+    ``perspectives`` with a coarser bystander or drop it)."""
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 8, max_length: int = 4096,
+                 answer_prefix: str = "Score: ", backend: str | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = int(batch_size)
+        self.max_length = int(max_length)
+        self.answer_prefix = answer_prefix
+        self.backend = backend
+        self._score_tokens: dict[tuple[int, int], tuple] = {}
+
+    def __repr__(self) -> str:
+        return f"LocalJudge(model={type(self.model).__name__}, batch_size={self.batch_size})"
+
+    def score_tokens(self, perspective: Perspective):
+        """(token ids [S] int64, values [S] float32) of the perspective's score range."""
+        import torch
+
+        key = (perspective.score_min, perspective.score_max)
+        if key not in self._score_tokens:
+            ids, values = [], []
+            for v in range(perspective.score_min, perspective.score_max + 1):
+                toks = self.tokenizer.encode(str(v), add_special_tokens=False)
+                if len(toks) != 1:
+                    raise ValueError(f"perspective {perspective.name!r}: score {v} is not a single token for this "
+                                     f"tokenizer ({toks}); LocalJudge needs single-token scores")
+                ids.append(toks[0])
+                values.append(float(v))
+            self._score_tokens[key] = (torch.tensor(ids), torch.tensor(values))
+        return self._score_tokens[key]
+
+    def prompt(self, request: JudgeRequest) -> str:
+        text = self.tokenizer.apply_chat_template([dict(m) for m in request.messages], tokenize=False,
+                                                  add_generation_prompt=True)
+        return text + self.answer_prefix
+
+    def final_hidden(self, prompts: list[str]):
+        """[B, D] final-norm hidden state at each prompt's last token (left padding)."""
+        import torch
+
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
+                             max_length=self.max_length, padding_side="left", add_special_tokens=False)
+        device = next(self.model.parameters()).device
+        enc = {k: v.to(device) for k, v in enc.items()}
+        with torch.no_grad():
+            out = self.model.get_decoder()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        return out.last_hidden_state[:, -1]
+
+    def score_sync(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
+        from pyl2d.ops.score_from_hidden import score_from_hidden
+
+        head = self.model.get_output_embeddings().weight
+        out: list[ParsedScore] = [ParsedScore(math.nan, ERROR)] * len(requests)
+        by_range = collections.defaultdict(list)
+        for i, r in enumerate(requests):
+            by_range[(r.perspective.score_min, r.perspective.score_max)].append(i)
+        for rows in by_range.values():
+            ids, values = self.score_tokens(requests[rows[0]].perspective)
+            for b0 in range(0, len(rows), self.batch_size):
+                chunk = rows[b0:b0 + self.batch_size]
+                hidden = self.final_hidden([self.prompt(requests[i]) for i in chunk]).to(head.dtype)
+                scores = score_from_hidden(hidden, head, ids.to(head.device), values.to(head.device),
+                                           backend=self.backend)
+                for i, s in zip(chunk, scores.tolist()):
+                    out[i] = ParsedScore(s, OK) if math.isfinite(s) else ParsedScore(math.nan, ERROR)
+        return out
+
+    async def ascore(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
+        return self.score_sync(list(requests))
+
+    def score(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
+        return self.score_sync(list(requests))

@@ -1,0 +1,175 @@
+"""``PERMReward``: the multi-perspective empathetic reward as a TRL reward function.
+
+Call it like any TRL reward function: ``reward(prompts=..., completions=..., completion_ids=...,
+**dataset_columns)`` returns one float per completion (NaN where nothing could be scored; TRL
+then treats it as missing). Each completion is split into its analysis and response sections,
+every perspective's judge prompt of the whole batch goes to the judge at once, and the scores
+are aggregated by the ``aggregate_rewards`` op.
+"""
+from __future__ import annotations
+
+import collections
+import math
+from typing import Mapping, Sequence
+
+import torch
+
+from pyl2d.ops.aggregate_rewards import MODES, aggregate_rewards
+from pyl2d.perm.judges import Judge, JudgeRequest
+from pyl2d.perm.parsing import MISSING_POLICIES, parse_completion
+from pyl2d.perm.perspectives import DEFAULT_PERSPECTIVES, Perspective, check_perspectives
+from pyl2d.perm.scores import OK, ScoreCounter
+
+DEFAULT_COLUMNS = {"persona": "persona", "scenario": "scenario", "query": "query"}
+MISSING_SECTION = "missing_section"
+
+
+def completion_text(completion) -> str:
+    """The text of a plain-text or conversational completion (list of message dicts)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Sequence) and all(isinstance(m, Mapping) for m in completion):
+        parts = [m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant"]
+        return "\n".join(p if isinstance(p, str) else str(p) for p in parts)
+    raise ValueError(f"a completion must be a str or a list of chat messages, got {type(completion).__name__}")
+
+
+def prompt_query(prompt) -> str:
+    """The seeker's words from a prompt: the last user message of a conversation, or the text."""
+    if prompt is None:
+        return ""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m.get("content") or "" for m in prompt if isinstance(m, Mapping) and m.get("role") == "user"]
+    return users[-1] if users else ""
+
+
+class PERMReward:
+    """A TRL-compatible reward function scoring completions from several perspectives.
+
+    Args:
+        judge: an ``OpenAIJudge``, ``LocalJudge``, ``ScriptedJudge`` or any ``Judge``.
+        perspectives: the perspectives (default: supporter/resonation, supporter/expression,
+            seeker/reception, bystander/quality). Non-bystander scores are divided by their
+            rubric maximum and averaged with the perspectives' weights in ``mode``.
+        columns: dataset column names for "persona", "scenario" and "query" (missing columns
+            are empty; a missing query falls back to the prompt's last user message).
+        mode: "mean", "harmonic" or "geometric" (see ``aggregate_rewards``).
+        bystander_coef: weight of the bystander term bystander_coef * (quality% / 100 - 1).
+        length_limit, length_coef: optional penalty length_coef * max(0, tokens - length_limit),
+            tokens from ``completion_ids`` (else whitespace-separated words).
+        missing_section: "empty" (judge a missing section as empty text) or "invalid" (its
+            perspectives score NaN without a judge call).
+        name: the function name TRL logs the reward under.
+    """
+
+    def __init__(self, judge: Judge, perspectives: Sequence[Perspective] = DEFAULT_PERSPECTIVES, *,
+                 columns: Mapping[str, str] | None = None, mode: str = "mean", bystander_coef: float = 0.2,
+                 length_limit: float | None = None, length_coef: float = 0.0, missing_section: str = "empty",
+                 name: str = "perm", backend: str | None = None):
+        if not hasattr(judge, "score"):
+            raise ValueError(f"judge must be a Judge (with a score method), got {type(judge).__name__}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+        if missing_section not in MISSING_POLICIES:
+            raise ValueError(f"missing_section must be one of {MISSING_POLICIES}; got {missing_section!r}")
+        unknown = set(columns or {}) - set(DEFAULT_COLUMNS)
+        if unknown:
+            raise ValueError(f"columns has unknown keys {sorted(unknown)}; use {sorted(DEFAULT_COLUMNS)}")
+        self.judge = judge
+        self.perspectives = check_perspectives(perspectives)
+        self.columns = {**DEFAULT_COLUMNS, **dict(columns or {})}
+        self.mode = mode
+        self.bystander_coef = float(bystander_coef)
+        self.length_limit = length_limit
+        self.length_coef = float(length_coef)
+        self.missing_section = missing_section
+        self.backend = backend
+        self.__name__ = name
+        self.counter = ScoreCounter()  # cumulative score outcomes per perspective
+        self.last_scores: torch.Tensor | None = None  # [B, P] raw scores of the last call
+        self.last_metrics: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        names = ", ".join(p.name for p in self.perspectives)
+        return f"PERMReward(judge={self.judge!r}, perspectives=[{names}], mode={self.mode!r})"
+
+    def _column(self, kwargs, key: str, n: int) -> list[str]:
+        values = kwargs.get(self.columns[key])
+        if values is None:
+            return [""] * n
+        if len(values) != n:
+            raise ValueError(f"column {self.columns[key]!r} has {len(values)} values for {n} completions")
+        return ["" if v is None else str(v) for v in values]
+
+    def score(self, prompts, completions, completion_ids=None, **kwargs) -> torch.Tensor:
+        """Raw per-perspective scores [B, P] (float64, NaN where invalid)."""
+        texts = [completion_text(c) for c in completions]
+        n = len(texts)
+        persona = self._column(kwargs, "persona", n)
+        scenario = self._column(kwargs, "scenario", n)
+        query = self._column(kwargs, "query", n)
+        if self.columns["query"] not in kwargs and prompts is not None:
+            query = [prompt_query(p) for p in prompts]
+        scores = torch.full((n, len(self.perspectives)), math.nan, dtype=torch.float64)
+        requests, slots = [], []
+        batch_counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        for i, text in enumerate(texts):
+            parsed = parse_completion(text)
+            for j, p in enumerate(self.perspectives):
+                section = parsed.section(p.section)
+                if section is None and self.missing_section == "invalid":
+                    batch_counts[p.name][MISSING_SECTION] += 1
+                    continue
+                msgs = p.messages(persona=persona[i], scenario=scenario[i], query=query[i], text=section or "")
+                requests.append(JudgeRequest(p, tuple(msgs)))
+                slots.append((i, j))
+        for (i, j), result in zip(slots, self.judge.score(requests)):
+            scores[i, j] = result.value
+            batch_counts[self.perspectives[j].name][result.status] += 1
+        for name, counts in batch_counts.items():
+            for status, c in counts.items():
+                self.counter.counts[name][status] += c
+        self._batch_counts = batch_counts
+        return scores
+
+    def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
+        if completions is None:
+            raise ValueError("completions is required")
+        scores = self.score(prompts, completions, completion_ids, **kwargs)
+        n = scores.shape[0]
+        if n == 0:
+            return []
+        main = [j for j, p in enumerate(self.perspectives) if not p.is_bystander]
+        maxima = torch.tensor([float(self.perspectives[j].score_max) for j in main], dtype=torch.float64)
+        normalised = (scores[:, main] / maxima).to(torch.float32)
+        weights = torch.tensor([self.perspectives[j].weight for j in main], dtype=torch.float32)
+        bystander = None
+        for j, p in enumerate(self.perspectives):
+            if p.is_bystander:  # as a percentage of its range
+                bystander = ((scores[:, j] - p.score_min) / (p.score_max - p.score_min) * 100).to(torch.float32)
+        lengths = None
+        if self.length_limit is not None:
+            if completion_ids is not None:
+                lengths = torch.tensor([len(c) for c in completion_ids], dtype=torch.float32)
+            else:
+                lengths = torch.tensor([len(completion_text(c).split()) for c in completions], dtype=torch.float32)
+        rewards = aggregate_rewards(normalised, weights, self.mode, 1.0, bystander, self.bystander_coef, lengths,
+                                    self.length_limit, self.length_coef, backend=self.backend)
+        self.last_scores = scores
+        self.last_metrics = self._metrics(scores, rewards)
+        return [float(r) for r in rewards.tolist()]
+
+    def _metrics(self, scores: torch.Tensor, rewards: torch.Tensor) -> dict[str, float]:
+        """Per-perspective mean score and invalid count of the last batch, for logging."""
+        out = {}
+        for j, p in enumerate(self.perspectives):
+            col = scores[:, j]
+            valid = ~torch.isnan(col)
+            out[f"{p.name}/mean"] = float(col[valid].mean()) if bool(valid.any()) else math.nan
+            counts = self._batch_counts.get(p.name, collections.Counter())
+            out[f"{p.name}/invalid"] = float(sum(c for s, c in counts.items() if s != OK))
+        valid = ~torch.isnan(rewards)
+        out["reward/mean"] = float(rewards[valid].mean()) if bool(valid.any()) else math.nan
+        out["reward/unscorable"] = float((~valid).sum())
+        return out
