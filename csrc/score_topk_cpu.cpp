@@ -10,6 +10,7 @@
 // block and k sizes, independent of the number of items.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <exception>
 #include <limits>
@@ -24,6 +25,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include "amx_bf16.h"
 #include "registry.h"
 #include "simd_dot.h"
 #include "tensor_arg.h"
@@ -74,18 +76,23 @@ const float* row_f32(const Matrix& m, int64_t r, float* dst, const simd::Kernels
   return dst;
 }
 
-// Tile sizes: an fp32 item tile of about 1 MiB stays in L2 while a block of queries
-// sweeps it; D is processed in chunks so the rows a micro-kernel touches stay in L1.
+// Tile sizes: an item tile of about 1 MiB stays in L2 while a block of queries sweeps
+// it; on the SIMD path D is processed in chunks so the rows a micro-kernel touches stay in
+// L1. Tiles are whole multiples of 96 items (micro-kernel width 6, AMX block 32).
 struct Tiling {
+  bool amx = false;
   int64_t items_per_tile;
   int64_t queries_per_block;
   int64_t d_chunk;
 };
 
-Tiling choose_tiling(int64_t B, int64_t D) {
+Tiling choose_tiling(int64_t B, int64_t D, bool amx) {
   Tiling t;
-  t.items_per_tile = std::clamp<int64_t>(((1 << 20) / (4 * D)) / 12 * 12, 24, 480);
+  t.amx = amx;
+  const int64_t bytes_per_item = (amx ? 2 : 4) * D;
+  t.items_per_tile = std::clamp<int64_t>(((1 << 20) / bytes_per_item) / 96 * 96, 96, 480);
   t.queries_per_block = std::min<int64_t>(B, 64);
+  if (amx) t.queries_per_block = (t.queries_per_block + amx::kQueries - 1) / amx::kQueries * amx::kQueries;
   t.d_chunk = D <= 1536 ? D : 1024;
   return t;
 }
@@ -133,77 +140,123 @@ void build_exclusions(Problem& p, uintptr_t ptr, int64_t rows, int64_t cols, int
   }
 }
 
+// Queries in the forms the kernels read: fp32 rows (SIMD path) or packed bf16 (AMX path).
+struct QueryData {
+  const float* qf = nullptr;  // [B x ldq] fp32
+  int64_t ldq = 0;
+  const float* norm = nullptr;        // [B] L2 norms
+  const uint16_t* packed = nullptr;   // AMX: [B rounded up to 32 x dpad] in B-tile layout
+  int64_t dpad = 0;
+};
+
 // Everything one thread owns; sized by the tiling, never by N.
 struct ThreadScratch {
-  std::vector<float> tile;    // converted item tile [items_per_tile x ld]
-  std::vector<float> norms;   // item norms of the tile
-  std::vector<float> scores;  // [queries_per_block x items_per_tile]
+  std::vector<float> tile;      // converted item tile [items_per_tile x ld]
+  std::vector<uint16_t> stage;  // AMX: 32 zero-padded item rows (tile edges, D % 32 != 0)
+  std::vector<float> row;       // one fp32 item row (AMX path norms)
+  std::vector<float> norms;     // item norms of the tile
+  std::vector<float> scores;    // dots of the block: [query][item] (SIMD) or [item][query] (AMX)
   std::vector<TopKBuffer> topk;
 };
 
-void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const float* qf, int64_t ldq,
-              const float* qnorm, int64_t q0, int64_t nq, int64_t i0, int64_t i1, ThreadScratch& ws,
-              float* out_scores, int64_t* out_ids) {
+// AMX path: dots of queries [q0, q0+nq) against items [j0, j0+nt) into S[item * lds + query].
+void amx_dots(const Problem& p, const QueryData& qd, int64_t q0, int64_t nq, int64_t j0, int nt, ThreadScratch& ws,
+              float* S, int64_t lds) {
   const int64_t D = p.items.cols;
-  const bool convert = p.items.dtype != DType::kFloat32;
+  const uint16_t* items = reinterpret_cast<const uint16_t*>(p.items.ptr);
+  for (int jg = 0; jg < nt; jg += amx::kItems) {
+    const int rows = std::min(amx::kItems, nt - jg);
+    const uint16_t* x;
+    int64_t ldx;
+    if (rows == amx::kItems && D == qd.dpad) {
+      x = items + (j0 + jg) * p.items.row_stride;
+      ldx = p.items.row_stride;
+    } else {  // copy into zero-padded rows so every tile load stays in bounds
+      ws.stage.assign(static_cast<size_t>(amx::kItems * qd.dpad), 0);
+      for (int r = 0; r < rows; ++r)
+        std::memcpy(ws.stage.data() + r * qd.dpad, items + (j0 + jg + r) * p.items.row_stride,
+                    static_cast<size_t>(D) * 2);
+      x = ws.stage.data();
+      ldx = qd.dpad;
+    }
+    for (int64_t ig = 0; ig < nq; ig += amx::kQueries)
+      amx::block(x, ldx, qd.packed + (q0 + ig) * qd.dpad, qd.dpad, S + jg * lds + ig, lds);
+  }
+}
+
+void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const QueryData& qd, int64_t q0, int64_t nq,
+              int64_t i0, int64_t i1, ThreadScratch& ws, float* out_scores, int64_t* out_ids) {
+  const int64_t D = p.items.cols;
+  const bool convert = !t.amx && p.items.dtype != DType::kFloat32;
   const bool need_norms = p.metric != Metric::kIP;
   const int64_t ldt = D + 16;  // padded so rows do not alias in the cache
   if (convert) ws.tile.resize(static_cast<size_t>(t.items_per_tile * ldt));
   ws.norms.resize(static_cast<size_t>(t.items_per_tile));
   ws.scores.resize(static_cast<size_t>(t.queries_per_block * t.items_per_tile));
+  if (t.amx) ws.row.resize(static_cast<size_t>(D));
   if (static_cast<int64_t>(ws.topk.size()) < nq) ws.topk.resize(static_cast<size_t>(nq));
   for (int64_t i = 0; i < nq; ++i) ws.topk[i].reset(p.k);
 
-  const int64_t lds = t.items_per_tile;
+  // Element strides of S for (query, item).
+  const int64_t s_query = t.amx ? 1 : t.items_per_tile;
+  const int64_t s_item = t.amx ? t.queries_per_block : 1;
   const size_t isz = dtype_size(p.items.dtype);
   for (int64_t j0 = i0; j0 < i1; j0 += t.items_per_tile) {
     const int nt = static_cast<int>(std::min(t.items_per_tile, i1 - j0));
-    // The item tile as fp32 rows, plus its norms while it is hot.
-    const float* xt;
-    int64_t ldx;
-    if (convert) {
-      for (int j = 0; j < nt; ++j) {
-        const char* src = reinterpret_cast<const char*>(p.items.ptr) + (j0 + j) * p.items.row_stride * int64_t(isz);
-        float* dst = ws.tile.data() + j * ldt;
-        K.to_f32(src, p.items.dtype, D, dst);
-      }
-      xt = ws.tile.data();
-      ldx = ldt;
-    } else {
-      xt = reinterpret_cast<const float*>(p.items.ptr) + j0 * p.items.row_stride;
-      ldx = p.items.row_stride;
-    }
-    if (need_norms) {
-      if (p.item_norms) {
-        for (int j = 0; j < nt; ++j) ws.norms[j] = p.item_norms[j0 + j];
-      } else {
-        for (int j = 0; j < nt; ++j) ws.norms[j] = std::sqrt(K.sumsq(xt + j * ldx, D));
-      }
-    }
-    // Dots of the query block against the tile, D in chunks.
     float* S = ws.scores.data();
-    for (int64_t d0 = 0; d0 < D; d0 += t.d_chunk) {
-      const int64_t len = std::min(t.d_chunk, D - d0);
-      K.dots(qf + q0 * ldq + d0, ldq, static_cast<int>(nq), xt + d0, ldx, nt, len, S, lds, d0 > 0);
+    if (t.amx) {
+      if (need_norms && !p.item_norms) {
+        for (int j = 0; j < nt; ++j) {
+          const char* src = reinterpret_cast<const char*>(p.items.ptr) + (j0 + j) * p.items.row_stride * int64_t(isz);
+          K.to_f32(src, p.items.dtype, D, ws.row.data());
+          ws.norms[j] = std::sqrt(K.sumsq(ws.row.data(), D));
+        }
+      }
+      amx_dots(p, qd, q0, nq, j0, nt, ws, S, s_item);
+    } else {
+      // The item tile as fp32 rows, plus its norms while it is hot.
+      const float* xt;
+      int64_t ldx;
+      if (convert) {
+        for (int j = 0; j < nt; ++j) {
+          const char* src = reinterpret_cast<const char*>(p.items.ptr) + (j0 + j) * p.items.row_stride * int64_t(isz);
+          K.to_f32(src, p.items.dtype, D, ws.tile.data() + j * ldt);
+        }
+        xt = ws.tile.data();
+        ldx = ldt;
+      } else {
+        xt = reinterpret_cast<const float*>(p.items.ptr) + j0 * p.items.row_stride;
+        ldx = p.items.row_stride;
+      }
+      if (need_norms && !p.item_norms)
+        for (int j = 0; j < nt; ++j) ws.norms[j] = std::sqrt(K.sumsq(xt + j * ldx, D));
+      // Dots of the query block against the tile, D in chunks.
+      for (int64_t d0 = 0; d0 < D; d0 += t.d_chunk) {
+        const int64_t len = std::min(t.d_chunk, D - d0);
+        K.dots(qd.qf + q0 * qd.ldq + d0, qd.ldq, static_cast<int>(nq), xt + d0, ldx, nt, len, S, s_query, d0 > 0);
+      }
     }
+    if (need_norms && p.item_norms)
+      for (int j = 0; j < nt; ++j) ws.norms[j] = p.item_norms[j0 + j];
     // Scores, then selection.
     for (int64_t i = 0; i < nq; ++i) {
-      float* srow = S + i * lds;
+      float* srow = S + i * s_query;
       const int64_t b = q0 + i;
       if (p.metric == Metric::kCosine) {
-        const float qn = std::max(qnorm[b], kNormEps);
-        for (int j = 0; j < nt; ++j) srow[j] = srow[j] / (qn * std::max(ws.norms[j], kNormEps));
+        const float qn = std::max(qd.norm[b], kNormEps);
+        for (int j = 0; j < nt; ++j) srow[j * s_item] = srow[j * s_item] / (qn * std::max(ws.norms[j], kNormEps));
       } else if (p.metric == Metric::kL2) {
-        const float qn2 = qnorm[b] * qnorm[b];
+        const float qn2 = qd.norm[b] * qd.norm[b];
         for (int j = 0; j < nt; ++j) {
           const float xn = ws.norms[j];
-          srow[j] = -std::sqrt(std::max(qn2 - 2.0f * srow[j] + xn * xn, 0.0f));
+          srow[j * s_item] = -std::sqrt(std::max(qn2 - 2.0f * srow[j * s_item] + xn * xn, 0.0f));
         }
       }
       TopKBuffer& top = ws.topk[i];
       for (int j = 0; j < nt; ++j) {
         const int64_t id = j0 + j;
-        if (top.admits(srow[j], id) && !excluded(p, b, id)) top.push(srow[j], id);
+        const float sc = srow[j * s_item];
+        if (top.admits(sc, id) && !excluded(p, b, id)) top.push(sc, id);
       }
     }
   }
@@ -247,18 +300,31 @@ void score_topk_cpu(uintptr_t q_ptr, int64_t B, int64_t Dq, int64_t q_stride, in
   int64_t* out_ids = reinterpret_cast<int64_t*>(out_ids_ptr);
 
   const simd::Kernels& K = simd::kernels();
-  const Tiling t = choose_tiling(B, D);
+  const bool use_amx = p.items.dtype == DType::kBFloat16 && amx::available();
+  const Tiling t = choose_tiling(B, D, use_amx);
   const int threads = resolve_threads(num_threads);
 
   // Queries as padded fp32 rows (B x D: independent of N) and their norms.
-  const int64_t ldq = D + 16;
-  std::vector<float> qf(static_cast<size_t>(B * ldq));
+  QueryData qd;
+  qd.ldq = D + 16;
+  std::vector<float> qf(static_cast<size_t>(B * qd.ldq));
   std::vector<float> qnorm(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
-    float* dst = qf.data() + b * ldq;
+    float* dst = qf.data() + b * qd.ldq;
     const float* src = row_f32(p.queries, b, dst, K);
     if (src != dst) std::copy(src, src + D, dst);
     qnorm[b] = std::sqrt(K.sumsq(dst, D));
+  }
+  qd.qf = qf.data();
+  qd.norm = qnorm.data();
+  std::vector<uint16_t> qpacked;
+  if (use_amx) {
+    qd.dpad = (D + amx::kDStep - 1) / amx::kDStep * amx::kDStep;
+    const int64_t bpad = (B + amx::kQueries - 1) / amx::kQueries * amx::kQueries;
+    qpacked.resize(static_cast<size_t>(bpad * qd.dpad));
+    const uint16_t* qbase = reinterpret_cast<const uint16_t*>(p.queries.ptr);
+    amx::pack_queries([&](int64_t i) { return qbase + i * p.queries.row_stride; }, B, D, qd.dpad, qpacked.data());
+    qd.packed = qpacked.data();
   }
 
   // Units: query blocks x item shards, enough of them to keep every thread busy.
@@ -295,6 +361,7 @@ void score_topk_cpu(uintptr_t q_ptr, int64_t B, int64_t Dq, int64_t q_stride, in
 #endif
   {
     ThreadScratch ws;
+    if (use_amx) amx::configure();
 #ifdef PYL2D_WITH_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -307,7 +374,7 @@ void score_topk_cpu(uintptr_t q_ptr, int64_t B, int64_t Dq, int64_t q_stride, in
         const int64_t i1 = std::min(N, i0 + tiles_per_shard * t.items_per_tile);
         float* os = n_shards > 1 ? part_scores.data() + (sh * B + q0) * k : out_scores + q0 * k;
         int64_t* oi = n_shards > 1 ? part_ids.data() + (sh * B + q0) * k : out_ids + q0 * k;
-        run_unit(p, K, t, qf.data(), ldq, qnorm.data(), q0, nq, i0, i1, ws, os, oi);
+        run_unit(p, K, t, qd, q0, nq, i0, i1, ws, os, oi);
       });
     }
     if (n_shards > 1) {
@@ -331,6 +398,7 @@ void score_topk_cpu(uintptr_t q_ptr, int64_t B, int64_t Dq, int64_t q_stride, in
         });
       }
     }
+    if (use_amx) amx::release();
   }
   if (error) std::rethrow_exception(error);
 }
@@ -349,4 +417,6 @@ PYL2D_REGISTER_BINDINGS(score_topk_cpu, [](py::module_& m) {
         py::arg("num_threads"));
   m.def("cpu_simd_variant", [] { return std::string(pyl2d::simd::kernels().name); },
         "Which SIMD variant the CPU kernels use here (avx512, avx2 or portable).");
+  m.def("cpu_has_amx", [] { return pyl2d::amx::available(); },
+        "Whether bfloat16 scoring uses Intel AMX tiles here.");
 });
