@@ -11,7 +11,6 @@ namespace py = pybind11;
 PYL2D_REGISTER_BINDINGS(score_topk_cuda, [](py::module_& m) {
   m.attr("cuda_score_topk_max_k") = pyl2d::cuda::score_topk_max_k();
   m.attr("cuda_score_topk_tile_items") = pyl2d::cuda::score_topk_tile_items();
-  m.attr("cuda_score_topk_tile_queries") = pyl2d::cuda::score_topk_tile_queries();
   m.def("score_topk_stage1_cuda", &pyl2d::cuda::score_topk_stage1, py::arg("q_base"), py::arg("q_offsets"),
         py::arg("batch"), py::arg("q_vec"), py::arg("items"), py::arg("n_items"), py::arg("dim"),
         py::arg("item_stride"), py::arg("x_vec"), py::arg("dtype_code"), py::arg("metric"), py::arg("q_norms"),
@@ -19,6 +18,8 @@ PYL2D_REGISTER_BINDINGS(score_topk_cuda, [](py::module_& m) {
         py::arg("n_splits"), py::arg("ws_scores"), py::arg("ws_ids"), py::arg("ws_ld"), py::arg("stream"),
         py::call_guard<py::gil_scoped_release>(),
         "Per-(query, item split) top-k candidates of score_topk (see kernels/launchers.h). Internal.");
+  m.def("score_topk_block_queries_cuda", &pyl2d::cuda::score_topk_block_queries, py::arg("dtype_code"),
+        py::arg("k"), "Queries per thread block of score_topk stage 1 for this dtype and k. Internal.");
   m.def("pool_hidden_cuda", &pyl2d::cuda::pool_hidden, py::arg("hidden"), py::arg("batch"), py::arg("tokens"),
         py::arg("dim"), py::arg("stride0"), py::arg("stride1"), py::arg("dtype_code"), py::arg("mode"),
         py::arg("last_index"), py::arg("real"), py::arg("normalize"), py::arg("pooled"), py::arg("out"),

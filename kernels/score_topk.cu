@@ -1,16 +1,16 @@
-// score_topk stage 1 on CUDA: each thread block takes kBQ queries and one split of the
-// items, computes kBQ x kBN score tiles (tensor cores via WMMA for fp16/bf16, fp32 FMA for
+// score_topk stage 1 on CUDA: each thread block takes BQ (64 or 128) queries and one split of
+// the items, computes BQ x kBN score tiles (tensor cores via WMMA for fp16/bf16, fp32 FMA for
 // float32; float32 accumulation either way), applies the metric, and keeps each query's k
 // best admissible items of its split in shared memory. The score matrix never reaches global
 // memory; the per-(query, split) candidates are merged on the Python side.
 //
 // Selection: warp w owns queries w, w + 8, ... of the block. A query's candidates live in a
-// shared buffer of cap = k + kBN keys; a key passes when it beats the query's threshold (the
-// k-th best key kept so far) and is not excluded. After each tile, when more than k keys are
-// buffered, the warp keeps the best k by computing every key's rank (the buffer's first part
-// is sorted from the previous compaction, so ranks come from a binary search plus a count of
-// the few new keys) and moving each key with rank < k to slot rank. One tile adds at most
-// kBN keys, so the buffer never overflows.
+// shared buffer of cap = k + 32 keys; a key passes when it beats the query's threshold (the
+// k-th best key kept so far) and is not excluded. After each 32 items, when more than k keys
+// are buffered, the warp keeps the best k by computing every key's rank (the buffer's first
+// part is sorted from the previous compaction, so ranks come from a binary search plus a count
+// of the few new keys) and moving each key with rank < k to slot rank. 32 items add at most
+// 32 keys, so the buffer never overflows.
 #include <mma.h>
 
 #include <algorithm>
@@ -27,31 +27,32 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kBQ = 64;                 // queries per block
+constexpr int kBQSmall = 64;            // queries per block: float32, or k too large for 128
+constexpr int kBQLarge = 128;           // queries per block: 16-bit inputs when it fits
 constexpr int kBN = 128;                // items per tile
 constexpr int kBK = 32;                 // reduction depth staged per step
-constexpr int kMaxK = 128;              // largest k kept per (query, split)
-constexpr int kCapMax = kMaxK + kBN;    // candidate buffer size per query at kMaxK
+constexpr int kMaxK = 256;              // largest k kept per (query, split)
+constexpr int kCapMax = kMaxK + 32;     // candidate buffer size per query at kMaxK
 constexpr int kKeysPerLane = kCapMax / 32;
 constexpr int kLDC = kBN + 4;           // score tile row pitch (floats)
 constexpr float kNormEps = 1e-12f;      // as pyl2d.reference.score_topk.NORM_EPS
 
 enum Metric : int { kIP = 0, kCosine = 1, kL2 = 2 };
 
-// Shared-memory operand layout for one stage: A = [kBQ][kLDK] queries, B = [kBN][kLDK] items
+// Shared-memory operand layout for one stage: A = [BQ][kLDK] queries, B = [kBN][kLDK] items
 // (both row-major in the storage type). 16-bit rows are padded by 8 elements (16 bytes:
 // keeps uint4 stores and WMMA's 32-byte fragment alignment, avoids bank conflicts); float rows
 // by one element (conflict-free scalar reads in the FMA tile).
-template <typename T>
+template <typename T, int BQ>
 struct Layout {
   static constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte chunk
   static constexpr int kLDK = sizeof(T) == 2 ? kBK + 8 : kBK + 1;
   static constexpr int kChunksPerRow = kBK / kVec;
-  static constexpr int kAChunks = kBQ * kChunksPerRow / kThreads;  // per thread
+  static constexpr int kAChunks = BQ * kChunksPerRow / kThreads;  // per thread
   static constexpr int kBChunks = kBN * kChunksPerRow / kThreads;
-  static constexpr int kStageElems = (kBQ + kBN) * kLDK;
+  static constexpr int kStageElems = (BQ + kBN) * kLDK;
   static_assert(kBK % kVec == 0, "tile depth must hold whole chunks");
-  static_assert((kBQ * kChunksPerRow) % kThreads == 0 && (kBN * kChunksPerRow) % kThreads == 0,
+  static_assert((BQ * kChunksPerRow) % kThreads == 0 && (kBN * kChunksPerRow) % kThreads == 0,
                 "chunks must split evenly over threads");
 };
 
@@ -59,21 +60,21 @@ constexpr size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 constexpr size_t larger(size_t x, size_t y) { return x > y ? x : y; }
 
 // Bytes of the region shared by the two operand stages and (after the K loop) the score tile.
-template <typename T>
+template <typename T, int BQ>
 constexpr size_t operand_region_bytes() {
-  return round_up(larger(2 * static_cast<size_t>(Layout<T>::kStageElems) * sizeof(T),
-                           static_cast<size_t>(kBQ) * kLDC * sizeof(float)),
+  return round_up(larger(2 * static_cast<size_t>(Layout<T, BQ>::kStageElems) * sizeof(T),
+                         static_cast<size_t>(BQ) * kLDC * sizeof(float)),
                   128);
 }
 
 // Dynamic shared memory for one block with candidate buffers of `cap` keys per query.
-template <typename T>
+template <typename T, int BQ>
 size_t stage1_smem_bytes(int cap) {
-  return operand_region_bytes<T>() + static_cast<size_t>(kBQ) * cap * sizeof(uint64_t)  // candidates
-         + kBQ * sizeof(uint64_t)                                                      // thresholds
-         + kBQ * sizeof(int64_t)                                                       // row offsets
-         + kBQ * sizeof(float)                                                         // query norms
-         + 2 * kBQ * sizeof(int);                                                      // counts
+  return operand_region_bytes<T, BQ>() + static_cast<size_t>(BQ) * cap * sizeof(uint64_t)  // candidates
+         + BQ * sizeof(uint64_t)                                                          // thresholds
+         + BQ * sizeof(int64_t)                                                           // row offsets
+         + BQ * sizeof(float)                                                             // query norms
+         + 2 * BQ * sizeof(int);                                                          // counts
 }
 
 struct Stage1Args {
@@ -100,7 +101,7 @@ struct Stage1Args {
 // row (row == nullptr). Vector load only when aligned and entirely inside the row.
 template <typename T>
 __device__ __forceinline__ uint4 load_chunk(const T* row, int64_t k, int64_t dim, bool vec_ok) {
-  constexpr int kVec = Layout<T>::kVec;
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
   uint4 v = make_uint4(0u, 0u, 0u, 0u);
   if (row == nullptr) return v;
   if (vec_ok && k + kVec <= dim) return __ldg(reinterpret_cast<const uint4*>(row + k));
@@ -131,43 +132,48 @@ __device__ __forceinline__ void store_chunk(T* dst, uint4 v) {
   }
 }
 
-// Tensor-core tile for fp16/bf16: 8 warps as 2 (queries) x 4 (items), 32 x 32 per warp.
-template <typename T>
+// Tensor-core tile for fp16/bf16: each warp owns 32 queries x kFN*16 items; the 8 warps are
+// (BQ / 32) x kWarpsN: 2 x 4 warps of 32 x 32 for BQ = 64, 4 x 2 warps of 32 x 64 for BQ = 128.
+template <typename T, int BQ>
 struct WmmaTile {
-  static constexpr int kLDK = Layout<T>::kLDK;
-  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  static constexpr int kLDK = Layout<T, BQ>::kLDK;
+  static constexpr int kWarpsN = kWarps / (BQ / 32);
+  static constexpr int kFN = kBN / kWarpsN / 16;  // 16-wide fragments per warp along items
+  static_assert(BQ % 32 == 0 && kWarps % (BQ / 32) == 0 && kBN % (kWarpsN * 16) == 0, "bad warp layout");
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc[2][kFN];
 
   __device__ __forceinline__ void zero() {
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int j = 0; j < 2; ++j) nvcuda::wmma::fill_fragment(acc[i][j], 0.0f);
+      for (int j = 0; j < kFN; ++j) nvcuda::wmma::fill_fragment(acc[i][j], 0.0f);
   }
 
   __device__ __forceinline__ void step(const T* As, const T* Bs, int tid) {
-    const int warp = tid >> 5, wm = warp / 4, wn = warp % 4;
+    const int warp = tid >> 5, wm = warp / kWarpsN, wn = warp % kWarpsN;
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += 16) {
       nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, T, nvcuda::wmma::row_major> a[2];
-      nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, T, nvcuda::wmma::col_major> b[2];
+      nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, T, nvcuda::wmma::col_major> b[kFN];
 #pragma unroll
       for (int i = 0; i < 2; ++i) nvcuda::wmma::load_matrix_sync(a[i], As + (wm * 32 + i * 16) * kLDK + kk, kLDK);
 #pragma unroll
-      for (int j = 0; j < 2; ++j) nvcuda::wmma::load_matrix_sync(b[j], Bs + (wn * 32 + j * 16) * kLDK + kk, kLDK);
+      for (int j = 0; j < kFN; ++j)
+        nvcuda::wmma::load_matrix_sync(b[j], Bs + (wn * kFN * 16 + j * 16) * kLDK + kk, kLDK);
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 2; ++j) nvcuda::wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+        for (int j = 0; j < kFN; ++j) nvcuda::wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
     }
   }
 
   __device__ __forceinline__ void store(float* C, int tid) {
-    const int warp = tid >> 5, wm = warp / 4, wn = warp % 4;
+    const int warp = tid >> 5, wm = warp / kWarpsN, wn = warp % kWarpsN;
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int j = 0; j < 2; ++j)
-        nvcuda::wmma::store_matrix_sync(C + (wm * 32 + i * 16) * kLDC + wn * 32 + j * 16, acc[i][j], kLDC,
+      for (int j = 0; j < kFN; ++j)
+        nvcuda::wmma::store_matrix_sync(C + (wm * 32 + i * 16) * kLDC + wn * kFN * 16 + j * 16, acc[i][j], kLDC,
                                         nvcuda::wmma::mem_row_major);
   }
 };
@@ -175,7 +181,7 @@ struct WmmaTile {
 // Exact float32 FMA tile: thread (ty, tx) of a 16 x 16 grid owns queries ty + 16 i (i < 4)
 // and items tx + 16 j (j < 8).
 struct FmaTile {
-  static constexpr int kLDK = Layout<float>::kLDK;
+  static constexpr int kLDK = Layout<float, kBQSmall>::kLDK;
   float acc[4][8];
 
   __device__ __forceinline__ void zero() {
@@ -210,12 +216,12 @@ struct FmaTile {
   }
 };
 
-template <typename T>
+template <typename T, int BQ>
 struct TileFor {
-  using type = WmmaTile<T>;
+  using type = WmmaTile<T, BQ>;
 };
 template <>
-struct TileFor<float> {
+struct TileFor<float, kBQSmall> {
   using type = FmaTile;
 };
 
@@ -280,17 +286,17 @@ __device__ void keep_best(uint64_t* buf, int cnt, int sorted, int kp, int lane) 
   __syncwarp();
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads, 2) stage1_kernel(const Stage1Args a) {
-  using L = Layout<T>;
-  using Tile = typename TileFor<T>::type;
+template <typename T, int BQ>
+__global__ void __launch_bounds__(kThreads, BQ == kBQLarge ? 1 : 2) stage1_kernel(const Stage1Args a) {
+  using L = Layout<T, BQ>;
+  using Tile = typename TileFor<T, BQ>::type;
   extern __shared__ __align__(128) unsigned char smem[];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int kp = a.kp;
-  const int cap = kp + kBN;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kBQ;
-  const int q_rows = static_cast<int>(a.batch - q0 < kBQ ? a.batch - q0 : kBQ);
+  const int cap = kp + 32;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * BQ;
+  const int q_rows = static_cast<int>(a.batch - q0 < BQ ? a.batch - q0 : BQ);
   const int64_t split = blockIdx.y;
   const int64_t split_items = a.tiles_per_split * kBN;
   const int64_t n_begin = split * split_items;
@@ -298,20 +304,20 @@ __global__ void __launch_bounds__(kThreads, 2) stage1_kernel(const Stage1Args a)
 
   T* stages = reinterpret_cast<T*>(smem);
   float* scores = reinterpret_cast<float*>(smem);  // aliases the stages after the K loop
-  size_t off = operand_region_bytes<T>();
+  size_t off = operand_region_bytes<T, BQ>();
   uint64_t* cand = reinterpret_cast<uint64_t*>(smem + off);
-  off += static_cast<size_t>(kBQ) * cap * sizeof(uint64_t);
+  off += static_cast<size_t>(BQ) * cap * sizeof(uint64_t);
   uint64_t* thr_s = reinterpret_cast<uint64_t*>(smem + off);
-  off += kBQ * sizeof(uint64_t);
+  off += BQ * sizeof(uint64_t);
   int64_t* qoff_s = reinterpret_cast<int64_t*>(smem + off);
-  off += kBQ * sizeof(int64_t);
+  off += BQ * sizeof(int64_t);
   float* qnorm_s = reinterpret_cast<float*>(smem + off);
-  off += kBQ * sizeof(float);
+  off += BQ * sizeof(float);
   int* cnt_s = reinterpret_cast<int*>(smem + off);
-  off += kBQ * sizeof(int);
+  off += BQ * sizeof(int);
   int* sorted_s = reinterpret_cast<int*>(smem + off);
 
-  for (int r = tid; r < kBQ; r += kThreads) {
+  for (int r = tid; r < BQ; r += kThreads) {
     const bool valid = r < q_rows;
     qoff_s[r] = valid ? a.q_offsets[q0 + r] : 0;
     qnorm_s[r] = (valid && a.metric != kIP) ? a.q_norms[q0 + r] : 0.0f;
@@ -349,7 +355,7 @@ __global__ void __launch_bounds__(kThreads, 2) stage1_kernel(const Stage1Args a)
     // Registers -> shared stage.
     auto store_stage = [&](T* stage) {
       T* As = stage;
-      T* Bs = stage + kBQ * L::kLDK;
+      T* Bs = stage + BQ * L::kLDK;
 #pragma unroll
       for (int p = 0; p < L::kAChunks; ++p) {
         const int c = tid + kThreads * p, r = c / L::kChunksPerRow, col = (c % L::kChunksPerRow) * L::kVec;
@@ -372,7 +378,7 @@ __global__ void __launch_bounds__(kThreads, 2) stage1_kernel(const Stage1Args a)
       const T* cur = stages + (kt & 1) * L::kStageElems;
       const bool more = kt + 1 < nk;
       if (more) load_stage(static_cast<int64_t>(kt + 1) * kBK);  // overlaps the math below
-      tile.step(cur, cur + kBQ * L::kLDK, tid);
+      tile.step(cur, cur + BQ * L::kLDK, tid);
       // The other stage was last read in step kt - 1, which every warp finished before the
       // barrier that ended iteration kt - 1.
       if (more) store_stage(stages + ((kt + 1) & 1) * L::kStageElems);
@@ -404,14 +410,14 @@ __global__ void __launch_bounds__(kThreads, 2) stage1_kernel(const Stage1Args a)
         }
         const unsigned mask = __ballot_sync(0xffffffffu, pass);
         if (pass) buf[cnt + __popc(mask & ((1u << lane) - 1u))] = key;
-        cnt += __popc(mask);
-      }
-      __syncwarp();
-      if (cnt > kp) {
-        keep_best(buf, cnt, sorted, kp, lane);
-        cnt = kp;
-        sorted = kp;
-        thr = buf[kp - 1];
+        cnt += __popc(mask);  // <= kp + 32 = cap: cnt was <= kp before these 32 items
+        if (cnt > kp) {      // warp-uniform
+          __syncwarp();      // the appended keys are visible to every lane
+          keep_best(buf, cnt, sorted, kp, lane);
+          cnt = kp;
+          sorted = kp;
+          thr = buf[kp - 1];
+        }
       }
       if (lane == 0) {
         cnt_s[r] = cnt;
@@ -440,29 +446,65 @@ __global__ void __launch_bounds__(kThreads, 2) stage1_kernel(const Stage1Args a)
   }
 }
 
-template <typename T>
-void launch_stage1(const Stage1Args& args, int64_t n_splits, cudaStream_t stream) {
-  const size_t smem = stage1_smem_bytes<T>(args.kp + kBN);
+size_t smem_optin() {
   int device = 0, optin = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
         "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
-  if (smem > static_cast<size_t>(optin)) {
+  return static_cast<size_t>(optin);
+}
+
+// 128 queries per block for 16-bit inputs when its shared memory fits, else 64.
+template <typename T>
+int pick_block_queries(int k, size_t optin) {
+  if (sizeof(T) == 2 && stage1_smem_bytes<T, kBQLarge>(k + 32) <= optin) return kBQLarge;
+  return kBQSmall;
+}
+
+template <typename T, int BQ>
+void launch_stage1(const Stage1Args& args, int64_t n_splits, size_t optin, cudaStream_t stream) {
+  const size_t smem = stage1_smem_bytes<T, BQ>(args.kp + 32);
+  if (smem > optin) {
     throw std::runtime_error("pyl2d CUDA: score_topk needs " + std::to_string(smem) +
                              " bytes of shared memory per block but the device allows " + std::to_string(optin));
   }
-  check(cudaFuncSetAttribute(stage1_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+  check(cudaFuncSetAttribute(stage1_kernel<T, BQ>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(smem)),
         "cudaFuncSetAttribute(score_topk stage 1)");
-  const dim3 grid(static_cast<unsigned>((args.batch + kBQ - 1) / kBQ), static_cast<unsigned>(n_splits));
-  stage1_kernel<T><<<grid, kThreads, smem, stream>>>(args);
+  const int64_t q_blocks = (args.batch + BQ - 1) / BQ;
+  if (q_blocks > INT_MAX) throw std::invalid_argument("pyl2d CUDA: batch too large");
+  const dim3 grid(static_cast<unsigned>(q_blocks), static_cast<unsigned>(n_splits));
+  stage1_kernel<T, BQ><<<grid, kThreads, smem, stream>>>(args);
   check_launch("score_topk stage 1 launch");
+}
+
+template <typename T>
+void dispatch_stage1(Stage1Args& args, int64_t n_splits, cudaStream_t stream) {
+  args.x_vec = args.x_vec && args.item_stride % (16 / static_cast<int64_t>(sizeof(T))) == 0;
+  const size_t optin = smem_optin();
+  if constexpr (sizeof(T) == 2) {
+    if (pick_block_queries<T>(args.kp, optin) == kBQLarge) {
+      launch_stage1<T, kBQLarge>(args, n_splits, optin, stream);
+      return;
+    }
+  }
+  launch_stage1<T, kBQSmall>(args, n_splits, optin, stream);
 }
 
 }  // namespace
 
 int score_topk_max_k() { return kMaxK; }
 int score_topk_tile_items() { return kBN; }
-int score_topk_tile_queries() { return kBQ; }
+
+int score_topk_block_queries(int dtype_code, int64_t k) {
+  require(k >= 1 && k <= kMaxK, "k must be in [1, " + std::to_string(kMaxK) + "]");
+  switch (dtype_code) {
+    case 0: return kBQSmall;
+    case 1: return pick_block_queries<__half>(static_cast<int>(k), smem_optin());
+    case 2: return pick_block_queries<__nv_bfloat16>(static_cast<int>(k), smem_optin());
+    default: throw std::invalid_argument("pyl2d CUDA: score_topk takes float32, float16 or bfloat16");
+  }
+}
 
 void score_topk_stage1(uintptr_t q_base, uintptr_t q_offsets, int64_t batch, bool q_vec, uintptr_t items,
                        int64_t n_items, int64_t dim, int64_t item_stride, bool x_vec, int dtype_code, int metric,
@@ -482,7 +524,6 @@ void score_topk_stage1(uintptr_t q_base, uintptr_t q_offsets, int64_t batch, boo
   require(tiles_per_split * n_splits * kBN >= n_items, "the item splits do not cover every item");
   require((tiles_per_split * (n_splits - 1)) * kBN < n_items, "the last item split is empty");
   require(ws_scores != 0 && ws_ids != 0 && ws_ld >= n_splits * k, "workspace too small");
-  require((batch + kBQ - 1) / kBQ <= INT_MAX, "batch too large");
 
   Stage1Args args;
   args.q_base = reinterpret_cast<const void*>(q_base);
@@ -506,24 +547,15 @@ void score_topk_stage1(uintptr_t q_base, uintptr_t q_offsets, int64_t batch, boo
   args.ws_ld = ws_ld;
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   switch (dtype_code) {
-    case 0: {
-      const int vec = Layout<float>::kVec;
-      args.x_vec = args.x_vec && item_stride % vec == 0;
-      launch_stage1<float>(args, n_splits, s);
+    case 0:
+      dispatch_stage1<float>(args, n_splits, s);
       break;
-    }
-    case 1: {
-      const int vec = Layout<__half>::kVec;
-      args.x_vec = args.x_vec && item_stride % vec == 0;
-      launch_stage1<__half>(args, n_splits, s);
+    case 1:
+      dispatch_stage1<__half>(args, n_splits, s);
       break;
-    }
-    case 2: {
-      const int vec = Layout<__nv_bfloat16>::kVec;
-      args.x_vec = args.x_vec && item_stride % vec == 0;
-      launch_stage1<__nv_bfloat16>(args, n_splits, s);
+    case 2:
+      dispatch_stage1<__nv_bfloat16>(args, n_splits, s);
       break;
-    }
     default:
       throw std::invalid_argument("pyl2d CUDA: score_topk takes float32, float16 or bfloat16 (dtype code " +
                                   std::to_string(dtype_code) + ")");

@@ -4,12 +4,11 @@ Stage 1 (one kernel) scores tiles of queries x items in shared memory and keeps,
 query and every split of the items, the k best admissible items of that split; excluded ids
 are skipped inside the kernel, so no extra candidates are needed. Stage 2 merges the
 [B, splits * k] candidates here with ``merge_candidates`` (small tensors). The B x N score
-matrix never exists. k above the kernel's limit (128) uses a chunked torch fallback whose
+matrix never exists. k above the kernel's limit (256) uses a chunked torch fallback whose
 extra memory is bounded by ``FALLBACK_CHUNK_BYTES``.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -20,7 +19,7 @@ from pyl2d._topk import merge_candidates
 METRIC_CODES = {"ip": 0, "cosine": 1, "l2": 2}
 # Extra memory per step of the fallback and of the item-norm computation.
 FALLBACK_CHUNK_BYTES = 256 << 20
-# Aim for this many thread blocks per SM (two resident per SM, two waves).
+# Aim for this many thread blocks per SM (one or two resident per SM: two to four waves).
 BLOCKS_PER_SM = 4
 
 
@@ -42,11 +41,12 @@ def vector_aligned(t: torch.Tensor, *strides: int) -> bool:
     return t.data_ptr() % 16 == 0 and all(s % vec == 0 for s in strides)
 
 
-def item_splits(batch: int, n_items: int, device: torch.device, lib) -> tuple[int, int]:
+def item_splits(batch: int, n_items: int, k: int, dtype: torch.dtype, device: torch.device, lib
+                ) -> tuple[int, int]:
     """(tiles_per_split, n_splits): enough (query block, item split) pairs to fill the GPU,
-    every split non-empty."""
+    every split non-empty. Call with ``device`` current."""
     n_tiles = -(-n_items // lib.cuda_score_topk_tile_items)
-    q_blocks = -(-batch // lib.cuda_score_topk_tile_queries)
+    q_blocks = -(-batch // lib.score_topk_block_queries_cuda(_ext.DTYPE_CODES[dtype], k))
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     wanted = max(1, -(-BLOCKS_PER_SM * sms // q_blocks))
     n_splits = max(1, min(n_tiles, wanted, 65535))
@@ -107,11 +107,11 @@ def topk_from_rows(base: torch.Tensor, row_offsets: torch.Tensor, batch: int, ro
         q_norms = row_norms(query_rows()).contiguous()
         x_norms = item_norms.contiguous() if item_norms is not None else row_norms(items)
     ex = sorted_exclude(exclude)
-    tiles_per_split, n_splits = item_splits(batch, n, device, lib)
-    ws_scores = new_buffer((batch, n_splits * k), torch.float32, device)
-    ws_ids = new_buffer((batch, n_splits * k), torch.int64, device)
     row_offsets = row_offsets.to(torch.int64).contiguous()
     with torch.cuda.device(device):
+        tiles_per_split, n_splits = item_splits(batch, n, k, items.dtype, device, lib)
+        ws_scores = new_buffer((batch, n_splits * k), torch.float32, device)
+        ws_ids = new_buffer((batch, n_splits * k), torch.int64, device)
         lib.score_topk_stage1_cuda(
             base.data_ptr(), row_offsets.data_ptr(), batch, rows_aligned,
             items.data_ptr(), n, d, items.stride(0), vector_aligned(items, items.stride(0)),

@@ -45,10 +45,12 @@ def assert_fully_written(buffers):
             assert not (t == -7).any(), f"unwritten elements in a {tuple(t.shape)} {t.dtype} buffer"
 
 
-# (B, N, D, k): tails in every tile dimension, odd D (scalar loads), k = 1, k = N, k at the
-# kernel's limit (128) and above it (fallback), several query blocks.
+# (B, N, D, k): tails in every tile dimension, odd D (scalar loads), k = 1, k = N, the 64- and
+# 128-query block variants (k <= ~120 for 16-bit inputs), k at the kernel's limit (256) and
+# above it (fallback), several query blocks.
 SHAPES = [(1, 1009, 1000, 10), (7, 1009, 1000, 1), (65, 1009, 2049, 17), (3, 100, 64, 100),
-          (130, 3001, 1024, 128), (5, 257, 64, 257), (200, 131, 72, 33)]
+          (130, 3001, 1024, 128), (129, 2000, 40, 256), (5, 257, 64, 257), (200, 131, 72, 33),
+          (300, 5000, 256, 100)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
