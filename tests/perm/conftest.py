@@ -1,0 +1,110 @@
+"""A real OpenAI-compatible chat-completions server on loopback, scripted per request.
+
+The judge prompt embeds the text being judged, so a completion carries a marker such as
+``[[judge:garbage]]`` that tells the server how to answer: well, with garbage, with 429 or
+500 (once, or always), with an out-of-range score, a broken body, or too slowly. The server
+records what it saw (Authorization headers, attempts per prompt, the most requests in flight).
+"""
+from __future__ import annotations
+
+import collections
+import http.server
+import json
+import re
+import threading
+import time
+
+import pytest
+
+_MARKER = re.compile(r"\[\[judge:([a-z0-9_]+)\]\]")
+
+
+class ScriptedServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.attempts: collections.Counter = collections.Counter()
+        self.auth_headers: list[str | None] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.slow_seconds = 2.0
+        self.delay = 0.0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def total_requests(self) -> int:
+        return sum(self.attempts.values())
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: ScriptedServer
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict | None = None):
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout): fine
+
+    def do_POST(self):
+        srv = self.server
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        prompt = body["messages"][-1]["content"]
+        markers = _MARKER.findall(prompt)
+        mode = markers[-1] if markers else "good"
+        with srv.lock:
+            srv.attempts[prompt] += 1
+            attempt = srv.attempts[prompt]
+            srv.auth_headers.append(self.headers.get("Authorization"))
+            srv.in_flight += 1
+            srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
+        try:
+            if srv.delay:
+                time.sleep(srv.delay)
+            wide = "from 0 to 100" in prompt
+            good = "The reply reflects the feelings.\nTotal score: 70/100" if wide else "Solid.\nScore: 4"
+            if mode == "slow":
+                time.sleep(srv.slow_seconds)
+            if mode == "always500" or (mode == "flaky500" and attempt == 1):
+                return self._send(500, b'{"error": "overloaded"}')
+            if mode == "always429" or (mode == "flaky429" and attempt == 1):
+                return self._send(429, b'{"error": "rate limited"}', {"Retry-After": "0"})
+            if mode == "reject":
+                return self._send(400, b'{"error": "bad request"}')
+            if mode == "badjson":
+                return self._send(200, b"<html>not json</html>")
+            text = {"garbage": "I would rather not say.", "out_of_range": "Score: 9" if not wide else "Total: 250/100"}
+            content = text.get(mode, good)
+            reply = {"id": "x", "object": "chat.completion", "model": body["model"],
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": content}}]}
+            self._send(200, json.dumps(reply).encode())
+        finally:
+            with srv.lock:
+                srv.in_flight -= 1
+
+
+@pytest.fixture
+def judge_server():
+    server = ScriptedServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
