@@ -20,19 +20,35 @@ FUSED_BACKENDS = backends("cpu", op="rewards_and_advantages")
 SCALES = ["group", "batch", "none"]
 
 
+def trl_nanstd(t, dim=None):
+    """trl.trainer.utils.nanstd: NaN-ignoring std with Bessel's correction (NaN for < 2 values)."""
+    mean = torch.nanmean(t, dim=dim, keepdim=True)
+    var = torch.nanmean((t - mean) ** 2, dim=dim, keepdim=True)
+    count = torch.sum(~torch.isnan(t), dim=dim, keepdim=True)
+    var = var * torch.where(count > 1, count / (count - 1), torch.full_like(var, float("nan")))
+    std = torch.sqrt(var)
+    return std.squeeze(dim) if dim is not None else std.squeeze()
+
+
 def trl_advantages(rewards_per_func, reward_weights, num_generations, scale_rewards="group"):
-    """TRL GRPOTrainer._generate_and_score_completions, the advantage part, verbatim in spirit:
-    weighted nansum over reward functions, group mean and unbiased std, (r - mean) / (std + 1e-4)."""
+    """TRL GRPOTrainer._generate_and_score_completions ("sum_then_normalize"), re-implemented:
+    weighted nansum over reward functions (a row where every function gave None/NaN is NaN),
+    per-group nanmean and nanstd, (r - mean) / (std + 1e-4), NaN -> 0."""
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
     rewards = (rewards_per_func * reward_weights.unsqueeze(0)).nansum(dim=1)
-    mean_grouped = rewards.view(-1, num_generations).mean(dim=1).repeat_interleave(num_generations, dim=0)
-    advantages = rewards - mean_grouped
+    rewards[unscorable] = torch.nan
+    mean = torch.nanmean(rewards.view(-1, num_generations), dim=1).repeat_interleave(num_generations, dim=0)
     if scale_rewards in ("group", "none"):
-        std = rewards.view(-1, num_generations).std(dim=1).repeat_interleave(num_generations, dim=0)
+        if num_generations > 1:
+            std = trl_nanstd(rewards.view(-1, num_generations), dim=1).repeat_interleave(num_generations, dim=0)
+        else:
+            std = torch.zeros_like(rewards)
     else:
-        std = rewards.std().expand_as(rewards)
+        std = trl_nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+    advantages = rewards - mean
     if scale_rewards != "none":
         advantages = advantages / (std + 1e-4)
-    return rewards, advantages
+    return rewards, torch.nan_to_num(advantages, nan=0.0)
 
 
 def nan_aware_oracle(rewards, ids, eps=1e-4, scale="group", impute=False):
@@ -79,25 +95,18 @@ def assert_close(got, want, tol=1e-4):
 
 @pytest.mark.parametrize("backend", ["torch"] + BACKENDS)
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("group_size", [2, 3, 8, 16])
+@pytest.mark.parametrize("group_size", [1, 2, 3, 8, 16])
 def test_equals_trl_formula(backend, scale, group_size):
-    """With several reward functions holding some NaNs (TRL nansums them), pyl2d's advantages of
-    TRL's summed rewards are TRL's advantages."""
+    """Several reward functions with NaNs (some rows entirely NaN = unscorable): pyl2d's
+    advantages of TRL's combined rewards are TRL's advantages, groups of one included."""
     g = torch.Generator().manual_seed(group_size)
     per_func = torch.randn(group_size * 5, 3, generator=g)
-    per_func[torch.rand(per_func.shape, generator=g) < 0.2] = float("nan")
+    per_func[torch.rand(per_func.shape, generator=g) < 0.3] = float("nan")
+    per_func[[1, 4]] = float("nan")
     weights = torch.tensor([1.0, 0.5, 2.0])
     rewards, want = trl_advantages(per_func, weights, group_size, scale)
+    assert torch.isnan(rewards).sum() >= 2
     assert_close(group_advantages(rewards, group_size, scale=scale, backend=backend), want)
-
-
-@pytest.mark.filterwarnings("ignore:std\\(\\)")
-@pytest.mark.parametrize("backend", ["torch"] + BACKENDS)
-def test_singleton_groups_are_zero_where_trl_gives_nan(backend):
-    rewards = torch.randn(6)
-    _, trl = trl_advantages(rewards[:, None], torch.ones(1), 1)
-    assert torch.isnan(trl).all()
-    assert torch.equal(group_advantages(rewards, 1, backend=backend), torch.zeros(6))
 
 
 @pytest.mark.parametrize("backend", ["torch"] + BACKENDS)
