@@ -285,8 +285,11 @@ class LocalJudge(Judge):
                              max_length=self.max_length, padding_side="left", add_special_tokens=False)
         device = next(self.model.parameters()).device
         enc = {k: v.to(device) for k, v in enc.items()}
+        # Positions count real tokens only, so a left-padded prompt scores as it would alone.
+        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp_min(0)
         with torch.no_grad():
-            out = self.model.get_decoder()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            out = self.model.get_decoder()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                           position_ids=positions)
         return out.last_hidden_state[:, -1]
 
     def score_sync(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:

@@ -158,7 +158,20 @@ class PERMReward:
                                     self.length_limit, self.length_coef, backend=self.backend)
         self.last_scores = scores
         self.last_metrics = self._metrics(scores, rewards)
+        self._report(kwargs, scores)
         return [float(r) for r in rewards.tolist()]
+
+    def _report(self, kwargs, scores: torch.Tensor) -> None:
+        """Hand per-perspective metrics and score columns to TRL's ``log_metric`` and
+        ``log_extra`` callbacks when the trainer passes them (recent GRPOTrainer does)."""
+        log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
+        if callable(log_metric):
+            for key, value in self.last_metrics.items():
+                if not math.isnan(value):
+                    log_metric(f"{self.__name__}/{key}", value)
+        if callable(log_extra):
+            for j, p in enumerate(self.perspectives):
+                log_extra(f"{self.__name__}/{p.name}", scores[:, j].tolist())
 
     def _metrics(self, scores: torch.Tensor, rewards: torch.Tensor) -> dict[str, float]:
         """Per-perspective mean score and invalid count of the last batch, for logging."""

@@ -1,0 +1,152 @@
+"""PERMReward as a TRL reward function (scripted judge), LocalJudge on a tiny random model,
+and the TRL/verl advantage presets."""
+import math
+
+import pytest
+import torch
+
+from pyl2d.perm import LocalJudge, PERMReward, ScriptedJudge, trl_advantages, verl_advantages
+from pyl2d.perm.judges import JudgeRequest
+from pyl2d.perm.perspectives import DEFAULT_PERSPECTIVES, EXPRESSION, QUALITY, RECEPTION, RESONATION
+
+GOOD = "## Analysis:\nShe fears being a burden.\n\n## Response:\nIt sounds exhausting to carry this alone."
+SCRIPT = {"supporter/resonation": "Score: 4", "supporter/expression": "**Score:** 5", "seeker/reception": "score = 3",
+          "bystander/quality": "Total score: 90/100"}
+
+
+def test_trl_signature_plain_text_and_name():
+    reward = PERMReward(ScriptedJudge(SCRIPT), name="perm_empathy")
+    assert reward.__name__ == "perm_empathy"
+    out = reward(prompts=["p1", "p2"], completions=[GOOD, GOOD], completion_ids=[[1, 2], [3]],
+                 persona=["nurse", "teacher"], scenario=["night shifts", "exams"], query=["q1", "q2"],
+                 trainer_state=object(), some_other_column=[1, 2])
+    want = (0.8 + 1.0 + 0.6) / 3 + 0.2 * (0.9 - 1)
+    assert out == pytest.approx([want, want], abs=1e-6) and all(isinstance(r, float) for r in out)
+    assert reward.last_metrics["supporter/expression/mean"] == 5.0
+    assert reward.last_metrics["reward/mean"] == pytest.approx(want, abs=1e-6)
+
+
+def test_conversational_completions_and_context_reaches_the_judge():
+    judge = ScriptedJudge(SCRIPT)
+    reward = PERMReward(judge, columns={"persona": "who"})
+    prompts = [[{"role": "system", "content": "be kind"}, {"role": "user", "content": "I failed my exam"}]]
+    completions = [[{"role": "assistant", "content": GOOD}]]
+    out = reward(prompts=prompts, completions=completions, completion_ids=[[1]], who=["a nursing student"])
+    assert len(out) == 1 and not math.isnan(out[0])
+    texts = [c.messages[-1]["content"] for c in judge.calls]
+    assert all("a nursing student" in t and "I failed my exam" in t for t in texts)
+    # The analysis perspective reads the analysis, the others the response.
+    by_name = {c.perspective.name: c.messages[-1]["content"] for c in judge.calls}
+    assert "She fears being a burden." in by_name["supporter/resonation"]
+    assert "She fears" not in by_name["seeker/reception"] and "carry this alone" in by_name["seeker/reception"]
+
+
+def test_missing_section_policies():
+    judge = ScriptedJudge(lambda r: "Score: 1" if "(empty)" in r.messages[-1]["content"] else "Score: 5")
+    empty = PERMReward(judge, perspectives=[RESONATION, EXPRESSION], missing_section="empty")
+    invalid = PERMReward(ScriptedJudge("Score: 5"), perspectives=[RESONATION, EXPRESSION], missing_section="invalid")
+    only_response = "# Response\nThat sounds hard."
+    assert empty(completions=[only_response]) == pytest.approx([(0.2 + 1.0) / 2])
+    assert invalid(completions=[only_response]) == pytest.approx([1.0])  # the analysis score drops out
+    assert invalid.last_metrics["supporter/resonation/invalid"] == 1.0
+    assert invalid.counter.counts["supporter/resonation"]["missing_section"] == 1
+    assert math.isnan(invalid(completions=["no headings at all"])[0])
+
+
+def test_judge_failures_are_nan_and_counted():
+    def script(request):
+        if "FAIL" in request.messages[-1]["content"]:
+            raise RuntimeError("judge down")
+        return "Score: 4" if request.perspective.score_max == 5 else "Total score: 50/100"
+
+    reward = PERMReward(ScriptedJudge(script))
+    out = reward(completions=[GOOD, GOOD.replace("She fears", "FAIL").replace("It sounds", "FAIL")])
+    assert not math.isnan(out[0]) and math.isnan(out[1])
+    assert all(reward.last_metrics[f"{p.name}/invalid"] == 1.0 for p in DEFAULT_PERSPECTIVES)
+
+
+def test_length_penalty_and_logging_callbacks():
+    metrics, extra = {}, {}
+    reward = PERMReward(ScriptedJudge(SCRIPT), perspectives=[EXPRESSION], length_limit=3, length_coef=0.1)
+    out = reward(completions=[GOOD, GOOD], completion_ids=[[0] * 3, [0] * 5],
+                 log_metric=lambda k, v: metrics.__setitem__(k, v), log_extra=lambda k, v: extra.__setitem__(k, v))
+    assert out == pytest.approx([1.0, 0.8])
+    assert metrics["perm/supporter/expression/mean"] == 5.0
+    assert extra["perm/supporter/expression"] == [5.0, 5.0]
+
+
+def test_reward_argument_errors():
+    with pytest.raises(ValueError, match="judge"):
+        PERMReward(object())
+    with pytest.raises(ValueError, match="mode"):
+        PERMReward(ScriptedJudge("1"), mode="median")
+    with pytest.raises(ValueError, match="missing_section"):
+        PERMReward(ScriptedJudge("1"), missing_section="skip")
+    with pytest.raises(ValueError, match="columns"):
+        PERMReward(ScriptedJudge("1"), columns={"persona_name": "x"})
+    with pytest.raises(ValueError, match="persona"):
+        PERMReward(ScriptedJudge("Score: 3"))(completions=[GOOD], persona=["a", "b"])
+
+
+def test_presets():
+    r = torch.tensor([1.0, 2.0, 3.0, float("nan"), 5.0, 0.5])
+    index = torch.tensor([7, 7, 7, 7, 9, 3])
+    adv = verl_advantages(r, index)
+    # verl: a group of one has mean 0 and std 1.
+    assert adv[4].item() == pytest.approx(5.0 / (1 + 1e-6)) and adv[5].item() == pytest.approx(0.5 / (1 + 1e-6))
+    assert adv[3].item() == 0.0
+    torch.testing.assert_close(adv[:3], torch.tensor([-1.0, 0.0, 1.0]) / (1 + 1e-6))
+    assert verl_advantages(r, index, norm_adv_by_std=False)[4].item() == 5.0
+    torch.testing.assert_close(trl_advantages(r[:4], 2), torch.tensor([-0.7071, 0.7071, 0.0, 0.0]), atol=1e-3,
+                               rtol=0)
+
+
+# --- LocalJudge on a tiny random Llama with a character-level tokenizer (no downloads) ---
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    vocab = {"<pad>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>")
+    tokenizer.chat_template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}[assistant] {% endif %}")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=4096, pad_token_id=0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    return model, tokenizer
+
+
+def _requests(texts, perspective=EXPRESSION):
+    return [JudgeRequest(perspective, tuple(perspective.messages(persona="p", scenario="s", query="q", text=t)))
+            for t in texts]
+
+
+def test_local_judge_matches_full_vocabulary_logits(tiny_lm):
+    model, tokenizer = tiny_lm
+    judge = LocalJudge(model, tokenizer, batch_size=3)
+    requests = _requests(["short", "a somewhat longer reply to judge", "mid length"])
+    got = [s.value for s in judge.score(requests)]
+    ids, values = judge.score_tokens(EXPRESSION)
+    for request, value in zip(requests, got):
+        enc = tokenizer(judge.prompt(request), return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            logits = model(**enc).logits[0, -1]
+        want = float(torch.softmax(logits[ids].double(), 0) @ values.double())
+        assert value == pytest.approx(want, abs=1e-4)  # left padding does not change the score
+        assert 1.0 <= value <= 5.0
+
+
+def test_local_judge_in_perm_reward_and_single_token_rule(tiny_lm):
+    model, tokenizer = tiny_lm
+    judge = LocalJudge(model, tokenizer)
+    out = PERMReward(judge, perspectives=[RESONATION, EXPRESSION, RECEPTION])(completions=[GOOD, GOOD])
+    assert len(out) == 2 and 0.2 <= out[0] <= 1.0 and out[0] == pytest.approx(out[1], abs=1e-5)
+    with pytest.raises(ValueError, match="single token"):
+        judge.score(_requests(["x"], QUALITY))
