@@ -29,7 +29,7 @@ class ScoreConfig:
     block_k: int  # D chunk per tl.dot
     num_warps: int
     num_stages: int
-    waves: int = 2  # target programs per SM when choosing the number of item splits
+    programs_per_sm: int = 1  # resident programs per SM (occupancy) assumed by the split planner
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -40,16 +40,16 @@ CONFIGS: tuple[ScoreConfig, ...] = (
     ScoreConfig(128, 128, 64, 8, 3),
     ScoreConfig(128, 128, 64, 8, 4),
     ScoreConfig(128, 256, 64, 8, 3),
-    ScoreConfig(64, 128, 64, 4, 4),
+    ScoreConfig(64, 128, 64, 4, 4, programs_per_sm=2),
     ScoreConfig(64, 256, 64, 8, 3),
-    ScoreConfig(64, 64, 64, 4, 4),
-    ScoreConfig(16, 128, 64, 4, 4),   # small batches: memory bound, do not waste M
-    ScoreConfig(32, 128, 64, 4, 4),
+    ScoreConfig(64, 64, 64, 4, 4, programs_per_sm=2),
+    ScoreConfig(16, 128, 64, 4, 4, programs_per_sm=2),  # small batches: memory bound, do not waste M
+    ScoreConfig(32, 128, 64, 4, 4, programs_per_sm=2),
     ScoreConfig(128, 128, 32, 4, 4),  # float32 (IEEE FMA path): smaller K chunk
-    ScoreConfig(64, 64, 32, 4, 3),
+    ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2),
 )
 
-INTERPRETER_CONFIG = ScoreConfig(16, 16, 16, 1, 1, waves=1)
+INTERPRETER_CONFIG = ScoreConfig(16, 16, 16, 1, 1, programs_per_sm=1)
 
 _override: ScoreConfig | None = None
 
@@ -71,13 +71,13 @@ def pick(dtype: torch.dtype, dim: int, batch: int, kp: int) -> ScoreConfig:
     elif _backend.triton_interpreted():
         cfg = INTERPRETER_CONFIG
     elif dtype == torch.float32:
-        cfg = ScoreConfig(64, 64, 32, 4, 3)
+        cfg = ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2)
     elif batch <= 16:
-        cfg = ScoreConfig(16, 128, 64, 4, 4)
+        cfg = ScoreConfig(16, 128, 64, 4, 4, programs_per_sm=2)
     elif batch <= 32:
-        cfg = ScoreConfig(32, 128, 64, 4, 4)
+        cfg = ScoreConfig(32, 128, 64, 4, 4, programs_per_sm=2)
     elif batch <= 64:
-        cfg = ScoreConfig(64, 128, 64, 4, 4)
+        cfg = ScoreConfig(64, 128, 64, 4, 4, programs_per_sm=2)
     else:
         cfg = ScoreConfig(128, 128, 64, 8, 3)
     block_m = cfg.block_m

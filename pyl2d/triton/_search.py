@@ -50,13 +50,25 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+# Per-program overhead (pipeline fill, first-tile selection), in tiles, for the split model.
+_PROGRAM_OVERHEAD_TILES = 2
+
+
 def _plan_splits(batch: int, n_items: int, cfg: _configs.ScoreConfig, device: torch.device) -> tuple[int, int]:
-    """(splits, tiles per split): enough programs to fill the GPU, no empty split."""
+    """(splits, tiles per split). Chooses the split count minimising
+    waves x (tiles per split + overhead), waves = ceil(programs / (SMs x programs_per_sm)):
+    fills the GPU, avoids a mostly empty last wave, and keeps splits long (selection gets
+    cheaper as a split's threshold rises). No split is empty."""
     q_blocks = triton.cdiv(batch, cfg.block_m)
     tiles = triton.cdiv(n_items, cfg.block_n)
-    target = _sm_count(device) * cfg.waves
-    splits = max(1, min(tiles, triton.cdiv(target, q_blocks)))
-    per_split = triton.cdiv(tiles, splits)
+    slots = _sm_count(device) * cfg.programs_per_sm
+    best = None
+    for splits in range(1, min(tiles, 4 * triton.cdiv(slots, q_blocks)) + 1):
+        per_split = triton.cdiv(tiles, splits)
+        cost = triton.cdiv(q_blocks * splits, slots) * (per_split + _PROGRAM_OVERHEAD_TILES)
+        if best is None or cost < best[0]:
+            best = (cost, per_split)
+    per_split = best[1]
     return triton.cdiv(tiles, per_split), per_split
 
 
