@@ -35,6 +35,10 @@ void score_topk_stage1(uintptr_t q_base, uintptr_t q_offsets, int64_t batch, boo
                        int64_t tiles_per_split, int64_t n_splits, uintptr_t ws_scores, uintptr_t ws_ids,
                        int64_t ws_ld, uintptr_t stream);
 
+// out[r] = float32 L2 norm of row r of x (rows x dim, element row stride, contiguous columns).
+void row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, int dtype_code, uintptr_t out,
+               uintptr_t stream);
+
 // pool_hidden: hidden [B, T, D] (element strides s0, s1, contiguous columns) -> out [B, D] in
 // the hidden dtype, through a float32 workspace pooled [B, D] (contiguous).
 // mode 0 = last: row b takes token last_index[b] (int64 [B]); mode 1 = mean over tokens with

@@ -446,6 +446,53 @@ __global__ void __launch_bounds__(kThreads, BQ == kBQLarge ? 1 : 2) stage1_kerne
   }
 }
 
+// L2 norm of each row in float32: one warp per row, 16-byte loads when aligned.
+template <typename T>
+__global__ void row_norms_kernel(const T* __restrict__ x, int64_t rows, int64_t dim, int64_t stride, bool vec_ok,
+                                 float* __restrict__ out) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  using Bits = typename std::conditional<sizeof(T) == 2, uint16_t, uint32_t>::type;
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5);
+  if (row >= rows) return;  // whole warps leave together
+  const T* p = x + row * stride;
+  float ss = 0.0f;
+  int64_t tail = 0;
+  if (vec_ok) {
+    const int64_t chunks = dim / kVec;
+    for (int64_t c = lane; c < chunks; c += 32) {
+      union {
+        uint4 u;
+        T v[kVec];
+      } tmp;
+      tmp.u = __ldg(reinterpret_cast<const uint4*>(p) + c);
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) {
+        const float f = to_float(tmp.v[e]);
+        ss = fmaf(f, f, ss);
+      }
+    }
+    tail = chunks * kVec;
+  }
+  for (int64_t d = tail + lane; d < dim; d += 32) {
+    const float f = to_float(p[d]);
+    ss = fmaf(f, f, ss);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if (lane == 0) out[row] = sqrtf(ss);
+}
+
+template <typename T>
+void launch_row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, uintptr_t out, cudaStream_t stream) {
+  const bool vec_ok = x % 16 == 0 && stride % (16 / static_cast<int64_t>(sizeof(T))) == 0;
+  const int64_t blocks = (rows + kThreads / 32 - 1) / (kThreads / 32);
+  require(blocks <= INT_MAX, "too many rows");
+  row_norms_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+      reinterpret_cast<const T*>(x), rows, dim, stride, vec_ok, reinterpret_cast<float*>(out));
+  check_launch("row_norms launch");
+}
+
 size_t smem_optin() {
   int device = 0, optin = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
@@ -495,6 +542,19 @@ void dispatch_stage1(Stage1Args& args, int64_t n_splits, cudaStream_t stream) {
 
 int score_topk_max_k() { return kMaxK; }
 int score_topk_tile_items() { return kBN; }
+
+void row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, int dtype_code, uintptr_t out,
+               uintptr_t stream) {
+  require(rows >= 1 && dim >= 1 && stride >= 0, "row_norms needs a non-empty matrix");
+  require(x != 0 && out != 0, "null pointer");
+  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+  switch (dtype_code) {
+    case 0: launch_row_norms<float>(x, rows, dim, stride, out, s); break;
+    case 1: launch_row_norms<__half>(x, rows, dim, stride, out, s); break;
+    case 2: launch_row_norms<__nv_bfloat16>(x, rows, dim, stride, out, s); break;
+    default: throw std::invalid_argument("pyl2d CUDA: row_norms takes float32, float16 or bfloat16");
+  }
+}
 
 int score_topk_block_queries(int dtype_code, int64_t k) {
   require(k >= 1 && k <= kMaxK, "k must be in [1, " + std::to_string(kMaxK) + "]");

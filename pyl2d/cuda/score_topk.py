@@ -30,7 +30,7 @@ def new_buffer(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device)
 
 
 def row_norms(t: torch.Tensor) -> torch.Tensor:
-    """float32 L2 norm of each row, computed in chunks so a bf16 item matrix is never copied whole."""
+    """float32 L2 norm of each row with torch, in chunks (for the few query rows)."""
     rows = max(1, FALLBACK_CHUNK_BYTES // (4 * max(1, t.shape[1])))
     return torch.cat([torch.linalg.vector_norm(c.to(torch.float32), dim=1) for c in t.split(rows)])
 
@@ -105,10 +105,16 @@ def topk_from_rows(base: torch.Tensor, row_offsets: torch.Tensor, batch: int, ro
     q_norms = x_norms = None
     if metric != "ip":
         q_norms = row_norms(query_rows()).contiguous()
-        x_norms = item_norms.contiguous() if item_norms is not None else row_norms(items)
     ex = sorted_exclude(exclude)
     row_offsets = row_offsets.to(torch.int64).contiguous()
     with torch.cuda.device(device):
+        if metric != "ip":
+            if item_norms is not None:
+                x_norms = item_norms.contiguous()
+            else:  # one pass over the items in a CUDA kernel, no float32 copy
+                x_norms = new_buffer((n,), torch.float32, device)
+                lib.row_norms_cuda(items.data_ptr(), n, d, items.stride(0), _ext.dtype_code(items),
+                                   x_norms.data_ptr(), _ext.cuda_stream(device))
         tiles_per_split, n_splits = item_splits(batch, n, k, items.dtype, device, lib)
         ws_scores = new_buffer((batch, n_splits * k), torch.float32, device)
         ws_ids = new_buffer((batch, n_splits * k), torch.int64, device)
