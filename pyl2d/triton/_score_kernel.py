@@ -59,6 +59,16 @@ def _key_id(key):
 
 
 @triton.jit
+def _d_offset(dd, stride, UNIT: tl.constexpr):
+    """Element offsets of positions ``dd`` along D: plain int32 when the stride is 1 (keeps
+    the contiguity visible to the compiler), int64 otherwise (d * stride may exceed 2^31)."""
+    if UNIT:
+        return dd
+    else:
+        return dd.to(tl.int64) * stride
+
+
+@triton.jit
 def score_topk_kernel(
     q_ptr, q_rows_ptr, stride_qd,            # queries: q_ptr + q_rows[b] + d * stride_qd
     x_ptr, stride_xn, stride_xd,             # items [N, D]
@@ -67,7 +77,8 @@ def score_topk_kernel(
     B, N, D, tiles_per_split, splits,
     METRIC: tl.constexpr, EMPTY: tl.constexpr, EPS: tl.constexpr,
     KP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-    EVEN_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    EVEN_D: tl.constexpr, UNIT_D: tl.constexpr, Q_ALIGN: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -75,6 +86,8 @@ def score_topk_kernel(
     rm = pid_m * BM + tl.arange(0, BM)
     # Rows past B re-read row B-1 (always in bounds); their results are never stored.
     q_off = tl.load(q_rows_ptr + tl.minimum(rm, B - 1))  # int64 element offsets
+    if Q_ALIGN > 1:  # every offset is a multiple of Q_ALIGN: lets the loads vectorise
+        q_off = tl.multiple_of(q_off, Q_ALIGN)
     rk = tl.arange(0, BK)
 
     # Query norms (cosine, l2), fp32, one pass over the query block.
@@ -82,7 +95,7 @@ def score_topk_kernel(
     if METRIC != 0:
         for d0 in range(0, D, BK):
             dd = d0 + rk
-            q = tl.load(q_ptr + q_off[:, None] + dd[None, :].to(tl.int64) * stride_qd,
+            q = tl.load(q_ptr + q_off[:, None] + _d_offset(dd, stride_qd, UNIT_D)[None, :],
                         mask=(dd < D)[None, :], other=0.0).to(tl.float32)
             qsq += tl.sum(q * q, axis=1)
     qnorm = tl.sqrt_rn(qsq)
@@ -100,17 +113,17 @@ def score_topk_kernel(
         rn = n0 + ncol
         rn_safe = tl.minimum(rn, N - 1).to(tl.int64)  # rows past N re-read row N-1, masked below
         acc = tl.zeros([BM, BN], dtype=tl.float32)
+        x_rows = x_ptr + rn_safe[:, None] * stride_xn
         for d0 in range(0, D, BK):
             dd = d0 + rk
-            dd64 = dd.to(tl.int64)
+            q_ptrs = q_ptr + q_off[:, None] + _d_offset(dd, stride_qd, UNIT_D)[None, :]
+            x_ptrs = x_rows + _d_offset(dd, stride_xd, UNIT_D)[None, :]
             if EVEN_D:
-                q = tl.load(q_ptr + q_off[:, None] + dd64[None, :] * stride_qd)
-                x = tl.load(x_ptr + rn_safe[:, None] * stride_xn + dd64[None, :] * stride_xd)
+                q = tl.load(q_ptrs)
+                x = tl.load(x_ptrs)
             else:
-                q = tl.load(q_ptr + q_off[:, None] + dd64[None, :] * stride_qd,
-                            mask=(dd < D)[None, :], other=0.0)
-                x = tl.load(x_ptr + rn_safe[:, None] * stride_xn + dd64[None, :] * stride_xd,
-                            mask=(dd < D)[None, :], other=0.0)
+                q = tl.load(q_ptrs, mask=(dd < D)[None, :], other=0.0)
+                x = tl.load(x_ptrs, mask=(dd < D)[None, :], other=0.0)
             if UPCAST:  # the Triton 3.9 interpreter gets bfloat16 tl.dot wrong; fp32 is exact here
                 q = q.to(tl.float32)
                 x = x.to(tl.float32)

@@ -25,6 +25,17 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
 
 
+def _pow2_divisor(values, cap: int = 16) -> int:
+    """Largest power of two <= cap dividing every value (1 when none given)."""
+    if not values:
+        return 1
+    out = cap
+    for v in values:
+        while out > 1 and v % out:
+            out //= 2
+    return out
+
+
 def selection_width(c: int) -> int:
     """KP: the per-split list length the kernel keeps (power of two, >= c)."""
     return max(4, _next_pow2(c))
@@ -73,12 +84,13 @@ def _plan_splits(batch: int, n_items: int, cfg: _configs.ScoreConfig, device: to
 
 
 def best_candidates(q_base: torch.Tensor, q_rows: torch.Tensor, q_stride_d: int, batch: int,
-                    items: torch.Tensor, c: int, metric: str, item_norms: torch.Tensor | None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    items: torch.Tensor, c: int, metric: str, item_norms: torch.Tensor | None,
+                    q_row_strides: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Best ``c`` (scores [B, c] float32, ids [B, c] int64) per query, best first.
 
     Query b is the D elements at ``q_base`` + ``q_rows[b]`` (int64 element offsets) with
-    stride ``q_stride_d``; the fused kernel handles ``c`` up to ``_configs.MAX_KP``."""
+    stride ``q_stride_d``; every offset is an integer combination of ``q_row_strides`` (used
+    only as an alignment hint). The fused kernel handles ``c`` up to ``_configs.MAX_KP``."""
     n_items, dim = items.shape
     kp = selection_width(c)
     norms = item_norms_or_compute(items, item_norms, metric)
@@ -86,6 +98,7 @@ def best_candidates(q_base: torch.Tensor, q_rows: torch.Tensor, q_stride_d: int,
     splits, per_split = _plan_splits(batch, n_items, cfg, items.device)
     out_scores = torch.empty((batch, splits, kp), dtype=torch.float32, device=items.device)
     out_ids = torch.empty((batch, splits, kp), dtype=torch.int64, device=items.device)
+    q_align = _pow2_divisor(q_row_strides)
     grid = (triton.cdiv(batch, cfg.block_m), splits)
     score_topk_kernel[grid](
         q_base, q_rows, q_stride_d,
@@ -96,6 +109,8 @@ def best_candidates(q_base: torch.Tensor, q_rows: torch.Tensor, q_stride_d: int,
         METRIC=METRIC_CODES[metric], EMPTY=EMPTY_KEY, EPS=NORM_EPS,
         KP=kp, BM=cfg.block_m, BN=cfg.block_n, BK=cfg.block_k,
         EVEN_D=dim % cfg.block_k == 0,
+        UNIT_D=items.stride(1) == 1 and q_stride_d == 1,
+        Q_ALIGN=q_align,
         PRECISION="ieee" if items.dtype == torch.float32 else None,
         UPCAST=_backend.triton_interpreted() and items.dtype == torch.bfloat16,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,

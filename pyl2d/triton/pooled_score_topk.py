@@ -24,5 +24,6 @@ def pooled_score_topk(hidden, attention_mask, items, k, metric="ip", mode="last"
         return score_topk(queries, items, k, metric, exclude, item_norms)
     last = last_token_index(attention_mask).to(torch.int64)
     rows = torch.arange(batch, device=hidden.device, dtype=torch.int64) * hidden.stride(0) + last * hidden.stride(1)
-    scores, ids = _search.best_candidates(hidden, rows, hidden.stride(2), batch, items, c, metric, item_norms)
+    scores, ids = _search.best_candidates(hidden, rows, hidden.stride(2), batch, items, c, metric, item_norms,
+                                                 (hidden.stride(0), hidden.stride(1)))
     return drop_excluded(scores, ids, exclude, k)

@@ -20,7 +20,8 @@ def score_topk(queries, items, k, metric="ip", exclude=None, item_norms=None):
     c = candidates_needed(k, exclude, items.shape[0])
     if _search.fused_supported(c, items.shape[0]):
         rows = torch.arange(batch, device=queries.device, dtype=torch.int64) * queries.stride(0)
-        scores, ids = _search.best_candidates(queries, rows, queries.stride(1), batch, items, c, metric, item_norms)
+        scores, ids = _search.best_candidates(queries, rows, queries.stride(1), batch, items, c, metric, item_norms,
+                                                     (queries.stride(0),))
     else:
         scores, ids = _search.chunked_candidates(queries, items, c, metric, item_norms)
     return drop_excluded(scores, ids, exclude, k)
