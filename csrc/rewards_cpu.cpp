@@ -18,6 +18,11 @@ namespace pyl2d {
 namespace {
 
 using rewards::aggregate_row;
+
+// Threads only pay off past about a millisecond of work: waking an OpenMP team costs
+// microseconds on an idle machine and far more on a loaded one.
+constexpr int64_t kParallelRows = int64_t(1) << 18;
+constexpr int64_t kParallelMacs = int64_t(1) << 22;
 using rewards::load_as_float;
 
 void aggregate_rewards_cpu(uintptr_t scores_ptr, int64_t rows, int64_t cols, int64_t row_stride, int dtype_code,
@@ -33,7 +38,7 @@ void aggregate_rewards_cpu(uintptr_t scores_ptr, int64_t rows, int64_t cols, int
   float* out = reinterpret_cast<float*>(out_ptr);
   const float smax = static_cast<float>(score_max), bcoef = static_cast<float>(bystander_coef);
   const float limit = static_cast<float>(length_limit), lcoef = static_cast<float>(length_coef);
-#pragma omp parallel for schedule(static) if (rows > 16384)
+#pragma omp parallel for schedule(static) if (rows >= kParallelRows)
   for (int64_t i = 0; i < rows; ++i) {
     float r = aggregate_row(scores, i * row_stride, cols, dtype, weights, mode, smax);
     if (bystander) r += bcoef * (bystander[i] / 100.f - 1.f);
@@ -88,7 +93,7 @@ void group_advantages_cpu(uintptr_t rewards_ptr, int64_t n, int64_t groups, uint
     }
     batch_std = std::sqrt(bssd / (bn - 1.0));
   }
-#pragma omp parallel for schedule(static) if (n > 16384)
+#pragma omp parallel for schedule(static) if (n >= kParallelRows)
   for (int64_t i = 0; i < n; ++i) {
     const int64_t g = ids ? ids[i] : i / gsize;
     double a = r[i] - mean[g];  // NaN for a missing reward: 0 below, imputed or not
@@ -127,7 +132,7 @@ void expected_scores(const T* hidden, int64_t rows, int64_t h_stride, const T* w
                      int64_t w_stride, int64_t d, const int64_t* ids, const float* values, int64_t s, float* out) {
   for (int64_t j = 0; j < s; ++j)
     if (ids[j] < 0 || ids[j] >= w_rows) throw std::out_of_range("score_from_hidden: score token id out of range");
-#pragma omp parallel for schedule(static) if (rows * s * d > (1 << 16))
+#pragma omp parallel for schedule(static) if (rows * s * d >= kParallelMacs)
   for (int64_t i = 0; i < rows; ++i) {
     // Online softmax: one pass over the score tokens, no buffer.
     float top = -INFINITY, z = 0.f, acc = 0.f;
