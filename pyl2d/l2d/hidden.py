@@ -29,14 +29,18 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 def load_model(path: str, device: str | None = None, dtype: torch.dtype | None = None):
     """(model, tokenizer) from a saved checkpoint, in eval mode on ``device`` (default: CUDA
     when available) with :func:`default_dtype`, the tokenizer set to left padding."""
+    import os
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model folder {path} not found (give a directory made by save_pretrained)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or default_dtype(device))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or default_dtype(device), local_files_only=True)
     return model.to(device).eval(), tokenizer
 
 

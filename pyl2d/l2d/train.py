@@ -177,7 +177,7 @@ def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | p
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            last_loss = float(loss)
+            last_loss = float(loss.detach())
             step += 1
             next(bar_iter, None)
             if hasattr(bar, "set_postfix") and step % 10 == 0:

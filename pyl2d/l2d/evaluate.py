@@ -1,0 +1,186 @@
+"""Evaluate L2D against the language-space baselines on one model and one test set.
+
+Every method ranks each test query once, without history exclusion and long enough that
+excluding the history afterwards still leaves max(K) items (beam search: its ``beams``
+titles). From those lists: item-level Recall/NDCG@K with the history excluded (the headline
+numbers), the same without exclusion, title-level scores (D3 way) and the item-level scores
+on the targets whose title is unique. Latency is measured separately, on ``recommend(batch,
+k=10, exclude_history=True)`` at each batch size, and the best batch size is reported.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from typing import Sequence
+
+import torch
+
+from pyl2d.l2d import metrics
+from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
+from pyl2d.l2d.data import Catalog, Sample
+from pyl2d.l2d.memory import ItemMemory
+from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
+from pyl2d.l2d.recommender import L2DRecommender
+
+METHODS = ("l2d-global", "l2d-local", "grounded", "beam", "popularity")
+TIMING_K = 10
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    methods: Sequence[str] = METHODS
+    ks: Sequence[int] = metrics.KS
+    metric: str = "l2"
+    m: int = 1000
+    beams: int = 10
+    batch_size: int = 64
+    batch_sizes: Sequence[int] = metrics.BATCH_SIZES
+    time_queries: int = 64
+    max_test: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"ks must be positive, got {list(self.ks)}")
+
+
+def _test_subset(test: Sequence[Sample], max_test: int | None, seed: int) -> list[Sample]:
+    usable = [s for s in test if s.history_titles]
+    if not usable:
+        raise ValueError("no test sample has a non-empty history")
+    if max_test is not None and max_test < len(usable):
+        keep = sorted(random.Random(seed).sample(range(len(usable)), max_test))
+        usable = [usable[i] for i in keep]
+    return usable
+
+
+def _build(method: str, model, tokenizer, memory, train, catalog, template, config, popularity):
+    if method.startswith("l2d-"):
+        return L2DRecommender(model, tokenizer, memory, catalog, metric=config.metric,
+                              aggregation=method[4:], m=config.m, template=template,
+                              batch_size=config.batch_size, check_model=False)
+    if method == "grounded":
+        return GroundedDecoder(model, tokenizer, catalog, template, batch_size=config.batch_size)
+    if method == "beam":
+        return BeamSearchDecoder(model, tokenizer, catalog, template, num_beams=config.beams,
+                                 item_popularity=popularity.counts)
+    return popularity
+
+
+def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test: Sequence[Sample],
+             catalog: Catalog, template: PromptTemplate = DEFAULT_PROMPT, config: EvalConfig | None = None,
+             log=print) -> dict:
+    """{"records": one dict per method, "info": what was evaluated}."""
+    import warnings
+
+    config = config or EvalConfig()
+    memory.check_model(model)
+    samples = _test_subset(test, config.max_test, config.seed)
+    targets = torch.tensor([s.target_id for s in samples])
+    unique = metrics.unique_title_mask(samples, catalog)
+    counts = memory.item_counts()
+    max_k = max(config.ks)
+    max_hist = max(len(s.history_ids) for s in samples)
+    popularity = PopularityRecommender(train, len(catalog))
+    info = {
+        "n_test": len(samples), "n_catalog": len(catalog), "memory_entries": len(memory),
+        "items_without_memory": int((counts == 0).sum()),
+        "test_targets_without_memory": float((counts[targets] == 0).double().mean()),
+        "test_targets_with_unique_title": float(unique.double().mean()),
+        "metric": config.metric, "m": config.m, "beams": config.beams, "timing_k": TIMING_K,
+        "timing_queries": config.time_queries, "batch_sizes": list(config.batch_sizes),
+    }
+    log(f"evaluating on {len(samples)} test queries; {info['test_targets_without_memory']:.1%} of their "
+        f"targets never occur as a training target, {info['items_without_memory']} catalog items have no memory")
+    records = []
+    for method in config.methods:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the undecodable count is reported once, above
+            runner = _build(method, model, tokenizer, memory, train, catalog, template, config, popularity)
+        if method == "beam":
+            length = config.beams
+        else:
+            length = min(len(catalog), max_k + max_hist)
+        ids, titles = [], []
+        for i in range(0, len(samples), config.batch_size):
+            out = runner.recommend(samples[i:i + config.batch_size], length, exclude_history=False)
+            ids.append(out.ids[:, :length])
+            if method == "beam":
+                titles += out.titles
+        ranked = torch.cat(ids)
+        if method != "beam":
+            titles = metrics.titles_of(ranked, catalog)
+        kept = metrics.drop_history(ranked, samples)
+        ranks = metrics.hit_ranks(kept, targets)
+        excl_length = length if method == "beam" else max_k
+        record = {"method": method, **metrics.summarize(ranks, excl_length, config.ks)}
+        k_timing = min(TIMING_K, config.beams) if method == "beam" else TIMING_K
+        ms, best_bs, by_bs = metrics.ms_per_query(
+            lambda batch: runner.recommend(batch, k_timing, exclude_history=True), samples,
+            config.batch_sizes, config.time_queries)
+        record.update(ms_per_query=ms, batch_size=best_bs, ms_by_batch_size={str(k): v for k, v in by_bs.items()})
+        record["no_exclusion"] = metrics.summarize(metrics.hit_ranks(ranked, targets), length, config.ks)
+        record["title_level"] = metrics.summarize(
+            metrics.title_ranks(titles, [s.target_title for s in samples]), length, config.ks)
+        record["unique_title"] = metrics.summarize(ranks[unique], excl_length, config.ks)
+        record["seconds"] = time.perf_counter() - start
+        records.append(record)
+        log(f"  {method:<11} R@10 {metrics.fmt(record.get('recall@10'))}  "
+            f"{ms:.2f} ms/query (batch {best_bs})  [{record['seconds']:.0f} s]")
+    return {"records": records, "info": info}
+
+
+def format_table(result: dict, ks: Sequence[int] = metrics.KS) -> str:
+    """A Markdown table: item-level Recall/NDCG (history excluded), title-level and
+    unique-title Recall@10, and ms per query at the best batch size."""
+    head = ["method"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks] + ["title R@10", "uniq R@10", "ms/query (batch)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["records"]:
+        cells = [r["method"]] + [metrics.fmt(r.get(f"recall@{k}")) for k in ks]
+        cells += [metrics.fmt(r.get(f"ndcg@{k}")) for k in ks]
+        cells += [metrics.fmt(r["title_level"].get("recall@10")), metrics.fmt(r["unique_title"].get("recall@10")),
+                  f"{r['ms_per_query']:.2f} ({r['batch_size']})"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_no_exclusion_table(result: dict, ks: Sequence[int] = metrics.KS) -> str:
+    head = ["method"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["records"]:
+        s = r["no_exclusion"]
+        cells = [r["method"]] + [metrics.fmt(s.get(f"recall@{k}")) for k in ks] + [metrics.fmt(s.get(f"ndcg@{k}")) for k in ks]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def save_plot(result: dict, path: str, k: int = 10, title: str = "") -> bool:
+    """Accuracy (item-level Recall@k) against ms per query, log x axis. False (and nothing
+    written) when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in result["records"]:
+        y = r.get(f"recall@{k}")
+        if y is None:
+            continue
+        ax.scatter(r["ms_per_query"], y, s=40)
+        ax.annotate(r["method"], (r["ms_per_query"], y), textcoords="offset points", xytext=(5, 5))
+    ax.set_xscale("log")
+    ax.set_xlabel("milliseconds per query (best batch size, log scale)")
+    ax.set_ylabel(f"Recall@{k} (item level, history excluded)")
+    ax.set_title(title or "accuracy vs latency")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
