@@ -138,3 +138,17 @@ def test_property_backends_agree_and_bounded(b, p, mode, seed, nan_frac):
 def test_bad_input_names_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         aggregate_rewards(**kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("mode", MODES)
+def test_gpu_backends_match_reference(dtype, mode):
+    s = random_scores(1000, 5, dtype=dtype, seed=21)
+    by = torch.rand(1000, generator=torch.Generator().manual_seed(2)) * 100
+    args = (torch.tensor([1.0, 0.5, 2.0, 0.0, 1.0]), mode, 5.0, by, 0.3, torch.arange(1000), 500.0, 1e-3)
+    want = aggregate_rewards(s, *args, backend="torch")
+    for backend in backends("cuda", op="aggregate_rewards"):
+        got = aggregate_rewards(s.cuda(), *[a.cuda() if isinstance(a, torch.Tensor) else a for a in args],
+                                backend=backend)
+        assert_close(got.cpu(), want)

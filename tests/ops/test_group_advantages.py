@@ -211,3 +211,23 @@ def test_property_affine_invariance(seed, shift, factor):
 def test_bad_input_names_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         group_advantages(**kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("impute", [False, True])
+@pytest.mark.parametrize("grouping", ["size", "index"])
+def test_gpu_backends_match_reference(scale, impute, grouping):
+    g = torch.Generator().manual_seed(31)
+    s = 1 + 4 * torch.rand(4096, 4, generator=g)
+    s[torch.rand(4096, 4, generator=g) < 0.3] = float("nan")
+    groups = dict(group_size=16) if grouping == "size" else dict(group_index=torch.randint(0, 300, (4096,),
+                                                                                            generator=g))
+    r_ref, a_ref = rewards_and_advantages(s, **groups, scale=scale, impute=impute, backend="torch")
+    cuda_groups = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in groups.items()}
+    for backend in backends("cuda", op="group_advantages"):
+        adv = group_advantages(r_ref.cuda(), **cuda_groups, scale=scale, impute=impute, backend=backend)
+        assert_close(adv.cpu(), a_ref)
+        rewards, adv = rewards_and_advantages(s.cuda(), **cuda_groups, scale=scale, impute=impute, backend=backend)
+        torch.testing.assert_close(rewards.cpu(), r_ref, rtol=2e-6, atol=2e-6, equal_nan=True)
+        assert_close(adv.cpu(), a_ref)

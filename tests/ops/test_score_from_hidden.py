@@ -84,3 +84,18 @@ def test_property_expectation_within_value_range(b, d, s, seed):
 def test_bad_input_names_the_argument(args, match):
     with pytest.raises(ValueError, match=match):
         score_from_hidden(*args)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("s", [1, 5, 37])
+def test_gpu_backends_match_oracle(dtype, s):
+    g = torch.Generator().manual_seed(s)
+    hidden = randn(300, 1000, dtype=dtype, generator=g)
+    weight = randn(32000, 1000, dtype=dtype, generator=g, scale=0.05)
+    ids = torch.randperm(32000, generator=g)[:s]
+    values = torch.arange(1, s + 1, dtype=torch.float32)
+    want = oracle(hidden, weight, ids, values)
+    for backend in backends("cuda", op="score_from_hidden"):
+        got = score_from_hidden(hidden.cuda(), weight.cuda(), ids.cuda(), values.cuda(), backend=backend)
+        torch.testing.assert_close(got.cpu().double(), want, rtol=TOL[dtype], atol=TOL[dtype] * s)
