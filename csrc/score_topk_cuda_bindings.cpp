@@ -19,7 +19,7 @@ PYL2D_REGISTER_BINDINGS(score_topk_cuda, [](py::module_& m) {
         py::call_guard<py::gil_scoped_release>(),
         "Per-(query, item split) top-k candidates of score_topk (see kernels/launchers.h). Internal.");
   m.def("score_topk_block_queries_cuda", &pyl2d::cuda::score_topk_block_queries, py::arg("dtype_code"),
-        py::arg("k"), "Queries per thread block of score_topk stage 1 for this dtype and k. Internal.");
+        py::arg("k"), py::arg("batch"), "Queries per thread block of score_topk stage 1. Internal.");
   m.def("row_norms_cuda", &pyl2d::cuda::row_norms, py::arg("x"), py::arg("rows"), py::arg("dim"), py::arg("stride"),
         py::arg("dtype_code"), py::arg("out"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
         "float32 L2 norm of each row (see kernels/launchers.h). Internal.");

@@ -14,9 +14,9 @@ namespace cuda {
 int score_topk_max_k();
 // Item rows per tile: item splits are whole multiples of it.
 int score_topk_tile_items();
-// Queries per thread block that score_topk_stage1 will use for this dtype and k on the
+// Queries per thread block that score_topk_stage1 will use for this dtype, k and batch on the
 // current device (64 or 128; for planning the item splits).
-int score_topk_block_queries(int dtype_code, int64_t k);
+int score_topk_block_queries(int dtype_code, int64_t k, int64_t batch);
 
 // Stage 1 of score_topk: for every query and every split of the items, the k best admissible
 // (not excluded) items of that split, written unsorted to

@@ -501,10 +501,11 @@ size_t smem_optin() {
   return static_cast<size_t>(optin);
 }
 
-// 128 queries per block for 16-bit inputs when its shared memory fits, else 64.
+// 128 queries per block for 16-bit inputs when there are more than 64 queries and its shared
+// memory fits, else 64.
 template <typename T>
-int pick_block_queries(int k, size_t optin) {
-  if (sizeof(T) == 2 && stage1_smem_bytes<T, kBQLarge>(k + 32) <= optin) return kBQLarge;
+int pick_block_queries(int64_t batch, int k, size_t optin) {
+  if (sizeof(T) == 2 && batch > kBQSmall && stage1_smem_bytes<T, kBQLarge>(k + 32) <= optin) return kBQLarge;
   return kBQSmall;
 }
 
@@ -530,7 +531,7 @@ void dispatch_stage1(Stage1Args& args, int64_t n_splits, cudaStream_t stream) {
   args.x_vec = args.x_vec && args.item_stride % (16 / static_cast<int64_t>(sizeof(T))) == 0;
   const size_t optin = smem_optin();
   if constexpr (sizeof(T) == 2) {
-    if (pick_block_queries<T>(args.kp, optin) == kBQLarge) {
+    if (pick_block_queries<T>(args.batch, args.kp, optin) == kBQLarge) {
       launch_stage1<T, kBQLarge>(args, n_splits, optin, stream);
       return;
     }
@@ -556,12 +557,12 @@ void row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, int dtype
   }
 }
 
-int score_topk_block_queries(int dtype_code, int64_t k) {
+int score_topk_block_queries(int dtype_code, int64_t k, int64_t batch) {
   require(k >= 1 && k <= kMaxK, "k must be in [1, " + std::to_string(kMaxK) + "]");
   switch (dtype_code) {
     case 0: return kBQSmall;
-    case 1: return pick_block_queries<__half>(static_cast<int>(k), smem_optin());
-    case 2: return pick_block_queries<__nv_bfloat16>(static_cast<int>(k), smem_optin());
+    case 1: return pick_block_queries<__half>(batch, static_cast<int>(k), smem_optin());
+    case 2: return pick_block_queries<__nv_bfloat16>(batch, static_cast<int>(k), smem_optin());
     default: throw std::invalid_argument("pyl2d CUDA: score_topk takes float32, float16 or bfloat16");
   }
 }

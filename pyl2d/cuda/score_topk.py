@@ -46,7 +46,7 @@ def item_splits(batch: int, n_items: int, k: int, dtype: torch.dtype, device: to
     """(tiles_per_split, n_splits): enough (query block, item split) pairs to fill the GPU,
     every split non-empty. Call with ``device`` current."""
     n_tiles = -(-n_items // lib.cuda_score_topk_tile_items)
-    q_blocks = -(-batch // lib.score_topk_block_queries_cuda(_ext.DTYPE_CODES[dtype], k))
+    q_blocks = -(-batch // lib.score_topk_block_queries_cuda(_ext.DTYPE_CODES[dtype], k, batch))
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     wanted = max(1, -(-BLOCKS_PER_SM * sms // q_blocks))
     n_splits = max(1, min(n_tiles, wanted, 65535))
