@@ -14,32 +14,29 @@ namespace rewards {
 enum Mode : int { kMean = 0, kHarmonic = 1, kGeometric = 2 };
 enum Scale : int { kScaleNone = 0, kScaleGroup = 1, kScaleBatch = 2 };
 
-inline float load_as_float(const void* base, int64_t index, DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32: return static_cast<const float*>(base)[index];
-    case DType::kFloat16: return half_to_float(static_cast<const uint16_t*>(base)[index]);
-    case DType::kBFloat16: return bf16_to_float(static_cast<const uint16_t*>(base)[index]);
-    default: throw std::invalid_argument(std::string("pyl2d._C rewards: unsupported dtype ") + dtype_name(dtype));
-  }
-}
+struct Half { uint16_t bits; };
+struct BFloat { uint16_t bits; };
+inline float to_float(float v) { return v; }
+inline float to_float(Half v) { return half_to_float(v.bits); }
+inline float to_float(BFloat v) { return bf16_to_float(v.bits); }
 
-// The aggregated reward of one row: weighted mean of valid scores / score_max in ``mode``.
+// The aggregated reward of one row: weighted mean of valid scores / score_max in ``kMode``.
 // ``weights`` may be null (all 1). Matches pyl2d/reference/aggregate_rewards.py.
-inline float aggregate_row(const void* scores, int64_t row_offset, int64_t cols, DType dtype, const float* weights,
-                           int mode, float score_max) {
+template <typename T, int kMode>
+inline float aggregate_row(const T* row, int64_t cols, const float* weights, float score_max) {
   float wsum = 0.f, acc = 0.f;
   for (int64_t p = 0; p < cols; ++p) {
-    const float x = load_as_float(scores, row_offset + p, dtype) / score_max;
+    const float x = to_float(row[p]) / score_max;
     const float w = weights ? weights[p] : 1.f;
     if (std::isnan(x) || !(w > 0.f)) continue;
     wsum += w;
-    if (mode == kMean) acc += w * x;
-    else if (mode == kHarmonic) acc += w / x;
+    if (kMode == kMean) acc += w * x;
+    else if (kMode == kHarmonic) acc += w / x;
     else acc += w * std::log(x);
   }
   if (!(wsum > 0.f)) return NAN;
-  if (mode == kMean) return acc / wsum;
-  if (mode == kHarmonic) return wsum / acc;
+  if (kMode == kMean) return acc / wsum;
+  if (kMode == kHarmonic) return wsum / acc;
   return std::exp(acc / wsum);
 }
 

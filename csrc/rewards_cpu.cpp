@@ -23,7 +23,35 @@ using rewards::aggregate_row;
 // microseconds on an idle machine and far more on a loaded one.
 constexpr int64_t kParallelRows = int64_t(1) << 18;
 constexpr int64_t kParallelMacs = int64_t(1) << 22;
-using rewards::load_as_float;
+
+template <typename T, int kMode>
+void aggregate_rows(const T* scores, int64_t rows, int64_t cols, int64_t row_stride, const float* weights,
+                    float score_max, const float* bystander, float bcoef, const float* lengths, float limit,
+                    float lcoef, float* out) {
+#pragma omp parallel for schedule(static) if (rows >= kParallelRows)
+  for (int64_t i = 0; i < rows; ++i) {
+    float r = aggregate_row<T, kMode>(scores + i * row_stride, cols, weights, score_max);
+    if (bystander) r += bcoef * (bystander[i] / 100.f - 1.f);
+    if (lengths) r -= lcoef * std::max(0.f, lengths[i] - limit);
+    out[i] = r;
+  }
+}
+
+template <typename T>
+void aggregate_typed(uintptr_t scores, int mode, int64_t rows, int64_t cols, int64_t row_stride,
+                     const float* weights, float score_max, const float* bystander, float bcoef,
+                     const float* lengths, float limit, float lcoef, float* out) {
+  const T* s = reinterpret_cast<const T*>(scores);
+  if (mode == rewards::kMean)
+    aggregate_rows<T, rewards::kMean>(s, rows, cols, row_stride, weights, score_max, bystander, bcoef, lengths, limit,
+                                      lcoef, out);
+  else if (mode == rewards::kHarmonic)
+    aggregate_rows<T, rewards::kHarmonic>(s, rows, cols, row_stride, weights, score_max, bystander, bcoef, lengths,
+                                          limit, lcoef, out);
+  else
+    aggregate_rows<T, rewards::kGeometric>(s, rows, cols, row_stride, weights, score_max, bystander, bcoef, lengths,
+                                           limit, lcoef, out);
+}
 
 void aggregate_rewards_cpu(uintptr_t scores_ptr, int64_t rows, int64_t cols, int64_t row_stride, int dtype_code,
                            uintptr_t weights_ptr, int mode, double score_max, uintptr_t bystander_ptr,
@@ -31,91 +59,130 @@ void aggregate_rewards_cpu(uintptr_t scores_ptr, int64_t rows, int64_t cols, int
                            uintptr_t out_ptr) {
   const DType dtype = dtype_from_code(dtype_code);
   if (mode < 0 || mode > 2) throw std::invalid_argument("aggregate_rewards: unknown mode");
-  const void* scores = reinterpret_cast<const void*>(scores_ptr);
-  const float* weights = reinterpret_cast<const float*>(weights_ptr);
-  const float* bystander = reinterpret_cast<const float*>(bystander_ptr);
-  const float* lengths = reinterpret_cast<const float*>(lengths_ptr);
-  float* out = reinterpret_cast<float*>(out_ptr);
+  const auto* weights = reinterpret_cast<const float*>(weights_ptr);
+  const auto* bystander = reinterpret_cast<const float*>(bystander_ptr);
+  const auto* lengths = reinterpret_cast<const float*>(lengths_ptr);
+  auto* out = reinterpret_cast<float*>(out_ptr);
   const float smax = static_cast<float>(score_max), bcoef = static_cast<float>(bystander_coef);
   const float limit = static_cast<float>(length_limit), lcoef = static_cast<float>(length_coef);
-#pragma omp parallel for schedule(static) if (rows >= kParallelRows)
-  for (int64_t i = 0; i < rows; ++i) {
-    float r = aggregate_row(scores, i * row_stride, cols, dtype, weights, mode, smax);
-    if (bystander) r += bcoef * (bystander[i] / 100.f - 1.f);
-    if (lengths) r -= lcoef * std::max(0.f, lengths[i] - limit);
-    out[i] = r;
+  switch (dtype) {
+    case DType::kFloat32:
+      return aggregate_typed<float>(scores_ptr, mode, rows, cols, row_stride, weights, smax, bystander, bcoef, lengths,
+                                    limit, lcoef, out);
+    case DType::kFloat16:
+      return aggregate_typed<rewards::Half>(scores_ptr, mode, rows, cols, row_stride, weights, smax, bystander, bcoef,
+                                            lengths, limit, lcoef, out);
+    case DType::kBFloat16:
+      return aggregate_typed<rewards::BFloat>(scores_ptr, mode, rows, cols, row_stride, weights, smax, bystander,
+                                              bcoef, lengths, limit, lcoef, out);
+    default:
+      throw std::invalid_argument(std::string("aggregate_rewards: unsupported dtype ") + dtype_name(dtype));
   }
 }
 
-// Workspace (float64, 4 * groups): valid count, sum (then mean), members, squared deviations.
+// Statistics of one group's rewards r[begin, end) (contiguous layout), float64.
+struct GroupStats {
+  double count = 0, mean = NAN, ssd = 0;
+};
+
+inline GroupStats contiguous_stats(const float* r, int64_t begin, int64_t end, bool impute) {
+  GroupStats st;
+  double sum = 0;
+  for (int64_t i = begin; i < end; ++i)
+    if (!std::isnan(r[i])) { st.count += 1.0; sum += r[i]; }
+  st.mean = sum / st.count;
+  for (int64_t i = begin; i < end; ++i)
+    if (!std::isnan(r[i])) st.ssd += (r[i] - st.mean) * (r[i] - st.mean);
+  if (impute && st.count > 0) st.count = static_cast<double>(end - begin);
+  return st;
+}
+
+inline float advantage(float r, double mean, double denom) {
+  const double a = (r - mean) / denom;  // NaN for a missing reward: 0, imputed or not
+  return std::isnan(a) ? 0.f : static_cast<float>(a);
+}
+
+// The batch std over the (imputed) rewards; group means in `mean` when imputing.
+double batch_std(const float* r, int64_t n, const int64_t* ids, int64_t gsize, const double* mean, bool impute) {
+  auto value = [&](int64_t i) -> double {
+    return std::isnan(r[i]) && impute ? mean[ids ? ids[i] : i / gsize] : r[i];
+  };
+  double bn = 0, bsum = 0, bssd = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = value(i);
+    if (!std::isnan(v)) { bn += 1.0; bsum += v; }
+  }
+  const double bmean = bsum / bn;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = value(i);
+    if (!std::isnan(v)) bssd += (v - bmean) * (v - bmean);
+  }
+  return std::sqrt(bssd / (bn - 1.0));
+}
+
+// Workspace (float64, 4 * groups): valid count, mean, members, squared deviations.
 // Imputing a missing reward with its group's mean leaves the mean and the squared deviations
 // unchanged and only makes it count as a member.
 void group_advantages_cpu(uintptr_t rewards_ptr, int64_t n, int64_t groups, uintptr_t ids_ptr, double eps,
                           int scale, bool impute, uintptr_t workspace_ptr, uintptr_t out_ptr) {
   if (groups < 1 || n < 1) throw std::invalid_argument("group_advantages: empty input");
   if (!ids_ptr && n % groups) throw std::invalid_argument("group_advantages: groups must divide the batch");
+  if (scale < 0 || scale > 2) throw std::invalid_argument("group_advantages: unknown scale");
   const float* r = reinterpret_cast<const float*>(rewards_ptr);
   const int64_t* ids = reinterpret_cast<const int64_t*>(ids_ptr);
   float* out = reinterpret_cast<float*>(out_ptr);
   double* ws = reinterpret_cast<double*>(workspace_ptr);
   double *count = ws, *mean = ws + groups, *members = ws + 2 * groups, *ssd = ws + 3 * groups;
-  const int64_t gsize = ids ? 0 : n / groups;
+
+  if (!ids) {  // contiguous groups: each group's three passes stay in cache
+    const int64_t gsize = n / groups;
+    double bstd = 1.0;
+    if (scale == rewards::kScaleBatch) {
+      for (int64_t g = 0; g < groups; ++g) mean[g] = contiguous_stats(r, g * gsize, (g + 1) * gsize, false).mean;
+      bstd = batch_std(r, n, nullptr, gsize, mean, impute);
+    }
+#pragma omp parallel for schedule(static) if (n >= kParallelRows)
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t begin = g * gsize, end = begin + gsize;
+      const GroupStats st = contiguous_stats(r, begin, end, impute);
+      double denom = 1.0;
+      if (scale == rewards::kScaleGroup) denom = std::sqrt(st.ssd / (st.count - 1.0)) + eps;
+      else if (scale == rewards::kScaleBatch) denom = bstd + eps;
+      for (int64_t i = begin; i < end; ++i) out[i] = advantage(r[i], st.mean, denom);
+    }
+    return;
+  }
+
   std::fill(ws, ws + 4 * groups, 0.0);
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t g = ids ? ids[i] : i / gsize;
+    const int64_t g = ids[i];
     if (g < 0 || g >= groups) throw std::out_of_range("group_advantages: group id out of range");
     members[g] += 1.0;
     if (std::isnan(r[i])) continue;
     count[g] += 1.0;
     mean[g] += r[i];
   }
-  for (int64_t g = 0; g < groups; ++g) {
-    mean[g] /= count[g];
+  for (int64_t g = 0; g < groups; ++g) mean[g] /= count[g];
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isnan(r[i])) ssd[ids[i]] += (r[i] - mean[ids[i]]) * (r[i] - mean[ids[i]]);
+  for (int64_t g = 0; g < groups; ++g)
     if (impute && count[g] > 0) count[g] = members[g];
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    if (std::isnan(r[i])) continue;
-    const int64_t g = ids ? ids[i] : i / gsize;
-    ssd[g] += (r[i] - mean[g]) * (r[i] - mean[g]);
-  }
-  double batch_std = NAN;
-  if (scale == rewards::kScaleBatch) {  // over the (imputed) rewards of the whole batch
-    auto value = [&](int64_t i) -> double { return std::isnan(r[i]) && impute ? mean[ids ? ids[i] : i / gsize] : r[i]; };
-    double bn = 0, bsum = 0, bssd = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const double v = value(i);
-      if (!std::isnan(v)) { bn += 1.0; bsum += v; }
-    }
-    const double bmean = bsum / bn;
-    for (int64_t i = 0; i < n; ++i) {
-      const double v = value(i);
-      if (!std::isnan(v)) bssd += (v - bmean) * (v - bmean);
-    }
-    batch_std = std::sqrt(bssd / (bn - 1.0));
-  }
+  const double bstd = scale == rewards::kScaleBatch ? batch_std(r, n, ids, 0, mean, impute) : 1.0;
 #pragma omp parallel for schedule(static) if (n >= kParallelRows)
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t g = ids ? ids[i] : i / gsize;
-    double a = r[i] - mean[g];  // NaN for a missing reward: 0 below, imputed or not
-    if (scale == rewards::kScaleGroup) a /= std::sqrt(ssd[g] / (count[g] - 1.0)) + eps;
-    else if (scale == rewards::kScaleBatch) a /= batch_std + eps;
-    out[i] = std::isnan(a) ? 0.f : static_cast<float>(a);
+    const int64_t g = ids[i];
+    double denom = 1.0;
+    if (scale == rewards::kScaleGroup) denom = std::sqrt(ssd[g] / (count[g] - 1.0)) + eps;
+    else if (scale == rewards::kScaleBatch) denom = bstd + eps;
+    out[i] = advantage(r[i], mean[g], denom);
   }
 }
 
-template <typename T>
-inline float to_float(T v);
-template <>
-inline float to_float<float>(float v) { return v; }
-
-struct Half { uint16_t bits; };
-struct BFloat { uint16_t bits; };
-template <>
-inline float to_float<Half>(Half v) { return half_to_float(v.bits); }
-template <>
-inline float to_float<BFloat>(BFloat v) { return bf16_to_float(v.bits); }
-
 // Dot product in float32 with 8 independent accumulators (lets the compiler vectorise).
+using rewards::BFloat;
+using rewards::Half;
+using rewards::to_float;
+
 template <typename T>
 float dot(const T* a, const T* b, int64_t d) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
