@@ -30,7 +30,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kBQSmall = 64;            // queries per block: float32, or k too large for 128
 constexpr int kBQLarge = 128;           // queries per block: 16-bit inputs when it fits
 constexpr int kBN = 128;                // items per tile
-constexpr int kBK = 32;                 // reduction depth staged per step
 constexpr int kMaxK = 256;              // largest k kept per (query, split)
 constexpr int kCapMax = kMaxK + 32;     // candidate buffer size per query at kMaxK
 constexpr int kKeysPerLane = kCapMax / 32;
@@ -40,12 +39,14 @@ constexpr float kNormEps = 1e-12f;      // as pyl2d.reference.score_topk.NORM_EP
 enum Metric : int { kIP = 0, kCosine = 1, kL2 = 2 };
 
 // Shared-memory operand layout for one stage: A = [BQ][kLDK] queries, B = [kBN][kLDK] items
-// (both row-major in the storage type). 16-bit rows are padded by 8 elements (16 bytes:
+// (both row-major in the storage type), kBK deep: 64 for 16-bit types (128-byte row segments,
+// half the barriers per flop), 32 for float32. 16-bit rows are padded by 8 elements (16 bytes:
 // keeps uint4 stores and WMMA's 32-byte fragment alignment, avoids bank conflicts); float rows
 // by one element (conflict-free scalar reads in the FMA tile).
 template <typename T, int BQ>
 struct Layout {
   static constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte chunk
+  static constexpr int kBK = sizeof(T) == 2 ? 64 : 32;            // reduction depth per step
   static constexpr int kLDK = sizeof(T) == 2 ? kBK + 8 : kBK + 1;
   static constexpr int kChunksPerRow = kBK / kVec;
   static constexpr int kAChunks = BQ * kChunksPerRow / kThreads;  // per thread
@@ -137,6 +138,7 @@ __device__ __forceinline__ void store_chunk(T* dst, uint4 v) {
 template <typename T, int BQ>
 struct WmmaTile {
   static constexpr int kLDK = Layout<T, BQ>::kLDK;
+  static constexpr int kBK = Layout<T, BQ>::kBK;
   static constexpr int kWarpsN = kWarps / (BQ / 32);
   static constexpr int kFN = kBN / kWarpsN / 16;  // 16-wide fragments per warp along items
   static_assert(BQ % 32 == 0 && kWarps % (BQ / 32) == 0 && kBN % (kWarpsN * 16) == 0, "bad warp layout");
@@ -182,6 +184,7 @@ struct WmmaTile {
 // and items tx + 16 j (j < 8).
 struct FmaTile {
   static constexpr int kLDK = Layout<float, kBQSmall>::kLDK;
+  static constexpr int kBK = Layout<float, kBQSmall>::kBK;
   float acc[4][8];
 
   __device__ __forceinline__ void zero() {
@@ -330,7 +333,7 @@ __global__ void __launch_bounds__(kThreads, BQ == kBQLarge ? 1 : 2) stage1_kerne
   const T* q_base = static_cast<const T*>(a.q_base);
   const T* x_base = static_cast<const T*>(a.items);
   const int64_t dim = a.dim;
-  const int nk = static_cast<int>((dim + kBK - 1) / kBK);
+  const int nk = static_cast<int>((dim + L::kBK - 1) / L::kBK);
 
   uint4 ra[L::kAChunks];
   uint4 rb[L::kBChunks];
@@ -377,7 +380,7 @@ __global__ void __launch_bounds__(kThreads, BQ == kBQLarge ? 1 : 2) stage1_kerne
     for (int kt = 0; kt < nk; ++kt) {
       const T* cur = stages + (kt & 1) * L::kStageElems;
       const bool more = kt + 1 < nk;
-      if (more) load_stage(static_cast<int64_t>(kt + 1) * kBK);  // overlaps the math below
+      if (more) load_stage(static_cast<int64_t>(kt + 1) * L::kBK);  // overlaps the math below
       tile.step(cur, cur + BQ * L::kLDK, tid);
       // The other stage was last read in step kt - 1, which every warp finished before the
       // barrier that ended iteration kt - 1.
