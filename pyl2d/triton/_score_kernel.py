@@ -10,7 +10,7 @@ Selection keys: ``orderable_bits(score) << 32 | (0xFFFFFFFF - id)`` so "score de
 the lower id" is integer order (as in ``pyl2d._topk``); the empty key is (-inf, -1).
 
 Per tile, a row's worst kept score is its threshold; a tile with no score above any row's
-threshold costs one max-reduction. Otherwise the best remaining score of each row is moved
+threshold costs one argmax-reduction. Otherwise the best remaining score of each row is moved
 into the row's worst slot until no row has a score above its threshold (strictly above: tiles
 arrive in increasing id order, so an equal later score has a higher id and loses the tie).
 
@@ -139,9 +139,10 @@ def score_topk_kernel(
             val = acc
         val = tl.where((rn < N)[None, :], val, float("-inf"))
 
-        hot = tl.max((tl.max(val, axis=1) > thr).to(tl.int32), axis=0)
+        # best/col: each row's best remaining value in the tile (ties -> lowest column).
+        best, col = tl.max(val, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        hot = tl.max((best > thr).to(tl.int32), axis=0)
         while hot > 0:
-            best, col = tl.max(val, axis=1, return_indices=True, return_indices_tie_break_left=True)
             take = best > thr
             best = tl.where(best == 0.0, 0.0, best)  # -0.0 -> +0.0: one key per value
             new_key = _pack_key(best, (n0 + col).to(tl.int64))
@@ -149,7 +150,8 @@ def score_topk_kernel(
             val = tl.where(take[:, None] & (ncol[None, :] == col[:, None]), float("-inf"), val)
             worst, slot = tl.min(keys, axis=1, return_indices=True, return_indices_tie_break_left=True)
             thr = _key_score(worst)
-            hot = tl.max((tl.max(val, axis=1) > thr).to(tl.int32), axis=0)
+            best, col = tl.max(val, axis=1, return_indices=True, return_indices_tie_break_left=True)
+            hot = tl.max((best > thr).to(tl.int32), axis=0)
 
     # Selection value -> final score; empty slots stay (-inf, -1).
     sel = _key_score(keys)
