@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
+import os
 import pathlib
 import platform
 import statistics
@@ -98,8 +99,8 @@ def bench_rewards(device: str, sizes, repeats: int) -> list[list[str]]:
             as_lists = scores.tolist()
             loop = timed(lambda: python_loop(as_lists, WEIGHTS, G), device, 1 if b > 100_000 else repeats)
         rows.append([f"{b:,}", f"{fused:.3f}", f"{separate:.3f}", f"{eager:.3f}",
-                     f"{loop:.2f}" if loop is not None else "-", f"{eager / fused:.1f}x",
-                     f"{loop / fused:.0f}x" if loop is not None else "-"])
+                     f"{loop:.2f}" if loop is not None else "-", ratio(eager / fused),
+                     ratio(loop / fused) if loop is not None else "-"])
     return rows
 
 
@@ -123,8 +124,12 @@ def bench_head(device: str, batches, repeats: int, vocab=32_000, dim=2048, s=5) 
         ours = timed(lambda: score_from_hidden(h, weight, ids, values), device, repeats)
         full = timed(lambda: full_vocab(h), device, repeats)
         gather = timed(lambda: gather_eager(h), device, repeats)
-        rows.append([f"{b}", f"{ours:.3f}", f"{gather:.3f}", f"{full:.2f}", f"{full / ours:.0f}x"])
+        rows.append([f"{b}", f"{ours:.3f}", f"{gather:.3f}", f"{full:.2f}", ratio(full / ours)])
     return rows
+
+
+def ratio(x: float) -> str:
+    return f"{x:.1f}x" if x < 10 else f"{x:.0f}x"
 
 
 def table(header, rows) -> str:
@@ -147,8 +152,11 @@ def main() -> int:
     from pyl2d import _backend
     dev = torch.device(args.device)
     backend = _backend.default_backend(dev, "rewards_and_advantages")
-    hw = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or platform.machine()}, " \
-        f"{torch.get_num_threads()} torch threads"
+    if args.device == "cuda":
+        hw = torch.cuda.get_device_name()
+    else:  # the load matters on a shared machine: every column runs under the same load
+        load = ", load average {:.1f}".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
+        hw = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{load}"
     out = [f"# PERM reward benchmarks ({args.device}, backend {backend})", "",
            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {hw}; torch {torch.__version__}. "
            f"Median milliseconds ({'CUDA events, triton do_bench' if args.device == 'cuda' else 'perf_counter'}).", "",

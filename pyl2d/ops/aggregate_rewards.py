@@ -64,9 +64,10 @@ def check_aggregate_args(scores, weights, mode, score_max, bystander, bystander_
         _checks.tensor("weights", weights, ndim=1, dtypes=_checks.FLOAT_DTYPES)
         if weights.shape[0] != p:
             raise ValueError(f"weights has {weights.shape[0]} entries but scores has {p} perspectives")
-        _checks.finite("weights", weights)
-        if not _checks.tracing() and bool((weights < 0).any()):
-            raise ValueError("weights holds negative values; weights must be >= 0")
+        if not _checks.tracing():
+            lo, hi = torch.aminmax(weights)  # one pass; NaN fails both comparisons
+            if not (float(lo) >= 0 and float(hi) < math.inf):
+                raise ValueError("weights must be finite and >= 0")
     if bystander is not None:
         _checks.tensor("bystander", bystander, ndim=1, dtypes=_checks.FLOAT_DTYPES)
         if bystander.shape[0] != b:
