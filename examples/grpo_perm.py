@@ -1,0 +1,61 @@
+"""GRPO with the PERM empathetic reward in TRL (optional dependency: pip install "pyl2d[trl]").
+
+Serve a judge with any OpenAI-compatible server, e.g.
+
+    vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000
+
+then train a policy on a dataset with a ``prompt`` column (plain text or chat messages) and
+optional ``persona``, ``scenario`` and ``query`` columns:
+
+    OPENAI_API_KEY=... python examples/grpo_perm.py --policy Qwen/Qwen2.5-0.5B-Instruct \\
+        --data dialogues.jsonl --judge-url http://127.0.0.1:8000/v1 --judge-model Qwen/Qwen2.5-7B-Instruct
+
+The key is read from the environment by the judge at request time; it is never written into the
+run's config or logs.
+"""
+from __future__ import annotations
+
+import argparse
+
+SYSTEM = ("You are a supportive listener. First write '# Analysis' with your understanding of the "
+          "person's feelings and needs, then '# Response' with your reply to them.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", required=True, help="policy model name or path")
+    parser.add_argument("--data", required=True, help="JSONL with persona, scenario, query (and optionally prompt)")
+    parser.add_argument("--judge-url", required=True)
+    parser.add_argument("--judge-model", required=True)
+    parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    parser.add_argument("--output-dir", default="runs/grpo-perm")
+    parser.add_argument("--num-generations", type=int, default=8)
+    parser.add_argument("--max-steps", type=int, default=500)
+    args = parser.parse_args()
+
+    from datasets import load_dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from pyl2d.perm import OpenAIJudge, PERMReward
+
+    dataset = load_dataset("json", data_files=args.data, split="train")
+    if "prompt" not in dataset.column_names:
+        dataset = dataset.map(lambda row: {"prompt": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"(About me: {row['persona']}. {row['scenario']})\n{row['query']}"}]})
+
+    judge = OpenAIJudge(args.judge_url, args.judge_model, api_key_env=args.api_key_env, concurrency=64,
+                        timeout=60.0, max_retries=4)
+    reward = PERMReward(judge, mode="mean", bystander_coef=0.2, length_limit=512, length_coef=1e-3,
+                        missing_section="empty", name="perm")
+
+    config = GRPOConfig(output_dir=args.output_dir, num_generations=args.num_generations,
+                        per_device_train_batch_size=args.num_generations, max_steps=args.max_steps,
+                        max_completion_length=512, learning_rate=1e-6, logging_steps=1, scale_rewards="group")
+    trainer = GRPOTrainer(model=args.policy, reward_funcs=[reward], args=config, train_dataset=dataset)
+    trainer.train()
+    print("invalid judge scores per perspective:", reward.counter.as_dict())
+
+
+if __name__ == "__main__":
+    main()
