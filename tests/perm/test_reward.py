@@ -105,22 +105,10 @@ def test_presets():
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    pytest.importorskip("transformers")
+    from tests.perm._tiny_lm import tiny_lm as build
 
-    chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    vocab = {"<pad>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>")
-    tokenizer.chat_template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
-                               "{% if add_generation_prompt %}[assistant] {% endif %}")
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=4096, pad_token_id=0)
-    model = transformers.LlamaForCausalLM(config).eval()
-    return model, tokenizer
+    return build()
 
 
 def _requests(texts, perspective=EXPRESSION):
