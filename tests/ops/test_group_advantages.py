@@ -231,3 +231,25 @@ def test_gpu_backends_match_reference(scale, impute, grouping):
         rewards, adv = rewards_and_advantages(s.cuda(), **cuda_groups, scale=scale, impute=impute, backend=backend)
         torch.testing.assert_close(rewards.cpu(), r_ref, rtol=2e-6, atol=2e-6, equal_nan=True)
         assert_close(adv.cpu(), a_ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_strided_rewards(backend):
+    r = random_rewards(60, seed=13)[::3]
+    want = nan_aware_oracle(r, (torch.arange(20) // 5).tolist())
+    assert_close(group_advantages(r, 5, backend=backend), want)
+
+
+def test_traces_with_torch_compile():
+    s = 1 + 4 * torch.rand(16, 4)
+    s[3, 1] = float("nan")
+
+    @torch.compile(fullgraph=True, backend="eager")
+    def step(scores):
+        rewards, adv = rewards_and_advantages(scores, 4)
+        return aggregate_rewards(scores, mode="geometric"), group_advantages(rewards, 4), adv
+
+    geo, adv2, adv = step(s)
+    torch.testing.assert_close(adv, group_advantages(aggregate_rewards(s), 4))
+    torch.testing.assert_close(adv2, adv)
+    torch.testing.assert_close(geo, aggregate_rewards(s, mode="geometric"), equal_nan=True)
