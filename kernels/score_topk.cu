@@ -5,12 +5,13 @@
 // memory; the per-(query, split) candidates are merged on the Python side.
 //
 // Selection: warp w owns queries w, w + 8, ... of the block. A query's candidates live in a
-// shared buffer of cap = k + 32 keys; a key passes when it beats the query's threshold (the
-// k-th best key kept so far) and is not excluded. After each 32 items, when more than k keys
-// are buffered, the warp keeps the best k by computing every key's rank (the buffer's first
-// part is sorted from the previous compaction, so ranks come from a binary search plus a count
-// of the few new keys) and moving each key with rank < k to slot rank. 32 items add at most
-// 32 keys, so the buffer never overflows.
+// shared buffer of `cap` keys (k + 32 <= cap <= k + 96); a key passes when it beats the
+// query's threshold (the k-th best key at the last compaction) and is not excluded. After each
+// 32 items, when more than cap - 32 keys are buffered, the warp keeps the best k by computing
+// every key's rank (the buffer's first part is sorted from the previous compaction, so ranks
+// come from a binary search plus a count over the new keys) and moving each key with rank < k
+// to slot rank. 32 items add at most 32 keys, so the buffer never overflows; the slack above k
+// makes compactions rare once the threshold has settled.
 #include <mma.h>
 
 #include <algorithm>
@@ -31,7 +32,7 @@ constexpr int kBQSmall = 64;            // queries per block: float32, or k too 
 constexpr int kBQLarge = 128;           // queries per block: 16-bit inputs when it fits
 constexpr int kBN = 128;                // items per tile
 constexpr int kMaxK = 256;              // largest k kept per (query, split)
-constexpr int kCapMax = kMaxK + 32;     // candidate buffer size per query at kMaxK
+constexpr int kCapMax = kMaxK + 64;     // largest candidate buffer per query
 constexpr int kKeysPerLane = kCapMax / 32;
 constexpr int kLDC = kBN + 4;           // score tile row pitch (floats)
 constexpr float kNormEps = 1e-12f;      // as pyl2d.reference.score_topk.NORM_EPS
@@ -92,6 +93,7 @@ struct Stage1Args {
   const int64_t* exclude;
   int64_t n_exclude;
   int kp;
+  int cap;  // candidate slots per query, kp + 32 <= cap <= kCapMax
   int64_t tiles_per_split;
   float* ws_scores;
   int64_t* ws_ids;
@@ -297,7 +299,7 @@ __global__ void __launch_bounds__(kThreads, BQ == kBQLarge ? 1 : 2) stage1_kerne
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int kp = a.kp;
-  const int cap = kp + 32;
+  const int cap = a.cap;
   const int64_t q0 = static_cast<int64_t>(blockIdx.x) * BQ;
   const int q_rows = static_cast<int>(a.batch - q0 < BQ ? a.batch - q0 : BQ);
   const int64_t split = blockIdx.y;
@@ -413,8 +415,8 @@ __global__ void __launch_bounds__(kThreads, BQ == kBQLarge ? 1 : 2) stage1_kerne
         }
         const unsigned mask = __ballot_sync(0xffffffffu, pass);
         if (pass) buf[cnt + __popc(mask & ((1u << lane) - 1u))] = key;
-        cnt += __popc(mask);  // <= kp + 32 = cap: cnt was <= kp before these 32 items
-        if (cnt > kp) {      // warp-uniform
+        cnt += __popc(mask);  // <= cap: cnt was <= cap - 32 before these 32 items
+        if (cnt > cap - 32) {  // warp-uniform; cap - 32 >= kp
           __syncwarp();      // the appended keys are visible to every lane
           keep_best(buf, cnt, sorted, kp, lane);
           cnt = kp;
@@ -433,7 +435,11 @@ __global__ void __launch_bounds__(kThreads, BQ == kBQLarge ? 1 : 2) stage1_kerne
 
   for (int r = warp; r < q_rows; r += kWarps) {
     uint64_t* buf = cand + static_cast<size_t>(r) * cap;
-    const int cnt = cnt_s[r] < kp ? cnt_s[r] : kp;  // never above kp after a tile
+    int cnt = cnt_s[r];
+    if (cnt > kp) {  // warp-uniform
+      keep_best(buf, cnt, sorted_s[r], kp, lane);
+      cnt = kp;
+    }
     float* out_s = a.ws_scores + (q0 + r) * a.ws_ld + split * kp;
     int64_t* out_i = a.ws_ids + (q0 + r) * a.ws_ld + split * kp;
     for (int s = lane; s < kp; s += 32) {
@@ -504,17 +510,27 @@ size_t smem_optin() {
   return static_cast<size_t>(optin);
 }
 
-// 128 queries per block for 16-bit inputs when there are more than 64 queries and its shared
-// memory fits, else 64.
+// 128 queries per block for 16-bit inputs when there are more than 64 queries and the shared
+// memory fits with at least 32 keys of slack (cap = k + 64), else 64.
 template <typename T>
 int pick_block_queries(int64_t batch, int k, size_t optin) {
-  if (sizeof(T) == 2 && batch > kBQSmall && stage1_smem_bytes<T, kBQLarge>(k + 32) <= optin) return kBQLarge;
+  if (sizeof(T) == 2 && batch > kBQSmall && stage1_smem_bytes<T, kBQLarge>(k + 64) <= optin) return kBQLarge;
   return kBQSmall;
 }
 
+// Candidate slots per query: k + 96 (64 keys of slack between compactions), less if the
+// shared memory or kCapMax says so, never below k + 32.
 template <typename T, int BQ>
-void launch_stage1(const Stage1Args& args, int64_t n_splits, size_t optin, cudaStream_t stream) {
-  const size_t smem = stage1_smem_bytes<T, BQ>(args.kp + 32);
+int pick_cap(int k, size_t optin) {
+  int cap = k + 96 < kCapMax ? k + 96 : kCapMax;
+  while (cap > k + 32 && stage1_smem_bytes<T, BQ>(cap) > optin) --cap;
+  return cap;
+}
+
+template <typename T, int BQ>
+void launch_stage1(Stage1Args& args, int64_t n_splits, size_t optin, cudaStream_t stream) {
+  args.cap = pick_cap<T, BQ>(args.kp, optin);
+  const size_t smem = stage1_smem_bytes<T, BQ>(args.cap);
   if (smem > optin) {
     throw std::runtime_error("pyl2d CUDA: score_topk needs " + std::to_string(smem) +
                              " bytes of shared memory per block but the device allows " + std::to_string(optin));
@@ -531,6 +547,7 @@ void launch_stage1(const Stage1Args& args, int64_t n_splits, size_t optin, cudaS
 
 template <typename T>
 void dispatch_stage1(Stage1Args& args, int64_t n_splits, cudaStream_t stream) {
+  static_assert(kCapMax % 32 == 0 && kCapMax >= kMaxK + 32, "keep_best holds kCapMax keys per warp");
   args.x_vec = args.x_vec && args.item_stride % (16 / static_cast<int64_t>(sizeof(T))) == 0;
   const size_t optin = smem_optin();
   if constexpr (sizeof(T) == 2) {
