@@ -202,6 +202,10 @@ class OpenAIJudge(TextJudge):
                 failure, reason = TIMEOUT, "timed out"
             except httpx.TransportError as exc:
                 failure, reason = ERROR, f"connection error ({type(exc).__name__})"
+            except Exception as exc:  # anything else fails this prompt only, never the batch
+                self.stats["error"] += 1
+                logger.warning("judge request failed: %s (not retried)", type(exc).__name__)
+                return None, ERROR
             else:
                 if resp.status_code == 429 or resp.status_code >= 500:
                     failure, reason = ERROR, f"HTTP {resp.status_code}"

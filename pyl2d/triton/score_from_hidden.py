@@ -8,8 +8,15 @@ import triton
 from pyl2d import _backend
 from pyl2d.triton._rewards_kernels import score_from_hidden_kernel
 
+# The kernel keeps an [S, BLOCK_D] tile in registers; more score tokens than this (never the
+# case for a rubric) go through the torch reference, which is a gather and a small matmul.
+MAX_SCORE_TOKENS = 512
+
 
 def score_from_hidden(hidden, lm_head_weight, score_token_ids, score_values):
+    if score_token_ids.shape[0] > MAX_SCORE_TOKENS:
+        from pyl2d.reference.score_from_hidden import score_from_hidden as reference
+        return reference(hidden, lm_head_weight, score_token_ids, score_values)
     if hidden.stride(1) != 1:
         hidden = hidden.contiguous()
     weight = lm_head_weight if lm_head_weight.stride(1) == 1 else lm_head_weight.contiguous()

@@ -99,3 +99,13 @@ def test_gpu_backends_match_oracle(dtype, s):
     for backend in backends("cuda", op="score_from_hidden"):
         got = score_from_hidden(hidden.cuda(), weight.cuda(), ids.cuda(), values.cuda(), backend=backend)
         torch.testing.assert_close(got.cpu().double(), want, rtol=TOL[dtype], atol=TOL[dtype] * s)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_score_tokens(backend):
+    g = torch.Generator().manual_seed(8)
+    hidden, weight = randn(2, 16, generator=g), randn(900, 16, generator=g, scale=0.3)
+    ids = torch.randperm(900, generator=g)[:600]
+    values = torch.linspace(0, 100, 600)
+    torch.testing.assert_close(score_from_hidden(hidden, weight, ids, values, backend=backend).double(),
+                               oracle(hidden, weight, ids, values), rtol=1e-4, atol=1e-3)

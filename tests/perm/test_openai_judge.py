@@ -123,3 +123,24 @@ def test_judge_argument_errors():
         OpenAIJudge("http://127.0.0.1:1/v1", "m", timeout=0)
     with pytest.raises(ValueError, match="max_retries"):
         OpenAIJudge("http://127.0.0.1:1/v1", "m", max_retries=-1)
+
+
+def test_unexpected_client_error_fails_one_prompt_only(judge_server, secret_key, monkeypatch):
+    import httpx
+
+    judge = make_judge(judge_server)
+    real_post = httpx.AsyncClient.post
+    calls = {"n": 0}
+
+    async def flaky_post(self, url, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise httpx.DecodingError("broken encoding")
+        return await real_post(self, url, **kw)
+
+    monkeypatch.setattr(httpx.AsyncClient, "post", flaky_post)
+    requests = [JudgeRequest(EXPRESSION, tuple(EXPRESSION.messages(persona="", scenario="", query=f"q{i}",
+                                                                   text="t"))) for i in range(3)]
+    results = judge.score(requests)
+    assert sum(math.isnan(r.value) for r in results) == 1
+    assert sorted(r.status for r in results) == ["error", "ok", "ok"]
