@@ -81,21 +81,28 @@ PYL2D_AMX_TARGET inline void configure() {
 
 PYL2D_AMX_TARGET inline void release() { _tile_release(); }
 
-// st[j * lds + i] = sum_d x[j][d] * q_i[d] for j < 32 items, i < 32 queries.
-// x: 32 readable bf16 rows of `dpad` values (a multiple of 32), row stride ldx elements.
-// qp: the 32 queries packed by pack_queries (two groups of 16), dpad values each.
-PYL2D_AMX_TARGET inline void block(const uint16_t* x, int64_t ldx, const uint16_t* qp, int64_t dpad, float* st,
-                                   int64_t lds) {
-  const uint16_t* qp1 = qp + 16 * dpad;
-  const int64_t xstride = ldx * 2;
-  const uint16_t* x1 = x + 16 * ldx;
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  for (int64_t d = 0; d < dpad; d += kDStep) {
-    _tile_loadd(4, x + d, xstride);
-    _tile_loadd(5, x1 + d, xstride);
+// st[j * lds + i] (+)= sum_{d < len} x_j[d] * q_i[d] for j < 32 items, i < 32 queries.
+// xp: the 32 items packed by pack_items, qp: the 32 queries packed by pack_queries (two
+// groups of 16 queries, `qstride` values apart), both already offset to the first
+// dimension; len is a multiple of 32. With accumulate, st holds the earlier chunks' sums.
+PYL2D_AMX_TARGET inline void block(const uint16_t* xp, const uint16_t* qp, int64_t qstride, int64_t len, float* st,
+                                   int64_t lds, bool accumulate) {
+  const uint16_t* qp1 = qp + 16 * qstride;
+  const int64_t sstride = lds * 4;
+  if (accumulate) {
+    _tile_loadd(0, st, sstride);
+    _tile_loadd(1, st + 16, sstride);
+    _tile_loadd(2, st + 16 * lds, sstride);
+    _tile_loadd(3, st + 16 * lds + 16, sstride);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t d = 0; d < len; d += kDStep) {
+    _tile_loadd(4, xp + d * 32, 64);
+    _tile_loadd(5, xp + d * 32 + 512, 64);
     _tile_loadd(6, qp + d * 16, 64);
     _tile_loadd(7, qp1 + d * 16, 64);
     _tile_dpbf16ps(0, 4, 6);
@@ -103,7 +110,6 @@ PYL2D_AMX_TARGET inline void block(const uint16_t* x, int64_t ldx, const uint16_
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
   }
-  const int64_t sstride = lds * 4;
   _tile_stored(0, st, sstride);
   _tile_stored(1, st + 16, sstride);
   _tile_stored(2, st + 16 * lds, sstride);
@@ -113,7 +119,7 @@ PYL2D_AMX_TARGET inline void block(const uint16_t* x, int64_t ldx, const uint16_
 inline bool available() { return false; }
 inline void configure() {}
 inline void release() {}
-inline void block(const uint16_t*, int64_t, const uint16_t*, int64_t, float*, int64_t) {}
+inline void block(const uint16_t*, const uint16_t*, int64_t, int64_t, float*, int64_t, bool) {}
 #endif
 
 // Pack bf16 query rows for B tiles: per group of 16 queries, pair p of dimensions holds
@@ -128,6 +134,29 @@ void pack_queries(RowFn rows, int64_t n_queries, int64_t D, int64_t dpad, uint16
     uint16_t* g = out + (i / 16) * 16 * dpad;
     const int64_t lane = i % 16;
     for (int64_t d = 0; d < D; ++d) g[(d / 2) * 32 + lane * 2 + (d & 1)] = q[d];
+  }
+}
+
+// Pack up to 32 bf16 item rows for A tiles: per step of 32 dimensions, two contiguous
+// 16-row x 64-byte tiles (rows 0-15, then 16-31): out[dpad/32][2][16][32], zero-padded
+// in rows and dimensions. Contiguous tiles avoid the cache-set aliasing of rows whose
+// stride is a multiple of 4 KiB.
+inline void pack_items(const uint16_t* x, int64_t ldx, int rows, int64_t D, int64_t dpad, uint16_t* out) {
+  const int64_t steps = dpad / kDStep;
+  for (int r = 0; r < kItems; ++r) {
+    uint16_t* dst = out + (r / 16) * 512 + (r % 16) * 32;
+    if (r >= rows) {
+      for (int64_t s = 0; s < steps; ++s) std::memset(dst + s * 1024, 0, 64);
+      continue;
+    }
+    const uint16_t* src = x + r * ldx;
+    const int64_t full = D / kDStep;
+    for (int64_t s = 0; s < full; ++s) std::memcpy(dst + s * 1024, src + s * kDStep, 64);
+    if (full < steps) {
+      const int64_t rem = D - full * kDStep;
+      std::memset(dst + full * 1024, 0, 64);
+      std::memcpy(dst + full * 1024, src + full * kDStep, static_cast<size_t>(rem) * 2);
+    }
   }
 }
 

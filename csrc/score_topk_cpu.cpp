@@ -37,6 +37,7 @@ namespace pyl2d {
 namespace {
 
 constexpr float kNormEps = 1e-12f;
+constexpr int64_t kDirectHalfMaxQueries = 8;
 
 enum class Metric { kIP, kCosine, kL2 };
 
@@ -92,7 +93,8 @@ Tiling choose_tiling(int64_t B, int64_t D, bool amx) {
   const int64_t bytes_per_item = (amx ? 2 : 4) * D;
   t.items_per_tile = std::clamp<int64_t>(((1 << 20) / bytes_per_item) / 96 * 96, 96, 480);
   t.queries_per_block = std::min<int64_t>(B, 64);
-  if (amx) t.queries_per_block = (t.queries_per_block + amx::kQueries - 1) / amx::kQueries * amx::kQueries;
+  // AMX packs each item tile once per query block, and its blocks are cheap: use big ones.
+  if (amx) t.queries_per_block = (std::min<int64_t>(B, 256) + amx::kQueries - 1) / amx::kQueries * amx::kQueries;
   t.d_chunk = D <= 1536 ? D : 1024;
   return t;
 }
@@ -152,7 +154,7 @@ struct QueryData {
 // Everything one thread owns; sized by the tiling, never by N.
 struct ThreadScratch {
   std::vector<float> tile;      // converted item tile [items_per_tile x ld]
-  std::vector<uint16_t> stage;  // AMX: 32 zero-padded item rows (tile edges, D % 32 != 0)
+  std::vector<uint16_t> stage;  // AMX: the item tile packed into A-tile layout
   std::vector<float> row;       // one fp32 item row (AMX path norms)
   std::vector<float> norms;     // item norms of the tile
   std::vector<float> scores;    // dots of the block: [query][item] (SIMD) or [item][query] (AMX)
@@ -164,36 +166,39 @@ void amx_dots(const Problem& p, const QueryData& qd, int64_t q0, int64_t nq, int
               float* S, int64_t lds) {
   const int64_t D = p.items.cols;
   const uint16_t* items = reinterpret_cast<const uint16_t*>(p.items.ptr);
-  for (int jg = 0; jg < nt; jg += amx::kItems) {
-    const int rows = std::min(amx::kItems, nt - jg);
-    const uint16_t* x;
-    int64_t ldx;
-    if (rows == amx::kItems && D == qd.dpad) {
-      x = items + (j0 + jg) * p.items.row_stride;
-      ldx = p.items.row_stride;
-    } else {  // copy into zero-padded rows so every tile load stays in bounds
-      ws.stage.assign(static_cast<size_t>(amx::kItems * qd.dpad), 0);
-      for (int r = 0; r < rows; ++r)
-        std::memcpy(ws.stage.data() + r * qd.dpad, items + (j0 + jg + r) * p.items.row_stride,
-                    static_cast<size_t>(D) * 2);
-      x = ws.stage.data();
-      ldx = qd.dpad;
-    }
-    for (int64_t ig = 0; ig < nq; ig += amx::kQueries)
-      amx::block(x, ldx, qd.packed + (q0 + ig) * qd.dpad, qd.dpad, S + jg * lds + ig, lds);
+  const int64_t group_elems = amx::kItems * qd.dpad;
+  const int groups = (nt + amx::kItems - 1) / amx::kItems;
+  ws.stage.resize(static_cast<size_t>(groups * group_elems));
+  for (int g = 0; g < groups; ++g) {
+    const int jg = g * amx::kItems;
+    amx::pack_items(items + (j0 + jg) * p.items.row_stride, p.items.row_stride, std::min(amx::kItems, nt - jg), D,
+                    qd.dpad, ws.stage.data() + g * group_elems);
   }
+  // D in chunks: 32 items x 256 dims (16 KiB) stay in L1 while the query groups stream by.
+  constexpr int64_t kChunk = 256;
+  for (int g = 0; g < groups; ++g)
+    for (int64_t d0 = 0; d0 < qd.dpad; d0 += kChunk) {
+      const int64_t len = std::min(kChunk, qd.dpad - d0);
+      for (int64_t ig = 0; ig < nq; ig += amx::kQueries)
+        amx::block(ws.stage.data() + g * group_elems + d0 * amx::kItems, qd.packed + (q0 + ig) * qd.dpad + d0 * 16,
+                   qd.dpad, len, S + g * amx::kItems * lds + ig, lds, d0 > 0);
+    }
 }
 
 void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const QueryData& qd, int64_t q0, int64_t nq,
               int64_t i0, int64_t i1, ThreadScratch& ws, float* out_scores, int64_t* out_ids) {
   const int64_t D = p.items.cols;
-  const bool convert = !t.amx && p.items.dtype != DType::kFloat32;
+  const bool half = p.items.dtype != DType::kFloat32;
+  // Small query blocks read fp16/bf16 items directly (widened in registers): a converted
+  // copy would cost more than it saves. Larger blocks convert the tile once and reuse it.
+  const bool direct16 = !t.amx && half && K.dots16 != nullptr && nq <= kDirectHalfMaxQueries;
+  const bool convert = !t.amx && half && !direct16;
   const bool need_norms = p.metric != Metric::kIP;
   const int64_t ldt = D + 16;  // padded so rows do not alias in the cache
   if (convert) ws.tile.resize(static_cast<size_t>(t.items_per_tile * ldt));
   ws.norms.resize(static_cast<size_t>(t.items_per_tile));
   ws.scores.resize(static_cast<size_t>(t.queries_per_block * t.items_per_tile));
-  if (t.amx) ws.row.resize(static_cast<size_t>(D));
+  if (t.amx || direct16) ws.row.resize(static_cast<size_t>(D));
   if (static_cast<int64_t>(ws.topk.size()) < nq) ws.topk.resize(static_cast<size_t>(nq));
   for (int64_t i = 0; i < nq; ++i) ws.topk[i].reset(p.k);
 
@@ -204,7 +209,7 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
   for (int64_t j0 = i0; j0 < i1; j0 += t.items_per_tile) {
     const int nt = static_cast<int>(std::min(t.items_per_tile, i1 - j0));
     float* S = ws.scores.data();
-    if (t.amx) {
+    if (t.amx || direct16) {
       if (need_norms && !p.item_norms) {
         for (int j = 0; j < nt; ++j) {
           const char* src = reinterpret_cast<const char*>(p.items.ptr) + (j0 + j) * p.items.row_stride * int64_t(isz);
@@ -212,7 +217,16 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
           ws.norms[j] = std::sqrt(K.sumsq(ws.row.data(), D));
         }
       }
-      amx_dots(p, qd, q0, nq, j0, nt, ws, S, s_item);
+      if (t.amx) {
+        amx_dots(p, qd, q0, nq, j0, nt, ws, S, s_item);
+      } else {
+        const uint16_t* xt = reinterpret_cast<const uint16_t*>(p.items.ptr) + j0 * p.items.row_stride;
+        for (int64_t d0 = 0; d0 < D; d0 += t.d_chunk) {
+          const int64_t len = std::min(t.d_chunk, D - d0);
+          K.dots16(qd.qf + q0 * qd.ldq + d0, qd.ldq, static_cast<int>(nq), xt + d0, p.items.dtype, p.items.row_stride,
+                   nt, len, S, s_query, d0 > 0);
+        }
+      }
     } else {
       // The item tile as fp32 rows, plus its norms while it is hot.
       const float* xt;
@@ -300,7 +314,8 @@ void score_topk_cpu(uintptr_t q_ptr, int64_t B, int64_t Dq, int64_t q_stride, in
   int64_t* out_ids = reinterpret_cast<int64_t*>(out_ids_ptr);
 
   const simd::Kernels& K = simd::kernels();
-  const bool use_amx = p.items.dtype == DType::kBFloat16 && amx::available();
+  // AMX computes 32 queries at a time: below that many the SIMD path wastes less.
+  const bool use_amx = p.items.dtype == DType::kBFloat16 && B > kDirectHalfMaxQueries && amx::available();
   const Tiling t = choose_tiling(B, D, use_amx);
   const int threads = resolve_threads(num_threads);
 

@@ -32,6 +32,10 @@ namespace simd {
 // s[i*lds + j] (+)= sum_{d<len} q[i*ldq + d] * x[j*ldx + d] for i < nq, j < nx.
 using DotsFn = void (*)(const float* q, int64_t ldq, int nq, const float* x, int64_t ldx, int nx, int64_t len,
                         float* s, int64_t lds, bool accumulate);
+// Same as DotsFn with item rows x stored as float16 or bfloat16, widened in registers
+// (no converted copy: the small-batch path, where a copy would cost a second pass).
+using Dots16Fn = void (*)(const float* q, int64_t ldq, int nq, const uint16_t* x, DType x_dtype, int64_t ldx, int nx,
+                          int64_t len, float* s, int64_t lds, bool accumulate);
 // dst[0..n) = float(src[0..n)) for a float32/float16/bfloat16 source.
 using ToF32Fn = void (*)(const void* src, DType dtype, int64_t n, float* dst);
 // sum of squares of x[0..n).
@@ -40,6 +44,7 @@ using SumSqFn = float (*)(const float* x, int64_t n);
 struct Kernels {
   const char* name;
   DotsFn dots;
+  Dots16Fn dots16;  // null where the variant has none
   ToF32Fn to_f32;
   SumSqFn sumsq;
 };
@@ -89,9 +94,33 @@ inline float sumsq(const float* x, int64_t n) { return dot(x, x, n); }
 #define PYL2D_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
 namespace avx512 {
 
-template <int MQ, int NX>
-PYL2D_AVX512 inline void micro(const float* q, int64_t ldq, const float* x, int64_t ldx, int64_t len, float* s,
-                               int64_t lds, bool accumulate) {
+// Item row loaders: 16 values (or the first `m` of them) widened to fp32 lanes.
+struct LoadF32 {
+  using T = float;
+  PYL2D_AVX512 static __m512 load(const T* p) { return _mm512_loadu_ps(p); }
+  PYL2D_AVX512 static __m512 load(__mmask16 m, const T* p) { return _mm512_maskz_loadu_ps(m, p); }
+};
+struct LoadF16 {
+  using T = uint16_t;
+  PYL2D_AVX512 static __m512 load(const T* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  PYL2D_AVX512 static __m512 load(__mmask16 m, const T* p) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+};
+struct LoadBF16 {
+  using T = uint16_t;
+  PYL2D_AVX512 static __m512 load(const T* p) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  }
+  PYL2D_AVX512 static __m512 load(__mmask16 m, const T* p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+  }
+};
+
+template <class LX, int MQ, int NX>
+PYL2D_AVX512 inline void micro(const float* q, int64_t ldq, const typename LX::T* x, int64_t ldx, int64_t len,
+                               float* s, int64_t lds, bool accumulate) {
   __m512 acc[MQ][NX];
 #pragma GCC unroll 8
   for (int i = 0; i < MQ; ++i)
@@ -101,7 +130,7 @@ PYL2D_AVX512 inline void micro(const float* q, int64_t ldq, const float* x, int6
   for (; d + 16 <= len; d += 16) {
     __m512 xv[NX];
 #pragma GCC unroll 8
-    for (int j = 0; j < NX; ++j) xv[j] = _mm512_loadu_ps(x + j * ldx + d);
+    for (int j = 0; j < NX; ++j) xv[j] = LX::load(x + j * ldx + d);
 #pragma GCC unroll 8
     for (int i = 0; i < MQ; ++i) {
       const __m512 qv = _mm512_loadu_ps(q + i * ldq + d);
@@ -113,7 +142,7 @@ PYL2D_AVX512 inline void micro(const float* q, int64_t ldq, const float* x, int6
     const __mmask16 m = static_cast<__mmask16>((1u << (len - d)) - 1u);
     __m512 xv[NX];
 #pragma GCC unroll 8
-    for (int j = 0; j < NX; ++j) xv[j] = _mm512_maskz_loadu_ps(m, x + j * ldx + d);
+    for (int j = 0; j < NX; ++j) xv[j] = LX::load(m, x + j * ldx + d);
 #pragma GCC unroll 8
     for (int i = 0; i < MQ; ++i) {
       const __m512 qv = _mm512_maskz_loadu_ps(m, q + i * ldq + d);
@@ -133,36 +162,50 @@ PYL2D_AVX512 inline void micro(const float* q, int64_t ldq, const float* x, int6
 constexpr int kMQ = 4;
 constexpr int kNX = 6;
 
-template <int MQ>
-PYL2D_AVX512 inline void micro_nx(int nx, const float* q, int64_t ldq, const float* x, int64_t ldx, int64_t len,
-                                  float* s, int64_t lds, bool accumulate) {
+template <class LX, int MQ>
+PYL2D_AVX512 inline void micro_nx(int nx, const float* q, int64_t ldq, const typename LX::T* x, int64_t ldx,
+                                  int64_t len, float* s, int64_t lds, bool accumulate) {
   switch (nx) {
-    case 6: micro<MQ, 6>(q, ldq, x, ldx, len, s, lds, accumulate); break;
-    case 5: micro<MQ, 5>(q, ldq, x, ldx, len, s, lds, accumulate); break;
-    case 4: micro<MQ, 4>(q, ldq, x, ldx, len, s, lds, accumulate); break;
-    case 3: micro<MQ, 3>(q, ldq, x, ldx, len, s, lds, accumulate); break;
-    case 2: micro<MQ, 2>(q, ldq, x, ldx, len, s, lds, accumulate); break;
-    default: micro<MQ, 1>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    case 6: micro<LX, MQ, 6>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    case 5: micro<LX, MQ, 5>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    case 4: micro<LX, MQ, 4>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    case 3: micro<LX, MQ, 3>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    case 2: micro<LX, MQ, 2>(q, ldq, x, ldx, len, s, lds, accumulate); break;
+    default: micro<LX, MQ, 1>(q, ldq, x, ldx, len, s, lds, accumulate); break;
   }
 }
 
-PYL2D_AVX512 inline void dots(const float* q, int64_t ldq, int nq, const float* x, int64_t ldx, int nx, int64_t len,
-                              float* s, int64_t lds, bool accumulate) {
+template <class LX>
+PYL2D_AVX512 inline void dots_t(const float* q, int64_t ldq, int nq, const typename LX::T* x, int64_t ldx, int nx,
+                                int64_t len, float* s, int64_t lds, bool accumulate) {
   for (int j = 0; j < nx; j += kNX) {
     const int bx = std::min(kNX, nx - j);
     for (int i = 0; i < nq; i += kMQ) {
       const int bq = std::min(kMQ, nq - i);
       const float* qi = q + i * ldq;
-      const float* xj = x + j * ldx;
+      const typename LX::T* xj = x + j * ldx;
       float* sij = s + i * lds + j;
       switch (bq) {
-        case 4: micro_nx<4>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
-        case 3: micro_nx<3>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
-        case 2: micro_nx<2>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
-        default: micro_nx<1>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+        case 4: micro_nx<LX, 4>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+        case 3: micro_nx<LX, 3>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+        case 2: micro_nx<LX, 2>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
+        default: micro_nx<LX, 1>(bx, qi, ldq, xj, ldx, len, sij, lds, accumulate); break;
       }
     }
   }
+}
+
+PYL2D_AVX512 inline void dots(const float* q, int64_t ldq, int nq, const float* x, int64_t ldx, int nx, int64_t len,
+                              float* s, int64_t lds, bool accumulate) {
+  dots_t<LoadF32>(q, ldq, nq, x, ldx, nx, len, s, lds, accumulate);
+}
+
+PYL2D_AVX512 inline void dots16(const float* q, int64_t ldq, int nq, const uint16_t* x, DType x_dtype, int64_t ldx,
+                                int nx, int64_t len, float* s, int64_t lds, bool accumulate) {
+  if (x_dtype == DType::kFloat16)
+    dots_t<LoadF16>(q, ldq, nq, x, ldx, nx, len, s, lds, accumulate);
+  else
+    dots_t<LoadBF16>(q, ldq, nq, x, ldx, nx, len, s, lds, accumulate);
 }
 
 PYL2D_AVX512 inline void to_f32(const void* src, DType dtype, int64_t n, float* dst) {
@@ -194,7 +237,7 @@ PYL2D_AVX512 inline void to_f32(const void* src, DType dtype, int64_t n, float* 
 
 PYL2D_AVX512 inline float sumsq(const float* x, int64_t n) {
   float r = 0.f;
-  micro<1, 1>(x, 0, x, 0, n, &r, 0, false);
+  micro<LoadF32, 1, 1>(x, 0, x, 0, n, &r, 0, false);
   return r;
 }
 
@@ -323,10 +366,10 @@ PYL2D_AVX2 inline float sumsq(const float* x, int64_t n) {
 // Run-time choice. PYL2D_SIMD=portable|avx2|avx512 in the environment caps the choice
 // (for tests and comparisons); an unsupported request falls back to the best available.
 inline Kernels select_kernels(const char* cap) {
-  const Kernels portable_k{"portable", portable::dots, portable::to_f32, portable::sumsq};
+  const Kernels portable_k{"portable", portable::dots, nullptr, portable::to_f32, portable::sumsq};
 #ifdef PYL2D_SIMD_X86
-  const Kernels avx2_k{"avx2", avx2::dots, avx2::to_f32, avx2::sumsq};
-  const Kernels avx512_k{"avx512", avx512::dots, avx512::to_f32, avx512::sumsq};
+  const Kernels avx2_k{"avx2", avx2::dots, nullptr, avx2::to_f32, avx2::sumsq};
+  const Kernels avx512_k{"avx512", avx512::dots, avx512::dots16, avx512::to_f32, avx512::sumsq};
   __builtin_cpu_init();
   const bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
