@@ -83,7 +83,13 @@ def python_loop(rows, weights, group):
     return rewards, adv
 
 
-def bench_rewards(device: str, sizes, repeats: int) -> list[list[str]]:
+def bench_rewards(device: str, sizes, repeats: int) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): the fused op on each available backend of the device, the two separate
+    ops (default backend), torch eager and, on CPU, the Python loop."""
+    from pyl2d import _backend
+    kernels = [b for b in _backend.available(torch.device(device), "rewards_and_advantages") if b != "torch"]
+    header = (["B"] + [f"fused ({b})" for b in kernels] + ["2 ops", "torch eager", "Python loop", "eager / fused",
+                                                           "loop / fused"])
     rows = []
     weights = torch.tensor(WEIGHTS, device=device)
     for b in sizes:
@@ -91,20 +97,26 @@ def bench_rewards(device: str, sizes, repeats: int) -> list[list[str]]:
         scores = (1 + 4 * torch.rand(b, P, generator=g))
         scores[torch.rand(b, P, generator=g) < NAN_FRAC] = float("nan")
         scores = scores.to(device)
-        fused = timed(lambda: rewards_and_advantages(scores, G, weights=weights), device, repeats)
+        fused = [timed(lambda k=k: rewards_and_advantages(scores, G, weights=weights, backend=k), device, repeats)
+                 for k in kernels]
         separate = timed(lambda: group_advantages(aggregate_rewards(scores, weights), G), device, repeats)
         eager = timed(lambda: torch_eager(scores, weights, G), device, repeats)
         loop = None
         if device == "cpu":
             as_lists = scores.tolist()
             loop = timed(lambda: python_loop(as_lists, WEIGHTS, G), device, 1 if b > 100_000 else repeats)
-        rows.append([f"{b:,}", f"{fused:.3f}", f"{separate:.3f}", f"{eager:.3f}",
-                     f"{loop:.2f}" if loop is not None else "-", ratio(eager / fused),
-                     ratio(loop / fused) if loop is not None else "-"])
-    return rows
+        best = min(fused)
+        rows.append([f"{b:,}"] + [f"{t:.3f}" for t in fused] + [f"{separate:.3f}", f"{eager:.3f}",
+                     f"{loop:.2f}" if loop is not None else "-", ratio(eager / best),
+                     ratio(loop / best) if loop is not None else "-"])
+    return header, rows
 
 
-def bench_head(device: str, batches, repeats: int, vocab=32_000, dim=2048, s=5) -> list[list[str]]:
+def bench_head(device: str, batches, repeats: int, vocab=32_000, dim=2048, s=5) -> tuple[list[str], list[list[str]]]:
+    from pyl2d import _backend
+    kernels = [b for b in _backend.available(torch.device(device), "score_from_hidden") if b != "torch"]
+    header = ["B"] + [f"score_from_hidden ({k})" for k in kernels] + ["torch gather+matmul", "full vocabulary",
+                                                                       "full / ours"]
     rows = []
     g = torch.Generator().manual_seed(0)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
@@ -121,11 +133,12 @@ def bench_head(device: str, batches, repeats: int, vocab=32_000, dim=2048, s=5) 
 
     for b in batches:
         h = torch.randn(b, dim, generator=g).to(dtype).to(device)
-        ours = timed(lambda: score_from_hidden(h, weight, ids, values), device, repeats)
+        ours = [timed(lambda k=k: score_from_hidden(h, weight, ids, values, backend=k), device, repeats)
+                for k in kernels]
         full = timed(lambda: full_vocab(h), device, repeats)
         gather = timed(lambda: gather_eager(h), device, repeats)
-        rows.append([f"{b}", f"{ours:.3f}", f"{gather:.3f}", f"{full:.2f}", ratio(full / ours)])
-    return rows
+        rows.append([f"{b}"] + [f"{t:.3f}" for t in ours] + [f"{gather:.3f}", f"{full:.2f}", ratio(full / min(ours))])
+    return header, rows
 
 
 def ratio(x: float) -> str:
@@ -161,11 +174,9 @@ def main() -> int:
            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {hw}; torch {torch.__version__}. "
            f"Median milliseconds ({'CUDA events, triton do_bench' if args.device == 'cuda' else 'perf_counter'}).", "",
            f"## Aggregation + GRPO advantages (P={P}, groups of {G}, {int(NAN_FRAC * 100)}% NaN scores)", "",
-           table(["B", "pyl2d fused", "pyl2d 2 ops", "torch eager", "Python loop", "vs eager", "vs loop"],
-                 bench_rewards(args.device, sizes, args.repeats)), "",
+           table(*bench_rewards(args.device, sizes, args.repeats)), "",
            "## Local judge head: score_from_hidden vs full-vocabulary LM head + softmax (V=32,000, D=2048, S=5)", "",
-           table(["B", "score_from_hidden", "torch gather+matmul", "full vocabulary", "vs full"],
-                 bench_head(args.device, batches, args.repeats)), ""]
+           table(*bench_head(args.device, batches, args.repeats)), ""]
     text = "\n".join(out)
     print(text)
     if not args.quick:
