@@ -30,6 +30,7 @@ class ScoreConfig:
     num_warps: int
     num_stages: int
     programs_per_sm: int = 1  # resident programs per SM (occupancy) assumed by the split planner
+    flat: bool = True  # one pipelined loop over (tile, D chunk) instead of nested loops
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -39,14 +40,17 @@ class ScoreConfig:
 CONFIGS: tuple[ScoreConfig, ...] = (
     ScoreConfig(128, 128, 64, 8, 3),
     ScoreConfig(128, 128, 64, 8, 4),
+    ScoreConfig(128, 128, 64, 8, 3, flat=False),  # nested loops: pipeline drains every tile
     ScoreConfig(128, 256, 64, 8, 3),
     ScoreConfig(64, 128, 64, 4, 4, programs_per_sm=2),
     ScoreConfig(64, 256, 64, 8, 3),
     ScoreConfig(64, 64, 64, 4, 4, programs_per_sm=2),
     ScoreConfig(16, 128, 64, 4, 4, programs_per_sm=2),  # small batches: memory bound, do not waste M
     ScoreConfig(32, 128, 64, 4, 4, programs_per_sm=2),
-    ScoreConfig(128, 128, 32, 4, 4),  # float32 (IEEE FMA path): smaller K chunk
+    # float32 (IEEE FMA path, no tensor cores): smaller K chunk; flat spills at 64x64x32
+    ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2, flat=False),
     ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2),
+    ScoreConfig(32, 64, 32, 4, 3, programs_per_sm=2, flat=False),
 )
 
 INTERPRETER_CONFIG = ScoreConfig(16, 16, 16, 1, 1, programs_per_sm=1)
@@ -71,7 +75,7 @@ def pick(dtype: torch.dtype, dim: int, batch: int, kp: int) -> ScoreConfig:
     elif _backend.triton_interpreted():
         cfg = INTERPRETER_CONFIG
     elif dtype == torch.float32:
-        cfg = ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2)
+        cfg = ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2, flat=False)
     elif batch <= 16:
         cfg = ScoreConfig(16, 128, 64, 4, 4, programs_per_sm=2)
     elif batch <= 32:

@@ -69,6 +69,63 @@ def _d_offset(dd, stride, UNIT: tl.constexpr):
 
 
 @triton.jit
+def _dot_chunk(acc, q_ptr, q_off, stride_qd, x_ptr, stride_xn, stride_xd, n0, d0, N, D,
+               BN: tl.constexpr, BK: tl.constexpr, EVEN_D: tl.constexpr, UNIT_D: tl.constexpr,
+               PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """acc += q[:, d0:d0+BK] @ x[n0:n0+BN, d0:d0+BK].T (items past N re-read item N-1)."""
+    rn_safe = tl.minimum(n0 + tl.arange(0, BN), N - 1).to(tl.int64)
+    dd = d0 + tl.arange(0, BK)
+    q_ptrs = q_ptr + q_off[:, None] + _d_offset(dd, stride_qd, UNIT_D)[None, :]
+    x_ptrs = x_ptr + rn_safe[:, None] * stride_xn + _d_offset(dd, stride_xd, UNIT_D)[None, :]
+    if EVEN_D:
+        q = tl.load(q_ptrs)
+        x = tl.load(x_ptrs)
+    else:
+        q = tl.load(q_ptrs, mask=(dd < D)[None, :], other=0.0)
+        x = tl.load(x_ptrs, mask=(dd < D)[None, :], other=0.0)
+    if UPCAST:  # the Triton 3.9 interpreter gets bfloat16 tl.dot wrong; fp32 is exact here
+        q = q.to(tl.float32)
+        x = x.to(tl.float32)
+    return tl.dot(q, tl.trans(x), acc, input_precision=PRECISION)
+
+
+@triton.jit
+def _selection_values(acc, n0, N, xnorm_ptr, qsq, METRIC: tl.constexpr, EPS: tl.constexpr, BN: tl.constexpr):
+    """Dot tile -> per-row monotone selection values; items past N get -inf."""
+    rn = n0 + tl.arange(0, BN)
+    if METRIC == 1:
+        xn = tl.load(xnorm_ptr + tl.minimum(rn, N - 1))
+        val = acc * (1.0 / tl.maximum(xn, EPS))[None, :]
+    elif METRIC == 2:
+        xn = tl.load(xnorm_ptr + tl.minimum(rn, N - 1))
+        val = -tl.maximum(qsq[:, None] - 2.0 * acc + (xn * xn)[None, :], 0.0)
+    else:
+        val = acc
+    return tl.where((rn < N)[None, :], val, float("-inf"))
+
+
+@triton.jit
+def _select_tile(val, n0, keys, slot, thr, KP: tl.constexpr, BN: tl.constexpr):
+    """Move every value of the tile that belongs to a row's running top-KP into it."""
+    kcol = tl.arange(0, KP)
+    ncol = tl.arange(0, BN)
+    # best/col: each row's best remaining value in the tile (ties -> lowest column).
+    best, col = tl.max(val, axis=1, return_indices=True, return_indices_tie_break_left=True)
+    hot = tl.max((best > thr).to(tl.int32), axis=0)
+    while hot > 0:
+        take = best > thr
+        best = tl.where(best == 0.0, 0.0, best)  # -0.0 -> +0.0: one key per value
+        new_key = _pack_key(best, (n0 + col).to(tl.int64))
+        keys = tl.where(take[:, None] & (kcol[None, :] == slot[:, None]), new_key[:, None], keys)
+        val = tl.where(take[:, None] & (ncol[None, :] == col[:, None]), float("-inf"), val)
+        worst, slot = tl.min(keys, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        thr = _key_score(worst)
+        best, col = tl.max(val, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        hot = tl.max((best > thr).to(tl.int32), axis=0)
+    return keys, slot, thr
+
+
+@triton.jit
 def score_topk_kernel(
     q_ptr, q_rows_ptr, stride_qd,            # queries: q_ptr + q_rows[b] + d * stride_qd
     x_ptr, stride_xn, stride_xd,             # items [N, D]
@@ -78,7 +135,7 @@ def score_topk_kernel(
     METRIC: tl.constexpr, EMPTY: tl.constexpr, EPS: tl.constexpr,
     KP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
     EVEN_D: tl.constexpr, UNIT_D: tl.constexpr, Q_ALIGN: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, FLAT: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -88,7 +145,7 @@ def score_topk_kernel(
     q_off = tl.load(q_rows_ptr + tl.minimum(rm, B - 1))  # int64 element offsets
     if Q_ALIGN > 1:  # every offset is a multiple of Q_ALIGN: lets the loads vectorise
         q_off = tl.multiple_of(q_off, Q_ALIGN)
-    rk = tl.arange(0, BK)
+    rk = tl.arange(0, BK)  # used by the query-norm pass
 
     # Query norms (cosine, l2), fp32, one pass over the query block.
     qsq = tl.zeros([BM], dtype=tl.float32)
@@ -105,53 +162,35 @@ def score_topk_kernel(
     slot = tl.zeros([BM], dtype=tl.int32)          # position of each row's worst key
     thr = tl.full([BM], float("-inf"), tl.float32)  # selection value of that key
     kcol = tl.arange(0, KP)
-    ncol = tl.arange(0, BN)
 
     n_begin = pid_s * tiles_per_split * BN
     n_end = tl.minimum(n_begin + tiles_per_split * BN, N)
-    for n0 in range(n_begin, n_end, BN):
-        rn = n0 + ncol
-        rn_safe = tl.minimum(rn, N - 1).to(tl.int64)  # rows past N re-read row N-1, masked below
+    if FLAT:
+        # One loop over (tile, D chunk): the software pipeline keeps loading the next tile's
+        # chunks while the current tile's selection runs.
+        k_tiles = tl.cdiv(D, BK)
+        total = tl.cdiv(n_end - n_begin, BN) * k_tiles
         acc = tl.zeros([BM, BN], dtype=tl.float32)
-        x_rows = x_ptr + rn_safe[:, None] * stride_xn
-        for d0 in range(0, D, BK):
-            dd = d0 + rk
-            q_ptrs = q_ptr + q_off[:, None] + _d_offset(dd, stride_qd, UNIT_D)[None, :]
-            x_ptrs = x_rows + _d_offset(dd, stride_xd, UNIT_D)[None, :]
-            if EVEN_D:
-                q = tl.load(q_ptrs)
-                x = tl.load(x_ptrs)
-            else:
-                q = tl.load(q_ptrs, mask=(dd < D)[None, :], other=0.0)
-                x = tl.load(x_ptrs, mask=(dd < D)[None, :], other=0.0)
-            if UPCAST:  # the Triton 3.9 interpreter gets bfloat16 tl.dot wrong; fp32 is exact here
-                q = q.to(tl.float32)
-                x = x.to(tl.float32)
-            acc = tl.dot(q, tl.trans(x), acc, input_precision=PRECISION)
-
-        if METRIC == 1:
-            xn = tl.load(xnorm_ptr + rn_safe)
-            val = acc * (1.0 / tl.maximum(xn, EPS))[None, :]
-        elif METRIC == 2:
-            xn = tl.load(xnorm_ptr + rn_safe)
-            val = -tl.maximum(qsq[:, None] - 2.0 * acc + (xn * xn)[None, :], 0.0)
-        else:
-            val = acc
-        val = tl.where((rn < N)[None, :], val, float("-inf"))
-
-        # best/col: each row's best remaining value in the tile (ties -> lowest column).
-        best, col = tl.max(val, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        hot = tl.max((best > thr).to(tl.int32), axis=0)
-        while hot > 0:
-            take = best > thr
-            best = tl.where(best == 0.0, 0.0, best)  # -0.0 -> +0.0: one key per value
-            new_key = _pack_key(best, (n0 + col).to(tl.int64))
-            keys = tl.where(take[:, None] & (kcol[None, :] == slot[:, None]), new_key[:, None], keys)
-            val = tl.where(take[:, None] & (ncol[None, :] == col[:, None]), float("-inf"), val)
-            worst, slot = tl.min(keys, axis=1, return_indices=True, return_indices_tie_break_left=True)
-            thr = _key_score(worst)
-            best, col = tl.max(val, axis=1, return_indices=True, return_indices_tie_break_left=True)
-            hot = tl.max((best > thr).to(tl.int32), axis=0)
+        n0 = n_begin
+        kk = 0
+        for _ in range(0, total):
+            acc = _dot_chunk(acc, q_ptr, q_off, stride_qd, x_ptr, stride_xn, stride_xd, n0, kk * BK, N, D,
+                             BN, BK, EVEN_D, UNIT_D, PRECISION, UPCAST)
+            kk += 1
+            if kk == k_tiles:
+                val = _selection_values(acc, n0, N, xnorm_ptr, qsq, METRIC, EPS, BN)
+                keys, slot, thr = _select_tile(val, n0, keys, slot, thr, KP, BN)
+                acc = tl.zeros([BM, BN], dtype=tl.float32)
+                kk = 0
+                n0 += BN
+    else:
+        for n0 in range(n_begin, n_end, BN):
+            acc = tl.zeros([BM, BN], dtype=tl.float32)
+            for d0 in range(0, D, BK):
+                acc = _dot_chunk(acc, q_ptr, q_off, stride_qd, x_ptr, stride_xn, stride_xd, n0, d0, N, D,
+                                 BN, BK, EVEN_D, UNIT_D, PRECISION, UPCAST)
+            val = _selection_values(acc, n0, N, xnorm_ptr, qsq, METRIC, EPS, BN)
+            keys, slot, thr = _select_tile(val, n0, keys, slot, thr, KP, BN)
 
     # Selection value -> final score; empty slots stay (-inf, -1).
     sel = _key_score(keys)
