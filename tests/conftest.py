@@ -23,7 +23,7 @@ DATA_DIR = pathlib.Path(os.environ.get("PYL2D_DATA", REPO.parent / "shared" / "d
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords and not torch.cuda.is_available():
+        if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
 
 
