@@ -1,4 +1,5 @@
-"""GRPO advantage presets on top of the ``group_advantages`` op.
+"""GRPO advantage presets on top of the ``group_advantages`` op, and group-mean imputation of
+missing judge scores.
 
 ``trl_advantages`` is TRL's GRPOTrainer formula (contiguous groups of ``num_generations``,
 eps 1e-4); ``verl_advantages`` is verl's ``compute_grpo_outcome_advantage`` (an arbitrary
@@ -31,3 +32,19 @@ def verl_advantages(rewards: torch.Tensor, index: torch.Tensor, *, norm_adv_by_s
         alone = r / (1.0 + eps) if norm_adv_by_std else r
         adv = torch.where(single, torch.nan_to_num(alone, nan=0.0), adv)
     return adv
+
+
+def impute_group_mean(scores: torch.Tensor, group_index: torch.Tensor) -> torch.Tensor:
+    """Replace each NaN in ``scores`` [B, P] by the mean of the valid scores of the same column
+    among the rows of its group (``group_index`` [B], e.g. one id per prompt), never by a
+    batch-wide mean, which would mix prompts. Entries whose whole group is NaN stay NaN."""
+    if scores.dim() != 2 or group_index.dim() != 1 or group_index.shape[0] != scores.shape[0]:
+        raise ValueError(f"scores must be [B, P] and group_index [B]; got {tuple(scores.shape)} and "
+                         f"{tuple(group_index.shape)}")
+    _, ids = torch.unique(group_index, return_inverse=True)
+    groups = int(ids.max()) + 1 if ids.numel() else 0
+    valid = ~torch.isnan(scores)
+    zeros = scores.new_zeros((groups, scores.shape[1]))
+    count = zeros.index_add(0, ids, valid.to(scores.dtype))
+    mean = zeros.index_add(0, ids, torch.where(valid, scores, 0.0)) / count
+    return torch.where(valid, scores, mean[ids])

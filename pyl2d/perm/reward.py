@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import torch
 
 from pyl2d.ops.aggregate_rewards import MODES, aggregate_rewards
+from pyl2d.perm.advantages import impute_group_mean
 from pyl2d.perm.judges import Judge, JudgeRequest
 from pyl2d.perm.parsing import MISSING_POLICIES, parse_completion
 from pyl2d.perm.perspectives import DEFAULT_PERSPECTIVES, Perspective, check_perspectives
@@ -44,6 +45,12 @@ def prompt_query(prompt) -> str:
     return users[-1] if users else ""
 
 
+def prompt_groups(prompts) -> torch.Tensor:
+    """One id per distinct prompt: TRL repeats a prompt for each of its generations."""
+    keys: dict[str, int] = {}
+    return torch.tensor([keys.setdefault(repr(p), len(keys)) for p in prompts], dtype=torch.int64)
+
+
 class PERMReward:
     """A TRL-compatible reward function scoring completions from several perspectives.
 
@@ -60,13 +67,17 @@ class PERMReward:
             tokens from ``completion_ids`` (else whitespace-separated words).
         missing_section: "empty" (judge a missing section as empty text) or "invalid" (its
             perspectives score NaN without a judge call).
+        impute_missing: replace a missing (NaN) judge score by the mean of the same perspective's
+            valid scores for the other completions of the same prompt in the batch (its GRPO
+            group), never by a batch-wide mean. Off by default: a NaN score then simply drops
+            out of its row's mean.
         name: the function name TRL logs the reward under.
     """
 
     def __init__(self, judge: Judge, perspectives: Sequence[Perspective] = DEFAULT_PERSPECTIVES, *,
                  columns: Mapping[str, str] | None = None, mode: str = "mean", bystander_coef: float = 0.2,
                  length_limit: float | None = None, length_coef: float = 0.0, missing_section: str = "empty",
-                 name: str = "perm", backend: str | None = None):
+                 impute_missing: bool = False, name: str = "perm", backend: str | None = None):
         if not hasattr(judge, "score"):
             raise ValueError(f"judge must be a Judge (with a score method), got {type(judge).__name__}")
         if mode not in MODES:
@@ -84,6 +95,7 @@ class PERMReward:
         self.length_limit = length_limit
         self.length_coef = float(length_coef)
         self.missing_section = missing_section
+        self.impute_missing = bool(impute_missing)
         self.backend = backend
         self.__name__ = name
         self.counter = ScoreCounter()  # cumulative score outcomes per perspective
@@ -140,6 +152,9 @@ class PERMReward:
         n = scores.shape[0]
         if n == 0:
             return []
+        self.last_scores = scores
+        if self.impute_missing and prompts is not None:
+            scores = impute_group_mean(scores, prompt_groups(prompts))
         main = [j for j, p in enumerate(self.perspectives) if not p.is_bystander]
         maxima = torch.tensor([float(self.perspectives[j].score_max) for j in main], dtype=torch.float64)
         normalised = (scores[:, main] / maxima).to(torch.float32)
@@ -156,9 +171,8 @@ class PERMReward:
                 lengths = torch.tensor([len(completion_text(c).split()) for c in completions], dtype=torch.float32)
         rewards = aggregate_rewards(normalised, weights, self.mode, 1.0, bystander, self.bystander_coef, lengths,
                                     self.length_limit, self.length_coef, backend=self.backend)
-        self.last_scores = scores
-        self.last_metrics = self._metrics(scores, rewards)
-        self._report(kwargs, scores)
+        self.last_metrics = self._metrics(self.last_scores, rewards)
+        self._report(kwargs, self.last_scores)
         return [float(r) for r in rewards.tolist()]
 
     def _report(self, kwargs, scores: torch.Tensor) -> None:

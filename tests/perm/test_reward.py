@@ -138,3 +138,33 @@ def test_local_judge_in_perm_reward_and_single_token_rule(tiny_lm):
     assert len(out) == 2 and 0.2 <= out[0] <= 1.0 and out[0] == pytest.approx(out[1], abs=1e-5)
     with pytest.raises(ValueError, match="single token"):
         judge.score(_requests(["x"], QUALITY))
+
+
+def test_impute_group_mean_never_mixes_groups():
+    from pyl2d.perm.advantages import impute_group_mean
+
+    nan = float("nan")
+    scores = torch.tensor([[1.0, nan], [3.0, 4.0], [nan, nan], [5.0, 2.0], [nan, nan]])
+    groups = torch.tensor([10, 10, 10, 7, 7])
+    out = impute_group_mean(scores, groups)
+    torch.testing.assert_close(out, torch.tensor([[1.0, 4.0], [3.0, 4.0], [2.0, 4.0], [5.0, 2.0], [5.0, 2.0]]))
+    assert math.isnan(impute_group_mean(torch.tensor([[nan]]), torch.tensor([0]))[0, 0])
+    with pytest.raises(ValueError, match="group_index"):
+        impute_group_mean(scores, groups[:3])
+
+
+def test_reward_imputes_missing_scores_from_the_same_prompt():
+    def script(request):
+        text = request.messages[-1]["content"]
+        if "FAIL" in text and request.perspective.name == "seeker/reception":
+            return "no score here"
+        return "Score: 5" if "great" in text else "Score: 1"
+
+    completions = ["# Analysis\nx\n# Response\ngreat", "# Analysis\nx\n# Response\nFAIL", "# Analysis\nx\n# Response\nok"]
+    prompts = ["A", "A", "B"]
+    plain = PERMReward(ScriptedJudge(script), perspectives=[EXPRESSION, RECEPTION])
+    imputed = PERMReward(ScriptedJudge(script), perspectives=[EXPRESSION, RECEPTION], impute_missing=True)
+    assert plain(prompts=prompts, completions=completions)[1] == pytest.approx(0.2)  # reception drops out
+    # Reception of completion 2 takes prompt A's mean (5 from completion 1), not the batch's.
+    assert imputed(prompts=prompts, completions=completions)[1] == pytest.approx((0.2 + 1.0) / 2)
+    assert math.isnan(imputed.last_scores[1, 1])  # raw scores stay raw for logging
