@@ -22,17 +22,19 @@ echo "build exit $?"; tail -5 "$OUT/build.log"
 $PY -c "import pyl2d, torch; from pyl2d import _ext; print('with_cuda', _ext.has_cuda_kernels(), 'backends', pyl2d.available_backends(torch.device('cuda')))"
 
 stage "GPU tests"
-timeout "$T_TEST" $PY -m pytest tests -m gpu -q -x --no-header -p no:cacheprovider --timeout=60 2>&1 | tail -40 > "$OUT/gpu_tests.log"
-echo "tests exit ${PIPESTATUS[0]}"; tail -25 "$OUT/gpu_tests.log"
+TO=$($PY -c "import pytest_timeout" 2>/dev/null && echo --timeout=90)
+timeout "$T_TEST" $PY -m pytest ${TEST_PATHS:-tests} -m gpu -q --no-header -p no:cacheprovider $TO --maxfail=40 -rf > "$OUT/gpu_tests.log" 2>&1
+echo "tests exit $?"; grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests.log" | cut -c1-220 | head -40; tail -3 "$OUT/gpu_tests.log"
 
 stage "benchmarks"
-timeout "$T_BENCH" $PY bench/score_topk.py --device cuda --dtypes bfloat16,float32 --metrics ip,l2 --repeats 10 --out "$OUT/score_topk_gpu.md" > "$OUT/bench_score_topk.log" 2>&1
+timeout "$T_BENCH" $PY bench/score_topk.py --device cuda ${BENCH_ARGS:---dtypes bfloat16,float32 --metrics ip,l2 --repeats 10} --out "$OUT/score_topk_gpu.md" > "$OUT/bench_score_topk.log" 2>&1
 echo "score_topk bench exit $?"
-for extra in bench/perm_rewards.py bench/l2d_aggregation.py; do
+for extra in ${EXTRA_BENCH-bench/perm_rewards.py bench/l2d_aggregation.py}; do
   [ -f "$extra" ] || continue
-  name=$(basename "$extra" .py)
-  timeout 60 $PY "$extra" --device cuda --out "$OUT/${name}_gpu.md" > "$OUT/bench_${name}.log" 2>&1
-  echo "$name exit $?"
+  timeout 90 $PY "$extra" --device cuda >> "$OUT/bench_extra.log" 2>&1
+  echo "$extra exit $?"
 done
+# Those scripts write their tables under bench/results/; bring the GPU ones back.
+find bench/results -name '*gpu*' -newer "$OUT/machine.txt" -exec cp {} "$OUT/" \;
 stage "done"
 cat "$OUT/score_topk_gpu.md" 2>/dev/null | tail -60
