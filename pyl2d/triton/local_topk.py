@@ -42,7 +42,8 @@ def local_scores_kernel(q_ptr, stride_q, mem_ptr, stride_mem, sorted_mem_ptr, so
     dot = tl.zeros([BLOCK_D], dtype=tl.float32)
     q_sq = tl.zeros([BLOCK_D], dtype=tl.float32)
     sum_sq = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for d0 in range(0, D, BLOCK_D):
+    d_end = tl.where(end > start, D, 0)  # positions inside a group skip the work
+    for d0 in range(0, d_end, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
         d_ok = d < D
         q = tl.load(q_ptr + b * stride_q + d, mask=d_ok, other=0.0).to(tl.float32)
