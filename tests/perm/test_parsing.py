@@ -101,3 +101,18 @@ def test_perspective_validation():
         check_perspectives([DEFAULT_PERSPECTIVES[0]] * 2)
     with pytest.raises(ValueError, match="at least one"):
         check_perspectives([DEFAULT_PERSPECTIVES[3]])
+
+
+_BODY = st.text(alphabet=st.characters(whitelist_categories=("Ll", "Lu", "Nd"), whitelist_characters=" .,!?'\n"),
+                min_size=1, max_size=60).filter(lambda t: t.strip() and not any(
+                    w in t.lower() for w in ("analysis", "response", "reply")))
+_STYLES = ["# {}\n", "## {}:\n", "**{}**\n", "**{}:** ", "{}: ", "{}\n", "### {}\n"]
+
+
+@given(analysis=_BODY, response=_BODY, style_a=st.sampled_from(_STYLES), style_r=st.sampled_from(_STYLES),
+       upper=st.booleans())
+def test_property_sections_roundtrip(analysis, response, style_a, style_r, upper):
+    name = str.upper if upper else str.title
+    text = style_a.format(name("analysis")) + analysis + "\n" + style_r.format(name("response")) + response
+    parsed = parse_completion(text)
+    assert parsed.analysis == analysis.strip() and parsed.response == response.strip()
