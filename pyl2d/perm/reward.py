@@ -101,6 +101,7 @@ class PERMReward:
         self.counter = ScoreCounter()  # cumulative score outcomes per perspective
         self.last_scores: torch.Tensor | None = None  # [B, P] raw scores of the last call
         self.last_metrics: dict[str, float] = {}
+        self._batch_counts: dict[str, collections.Counter] = {}
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.perspectives)
