@@ -92,10 +92,12 @@ Tiling choose_tiling(int64_t B, int64_t D, bool amx) {
   t.amx = amx;
   const int64_t bytes_per_item = (amx ? 2 : 4) * D;
   t.items_per_tile = std::clamp<int64_t>(((1 << 20) / bytes_per_item) / 96 * 96, 96, 480);
-  t.queries_per_block = std::min<int64_t>(B, 64);
+  // Each query block re-reads the items from memory: blocks are as large as L2 allows for
+  // their D chunk (256 queries x 512 dims = 512 KiB).
+  t.queries_per_block = std::min<int64_t>(B, 256);
   // AMX packs each item tile once per query block, and its blocks are cheap: use big ones.
   if (amx) t.queries_per_block = (std::min<int64_t>(B, 256) + amx::kQueries - 1) / amx::kQueries * amx::kQueries;
-  t.d_chunk = D <= 1536 ? D : 1024;
+  t.d_chunk = D <= 768 ? D : 512;
   return t;
 }
 
@@ -192,7 +194,7 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
   // Small query blocks read fp16/bf16 items directly (widened in registers): a converted
   // copy would cost more than it saves. Larger blocks convert the tile once and reuse it.
   const bool direct16 = !t.amx && half && K.dots16 != nullptr && nq <= kDirectHalfMaxQueries;
-  const bool convert = !t.amx && half && !direct16;
+  const bool convert = !t.amx && !direct16 && half;
   const bool need_norms = p.metric != Metric::kIP;
   const int64_t ldt = D + 16;  // padded so rows do not alias in the cache
   if (convert) ws.tile.resize(static_cast<size_t>(t.items_per_tile * ldt));
