@@ -129,6 +129,9 @@ def _memory_args(p) -> None:
     g.add_argument("--batch-size", type=int, default=64, help="prefill batch size")
     g.add_argument("--shard-size", type=int, default=4096, help="memory entries per shard")
     g.add_argument("--overwrite", action="store_true", help="replace a memory built from something else")
+    g.add_argument("--no-prefix-memory", action="store_true",
+                   help="store only the training rows as given, not every prefix of each history (the "
+                        "prefixes are what the tiny model is trained on and cover more items)")
 
 
 def _eval_args(p) -> None:
@@ -174,6 +177,7 @@ def _log(msg: str) -> None:
 
 
 def _build(args, model_path, dataset, memory_path):
+    from pyl2d.l2d.data import prefix_augment
     from pyl2d.l2d.hidden import HiddenStateExtractor, load_model
     from pyl2d.l2d.memory import build_memory
     from pyl2d.l2d.prompts import DEFAULT_PROMPT
@@ -183,7 +187,8 @@ def _build(args, model_path, dataset, memory_path):
                                      pooling=getattr(args, "pooling", "last"),
                                      batch_size=getattr(args, "batch_size", 64), progress=not args.quiet)
     start = time.perf_counter()
-    memory = build_memory(extractor, dataset.train, len(dataset.catalog), memory_path, DEFAULT_PROMPT,
+    samples = dataset.train if getattr(args, "no_prefix_memory", False) else prefix_augment(dataset.train)
+    memory = build_memory(extractor, samples, len(dataset.catalog), memory_path, DEFAULT_PROMPT,
                           shard_size=getattr(args, "shard_size", 4096), overwrite=getattr(args, "overwrite", False),
                           model_name=str(model_path), log=_log)
     _log(f"memory: {len(memory)} entries of dimension {memory.hidden_size} at {memory_path} "

@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-DEFAULT_INSTRUCTION = (
-    "Given the items a user interacted with, in chronological order, "
-    "name the item the user will interact with next."
-)
+# Short on purpose: every token of the instruction is paid for in every prefill.
+DEFAULT_INSTRUCTION = "A user's items, oldest first, and the next one."
 DEFAULT_TEMPLATE = "{instruction}\nHistory: {history}\nNext item:"
 
 

@@ -63,8 +63,8 @@ def make_synthetic(n_items: int = 400, n_users: int = 600, min_len: int = 5, max
     last, and whose ``test`` holds each user's last item (the leave-one-out protocol)."""
     if n_items < 20:
         raise ValueError(f"n_items must be at least 20, got {n_items}")
-    if not 2 <= min_len <= max_len:
-        raise ValueError(f"need 2 <= min_len <= max_len; got {min_len}, {max_len}")
+    if not 2 <= min_len <= max_len <= n_items:
+        raise ValueError(f"need 2 <= min_len <= max_len; <= n_items; got {min_len}, {max_len}")
     rng = random.Random(seed)
     titles, genre_of, popularity, next_volume = _catalog(rng, n_items, series_share)
     genres = list(_GENRES)
@@ -75,9 +75,13 @@ def make_synthetic(n_items: int = 400, n_users: int = 600, min_len: int = 5, max
         favourites = rng.sample(genres, rng.choice((1, 2, 2, 3)))
         length = rng.randint(min_len, max_len)
         seq: list[int] = []
+        attempts = 0
         while len(seq) < length:
             last = seq[-1] if seq else None
-            if last is not None and last in next_volume and rng.random() < 0.7:
+            attempts += 1
+            if attempts > 50 * length:  # small catalogs: the favourite genres are used up
+                candidate = rng.choice([i for i in range(n_items) if i not in seq])
+            elif last is not None and last in next_volume and rng.random() < 0.7:
                 candidate = next_volume[last]
             else:
                 stay = last is not None and rng.random() < 0.6

@@ -29,11 +29,11 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
 class TrainConfig:
     """Model size and schedule. Training stops after ``epochs`` or ``max_minutes``, whichever
     comes first; the learning rate follows a cosine over whichever budget is tighter."""
-    vocab_size: int = 6000
-    hidden_size: int = 192
-    num_layers: int = 3
-    num_heads: int = 6
-    intermediate_size: int = 512
+    vocab_size: int = 4000
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 384
     epochs: float = 3.0
     max_minutes: float = 5.5
     batch_size: int = 32
@@ -122,6 +122,16 @@ def _collate(examples, idx, pad_id: int):
     return ids, mask, labels
 
 
+def _answer_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy on the answer tokens, projecting to the vocabulary only at
+    the positions that predict them (the prompt's logits would be thrown away)."""
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != -100
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
 def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | pathlib.Path,
                 config: TrainConfig | None = None, template: PromptTemplate = DEFAULT_PROMPT,
                 progress: bool = True, log=print) -> pathlib.Path:
@@ -172,7 +182,7 @@ def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | p
             for group in optimizer.param_groups:
                 group["lr"] = lr
             ids, mask, labels = _collate(examples, idx, tokenizer.pad_token_id)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss = _answer_loss(model, ids, mask, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,0 +1,84 @@
+"""The item memory: save/load round trip, a build interrupted midway and resumed, mismatches."""
+import json
+
+import pytest
+import torch
+
+from pyl2d.l2d.hidden import HiddenStateExtractor
+from pyl2d.l2d.memory import MANIFEST, ItemMemory, build_memory
+from pyl2d.l2d.prompts import DEFAULT_PROMPT
+
+QUIET = dict(log=lambda *_: None)
+
+
+def _extractor(tiny_model):
+    model, tok = tiny_model
+    return HiddenStateExtractor(model, tok, batch_size=8, progress=False)
+
+
+def test_round_trip(tmp_path, tiny_model, tiny_data):
+    ex = _extractor(tiny_model)
+    mem = build_memory(ex, tiny_data.train, len(tiny_data.catalog), tmp_path / "m", DEFAULT_PROMPT,
+                       shard_size=16, **QUIET)
+    manifest = json.loads((tmp_path / "m" / MANIFEST).read_text())
+    assert manifest["complete"] and manifest["count"] == len(tiny_data.train) == len(mem)
+    assert manifest["hidden_size"] == 32 and manifest["pooling"] == "last" and manifest["layer"] == "final"
+    assert manifest["dtype"] == "float32" and len(manifest["shards"]) == -(-len(tiny_data.train) // 16)
+    want = ex.encode([DEFAULT_PROMPT.prompt(s.history_titles) for s in tiny_data.train])
+    loaded = ItemMemory.load(tmp_path / "m", model=tiny_model[0])
+    torch.testing.assert_close(loaded.vectors, want, rtol=1e-5, atol=1e-5)
+    assert loaded.item_ids.tolist() == [s.target_id for s in tiny_data.train]
+    assert loaded.item_counts().sum() == len(loaded)
+
+
+def test_interrupted_build_resumes_without_losing_work(tmp_path, tiny_model, tiny_data, monkeypatch):
+    ex = _extractor(tiny_model)
+    full = build_memory(ex, tiny_data.train, len(tiny_data.catalog), tmp_path / "full", DEFAULT_PROMPT,
+                        shard_size=16, **QUIET)
+    calls = {"n": 0}
+    real = ex.encode_ids
+
+    def dies_after_two(seqs, desc=""):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(seqs, desc)
+
+    monkeypatch.setattr(ex, "encode_ids", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        build_memory(ex, tiny_data.train, len(tiny_data.catalog), tmp_path / "m", DEFAULT_PROMPT, shard_size=16, **QUIET)
+    manifest = json.loads((tmp_path / "m" / MANIFEST).read_text())
+    assert not manifest["complete"] and len(manifest["shards"]) == 2 and manifest["count"] == 32
+    with pytest.raises(ValueError, match="incomplete"):
+        ItemMemory.load(tmp_path / "m")
+    (tmp_path / "m" / "shard-00002.safetensors.tmp").write_bytes(b"half a shard")  # a torn write
+    calls["n"] = -100
+    logs = []
+    resumed = build_memory(ex, tiny_data.train, len(tiny_data.catalog), tmp_path / "m", DEFAULT_PROMPT,
+                           shard_size=16, log=logs.append)
+    assert any("resuming" in line and "shard 2" in line for line in logs)
+    assert calls["n"] == -100 + manifest["n_shards"] - 2  # only the missing shards were computed
+    torch.testing.assert_close(resumed.vectors, full.vectors)
+    assert torch.equal(resumed.item_ids, full.item_ids)
+
+
+def test_mismatches_are_clear_errors(tmp_path, tiny_model, tiny_data):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model, tok = tiny_model
+    ex = _extractor(tiny_model)
+    build_memory(ex, tiny_data.train, len(tiny_data.catalog), tmp_path / "m", DEFAULT_PROMPT, **QUIET)
+    cfg = model.config.to_dict()
+    other = LlamaForCausalLM(LlamaConfig(**{**cfg, "torch_dtype": None})).eval()
+    with pytest.raises(ValueError, match="fingerprint"):
+        ItemMemory.load(tmp_path / "m", model=other)
+    wider = LlamaForCausalLM(LlamaConfig(**{**cfg, "hidden_size": 48})).eval()
+    with pytest.raises(ValueError, match="hidden size is 48"):
+        ItemMemory.load(tmp_path / "m", model=wider)
+    with pytest.raises(ValueError, match="different pooling"):
+        build_memory(HiddenStateExtractor(model, tok, pooling="mean", progress=False), tiny_data.train,
+                     len(tiny_data.catalog), tmp_path / "m", DEFAULT_PROMPT, **QUIET)
+    with pytest.raises(FileNotFoundError):
+        ItemMemory.load(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="outside the catalog"):
+        build_memory(ex, tiny_data.train, 3, tmp_path / "small", DEFAULT_PROMPT, **QUIET)
