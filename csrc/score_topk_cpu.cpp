@@ -97,7 +97,9 @@ Tiling choose_tiling(int64_t B, int64_t D, bool amx) {
   t.queries_per_block = std::min<int64_t>(B, 256);
   // AMX packs each item tile once per query block, and its blocks are cheap: use big ones.
   if (amx) t.queries_per_block = (std::min<int64_t>(B, 256) + amx::kQueries - 1) / amx::kQueries * amx::kQueries;
-  t.d_chunk = D <= 768 ? D : 512;
+  // Few queries: memory-bound, so each item row is streamed once, whole. Many: chunks keep
+  // the query block's slice in L2 and the micro-kernel's item rows in L1.
+  t.d_chunk = (D <= 768 || B <= kDirectHalfMaxQueries) ? D : 512;
   return t;
 }
 
