@@ -221,3 +221,20 @@ def load_folder(folder: str | pathlib.Path) -> Dataset:
     catalog.check_ids(train, "valid.csv rows")
     catalog.check_ids(test, "test.csv rows")
     return Dataset(catalog, train, test, folder.name)
+
+
+def write_folder(dataset: Dataset, folder: str | pathlib.Path) -> pathlib.Path:
+    """Write ``valid.csv`` (the training rows), ``test.csv`` and ``items.txt`` in the format
+    :func:`load_folder` reads, e.g. to export the synthetic data set."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("valid.csv", dataset.train), ("test.csv", dataset.test)):
+        with (folder / name).open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(REQUIRED_COLUMNS)
+            for s in rows:
+                writer.writerow([repr(list(s.history_titles)), s.target_title, repr(list(s.history_ids)), s.target_id])
+    with (folder / "items.txt").open("w", encoding="utf-8") as f:
+        for item_id, title in enumerate(dataset.catalog.titles):
+            f.write(f"{title}\t{item_id}\n")
+    return folder
