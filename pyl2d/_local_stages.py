@@ -1,10 +1,9 @@
-"""The two search stages shared by the cpu, triton and cuda ``local_topk`` backends.
+"""The stages shared by the cpu, triton and cuda ``local_topk`` backends.
 
-Each backend then runs its own aggregation + ranking kernel on small per-query inputs
-(the triton and cuda kernels on the layout of :func:`group_layout`):
-the m nearest memory entries (from :func:`nearest_memory`) and C global candidates (from
-:func:`global_candidates`), so no queries x items matrix is ever materialised beyond the
-tiles of ``score_topk``.
+:func:`nearest_memory` (each query's m nearest memory entries) and :func:`global_candidates`
+(its C best admissible items by global score) run ``score_topk`` on the backend, so no
+queries x items matrix exists beyond its tiles. Each backend then aggregates and ranks these
+small per-query sets in its own kernel (triton and cuda on the layout of :func:`group_layout`).
 
 Why C = k + m + E global candidates suffice (E = exclude.shape[1]). Order items by
 (score desc, id asc), a total order. Let A be the admissible items (those with a memory
@@ -36,29 +35,36 @@ def nearest_memory(queries: torch.Tensor, memory: torch.Tensor, m: int, metric: 
     return nearest
 
 
-def admissible_items(memory_item_ids: torch.Tensor, n_items: int) -> torch.Tensor | None:
-    """Ids of the items with at least one memory entry, or None when that is all of them."""
-    counts = torch.bincount(memory_item_ids.to(torch.int64), minlength=n_items)
-    seen = counts > 0
-    if bool(seen.all()):
-        return None
-    return seen.nonzero().flatten()
-
-
 def global_candidates(queries: torch.Tensor, memory_item_ids: torch.Tensor, item_reps: torch.Tensor,
                       k: int, m: int, metric: str, exclude: torch.Tensor | None, backend: str
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """([B, C] float32 scores, [B, C] int64 item ids): each query's C = min(k + m + E, |A|)
-    best admissible items by global score, best first (see the module docstring)."""
-    admissible = admissible_items(memory_item_ids, item_reps.shape[0])
-    reps = item_reps if admissible is None else item_reps.index_select(0, admissible)
+    """([B, C'] float32 scores, [B, C'] int64 item ids, -1 = not a candidate): each query's
+    C = min(k + m + E, |A|) best admissible items by global score, best first (see the
+    module docstring), possibly followed by empty slots.
+
+    Items without memory (Z of them) are left out in one of two exact ways: when Z <= C,
+    by asking for C + Z candidates and blanking the inadmissible ones (at most Z, so the C
+    best admissible remain); otherwise by scoring only the admissible rows of ``item_reps``
+    (a copy of them; their ids increase with the row, so ties still go to the lower id)."""
+    n_items = item_reps.shape[0]
+    seen = torch.bincount(memory_item_ids.to(torch.int64), minlength=n_items) > 0
+    n_unseen = n_items - int(seen.sum())
+    n_excluded = 0 if exclude is None else exclude.shape[1]
+    count = min(k + m + n_excluded, n_items - n_unseen)
+    admissible = None
+    if n_unseen == 0 or n_unseen <= count:
+        reps, count = item_reps, min(count + n_unseen, n_items)
+    else:
+        admissible = seen.nonzero().flatten()
+        reps = item_reps.index_select(0, admissible)
     if reps.dtype != queries.dtype:  # score_topk needs one dtype; float32 holds both exactly
         queries, reps = queries.to(torch.float32), reps.to(torch.float32)
-    n_excluded = 0 if exclude is None else exclude.shape[1]
-    count = min(k + m + n_excluded, reps.shape[0])
     scores, ids = _score_topk_impl(backend)(queries, reps, count, metric, None, None)
     if admissible is not None:
-        ids = admissible[ids]
+        return scores, admissible[ids]
+    if n_unseen:
+        blank = ~seen[ids]
+        scores, ids = scores.masked_fill(blank, float("-inf")), ids.masked_fill(blank, -1)
     return scores, ids
 
 

@@ -129,6 +129,25 @@ def test_items_without_memory_are_never_returned(backend):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("k_m", [(1, 1), (5, 3)], ids=["copy_admissible", "more_candidates"])
+def test_both_ways_of_leaving_out_items_without_memory(backend, k_m):
+    """5 of 40 items own no memory: more than k + m global candidates (the admissible rows
+    are scored alone), or not (k + m + 5 candidates are scored and the 5 blanked)."""
+    k, m = k_m
+    g = torch.Generator().manual_seed(12)
+    q, memory, reps = randn(3, 12, generator=g), randn(90, 12, generator=g), randn(40, 12, generator=g)
+    item_of = torch.randperm(40, generator=g)[:35][torch.randint(0, 35, (90,), generator=g)]
+    unseen = torch.ones(40, dtype=torch.bool)
+    unseen[item_of] = False
+    reps[unseen] = q[0] * 3  # would be the best global matches if they were admissible
+    full, gap = local_oracle(q, memory, item_of, reps, m, "ip")
+    assert separated(gap, memory, q, "ip", torch.float32)
+    scores, ids = pyl2d.local_topk(q, memory, item_of, reps, k, m, "ip", backend=backend)
+    assert_topk_matches(scores, ids, full, k, msg=backend)
+    assert not unseen[ids[ids >= 0]].any()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("metric", METRICS)
 def test_all_memory_gives_the_global_ranking(backend, metric):
     """With m = M every local representation is the item's mean: the global ranking."""
