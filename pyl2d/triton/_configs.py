@@ -30,7 +30,9 @@ class ScoreConfig:
     num_warps: int
     num_stages: int
     programs_per_sm: int = 1  # resident programs per SM (occupancy) assumed by the split planner
-    flat: bool = True  # one pipelined loop over (tile, D chunk) instead of nested loops
+    # 0: nested loops (tiles, D chunks); 1: one flat pipelined loop over (tile, D chunk);
+    # 2: flat, and the previous tile's selection spread over the current tile's chunks.
+    loop: int = 2
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -40,17 +42,19 @@ class ScoreConfig:
 CONFIGS: tuple[ScoreConfig, ...] = (
     ScoreConfig(128, 128, 64, 8, 3),
     ScoreConfig(128, 128, 64, 8, 4),
-    ScoreConfig(128, 128, 64, 8, 3, flat=False),  # nested loops: pipeline drains every tile
-    ScoreConfig(128, 256, 64, 8, 3),
+    ScoreConfig(128, 128, 64, 8, 3, loop=1),  # flat, selection not overlapped
+    ScoreConfig(128, 128, 64, 8, 3, loop=0),  # nested loops: pipeline drains every tile
+    ScoreConfig(64, 128, 64, 4, 3, programs_per_sm=2, loop=1),
+    ScoreConfig(128, 256, 64, 8, 3, loop=1),  # loop=2 spills at 128x256
     ScoreConfig(64, 128, 64, 4, 4, programs_per_sm=2),
-    ScoreConfig(64, 256, 64, 8, 3),
+    ScoreConfig(64, 256, 64, 8, 3, loop=1),
     ScoreConfig(64, 64, 64, 4, 4, programs_per_sm=2),
     ScoreConfig(16, 128, 64, 4, 4, programs_per_sm=2),  # small batches: memory bound, do not waste M
     ScoreConfig(32, 128, 64, 4, 4, programs_per_sm=2),
-    # float32 (IEEE FMA path, no tensor cores): smaller K chunk; flat spills at 64x64x32
-    ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2, flat=False),
+    # float32 (IEEE FMA path, no tensor cores): smaller K chunk; nested loops use fewest registers
+    ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2, loop=0),
     ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2),
-    ScoreConfig(32, 64, 32, 4, 3, programs_per_sm=2, flat=False),
+    ScoreConfig(32, 64, 32, 4, 3, programs_per_sm=2, loop=0),
 )
 
 INTERPRETER_CONFIG = ScoreConfig(16, 16, 16, 1, 1, programs_per_sm=1)
@@ -75,7 +79,7 @@ def pick(dtype: torch.dtype, dim: int, batch: int, kp: int) -> ScoreConfig:
     elif _backend.triton_interpreted():
         cfg = INTERPRETER_CONFIG
     elif dtype == torch.float32:
-        cfg = ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2, flat=False)
+        cfg = ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2, loop=0)
     elif batch <= 16:
         cfg = ScoreConfig(16, 128, 64, 4, 4, programs_per_sm=2)
     elif batch <= 32:

@@ -105,23 +105,35 @@ def _selection_values(acc, n0, N, xnorm_ptr, qsq, METRIC: tl.constexpr, EPS: tl.
 
 
 @triton.jit
-def _select_tile(val, n0, keys, slot, thr, KP: tl.constexpr, BN: tl.constexpr):
-    """Move every value of the tile that belongs to a row's running top-KP into it."""
-    kcol = tl.arange(0, KP)
-    ncol = tl.arange(0, BN)
-    # best/col: each row's best remaining value in the tile (ties -> lowest column).
+def _tile_best(val, thr):
+    """Each row's best remaining value and its column (ties -> lowest column = lowest id), and
+    whether any row has a value above its threshold."""
     best, col = tl.max(val, axis=1, return_indices=True, return_indices_tie_break_left=True)
     hot = tl.max((best > thr).to(tl.int32), axis=0)
+    return best, col, hot
+
+
+@triton.jit
+def _insert_round(val, n0, best, col, keys, slot, thr, KP: tl.constexpr, BN: tl.constexpr):
+    """One insertion round: each row whose best remaining value beats its threshold moves it
+    into its worst slot; returns the updated state and the next (best, col, hot)."""
+    take = best > thr
+    best = tl.where(best == 0.0, 0.0, best)  # -0.0 -> +0.0: one key per value
+    new_key = _pack_key(best, (n0 + col).to(tl.int64))
+    keys = tl.where(take[:, None] & (tl.arange(0, KP)[None, :] == slot[:, None]), new_key[:, None], keys)
+    val = tl.where(take[:, None] & (tl.arange(0, BN)[None, :] == col[:, None]), float("-inf"), val)
+    worst, slot = tl.min(keys, axis=1, return_indices=True, return_indices_tie_break_left=True)
+    thr = _key_score(worst)
+    best, col, hot = _tile_best(val, thr)
+    return val, best, col, hot, keys, slot, thr
+
+
+@triton.jit
+def _select_tile(val, n0, keys, slot, thr, KP: tl.constexpr, BN: tl.constexpr):
+    """Move every value of the tile that belongs to a row's running top-KP into it."""
+    best, col, hot = _tile_best(val, thr)
     while hot > 0:
-        take = best > thr
-        best = tl.where(best == 0.0, 0.0, best)  # -0.0 -> +0.0: one key per value
-        new_key = _pack_key(best, (n0 + col).to(tl.int64))
-        keys = tl.where(take[:, None] & (kcol[None, :] == slot[:, None]), new_key[:, None], keys)
-        val = tl.where(take[:, None] & (ncol[None, :] == col[:, None]), float("-inf"), val)
-        worst, slot = tl.min(keys, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        thr = _key_score(worst)
-        best, col = tl.max(val, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        hot = tl.max((best > thr).to(tl.int32), axis=0)
+        val, best, col, hot, keys, slot, thr = _insert_round(val, n0, best, col, keys, slot, thr, KP, BN)
     return keys, slot, thr
 
 
@@ -135,7 +147,7 @@ def score_topk_kernel(
     METRIC: tl.constexpr, EMPTY: tl.constexpr, EPS: tl.constexpr,
     KP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
     EVEN_D: tl.constexpr, UNIT_D: tl.constexpr, Q_ALIGN: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr, FLAT: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, LOOP: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -165,24 +177,53 @@ def score_topk_kernel(
 
     n_begin = pid_s * tiles_per_split * BN
     n_end = tl.minimum(n_begin + tiles_per_split * BN, N)
-    if FLAT:
+    if LOOP == 2:
+        # Flat loop, selection of the previous tile spread over this tile's D chunks: one
+        # insertion round per chunk runs while the chunk's (async) tl.dot is in flight; the
+        # rounds still pending when the tile ends are finished there.
+        k_tiles = tl.cdiv(D, BK)
+        total = tl.cdiv(n_end - n_begin, BN) * k_tiles
+        acc = tl.zeros([BM, BN], dtype=tl.float32)
+        prev = tl.full([BM, BN], float("-inf"), tl.float32)
+        prev_n0 = n_begin
+        best, col, hot = _tile_best(prev, thr)
+        for it in range(0, total):
+            # Tile and chunk from the induction variable alone, so the pipeliner can compute
+            # the addresses of later iterations and prefetch them.
+            tile = it // k_tiles
+            kk = it - tile * k_tiles
+            n0 = n_begin + tile * BN
+            acc = _dot_chunk(acc, q_ptr, q_off, stride_qd, x_ptr, stride_xn, stride_xd, n0, kk * BK, N, D,
+                             BN, BK, EVEN_D, UNIT_D, PRECISION, UPCAST)
+            if hot > 0:
+                prev, best, col, hot, keys, slot, thr = _insert_round(prev, prev_n0, best, col, keys, slot, thr,
+                                                                      KP, BN)
+            if kk == k_tiles - 1:
+                while hot > 0:
+                    prev, best, col, hot, keys, slot, thr = _insert_round(prev, prev_n0, best, col, keys, slot,
+                                                                          thr, KP, BN)
+                prev = _selection_values(acc, n0, N, xnorm_ptr, qsq, METRIC, EPS, BN)
+                prev_n0 = n0
+                best, col, hot = _tile_best(prev, thr)
+                acc = tl.zeros([BM, BN], dtype=tl.float32)
+        while hot > 0:
+            prev, best, col, hot, keys, slot, thr = _insert_round(prev, prev_n0, best, col, keys, slot, thr, KP, BN)
+    elif LOOP == 1:
         # One loop over (tile, D chunk): the software pipeline keeps loading the next tile's
         # chunks while the current tile's selection runs.
         k_tiles = tl.cdiv(D, BK)
         total = tl.cdiv(n_end - n_begin, BN) * k_tiles
         acc = tl.zeros([BM, BN], dtype=tl.float32)
-        n0 = n_begin
-        kk = 0
-        for _ in range(0, total):
+        for it in range(0, total):
+            tile = it // k_tiles
+            kk = it - tile * k_tiles
+            n0 = n_begin + tile * BN
             acc = _dot_chunk(acc, q_ptr, q_off, stride_qd, x_ptr, stride_xn, stride_xd, n0, kk * BK, N, D,
                              BN, BK, EVEN_D, UNIT_D, PRECISION, UPCAST)
-            kk += 1
-            if kk == k_tiles:
+            if kk == k_tiles - 1:
                 val = _selection_values(acc, n0, N, xnorm_ptr, qsq, METRIC, EPS, BN)
                 keys, slot, thr = _select_tile(val, n0, keys, slot, thr, KP, BN)
                 acc = tl.zeros([BM, BN], dtype=tl.float32)
-                kk = 0
-                n0 += BN
     else:
         for n0 in range(n_begin, n_end, BN):
             acc = tl.zeros([BM, BN], dtype=tl.float32)

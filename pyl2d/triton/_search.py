@@ -113,7 +113,7 @@ def best_candidates(q_base: torch.Tensor, q_rows: torch.Tensor, q_stride_d: int,
         Q_ALIGN=q_align,
         PRECISION="ieee" if items.dtype == torch.float32 else None,
         UPCAST=_backend.triton_interpreted() and items.dtype == torch.bfloat16,
-        FLAT=cfg.flat,
+        LOOP=cfg.loop,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     # Each split's list is unordered: the merge sorts (and is exact thanks to packed keys).
