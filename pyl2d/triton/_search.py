@@ -7,6 +7,8 @@ pooled query ``hidden[b, last[b]]`` is read in place.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 
@@ -58,7 +60,12 @@ def item_norms_or_compute(items: torch.Tensor, item_norms: torch.Tensor | None, 
 def _sm_count(device: torch.device) -> int:
     if _backend.triton_interpreted() or device.type != "cuda":
         return 2  # a few splits, so the merge is exercised, without slowing the interpreter
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 # Per-program overhead (pipeline fill, first-tile selection), in tiles, for the split model.
@@ -66,13 +73,18 @@ _PROGRAM_OVERHEAD_TILES = 2
 
 
 def _plan_splits(batch: int, n_items: int, cfg: _configs.ScoreConfig, device: torch.device) -> tuple[int, int]:
+    return _plan_splits_for(batch, n_items, cfg, _sm_count(device))
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan_splits_for(batch: int, n_items: int, cfg: _configs.ScoreConfig, sms: int) -> tuple[int, int]:
     """(splits, tiles per split). Chooses the split count minimising
     waves x (tiles per split + overhead), waves = ceil(programs / (SMs x programs_per_sm)):
     fills the GPU, avoids a mostly empty last wave, and keeps splits long (selection gets
     cheaper as a split's threshold rises). No split is empty."""
     q_blocks = triton.cdiv(batch, cfg.block_m)
     tiles = triton.cdiv(n_items, cfg.block_n)
-    slots = _sm_count(device) * cfg.programs_per_sm
+    slots = sms * cfg.programs_per_sm
     best = None
     for splits in range(1, min(tiles, 4 * triton.cdiv(slots, q_blocks)) + 1):
         per_split = triton.cdiv(tiles, splits)
