@@ -11,8 +11,14 @@ from pyl2d.triton import _configs, _search
 
 
 def configs() -> list[dict]:
-    """Launch configs a GPU benchmark may sweep (pass one to ``_configs.set_override``)."""
+    """Launch configs a GPU benchmark may sweep (pass one to ``use_config``)."""
     return [cfg.as_dict() for cfg in _configs.CONFIGS]
+
+
+def use_config(config: dict | None) -> None:
+    """Force one of ``configs()`` for every score kernel launch (benchmark sweeps); None
+    restores the built-in table."""
+    _configs.set_override(config)
 
 
 def score_topk(queries, items, k, metric="ip", exclude=None, item_norms=None):
