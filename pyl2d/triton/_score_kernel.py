@@ -4,7 +4,10 @@ Grid = (query blocks of BM) x (item splits). Each program loops over its items i
 computes the BM x BN score tile with ``tl.dot`` over D in BK chunks (fp32 accumulation),
 turns it into a selection value (see below) and keeps a running per-query top-KP as packed
 int64 keys in registers. The score matrix never exists in memory: each program writes only
-its KP best (score, id) pairs per query to a workspace; ``merge_splits`` reduces the splits.
+its KP best (score, id) pairs per query to a workspace; ``_search.best_candidates`` merges
+the splits. ``LOOP`` picks the loop shape: 0 nested (tiles, D chunks), 1 one flat pipelined
+loop over (tile, chunk), 2 flat with the previous tile's selection spread over the current
+tile's chunks so it overlaps the asynchronous tl.dot (see bench/notes_triton.md).
 
 Selection keys: ``orderable_bits(score) << 32 | (0xFFFFFFFF - id)`` so "score desc, ties to
 the lower id" is integer order (as in ``pyl2d._topk``); the empty key is (-inf, -1).
