@@ -163,6 +163,7 @@ struct ThreadScratch {
   std::vector<float> norms;     // item norms of the tile
   std::vector<float> scores;    // dots of the block: [query][item] (SIMD) or [item][query] (AMX)
   std::vector<TopKBuffer> topk;
+  std::vector<float> thresholds;  // per query of the block: its top-k threshold (AMX selection)
 };
 
 // AMX path: dots of queries [q0, q0+nq) against items [j0, j0+nt) into S[item * lds + query].
@@ -189,6 +190,50 @@ void amx_dots(const Problem& p, const QueryData& qd, int64_t q0, int64_t nq, int
     }
 }
 
+// Metric from a dot product: cosine and l2 use the same expansion as the reference.
+inline float metric_score(Metric metric, float dot, float qnorm, float xnorm) {
+  if (metric == Metric::kCosine) return dot / (std::max(qnorm, kNormEps) * std::max(xnorm, kNormEps));
+  if (metric == Metric::kL2) return -std::sqrt(std::max(qnorm * qnorm - 2.0f * dot + xnorm * xnorm, 0.0f));
+  return dot;
+}
+
+// Selection from S[query * lds + item] (SIMD layout): one query's row at a time.
+void select_by_query(const Problem& p, const QueryData& qd, int64_t q0, int64_t nq, int64_t j0, int nt, float* S,
+                     int64_t lds, ThreadScratch& ws) {
+  for (int64_t i = 0; i < nq; ++i) {
+    float* srow = S + i * lds;
+    const int64_t b = q0 + i;
+    if (p.metric != Metric::kIP)
+      for (int j = 0; j < nt; ++j) srow[j] = metric_score(p.metric, srow[j], qd.norm[b], ws.norms[j]);
+    TopKBuffer& top = ws.topk[i];
+    for (int j = 0; j < nt; ++j) {
+      const int64_t id = j0 + j;
+      if (top.admits(srow[j], id) && !excluded(p, b, id)) top.push(srow[j], id);
+    }
+  }
+}
+
+// Selection from S[item * lds + query] (AMX layout): one item's column of queries at a
+// time, against a contiguous array of (possibly stale, hence lower) query thresholds.
+void select_by_item(const Problem& p, const QueryData& qd, int64_t q0, int64_t nq, int64_t j0, int nt, float* S,
+                    int64_t lds, ThreadScratch& ws) {
+  float* thr = ws.thresholds.data();
+  for (int j = 0; j < nt; ++j) {
+    float* col = S + j * lds;
+    const int64_t id = j0 + j;
+    if (p.metric != Metric::kIP)
+      for (int64_t i = 0; i < nq; ++i) col[i] = metric_score(p.metric, col[i], qd.norm[q0 + i], ws.norms[j]);
+    for (int64_t i = 0; i < nq; ++i) {
+      if (col[i] < thr[i]) continue;
+      TopKBuffer& top = ws.topk[i];
+      if (top.admits(col[i], id) && !excluded(p, q0 + i, id)) {
+        top.push(col[i], id);
+        thr[i] = top.threshold();
+      }
+    }
+  }
+}
+
 void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const QueryData& qd, int64_t q0, int64_t nq,
               int64_t i0, int64_t i1, ThreadScratch& ws, float* out_scores, int64_t* out_ids) {
   const int64_t D = p.items.cols;
@@ -205,6 +250,7 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
   if (t.amx || direct16) ws.row.resize(static_cast<size_t>(D));
   if (static_cast<int64_t>(ws.topk.size()) < nq) ws.topk.resize(static_cast<size_t>(nq));
   for (int64_t i = 0; i < nq; ++i) ws.topk[i].reset(p.k);
+  ws.thresholds.assign(static_cast<size_t>(nq), -std::numeric_limits<float>::infinity());
 
   // Element strides of S for (query, item).
   const int64_t s_query = t.amx ? 1 : t.items_per_tile;
@@ -256,26 +302,11 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
     }
     if (need_norms && p.item_norms)
       for (int j = 0; j < nt; ++j) ws.norms[j] = p.item_norms[j0 + j];
-    // Scores, then selection.
-    for (int64_t i = 0; i < nq; ++i) {
-      float* srow = S + i * s_query;
-      const int64_t b = q0 + i;
-      if (p.metric == Metric::kCosine) {
-        const float qn = std::max(qd.norm[b], kNormEps);
-        for (int j = 0; j < nt; ++j) srow[j * s_item] = srow[j * s_item] / (qn * std::max(ws.norms[j], kNormEps));
-      } else if (p.metric == Metric::kL2) {
-        const float qn2 = qd.norm[b] * qd.norm[b];
-        for (int j = 0; j < nt; ++j) {
-          const float xn = ws.norms[j];
-          srow[j * s_item] = -std::sqrt(std::max(qn2 - 2.0f * srow[j * s_item] + xn * xn, 0.0f));
-        }
-      }
-      TopKBuffer& top = ws.topk[i];
-      for (int j = 0; j < nt; ++j) {
-        const int64_t id = j0 + j;
-        const float sc = srow[j * s_item];
-        if (top.admits(sc, id) && !excluded(p, b, id)) top.push(sc, id);
-      }
+    // Scores, then selection, along S's contiguous dimension.
+    if (s_item == 1) {
+      select_by_query(p, qd, q0, nq, j0, nt, S, s_query, ws);
+    } else {
+      select_by_item(p, qd, q0, nq, j0, nt, S, s_item, ws);
     }
   }
   for (int64_t i = 0; i < nq; ++i) ws.topk[i].write_sorted(out_scores + i * p.k, out_ids + i * p.k);
