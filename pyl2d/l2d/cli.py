@@ -12,9 +12,18 @@ DATA_HELP = ("a folder with valid.csv (training: fine-tuning and the memory), te
              "items.txt (the catalog), in the D3/BIGRec CSV format")
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, but not the uninformative None/False ones."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_commands(subparsers) -> None:
     """Register the L2D subcommands on the ``pyl2d`` parser."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Formatter
 
     p = subparsers.add_parser(
         "demo", formatter_class=fmt, help="train a tiny model on synthetic data and compare L2D with beam search",
@@ -48,6 +57,8 @@ def add_commands(subparsers) -> None:
     _data_args(p)
     p.add_argument("--model", required=True, help="a causal LM folder (save_pretrained)")
     p.add_argument("--output", required=True, help="memory folder")
+    p.add_argument("--max-history", type=int,
+                   help="history items in the prompt (default: the model's training template, else 10)")
     _memory_args(p)
     _common(p)
     p.set_defaults(func=_build_memory)
@@ -120,6 +131,8 @@ def _train_args(p) -> None:
     g.add_argument("--no-prefix-augmentation", action="store_true",
                    help="train on the rows as given, not on every prefix of each history")
     g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--max-history", type=int,
+                   help="history items in the prompt (default: the model's training template, else 10)")
 
 
 def _memory_args(p) -> None:
@@ -172,6 +185,20 @@ def _train_config(args, **overrides):
     return TrainConfig(**values)
 
 
+def _template(args, model_path=None):
+    """The prompt template: the one the model was trained with (pyl2d train writes it next to
+    the model), else the default; ``--max-history`` overrides the history length."""
+    from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
+
+    template = DEFAULT_PROMPT
+    info = pathlib.Path(model_path, "pyl2d_training.json") if model_path else None
+    if info is not None and info.is_file():
+        template = PromptTemplate(**json.loads(info.read_text())["template"])
+    if getattr(args, "max_history", None):
+        template = dataclasses.replace(template, max_history=args.max_history)
+    return template
+
+
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -180,15 +207,13 @@ def _build(args, model_path, dataset, memory_path):
     from pyl2d.l2d.data import prefix_augment
     from pyl2d.l2d.hidden import HiddenStateExtractor, load_model
     from pyl2d.l2d.memory import build_memory
-    from pyl2d.l2d.prompts import DEFAULT_PROMPT
-
     model, tokenizer = load_model(str(model_path), device=args.device)
     extractor = HiddenStateExtractor(model, tokenizer, layer=getattr(args, "layer", None),
                                      pooling=getattr(args, "pooling", "last"),
                                      batch_size=getattr(args, "batch_size", 64), progress=not args.quiet)
     start = time.perf_counter()
     samples = dataset.train if getattr(args, "no_prefix_memory", False) else prefix_augment(dataset.train)
-    memory = build_memory(extractor, samples, len(dataset.catalog), memory_path, DEFAULT_PROMPT,
+    memory = build_memory(extractor, samples, len(dataset.catalog), memory_path, _template(args, model_path),
                           shard_size=getattr(args, "shard_size", 4096), overwrite=getattr(args, "overwrite", False),
                           model_name=str(model_path), log=_log)
     _log(f"memory: {len(memory)} entries of dimension {memory.hidden_size} at {memory_path} "
@@ -260,7 +285,8 @@ def _train(args) -> int:
 
     _setup(args)
     dataset = _dataset(args)
-    train_model(dataset.catalog, dataset.train, args.output, _train_config(args), progress=not args.quiet, log=_log)
+    train_model(dataset.catalog, dataset.train, args.output, _train_config(args), _template(args),
+                progress=not args.quiet, log=_log)
     _log(f"model saved to {args.output}")
     return 0
 
@@ -283,7 +309,8 @@ def _eval(args) -> int:
         model_path = work_dir / "model"
         if args.memory:
             raise ValueError("--memory needs --model (the memory must come from the model evaluated)")
-        train_model(dataset.catalog, dataset.train, model_path, _train_config(args), progress=not args.quiet, log=_log)
+        train_model(dataset.catalog, dataset.train, model_path, _train_config(args), _template(args),
+                    progress=not args.quiet, log=_log)
     _run_eval(args, dataset, model_path, args.memory, work_dir, f"pyl2d eval: {dataset.name}")
     return 0
 
