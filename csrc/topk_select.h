@@ -26,8 +26,7 @@ class TopKBuffer {
  public:
   void reset(int64_t k) {
     k_ = k;
-    buf_.clear();
-    buf_.reserve(static_cast<size_t>(2 * k));
+    buf_.clear();  // keeps its capacity: grows only as far as candidates are admitted
     thr_score_ = -std::numeric_limits<float>::infinity();
     thr_id_ = -1;  // nothing scoring -inf is ever admitted
   }
