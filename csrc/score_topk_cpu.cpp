@@ -246,8 +246,7 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
   const bool direct16 = !t.amx && half && K.dots16 != nullptr && nq <= kDirectHalfMaxQueries;
   const bool convert = !t.amx && !direct16 && half;
   const bool need_norms = p.metric != Metric::kIP;
-  const int64_t ldt = D + 16;  // padded so rows do not alias in the cache
-  if (convert) ws.tile.resize(static_cast<size_t>(t.items_per_tile * ldt));
+  if (convert) ws.tile.resize(static_cast<size_t>(t.items_per_tile * (t.d_chunk + 16)));
   ws.norms.resize(static_cast<size_t>(t.items_per_tile));
   ws.scores.resize(static_cast<size_t>(t.queries_per_block * t.items_per_tile));
   if (t.amx || direct16) ws.row.resize(static_cast<size_t>(D));
@@ -281,26 +280,37 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
         }
       }
     } else {
-      // The item tile as fp32 rows, plus its norms while it is hot.
-      const float* xt;
-      int64_t ldx;
+      const bool own_norms = need_norms && !p.item_norms;
       if (convert) {
-        for (int j = 0; j < nt; ++j) {
-          const char* src = reinterpret_cast<const char*>(p.items.ptr) + (j0 + j) * p.items.row_stride * int64_t(isz);
-          K.to_f32(src, p.items.dtype, D, ws.tile.data() + j * ldt);
+        // fp16/bf16: one D chunk of the tile at a time is widened into scratch (so the
+        // scratch and the query block's chunk share L2), squared norms accumulated while
+        // each converted row is hot, then the dots for that chunk.
+        const int64_t ldc = t.d_chunk + 16;  // padded so rows do not alias in the cache
+        if (own_norms) std::fill(ws.norms.begin(), ws.norms.begin() + nt, 0.0f);
+        for (int64_t d0 = 0; d0 < D; d0 += t.d_chunk) {
+          const int64_t len = std::min(t.d_chunk, D - d0);
+          for (int j = 0; j < nt; ++j) {
+            const char* src = reinterpret_cast<const char*>(p.items.ptr) +
+                              ((j0 + j) * p.items.row_stride + d0) * static_cast<int64_t>(isz);
+            float* dst = ws.tile.data() + j * ldc;
+            K.to_f32(src, p.items.dtype, len, dst);
+            if (own_norms) ws.norms[j] += K.sumsq(dst, len);
+          }
+          K.dots(qd.qf + q0 * qd.ldq + d0, qd.ldq, static_cast<int>(nq), ws.tile.data(), ldc, nt, len, S, s_query,
+                 d0 > 0);
         }
-        xt = ws.tile.data();
-        ldx = ldt;
+        if (own_norms)
+          for (int j = 0; j < nt; ++j) ws.norms[j] = std::sqrt(ws.norms[j]);
       } else {
-        xt = reinterpret_cast<const float*>(p.items.ptr) + j0 * p.items.row_stride;
-        ldx = p.items.row_stride;
-      }
-      if (need_norms && !p.item_norms)
-        for (int j = 0; j < nt; ++j) ws.norms[j] = std::sqrt(K.sumsq(xt + j * ldx, D));
-      // Dots of the query block against the tile, D in chunks.
-      for (int64_t d0 = 0; d0 < D; d0 += t.d_chunk) {
-        const int64_t len = std::min(t.d_chunk, D - d0);
-        K.dots(qd.qf + q0 * qd.ldq + d0, qd.ldq, static_cast<int>(nq), xt + d0, ldx, nt, len, S, s_query, d0 > 0);
+        // fp32: the kernel reads the items in place; norms first, which pulls the tile in.
+        const float* xt = reinterpret_cast<const float*>(p.items.ptr) + j0 * p.items.row_stride;
+        const int64_t ldx = p.items.row_stride;
+        if (own_norms)
+          for (int j = 0; j < nt; ++j) ws.norms[j] = std::sqrt(K.sumsq(xt + j * ldx, D));
+        for (int64_t d0 = 0; d0 < D; d0 += t.d_chunk) {
+          const int64_t len = std::min(t.d_chunk, D - d0);
+          K.dots(qd.qf + q0 * qd.ldq + d0, qd.ldq, static_cast<int>(nq), xt + d0, ldx, nt, len, S, s_query, d0 > 0);
+        }
       }
     }
     if (need_norms && p.item_norms)
