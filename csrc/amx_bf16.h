@@ -81,11 +81,21 @@ PYL2D_AMX_TARGET inline void configure() {
 
 PYL2D_AMX_TARGET inline void release() { _tile_release(); }
 
+// Where a block's 32 items are: A tile rows 0-15 at a0 and 16-31 at a1, `stride` bytes
+// between rows, dimension d at element offset d * step (packed tiles: step 32, stride 64;
+// plain item rows: step 1, stride = the row stride in bytes).
+struct ItemTiles {
+  const uint16_t* a0;
+  const uint16_t* a1;
+  int64_t step;
+  int64_t stride;
+};
+
 // st[j * lds + i] (+)= sum_{d < len} x_j[d] * q_i[d] for j < 32 items, i < 32 queries.
-// xp: the 32 items packed by pack_items, qp: the 32 queries packed by pack_queries (two
-// groups of 16 queries, `qstride` values apart), both already offset to the first
-// dimension; len is a multiple of 32. With accumulate, st holds the earlier chunks' sums.
-PYL2D_AMX_TARGET inline void block(const uint16_t* xp, const uint16_t* qp, int64_t qstride, int64_t len, float* st,
+// qp: the 32 queries packed by pack_queries (two groups of 16 queries, `qstride` values
+// apart); x and qp already offset to the first dimension; len is a multiple of 32. With
+// accumulate, st holds the earlier chunks' sums.
+PYL2D_AMX_TARGET inline void block(const ItemTiles& x, const uint16_t* qp, int64_t qstride, int64_t len, float* st,
                                    int64_t lds, bool accumulate) {
   const uint16_t* qp1 = qp + 16 * qstride;
   const int64_t sstride = lds * 4;
@@ -101,8 +111,8 @@ PYL2D_AMX_TARGET inline void block(const uint16_t* xp, const uint16_t* qp, int64
     _tile_zero(3);
   }
   for (int64_t d = 0; d < len; d += kDStep) {
-    _tile_loadd(4, xp + d * 32, 64);
-    _tile_loadd(5, xp + d * 32 + 512, 64);
+    _tile_loadd(4, x.a0 + d * x.step, x.stride);
+    _tile_loadd(5, x.a1 + d * x.step, x.stride);
     _tile_loadd(6, qp + d * 16, 64);
     _tile_loadd(7, qp1 + d * 16, 64);
     _tile_dpbf16ps(0, 4, 6);
@@ -119,7 +129,13 @@ PYL2D_AMX_TARGET inline void block(const uint16_t* xp, const uint16_t* qp, int64
 inline bool available() { return false; }
 inline void configure() {}
 inline void release() {}
-inline void block(const uint16_t*, const uint16_t*, int64_t, int64_t, float*, int64_t, bool) {}
+struct ItemTiles {
+  const uint16_t* a0;
+  const uint16_t* a1;
+  int64_t step;
+  int64_t stride;
+};
+inline void block(const ItemTiles&, const uint16_t*, int64_t, int64_t, float*, int64_t, bool) {}
 #endif
 
 // Pack bf16 query rows for B tiles: per group of 16 queries, pair p of dimensions holds
