@@ -37,6 +37,8 @@ METRIC_CODES = {"ip": 0, "cosine": 1, "l2": 2}
 NORM_EPS = 1e-12
 # pack(-inf, -1): below every real key.
 EMPTY_KEY = int(pack_keys(torch.tensor([float("-inf")]), torch.tensor([-1]))[0])
+# Id of the floor sentinels: the largest 32-bit id, whose key is the lowest of its score.
+SENTINEL_ID = tl.constexpr(0xFFFFFFFF)
 
 
 @triton.jit
@@ -145,9 +147,10 @@ def score_topk_kernel(
     q_ptr, q_rows_ptr, stride_qd,            # queries: q_ptr + q_rows[b] + d * stride_qd
     x_ptr, stride_xn, stride_xd,             # items [N, D]
     xnorm_ptr,                               # float32 [N] item norms (unused for ip)
+    floor_ptr,                               # float32 [B] score floor (read when HAS_FLOOR)
     out_scores_ptr, out_ids_ptr,             # [B, SPLITS, KP] float32 / int64
     B, N, D, tiles_per_split, splits,
-    METRIC: tl.constexpr, EMPTY: tl.constexpr, EPS: tl.constexpr,
+    METRIC: tl.constexpr, EMPTY: tl.constexpr, EPS: tl.constexpr, HAS_FLOOR: tl.constexpr,
     KP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
     EVEN_D: tl.constexpr, UNIT_D: tl.constexpr, Q_ALIGN: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, LOOP: tl.constexpr,
@@ -176,6 +179,17 @@ def score_topk_kernel(
     keys = tl.full([BM, KP], EMPTY, tl.int64)
     slot = tl.zeros([BM], dtype=tl.int32)          # position of each row's worst key
     thr = tl.full([BM], float("-inf"), tl.float32)  # selection value of that key
+    if HAS_FLOOR:
+        # A score known to be at most the row's c-th best (from a sample of the items): the
+        # list starts full of sentinels at that value, so only better items cost a round.
+        # Sentinels carry id 0xFFFFFFFF (the lowest key of their score) and come out empty.
+        floor = tl.load(floor_ptr + tl.minimum(rm, B - 1))
+        if METRIC == 1:
+            floor = floor * tl.maximum(qnorm, EPS)
+        elif METRIC == 2:
+            floor = -(floor * floor)
+        thr = floor
+        keys = tl.zeros([BM, KP], dtype=tl.int64) + _pack_key(floor, tl.full([BM], SENTINEL_ID, tl.int64))[:, None]
     kcol = tl.arange(0, KP)
 
     n_begin = pid_s * tiles_per_split * BN
@@ -238,8 +252,9 @@ def score_topk_kernel(
 
     # Selection value -> final score; empty slots stay (-inf, -1).
     sel = _key_score(keys)
-    empty = sel == float("-inf")
-    ids = tl.where(empty, -1, _key_id(keys))
+    raw_ids = _key_id(keys)
+    empty = (sel == float("-inf")) | (raw_ids == SENTINEL_ID)
+    ids = tl.where(empty, -1, raw_ids)
     if METRIC == 1:
         score = sel * (1.0 / tl.maximum(qnorm, EPS))[:, None]
     elif METRIC == 2:

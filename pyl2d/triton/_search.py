@@ -95,9 +95,42 @@ def _plan_splits_for(batch: int, n_items: int, cfg: _configs.ScoreConfig, sms: i
     return triton.cdiv(tiles, per_split), per_split
 
 
+# The sampled floor (see ``sampled_floor``) pays off from this many items on.
+FLOOR_MIN_ITEMS = 8192
+# Sample one item in this many (at least FLOOR_SAMPLE_PER_CANDIDATE * c items).
+FLOOR_SAMPLE_EVERY = 64
+FLOOR_SAMPLE_PER_CANDIDATE = 16
+# Slack below the sampled c-th best score, relative to the sample's score scale: the floor
+# must stay at or below the true c-th best even if the two passes round differently.
+FLOOR_SLACK = 2e-4
+
+
+def sampled_floor(q_base, q_rows, q_stride_d, batch, items, c, metric, norms, q_row_strides):
+    """Per-query lower bound on the c-th best score over all items, or None when not worth it.
+
+    The c-th best score over a subset of the items can only be lower than over all of them,
+    so seeding the kernel's per-row threshold with it (minus a rounding slack) changes no
+    result while sparing the insertion rounds that a cold list pays on every split: with a
+    1/64 sample about 64*c items per query pass the floor instead of every early candidate."""
+    n_items = items.shape[0]
+    if n_items < FLOOR_MIN_ITEMS:
+        return None
+    sample_n = max(FLOOR_SAMPLE_PER_CANDIDATE * c, n_items // FLOOR_SAMPLE_EVERY)
+    step = n_items // sample_n
+    if step < 2:
+        return None
+    sample = items[::step][:sample_n]
+    sample_norms = None if norms is None else norms[::step][:sample_n].contiguous()
+    s_scores, _ = best_candidates(q_base, q_rows, q_stride_d, batch, sample, c, metric, sample_norms,
+                                  q_row_strides, use_floor=False)
+    kth, best = s_scores[:, c - 1], s_scores[:, 0]
+    slack = FLOOR_SLACK * torch.maximum(kth.abs(), best.abs()) + 1e-30
+    return (kth - slack).contiguous()
+
+
 def best_candidates(q_base: torch.Tensor, q_rows: torch.Tensor, q_stride_d: int, batch: int,
                     items: torch.Tensor, c: int, metric: str, item_norms: torch.Tensor | None,
-                    q_row_strides: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+                    q_row_strides: tuple[int, ...] = (), use_floor: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Best ``c`` (scores [B, c] float32, ids [B, c] int64) per query, best first.
 
     Query b is the D elements at ``q_base`` + ``q_rows[b]`` (int64 element offsets) with
@@ -111,14 +144,17 @@ def best_candidates(q_base: torch.Tensor, q_rows: torch.Tensor, q_stride_d: int,
     out_scores = torch.empty((batch, splits, kp), dtype=torch.float32, device=items.device)
     out_ids = torch.empty((batch, splits, kp), dtype=torch.int64, device=items.device)
     q_align = _pow2_divisor(q_row_strides)
+    floor = sampled_floor(q_base, q_rows, q_stride_d, batch, items, c, metric, norms,
+                          q_row_strides) if use_floor else None
     grid = (triton.cdiv(batch, cfg.block_m), splits)
     score_topk_kernel[grid](
         q_base, q_rows, q_stride_d,
         items, items.stride(0), items.stride(1),
         norms if norms is not None else out_scores,  # never read for ip
+        floor if floor is not None else out_scores,  # never read without a floor
         out_scores, out_ids,
         batch, n_items, dim, per_split, splits,
-        METRIC=METRIC_CODES[metric], EMPTY=EMPTY_KEY, EPS=NORM_EPS,
+        METRIC=METRIC_CODES[metric], EMPTY=EMPTY_KEY, EPS=NORM_EPS, HAS_FLOOR=floor is not None,
         KP=kp, BM=cfg.block_m, BN=cfg.block_n, BK=cfg.block_k,
         EVEN_D=dim % cfg.block_k == 0,
         UNIT_D=items.stride(1) == 1 and q_stride_d == 1,
