@@ -62,9 +62,9 @@ def run(device, sizes, dtypes, metrics, k, repeats, faiss_on):
     rows = []
     backends = [b for b in _backend.available(torch.device(device), "score_topk") if b != "torch"]
     for (b, n, d) in sizes:
-        g = torch.Generator().manual_seed(0)
-        x32 = torch.randn(n, d, generator=g)
-        q32 = torch.randn(b, d, generator=g)
+        g = torch.Generator(device=device).manual_seed(0)
+        x32 = torch.randn(n, d, generator=g, device=device)
+        q32 = torch.randn(b, d, generator=g, device=device)
         for dname in dtypes:
             dtype = DTYPES[dname]
             x = x32.to(device=device, dtype=dtype)
@@ -87,7 +87,7 @@ def run(device, sizes, dtypes, metrics, k, repeats, faiss_on):
                 if faiss_on and device == "cpu" and dtype == torch.float32 and metric in ("ip", "l2"):
                     try:
                         index = faiss_index(x, metric)
-                        qn = q.numpy()
+                        qn = q.cpu().numpy()
                         add("faiss flat", lambda: index.search(qn, k))
                     except ImportError:
                         pass
