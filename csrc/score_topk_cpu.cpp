@@ -2,12 +2,16 @@
 // materialising the queries x items score matrix.
 //
 // Work is split into (query block x item shard) units run by OpenMP threads, so a single
-// query still uses every core. A unit walks its shard in item tiles: fp16/bf16 tiles are
-// converted once to fp32 in thread-local scratch (item norms computed while the tile is
-// hot), a register-blocked SIMD kernel fills a [query block x tile] score block, and each
-// query's bounded top-k buffer takes the few candidates that beat its threshold. Partial
-// top-k lists of the shards are merged at the end. Extra memory is bounded by the tile,
-// block and k sizes, independent of the number of items.
+// query still uses every core. A unit walks its shard in item tiles; per tile a kernel
+// fills a [query block x tile] block of dot products, in float32:
+//   - fp32 items: register-blocked SIMD kernel (simd_dot.h) reading the rows in place;
+//   - fp16/bf16, few queries: the same kernel widening item values in registers;
+//   - fp16/bf16, more queries: each D chunk of the tile widened once into thread scratch;
+//   - bf16 on CPUs with AMX: tile matrix multiply (amx_bf16.h).
+// Item norms (cosine, l2) are computed while the tile is hot unless given. Each query's
+// bounded top-k buffer then takes the few candidates that beat its threshold; the shards'
+// top-k lists are merged at the end. Extra memory is bounded by the tile, block and k
+// sizes, independent of the number of items.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -98,7 +102,7 @@ Tiling choose_tiling(int64_t B, int64_t D, bool amx) {
   // Each query block re-reads the items from memory: blocks are as large as L2 allows for
   // their D chunk (256 queries x 512 dims = 512 KiB).
   t.queries_per_block = std::min<int64_t>(B, 256);
-  // AMX packs each item tile once per query block, and its blocks are cheap: use big ones.
+  // AMX blocks are 32 queries wide.
   if (amx) t.queries_per_block = (std::min<int64_t>(B, 256) + amx::kQueries - 1) / amx::kQueries * amx::kQueries;
   // Few queries: memory-bound, so each item row is streamed once, whole. Many: chunks keep
   // the query block's slice in L2 and the micro-kernel's item rows in L1.
@@ -161,7 +165,8 @@ struct QueryData {
 // Everything one thread owns; sized by the tiling, never by N.
 struct ThreadScratch {
   std::vector<float> tile;      // converted item tile [items_per_tile x ld]
-  std::vector<uint16_t> stage;  // AMX: the item tile packed into A-tile layout
+  std::vector<uint16_t> stage;  // AMX: edge groups of the tile packed into A-tile layout
+  std::vector<amx::ItemTiles> groups;  // AMX: where each 32-item group's tiles are
   std::vector<float> row;       // one fp32 item row (AMX path norms)
   std::vector<float> norms;     // item norms of the tile
   std::vector<float> scores;    // dots of the block: [query][item] (SIMD) or [item][query] (AMX)
@@ -181,7 +186,8 @@ void amx_dots(const Problem& p, const QueryData& qd, int64_t q0, int64_t nq, int
   // items. Packing every group (contiguous tiles, no 4 KiB-stride set aliasing) measured
   // slower at every benchmark size: the extra pass over the tile costs more.
   ws.stage.resize(static_cast<size_t>(groups * group_elems));
-  std::vector<amx::ItemTiles> tiles(static_cast<size_t>(groups));
+  std::vector<amx::ItemTiles>& tiles = ws.groups;
+  tiles.resize(static_cast<size_t>(groups));
   for (int g = 0; g < groups; ++g) {
     const int jg = g * amx::kItems;
     const int rows = std::min(amx::kItems, nt - jg);
@@ -256,7 +262,8 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
   const int64_t D = p.items.cols;
   const bool half = p.items.dtype != DType::kFloat32;
   // Small query blocks read fp16/bf16 items directly (widened in registers): a converted
-  // copy would cost more than it saves. Larger blocks convert the tile once and reuse it.
+  // copy would cost more than it saves. Larger blocks widen each D chunk of the tile once
+  // and reuse it for every query of the block.
   const bool direct16 = !t.amx && half && K.dots16 != nullptr && nq <= kDirectHalfMaxQueries;
   const bool convert = !t.amx && !direct16 && half;
   const bool need_norms = p.metric != Metric::kIP;
