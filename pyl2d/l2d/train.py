@@ -34,7 +34,7 @@ class TrainConfig:
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 384
-    epochs: float = 3.0
+    epochs: float = 6.0
     max_minutes: float = 5.5
     batch_size: int = 32
     learning_rate: float = 3e-3
