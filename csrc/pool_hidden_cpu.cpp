@@ -101,6 +101,7 @@ void pool_hidden_cpu(uintptr_t hidden_ptr, int64_t B, int64_t T, int64_t D, int6
   std::vector<float> pooled(static_cast<size_t>(B * D));
   const int64_t n_chunks = (D + kChunk - 1) / kChunk;
   const int threads = static_cast<int>(std::max<int64_t>(1, num_threads));
+  (void)threads;  // unused without OpenMP
 
   std::exception_ptr error;
   std::mutex error_lock;
