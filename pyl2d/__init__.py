@@ -1,10 +1,23 @@
 """pyl2d: fast Light Latent-space Decoding (L2D) for LLM recommenders and Psychology-grounded
-Empathetic Reward Modeling (PERM) for Hugging Face models."""
+Empathetic Reward Modeling (PERM) for Hugging Face models.
+
+The ops are importable from here; the two methods live in ``pyl2d.l2d`` and ``pyl2d.perm``
+(imported on first use, so ``import pyl2d`` stays light)."""
+import importlib
+
 from pyl2d import ops
 from pyl2d._backend import BACKENDS, available as available_backends
-from pyl2d.ops import local_topk, pool_hidden, pooled_score_topk, score_topk, segment_mean
+from pyl2d.ops import (aggregate_rewards, group_advantages, local_topk, pool_hidden, pooled_score_topk,
+                       rewards_and_advantages, score_from_hidden, score_topk, segment_mean)
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "available_backends", "local_topk", "ops", "pool_hidden", "pooled_score_topk", "score_topk",
+__all__ = ["BACKENDS", "aggregate_rewards", "available_backends", "group_advantages", "l2d", "local_topk", "ops",
+           "perm", "pool_hidden", "pooled_score_topk", "rewards_and_advantages", "score_from_hidden", "score_topk",
            "segment_mean", "__version__"]
+
+
+def __getattr__(name):
+    if name in ("l2d", "perm"):
+        return importlib.import_module(f"pyl2d.{name}")
+    raise AttributeError(f"module 'pyl2d' has no attribute {name!r}")
