@@ -100,7 +100,8 @@ def machine_line(device: str) -> str:
             name = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), name)
         except Exception:
             pass
-        name = f"{name}, {torch.get_num_threads()} threads"
+        load = ", load average {:.1f}".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
+        name = f"{name}, {torch.get_num_threads()} threads{load}"
     return f"{_dt.date.today().isoformat()}, {name}, torch {torch.__version__}"
 
 
