@@ -17,6 +17,8 @@ Hence the top k of (G u L) minus X, with local scores replacing global ones, is 
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from pyl2d import _backend
@@ -85,3 +87,27 @@ def group_layout(nearest: torch.Tensor, memory_item_ids: torch.Tensor, n_memory:
     next_start = torch.flip(torch.cummin(torch.flip(after, [1]), 1).values, [1])
     group_end = torch.where(starts, next_start, positions)
     return rows.contiguous(), items.contiguous(), group_end.contiguous()
+
+
+class CandidateBuffers(NamedTuple):
+    """Everything the GPU aggregation kernels need, from the two search stages:
+    ``scores``/``ids`` [B, m + C], whose last C columns hold the global candidates and whose
+    first m columns the kernels fill with the local groups' scores; the groups' layout
+    (``rows``, ``items``, ``group_end``, see ``group_layout``)."""
+    scores: torch.Tensor
+    ids: torch.Tensor
+    rows: torch.Tensor
+    items: torch.Tensor
+    group_end: torch.Tensor
+
+
+def candidate_buffers(queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, backend) -> CandidateBuffers:
+    nearest = nearest_memory(queries, memory, m, metric, backend).to(torch.int64)
+    cand_scores, cand_ids = global_candidates(queries, memory_item_ids, item_reps, k, m, metric, exclude, backend)
+    rows, items, group_end = group_layout(nearest, memory_item_ids, memory.shape[0])
+    batch, n_cand = queries.shape[0], cand_ids.shape[1]
+    scores = torch.empty((batch, m + n_cand), dtype=torch.float32, device=queries.device)
+    ids = torch.empty((batch, m + n_cand), dtype=torch.int64, device=queries.device)
+    scores[:, m:] = cand_scores
+    ids[:, m:] = cand_ids
+    return CandidateBuffers(scores, ids, rows, items, group_end)

@@ -17,15 +17,9 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
     memory = _ext.ensure_inner_contiguous(memory)
     stream = _ext.cuda_stream(queries.device)
     batch = queries.shape[0]
-    nearest = _local_stages.nearest_memory(queries, memory, m, metric, "cuda").to(torch.int64)
-    cand_scores, cand_ids = _local_stages.global_candidates(queries, memory_item_ids, item_reps, k, m, metric,
-                                                            exclude, "cuda")
-    rows, items, group_end = _local_stages.group_layout(nearest, memory_item_ids, memory.shape[0])
-    n_cand = cand_ids.shape[1]
-    scores = torch.empty((batch, m + n_cand), dtype=torch.float32, device=queries.device)
-    ids = torch.empty((batch, m + n_cand), dtype=torch.int64, device=queries.device)
-    scores[:, m:] = cand_scores
-    ids[:, m:] = cand_ids
+    scores, ids, rows, items, group_end = _local_stages.candidate_buffers(
+        queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, "cuda")
+    n_cand = ids.shape[1] - m
     q_ptr, _, dim, q_stride, code = _ext.matrix(queries)
     m_ptr, _, _, m_stride, _ = _ext.matrix(memory)
     lib.local_scores_cuda(q_ptr, batch, dim, q_stride, m_ptr, m_stride, code, rows.data_ptr(), items.data_ptr(),

@@ -110,16 +110,9 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
     if memory.shape[1] > 1 and memory.stride(1) != 1:
         memory = memory.contiguous()
     batch, dim = queries.shape
-    nearest = _local_stages.nearest_memory(queries, memory, m, metric, "triton").to(torch.int64)
-    cand_scores, cand_ids = _local_stages.global_candidates(queries, memory_item_ids, item_reps, k, m, metric,
-                                                            exclude, "triton")
-    rows, items, group_end = _local_stages.group_layout(nearest, memory_item_ids, memory.shape[0])
-
-    n_cand = cand_ids.shape[1]
-    scores = torch.empty((batch, m + n_cand), dtype=torch.float32, device=queries.device)
-    ids = torch.empty((batch, m + n_cand), dtype=torch.int64, device=queries.device)
-    scores[:, m:] = cand_scores
-    ids[:, m:] = cand_ids
+    scores, ids, rows, items, group_end = _local_stages.candidate_buffers(
+        queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, "triton")
+    n_cand = ids.shape[1] - m
     block_d = min(128, triton.next_power_of_2(dim))
     # Writes the first m columns (the local groups) of scores and ids.
     local_scores_kernel[(batch * m,)](queries, queries.stride(0), memory, memory.stride(0), rows, items, group_end,
