@@ -52,7 +52,7 @@ class TrainConfig:
 
 
 DEMO_CONFIG = dict(vocab_size=1000, hidden_size=96, num_layers=2, num_heads=4, intermediate_size=256,
-                   epochs=4.0, max_minutes=1.5, learning_rate=4e-3)
+                   epochs=12.0, max_minutes=1.5, learning_rate=4e-3)
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int):
