@@ -73,20 +73,27 @@ _finite_cache: dict[int, tuple[weakref.ref, int, tuple, int]] = {}
 def finite(name: str, t: torch.Tensor) -> None:
     if tracing() or not t.is_floating_point():
         return
+    if t.is_inference():  # inference tensors have no version counter: check, do not cache
+        _scan_finite(name, t)
+        return
     key = id(t)
     stamp = (t._version, tuple(t.shape), t.data_ptr())
     hit = _finite_cache.get(key)
     if hit is not None and hit[0]() is t and hit[1:] == (stamp[0], stamp[1], stamp[2]):
         return
-    if not bool(torch.isfinite(t).all()):
-        bad = (~torch.isfinite(t)).nonzero()[0].tolist()
-        kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
-        raise ValueError(f"{name} contains {kind} (first non-finite value at index {tuple(bad)})")
+    _scan_finite(name, t)
     if t.numel() >= 1 << 16:
         if len(_finite_cache) > 64:
             for k in [k for k, v in _finite_cache.items() if v[0]() is None]:
                 del _finite_cache[k]
         _finite_cache[key] = (weakref.ref(t), *stamp)
+
+
+def _scan_finite(name: str, t: torch.Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+        kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
+        raise ValueError(f"{name} contains {kind} (first non-finite value at index {tuple(bad)})")
 
 
 def ids_in_range(name: str, ids: torch.Tensor, n: int, *, allow_padding: bool = True) -> None:

@@ -93,3 +93,13 @@ def test_env_backend_selects(monkeypatch):
 def test_backend_that_cannot_run_here():
     with pytest.raises(ValueError, match="backend='cuda' cannot run here"):
         pyl2d.score_topk(Q, X, 2, backend="cuda")
+
+
+def test_inference_mode_tensors_are_checked():
+    with torch.inference_mode():
+        q, x = randn(2, 8, generator=G), randn(70_000, 8, generator=G)
+        scores, ids = pyl2d.score_topk(q, x, 3)
+        assert ids.shape == (2, 3)
+        x[1, 1] = float("nan")
+        with pytest.raises(ValueError, match="items contains NaN"):
+            pyl2d.score_topk(q, x, 3)
