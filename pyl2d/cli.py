@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Modules that contribute subcommands; a module missing from this install is skipped.
-_COMMAND_MODULES = ("pyl2d.l2d.cli", "pyl2d.perm.cli", "pyl2d.bench_cli")
+_COMMAND_MODULES = ("pyl2d.l2d.cli", "pyl2d.perm.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
