@@ -6,9 +6,9 @@ from typing import Optional
 
 import torch
 
-from pyl2d import _backend, _checks
+from pyl2d import _backend
 from pyl2d.ops.pool_hidden import check_pool_args
-from pyl2d.ops.score_topk import METRICS, check_exclude, check_items
+from pyl2d.ops.score_topk import check_search
 
 
 @torch.library.custom_op("pyl2d::pooled_score_topk", mutates_args=())
@@ -33,13 +33,7 @@ def pooled_score_topk(hidden: torch.Tensor, attention_mask: torch.Tensor, items:
     """Exactly ``score_topk(pool_hidden(hidden, attention_mask, mode, normalize), items, ...)``
     (the pooled query is rounded to the hidden dtype), in one call. See those two ops."""
     check_pool_args(hidden, attention_mask, mode)
-    _checks.tensor("items", items, ndim=2, dtypes=_checks.FLOAT_DTYPES)
-    _checks.same_device([("hidden", hidden), ("items", items), ("exclude", exclude)])
-    _checks.same_dtype([("hidden", hidden), ("items", items)])
-    check_items(items, item_norms, hidden.shape[2])
-    _checks.choice("metric", metric, METRICS)
-    _checks.k_in_range(k, items.shape[0])
-    check_exclude(exclude, hidden.shape[0], items.shape[0])
+    check_search("hidden", hidden, hidden.shape[0], hidden.shape[2], items, k, metric, exclude, item_norms)
     resolved = _backend.resolve(backend, hidden.device, "pooled_score_topk")
     return _pooled_score_topk_op(hidden, attention_mask, items, k, metric, mode, bool(normalize), exclude,
                                  item_norms, resolved)

@@ -52,6 +52,19 @@ def check_exclude(exclude: torch.Tensor | None, batch: int, n_items: int) -> Non
     _checks.ids_in_range("exclude", exclude, n_items, allow_padding=True)
 
 
+def check_search(query_name: str, query: torch.Tensor, batch: int, dim: int, items: torch.Tensor, k, metric,
+                 exclude: torch.Tensor | None, item_norms: torch.Tensor | None) -> None:
+    """Checks shared by the ops that search ``items`` for ``batch`` queries of size ``dim``
+    taken from the tensor ``query`` (named ``query_name`` in errors)."""
+    _checks.tensor("items", items, ndim=2, dtypes=_checks.FLOAT_DTYPES)
+    _checks.same_device([(query_name, query), ("items", items), ("exclude", exclude)])
+    _checks.same_dtype([(query_name, query), ("items", items)])
+    check_items(items, item_norms, dim)
+    _checks.choice("metric", metric, METRICS)
+    _checks.k_in_range(k, items.shape[0])
+    check_exclude(exclude, batch, items.shape[0])
+
+
 def score_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str = "ip",
                exclude: torch.Tensor | None = None, item_norms: torch.Tensor | None = None,
                *, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,13 +89,7 @@ def score_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str =
     _checks.tensor("queries", queries, ndim=2, dtypes=_checks.FLOAT_DTYPES)
     if queries.shape[0] == 0:
         raise ValueError("queries is empty: it must hold at least one query")
-    _checks.tensor("items", items, ndim=2, dtypes=_checks.FLOAT_DTYPES)
-    _checks.same_device([("queries", queries), ("items", items), ("exclude", exclude)])
-    _checks.same_dtype([("queries", queries), ("items", items)])
-    check_items(items, item_norms, queries.shape[1])
-    _checks.choice("metric", metric, METRICS)
-    _checks.k_in_range(k, items.shape[0])
+    check_search("queries", queries, queries.shape[0], queries.shape[1], items, k, metric, exclude, item_norms)
     _checks.finite("queries", queries)
-    check_exclude(exclude, queries.shape[0], items.shape[0])
     resolved = _backend.resolve(backend, queries.device, "score_topk")
     return _score_topk_op(queries, items, k, metric, exclude, item_norms, resolved)
