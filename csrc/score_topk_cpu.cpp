@@ -28,6 +28,7 @@
 #endif
 
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include "amx_bf16.h"
 #include "registry.h"
@@ -157,7 +158,7 @@ void build_exclusions(Problem& p, uintptr_t ptr, int64_t rows, int64_t cols, int
 struct QueryData {
   const float* qf = nullptr;  // [B x ldq] fp32
   int64_t ldq = 0;
-  const float* norm = nullptr;        // [B] L2 norms
+  const float* norm = nullptr;        // [B] norm terms (norm_term: |q| for cosine, |q|^2 for l2)
   const uint16_t* packed = nullptr;   // AMX: [B rounded up to 32 x dpad] in B-tile layout
   int64_t dpad = 0;
 };
@@ -168,7 +169,7 @@ struct ThreadScratch {
   std::vector<uint16_t> stage;  // AMX: edge groups of the tile packed into A-tile layout
   std::vector<amx::ItemTiles> groups;  // AMX: where each 32-item group's tiles are
   std::vector<float> row;       // one fp32 item row (AMX path norms)
-  std::vector<float> norms;     // item norms of the tile
+  std::vector<float> norms;     // norm terms of the tile's items (norm_term)
   std::vector<float> scores;    // dots of the block: [query][item] (SIMD) or [item][query] (AMX)
   std::vector<TopKBuffer> topk;
   std::vector<float> thresholds;  // per query of the block: its top-k threshold (AMX selection)
@@ -213,10 +214,17 @@ void amx_dots(const Problem& p, const QueryData& qd, int64_t q0, int64_t nq, int
     }
 }
 
-// Metric from a dot product: cosine and l2 use the same expansion as the reference.
-inline float metric_score(Metric metric, float dot, float qnorm, float xnorm) {
-  if (metric == Metric::kCosine) return dot / (std::max(qnorm, kNormEps) * std::max(xnorm, kNormEps));
-  if (metric == Metric::kL2) return -std::sqrt(std::max(qnorm * qnorm - 2.0f * dot + xnorm * xnorm, 0.0f));
+// What a row's norm contributes to its scores: |x| for cosine, |x|^2 for l2. The l2 term
+// stays a sum of squares (never a square root squared again), so on exact inputs equal
+// distances give bit-equal scores and tie by id rather than by rounding.
+inline float norm_term(Metric metric, float sumsq) { return metric == Metric::kL2 ? sumsq : std::sqrt(sumsq); }
+inline float given_norm_term(Metric metric, float norm) { return metric == Metric::kL2 ? norm * norm : norm; }
+
+// Metric from a dot product and the two rows' norm terms (norm_term): cosine and l2 use
+// the same expansion as the reference.
+inline float metric_score(Metric metric, float dot, float qterm, float xterm) {
+  if (metric == Metric::kCosine) return dot / (std::max(qterm, kNormEps) * std::max(xterm, kNormEps));
+  if (metric == Metric::kL2) return -std::sqrt(std::max(qterm - 2.0f * dot + xterm, 0.0f));
   return dot;
 }
 
@@ -287,7 +295,7 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
         for (int j = 0; j < nt; ++j) {
           const char* src = reinterpret_cast<const char*>(p.items.ptr) + (j0 + j) * p.items.row_stride * int64_t(isz);
           K.to_f32(src, p.items.dtype, D, ws.row.data());
-          ws.norms[j] = std::sqrt(K.sumsq(ws.row.data(), D));
+          ws.norms[j] = norm_term(p.metric, K.sumsq(ws.row.data(), D));
         }
       }
       if (t.amx) {
@@ -321,13 +329,13 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
                  d0 > 0);
         }
         if (own_norms)
-          for (int j = 0; j < nt; ++j) ws.norms[j] = std::sqrt(ws.norms[j]);
+          for (int j = 0; j < nt; ++j) ws.norms[j] = norm_term(p.metric, ws.norms[j]);
       } else {
         // fp32: the kernel reads the items in place; norms first, which pulls the tile in.
         const float* xt = reinterpret_cast<const float*>(p.items.ptr) + j0 * p.items.row_stride;
         const int64_t ldx = p.items.row_stride;
         if (own_norms)
-          for (int j = 0; j < nt; ++j) ws.norms[j] = std::sqrt(K.sumsq(xt + j * ldx, D));
+          for (int j = 0; j < nt; ++j) ws.norms[j] = norm_term(p.metric, K.sumsq(xt + j * ldx, D));
         for (int64_t d0 = 0; d0 < D; d0 += t.d_chunk) {
           const int64_t len = std::min(t.d_chunk, D - d0);
           K.dots(qd.qf + q0 * qd.ldq + d0, qd.ldq, static_cast<int>(nq), xt + d0, ldx, nt, len, S, s_query, d0 > 0);
@@ -335,7 +343,7 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
       }
     }
     if (need_norms && p.item_norms)
-      for (int j = 0; j < nt; ++j) ws.norms[j] = p.item_norms[j0 + j];
+      for (int j = 0; j < nt; ++j) ws.norms[j] = given_norm_term(p.metric, p.item_norms[j0 + j]);
     // Scores, then selection, along S's contiguous dimension.
     if (s_item == 1) {
       select_by_query(p, qd, q0, nq, j0, nt, S, s_query, ws);
@@ -397,7 +405,7 @@ void score_topk_cpu(uintptr_t q_ptr, int64_t B, int64_t Dq, int64_t q_stride, in
     float* dst = qf.data() + b * qd.ldq;
     const float* src = row_f32(p.queries, b, dst, K);
     if (src != dst) std::copy(src, src + D, dst);
-    qnorm[b] = std::sqrt(K.sumsq(dst, D));
+    qnorm[b] = norm_term(p.metric, K.sumsq(dst, D));
   }
   qd.qf = qf.data();
   qd.norm = qnorm.data();
@@ -501,6 +509,10 @@ PYL2D_REGISTER_BINDINGS(score_topk_cpu, [](py::module_& m) {
         py::arg("num_threads"));
   m.def("cpu_simd_variant", [] { return std::string(pyl2d::simd::kernels().name); },
         "Which SIMD variant the CPU kernels use here (avx512, avx2 or portable).");
+  m.def("cpu_simd_supported", [] { return pyl2d::simd::supported_variants(); },
+        "The SIMD variants this CPU can run, best first (PYL2D_SIMD picks one of them).");
   m.def("cpu_has_amx", [] { return pyl2d::amx::available(); },
-        "Whether bfloat16 scoring uses Intel AMX tiles here.");
+        "Whether bfloat16 scoring uses Intel AMX tiles here (PYL2D_AMX=0 turns them off).");
+  m.def("cpu_amx_supported", [] { return pyl2d::amx::detect(); },
+        "Whether this CPU and OS could run AMX tiles, whatever PYL2D_AMX says.");
 });

@@ -21,8 +21,9 @@ PYL2D_REGISTER_BINDINGS(score_topk_cuda, [](py::module_& m) {
   m.def("score_topk_block_queries_cuda", &pyl2d::cuda::score_topk_block_queries, py::arg("dtype_code"),
         py::arg("k"), py::arg("batch"), "Queries per thread block of score_topk stage 1. Internal.");
   m.def("row_norms_cuda", &pyl2d::cuda::row_norms, py::arg("x"), py::arg("rows"), py::arg("dim"), py::arg("stride"),
-        py::arg("dtype_code"), py::arg("out"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
-        "float32 L2 norm of each row (see kernels/launchers.h). Internal.");
+        py::arg("dtype_code"), py::arg("squared"), py::arg("out"), py::arg("stream"),
+        py::call_guard<py::gil_scoped_release>(),
+        "float32 L2 norm (or sum of squares) of each row (see kernels/launchers.h). Internal.");
   m.def("pool_hidden_cuda", &pyl2d::cuda::pool_hidden, py::arg("hidden"), py::arg("batch"), py::arg("tokens"),
         py::arg("dim"), py::arg("stride0"), py::arg("stride1"), py::arg("dtype_code"), py::arg("mode"),
         py::arg("last_index"), py::arg("real"), py::arg("normalize"), py::arg("pooled"), py::arg("out"),

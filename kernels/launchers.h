@@ -35,8 +35,9 @@ void score_topk_stage1(uintptr_t q_base, uintptr_t q_offsets, int64_t batch, boo
                        int64_t tiles_per_split, int64_t n_splits, uintptr_t ws_scores, uintptr_t ws_ids,
                        int64_t ws_ld, uintptr_t stream);
 
-// out[r] = float32 L2 norm of row r of x (rows x dim, element row stride, contiguous columns).
-void row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, int dtype_code, uintptr_t out,
+// out[r] = float32 L2 norm of row r of x (rows x dim, element row stride, contiguous columns),
+// or its sum of squares when `squared` (the l2 term of score_topk).
+void row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, int dtype_code, bool squared, uintptr_t out,
                uintptr_t stream);
 
 // pool_hidden: hidden [B, T, D] (element strides s0, s1, contiguous columns) -> out [B, D] in

@@ -230,11 +230,12 @@ struct TileFor<float, kBQSmall> {
   using type = FmaTile;
 };
 
-__device__ __forceinline__ float apply_metric(int metric, float dot, float q_norm, float x_norm) {
+// q_term / x_term: |q|, |x| for cosine; |q|^2, |x|^2 (sums of squares, never a rounded norm
+// squared again, so equal distances give equal scores and tie by id) for l2.
+__device__ __forceinline__ float apply_metric(int metric, float dot, float q_term, float x_term) {
   if (metric == kIP) return dot;
-  if (metric == kCosine) return dot / (fmaxf(q_norm, kNormEps) * fmaxf(x_norm, kNormEps));
-  const float d2 = q_norm * q_norm - 2.0f * dot + x_norm * x_norm;
-  return -sqrtf(fmaxf(d2, 0.0f));
+  if (metric == kCosine) return dot / (fmaxf(q_term, kNormEps) * fmaxf(x_term, kNormEps));
+  return -sqrtf(fmaxf(q_term - 2.0f * dot + x_term, 0.0f));
 }
 
 // Whether `id` is in the ascending row `ids[0, n)`.
@@ -455,10 +456,11 @@ __global__ void __launch_bounds__(kThreads, BQ == kBQLarge ? 1 : 2) stage1_kerne
   }
 }
 
-// L2 norm of each row in float32: one warp per row, 16-byte loads when aligned.
+// L2 norm (or, when `squared`, sum of squares) of each row in float32: one warp per row,
+// 16-byte loads when aligned.
 template <typename T>
 __global__ void row_norms_kernel(const T* __restrict__ x, int64_t rows, int64_t dim, int64_t stride, bool vec_ok,
-                                 float* __restrict__ out) {
+                                 bool squared, float* __restrict__ out) {
   constexpr int kVec = 16 / static_cast<int>(sizeof(T));
   using Bits = typename std::conditional<sizeof(T) == 2, uint16_t, uint32_t>::type;
   const int lane = threadIdx.x & 31;
@@ -489,16 +491,17 @@ __global__ void row_norms_kernel(const T* __restrict__ x, int64_t rows, int64_t 
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  if (lane == 0) out[row] = sqrtf(ss);
+  if (lane == 0) out[row] = squared ? ss : sqrtf(ss);
 }
 
 template <typename T>
-void launch_row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, uintptr_t out, cudaStream_t stream) {
+void launch_row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, bool squared, uintptr_t out,
+                      cudaStream_t stream) {
   const bool vec_ok = x % 16 == 0 && stride % (16 / static_cast<int64_t>(sizeof(T))) == 0;
   const int64_t blocks = (rows + kThreads / 32 - 1) / (kThreads / 32);
   require(blocks <= INT_MAX, "too many rows");
   row_norms_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      reinterpret_cast<const T*>(x), rows, dim, stride, vec_ok, reinterpret_cast<float*>(out));
+      reinterpret_cast<const T*>(x), rows, dim, stride, vec_ok, squared, reinterpret_cast<float*>(out));
   check_launch("row_norms launch");
 }
 
@@ -564,15 +567,15 @@ void dispatch_stage1(Stage1Args& args, int64_t n_splits, cudaStream_t stream) {
 int score_topk_max_k() { return kMaxK; }
 int score_topk_tile_items() { return kBN; }
 
-void row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, int dtype_code, uintptr_t out,
+void row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, int dtype_code, bool squared, uintptr_t out,
                uintptr_t stream) {
   require(rows >= 1 && dim >= 1 && stride >= 0, "row_norms needs a non-empty matrix");
   require(x != 0 && out != 0, "null pointer");
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   switch (dtype_code) {
-    case 0: launch_row_norms<float>(x, rows, dim, stride, out, s); break;
-    case 1: launch_row_norms<__half>(x, rows, dim, stride, out, s); break;
-    case 2: launch_row_norms<__nv_bfloat16>(x, rows, dim, stride, out, s); break;
+    case 0: launch_row_norms<float>(x, rows, dim, stride, squared, out, s); break;
+    case 1: launch_row_norms<__half>(x, rows, dim, stride, squared, out, s); break;
+    case 2: launch_row_norms<__nv_bfloat16>(x, rows, dim, stride, squared, out, s); break;
     default: throw std::invalid_argument("pyl2d CUDA: row_norms takes float32, float16 or bfloat16");
   }
 }

@@ -1,6 +1,8 @@
 """Shared test helpers: devices/backends to test, per-dtype tolerances, top-k comparison."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from pyl2d import _backend
@@ -11,11 +13,18 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 REL_TOL = {torch.float32: 2e-5, torch.float16: 2e-4, torch.bfloat16: 2e-4}
 
 
+# PYL2D_TEST_BACKENDS=cpu,... restricts the backends under test (CI reruns the op tests on
+# the cpu backend alone under each SIMD path; the other backends do not depend on it).
+ONLY_BACKENDS = [b for b in os.environ.get("PYL2D_TEST_BACKENDS", "").split(",") if b]
+
+
 def backends(device: str = "cpu", *, op: str | None = None, include_torch: bool = False) -> list[str]:
     """Backends to test for ``op`` on ``device`` (those built here and implementing it)."""
     dev = torch.device(device)
     out = _backend.available(dev, op)
-    return out if include_torch else [b for b in out if b != "torch"]
+    if not include_torch:
+        out = [b for b in out if b != "torch"]
+    return [b for b in out if b in ONLY_BACKENDS] if ONLY_BACKENDS else out
 
 
 def devices() -> list[str]:
@@ -29,18 +38,74 @@ def randn(*shape, dtype=torch.float32, device="cpu", generator=None, scale=1.0):
 
 
 def oracle_scores(queries, items, metric, item_norms=None):
-    """Float64 scores on the (already rounded) inputs: what every backend approximates."""
-    from pyl2d.reference.score_topk import similarity
+    """Float64 scores on the (already rounded) inputs: what every backend approximates.
+    Squared norms are sums of squares (never a square root squared again), so on integer
+    inputs equal l2 distances are exactly equal here, as in the kernels."""
     q = queries.double().cpu()
     x = items.double().cpu()
     dots = q @ x.T
     if metric == "ip":
         return dots
-    xn = x.norm(dim=1) if item_norms is None else item_norms.double().cpu()
-    qn = q.norm(dim=1)
     if metric == "cosine":
+        xn = x.norm(dim=1) if item_norms is None else item_norms.double().cpu()
+        qn = q.norm(dim=1)
         return dots / (qn.clamp_min(1e-12)[:, None] * xn.clamp_min(1e-12)[None])
-    return -(qn[:, None] ** 2 - 2 * dots + xn[None] ** 2).clamp_min(0).sqrt()
+    x_sq = (x * x).sum(1) if item_norms is None else item_norms.double().cpu().square()
+    return -((q * q).sum(1)[:, None] - 2 * dots + x_sq[None]).clamp_min(0).sqrt()
+
+
+def oracle_topk(full, k):
+    """The k best of float64 scores [B, N], ties to the lower id (a stable sort); slots
+    without an admissible item are (-inf, -1)."""
+    vals, ids = torch.sort(full, dim=1, descending=True, stable=True)
+    vals, ids = vals[:, :k], ids[:, :k]
+    return vals, ids.masked_fill(torch.isneginf(vals), -1)
+
+
+def _cosine_apart(q, a, b, same_formula):
+    """Whether every (row of a, row of b) pair scores exactly alike on every code path or
+    clearly apart, for every query (see :func:`integer_tie_case`)."""
+    dots_a, dots_b = q @ a.T, q @ b.T
+    sq_a, sq_b = (a * a).sum(1), (b * b).sum(1)
+    cos_a = dots_a / (q.norm(dim=1)[:, None] * sq_a.sqrt()[None])
+    cos_b = dots_b / (q.norm(dim=1)[:, None] * sq_b.sqrt()[None])
+    same_key = (dots_a[:, :, None] == dots_b[:, None, :]) & (sq_a[None, :, None] == sq_b[None, None, :])
+    exact = ((dots_a[:, :, None] == 0) & (dots_b[:, None, :] == 0)) | (same_key if same_formula else False)
+    apart = (cos_a[:, :, None] - cos_b[:, None, :]).abs() > 1e-4
+    return bool((exact | apart).all())
+
+
+def integer_tie_case(n_rows, d, n_queries, generator, *, metric, groups=None):
+    """Small-integer rows [n_rows, d] and queries [n_queries, d] (float32) for tests that
+    assert an exact id order: ties among them are exact on every code path and in every
+    dtype, so ids can be compared with a float64 oracle that breaks ties by the lower id.
+
+    Every value lies in [-2, 2] and d <= 64, so dot products and squared norms are small
+    integers, exact in any summation order: ip and l2 scores of different rows tie exactly
+    when they are equal (row 1 is row 0 with two coordinates swapped where query 0 has equal
+    ones, a planted tie between different vectors). A cosine score divides by square roots,
+    which code paths round differently, so for cosine the rows are drawn again until every
+    pair either has the same dot product and squared norm (exact in any one formula; only
+    within a group when ``groups`` lists index groups scored by different formulas, such as
+    local and global scores) or a clear gap.
+    """
+    assert d <= 64 and n_rows >= 2 and d >= 2
+    for _ in range(1000):
+        rows = torch.randint(-2, 3, (n_rows, d), generator=generator).double()
+        q = torch.randint(-2, 3, (n_queries, d), generator=generator).double()
+        rows[rows.abs().sum(1) == 0, 0] = 1.0
+        q[q.abs().sum(1) == 0, 0] = 1.0
+        q[0, 1] = q[0, 0]
+        rows[0, 0], rows[0, 1] = 1.0, -1.0
+        rows[1] = rows[0]
+        rows[1, 0], rows[1, 1] = rows[0, 1], rows[0, 0]
+        if metric != "cosine":
+            return rows.float(), q.float()
+        parts = [torch.as_tensor(list(g_)) for g_ in groups] if groups else [torch.arange(n_rows)]
+        if all(_cosine_apart(q, rows[a], rows[b], same_formula=(i == j))
+               for i, a in enumerate(parts) for j, b in enumerate(parts)):
+            return rows.float(), q.float()
+    raise AssertionError("could not draw a cosine case with clear gaps")
 
 
 def assert_topk_matches(scores, ids, full, k, exclude=None, rel_tol=2e-5, msg=""):

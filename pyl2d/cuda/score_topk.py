@@ -29,10 +29,14 @@ def new_buffer(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device)
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def row_norms(t: torch.Tensor) -> torch.Tensor:
-    """float32 L2 norm of each row with torch, in chunks (for the few query rows)."""
+def row_norm_terms(t: torch.Tensor, metric: str) -> torch.Tensor:
+    """float32 norm term of each row with torch, in chunks (for the few query rows): the L2
+    norm for cosine, the sum of squares for l2 (see kernels/score_topk.cu: apply_metric)."""
     rows = max(1, FALLBACK_CHUNK_BYTES // (4 * max(1, t.shape[1])))
-    return torch.cat([torch.linalg.vector_norm(c.to(torch.float32), dim=1) for c in t.split(rows)])
+    chunks = [c.to(torch.float32) for c in t.split(rows)]
+    if metric == "l2":
+        return torch.cat([(c * c).sum(1) for c in chunks])
+    return torch.cat([torch.linalg.vector_norm(c, dim=1) for c in chunks])
 
 
 def vector_aligned(t: torch.Tensor, *strides: int) -> bool:
@@ -104,16 +108,16 @@ def topk_from_rows(base: torch.Tensor, row_offsets: torch.Tensor, batch: int, ro
     device = items.device
     q_norms = x_norms = None
     if metric != "ip":
-        q_norms = row_norms(query_rows()).contiguous()
+        q_norms = row_norm_terms(query_rows(), metric).contiguous()
     ex = sorted_exclude(exclude)
     row_offsets = row_offsets.to(torch.int64).contiguous()
     with torch.cuda.device(device):
         if metric != "ip":
             if item_norms is not None:
-                x_norms = item_norms.contiguous()
+                x_norms = (item_norms * item_norms if metric == "l2" else item_norms).contiguous()
             else:  # one pass over the items in a CUDA kernel, no float32 copy
                 x_norms = new_buffer((n,), torch.float32, device)
-                lib.row_norms_cuda(items.data_ptr(), n, d, items.stride(0), _ext.dtype_code(items),
+                lib.row_norms_cuda(items.data_ptr(), n, d, items.stride(0), _ext.dtype_code(items), metric == "l2",
                                    x_norms.data_ptr(), _ext.cuda_stream(device))
         tiles_per_split, n_splits = item_splits(batch, n, k, items.dtype, device, lib)
         ws_scores = new_buffer((batch, n_splits * k), torch.float32, device)

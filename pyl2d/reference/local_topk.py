@@ -14,17 +14,17 @@ from pyl2d.reference.score_topk import NORM_EPS, mask_excluded, select_topk, sim
 
 def paired_similarity(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
     """Score of row i of ``a`` against row i of ``b`` ([P] float32), with the formulas of
-    :func:`similarity` (l2 through the norm expansion)."""
+    :func:`similarity` (l2 through the expansion with squared norms as sums of squares)."""
     a, b = a.to(torch.float32), b.to(torch.float32)
     dots = (a * b).sum(1)
     if metric == "ip":
         return dots
-    a_norm = torch.linalg.vector_norm(a, dim=1)
-    b_norm = torch.linalg.vector_norm(b, dim=1)
     if metric == "cosine":
+        a_norm = torch.linalg.vector_norm(a, dim=1)
+        b_norm = torch.linalg.vector_norm(b, dim=1)
         return dots / (a_norm.clamp_min(NORM_EPS) * b_norm.clamp_min(NORM_EPS))
     if metric == "l2":
-        return -(a_norm.square() - 2.0 * dots + b_norm.square()).clamp_min(0.0).sqrt()
+        return -((a * a).sum(1) - 2.0 * dots + (b * b).sum(1)).clamp_min(0.0).sqrt()
     raise ValueError(f"metric must be 'ip', 'cosine' or 'l2'; got {metric!r}")
 
 

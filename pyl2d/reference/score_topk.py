@@ -14,12 +14,15 @@ def similarity(queries: torch.Tensor, items: torch.Tensor, metric: str,
     dots = q @ x.T
     if metric == "ip":
         return dots
-    x_norm = item_norms.to(torch.float32) if item_norms is not None else torch.linalg.vector_norm(x, dim=1)
-    q_norm = torch.linalg.vector_norm(q, dim=1)
     if metric == "cosine":
+        x_norm = item_norms.to(torch.float32) if item_norms is not None else torch.linalg.vector_norm(x, dim=1)
+        q_norm = torch.linalg.vector_norm(q, dim=1)
         return dots / (q_norm.clamp_min(NORM_EPS)[:, None] * x_norm.clamp_min(NORM_EPS)[None, :])
     if metric == "l2":
-        d2 = q_norm.square()[:, None] - 2.0 * dots + x_norm.square()[None, :]
+        # Squared norms as sums of squares, never sqrt-then-square: on integer inputs every
+        # term is exact, so equal distances tie exactly (as in the kernels), not by rounding.
+        x_sq = item_norms.to(torch.float32).square() if item_norms is not None else (x * x).sum(1)
+        d2 = (q * q).sum(1)[:, None] - 2.0 * dots + x_sq[None, :]
         return -d2.clamp_min(0.0).sqrt()
     raise ValueError(f"metric must be 'ip', 'cosine' or 'l2'; got {metric!r}")
 

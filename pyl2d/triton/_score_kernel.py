@@ -24,6 +24,8 @@ Metric epilogue (selection value -> final score, both monotone within a row):
   ip:     dot                      -> dot
   cosine: dot / max(|x|, eps)      -> value / max(|q|, eps)
   l2:     -max(|q|^2 - 2dot + |x|^2, 0) -> -sqrt(-value)   (no sqrt per element)
+The l2 squared norms are sums of squares (``xnorm_ptr`` holds |x|^2 for l2), never a rounded
+norm squared again, so equal distances give equal scores and tie by id.
 """
 from __future__ import annotations
 
@@ -103,7 +105,7 @@ def _selection_values(acc, n0, N, xnorm_ptr, qsq, METRIC: tl.constexpr, EPS: tl.
         val = acc * (1.0 / tl.maximum(xn, EPS))[None, :]
     elif METRIC == 2:
         xn = tl.load(xnorm_ptr + tl.minimum(rn, N - 1))
-        val = -tl.maximum(qsq[:, None] - 2.0 * acc + (xn * xn)[None, :], 0.0)
+        val = -tl.maximum(qsq[:, None] - 2.0 * acc + xn[None, :], 0.0)
     else:
         val = acc
     return tl.where((rn < N)[None, :], val, float("-inf"))
@@ -146,7 +148,7 @@ def _select_tile(val, n0, keys, slot, thr, KP: tl.constexpr, BN: tl.constexpr):
 def score_topk_kernel(
     q_ptr, q_rows_ptr, stride_qd,            # queries: q_ptr + q_rows[b] + d * stride_qd
     x_ptr, stride_xn, stride_xd,             # items [N, D]
-    xnorm_ptr,                               # float32 [N] item norms (unused for ip)
+    xnorm_ptr,                               # float32 [N] |x| (cosine), |x|^2 (l2); unused for ip
     floor_ptr,                               # float32 [B] score floor (read when HAS_FLOOR)
     out_scores_ptr, out_ids_ptr,             # [B, SPLITS, KP] float32 / int64
     B, N, D, tiles_per_split, splits,
@@ -174,7 +176,6 @@ def score_topk_kernel(
                         mask=(dd < D)[None, :], other=0.0).to(tl.float32)
             qsq += tl.sum(q * q, axis=1)
     qnorm = tl.sqrt_rn(qsq)
-    qsq = qnorm * qnorm
 
     keys = tl.full([BM, KP], EMPTY, tl.int64)
     slot = tl.zeros([BM], dtype=tl.int32)          # position of each row's worst key

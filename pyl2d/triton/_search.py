@@ -21,6 +21,8 @@ from pyl2d.triton._score_kernel import EMPTY_KEY, METRIC_CODES, NORM_EPS, score_
 MAX_FUSED_ITEMS = 2**31 - 2**20
 # Fallback: score at most this many (query, item) pairs at once.
 FALLBACK_PAIRS = 1 << 24
+# Elements per chunk of the items' squared norms (l2): 64 MiB of fp32 at most.
+SUMSQ_CHUNK_ELEMENTS = 1 << 24
 
 
 def _next_pow2(x: int) -> int:
@@ -47,14 +49,23 @@ def fused_supported(c: int, n_items: int) -> bool:
     return selection_width(c) <= _configs.MAX_KP and n_items <= MAX_FUSED_ITEMS
 
 
-def item_norms_or_compute(items: torch.Tensor, item_norms: torch.Tensor | None, metric: str
-                          ) -> torch.Tensor | None:
-    """fp32 item norms for cosine/l2 (one pass over items, no fp32 copy of them)."""
+def item_norm_terms(items: torch.Tensor, item_norms: torch.Tensor | None, metric: str) -> torch.Tensor | None:
+    """fp32 per-item terms the kernel's epilogue reads: |x| for cosine, |x|^2 for l2, None
+    for ip. The l2 term is a sum of squares, never a rounded norm squared again, so equal
+    distances give equal scores and tie by id. Computed in bounded chunks, no fp32 copy."""
     if metric == "ip":
         return None
     if item_norms is not None:
-        return item_norms.to(torch.float32).contiguous()
-    return torch.linalg.vector_norm(items, dim=1, dtype=torch.float32)
+        norms = item_norms.to(torch.float32)
+        return (norms * norms if metric == "l2" else norms).contiguous()
+    if metric == "cosine":
+        return torch.linalg.vector_norm(items, dim=1, dtype=torch.float32)
+    out = torch.empty(items.shape[0], dtype=torch.float32, device=items.device)
+    rows = max(1, SUMSQ_CHUNK_ELEMENTS // max(1, items.shape[1]))
+    for start in range(0, items.shape[0], rows):
+        part = items[start:start + rows].to(torch.float32)
+        out[start:start + rows] = (part * part).sum(1)
+    return out
 
 
 def _sm_count(device: torch.device) -> int:
@@ -138,7 +149,7 @@ def best_candidates(q_base: torch.Tensor, q_rows: torch.Tensor, q_stride_d: int,
     only as an alignment hint). The fused kernel handles ``c`` up to ``_configs.MAX_KP``."""
     n_items, dim = items.shape
     kp = selection_width(c)
-    norms = item_norms_or_compute(items, item_norms, metric)
+    norms = item_norm_terms(items, item_norms, metric)
     cfg = _configs.pick(items.dtype, dim, batch, kp)
     splits, per_split = _plan_splits(batch, n_items, cfg, items.device)
     out_scores = torch.empty((batch, splits, kp), dtype=torch.float32, device=items.device)
@@ -176,13 +187,12 @@ def chunked_candidates(queries: torch.Tensor, items: torch.Tensor, c: int, metri
 
     batch = queries.shape[0]
     n_items = items.shape[0]
-    norms = item_norms_or_compute(items, item_norms, metric)
     chunk = max(c, FALLBACK_PAIRS // max(batch, 1))
     best_s = queries.new_full((batch, 0), float("-inf"), dtype=torch.float32)
     best_i = queries.new_full((batch, 0), -1, dtype=torch.int64)
     for start in range(0, n_items, chunk):
         stop = min(start + chunk, n_items)
-        part = similarity(queries, items[start:stop], metric, None if norms is None else norms[start:stop])
+        part = similarity(queries, items[start:stop], metric, None if item_norms is None else item_norms[start:stop])
         ids = torch.arange(start, stop, device=items.device).expand(batch, -1)
         _, pos = torch.topk(pack_keys(part, ids), min(c, stop - start), dim=1, sorted=False)
         best_s = torch.cat([best_s, torch.gather(part, 1, pos)], 1)

@@ -4,8 +4,8 @@ import torch
 from hypothesis import assume, given, settings, strategies as st
 
 import pyl2d
-from pyl2d.reference.local_topk import local_topk as reference_local_topk
-from helpers import DTYPES, REL_TOL, assert_topk_matches, backends, oracle_scores, randn
+from helpers import (DTYPES, REL_TOL, assert_topk_matches, backends, integer_tie_case, oracle_scores, oracle_topk,
+                     randn)
 
 METRICS = ["l2", "ip", "cosine"]
 CPU_BACKENDS = backends("cpu", op="local_topk", include_torch=True)
@@ -181,30 +181,24 @@ def test_all_memory_gives_the_global_ranking(backend, metric):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("metric", METRICS)
 def test_ties_go_to_lower_id(backend, dtype, metric):
-    """Small-integer vectors (m = 1, so local representations are memory rows) give exact
-    scores in every dtype: duplicated memory rows and item representations tie exactly.
-
-    A local score (computed by the backend's aggregation kernel) can tie a global one
-    (computed by its ``score_topk``); for cosine and l2 the two agree to the bit only where
-    both use the reference's formulas (torch, cpu). Elsewhere (triton's score_topk divides
-    by |x| and then by |q|) an exact tie may come out one ulp apart, so there the test
-    checks ties among the returned scores and the scores themselves."""
+    """Small-integer vectors (m = 1, so local representations are memory rows) whose ties
+    are exact on every code path (integer_tie_case): duplicated rows, and different rows at
+    the same ip/l2 score, local against global scores too. A cosine local score and a
+    global one come from different formulas on some backends (triton divides by |x|, then
+    by |q|), so for cosine memory and item rows come from two groups kept clearly apart."""
     g = torch.Generator().manual_seed(6)
-    base = torch.randint(-2, 3, (6, 24), generator=g).float()
-    base[base.abs().sum(1) == 0, 0] = 1.0
-    memory = base[torch.randint(0, 6, (60,), generator=g)].to(dtype)
-    reps = base[torch.randint(0, 6, (30,), generator=g)].to(dtype)
-    q = torch.randint(-2, 3, (5, 24), generator=g).float().to(dtype)
+    base, q = integer_tie_case(6, 24, 5, g, metric=metric, groups=[(0, 1, 2), (3, 4, 5)])
+    mem_rows, rep_rows = (torch.arange(3), torch.arange(3, 6)) if metric == "cosine" else (torch.arange(6),) * 2
+    memory = base[mem_rows[torch.randint(0, len(mem_rows), (60,), generator=g)]]
+    reps = base[rep_rows[torch.randint(0, len(rep_rows), (30,), generator=g)]]
     item_of = torch.randint(0, 30, (60,), generator=g)
+    full, _ = local_oracle(q, memory, item_of, reps, 1, metric)
     for k in (1, 7, 30):
-        scores, ids = pyl2d.local_topk(q, memory, item_of, reps, k, 1, metric, backend=backend)
-        ref_scores, ref_ids = reference_local_topk(q, memory, item_of, reps, k, 1, metric)
-        torch.testing.assert_close(scores, ref_scores, rtol=1e-6, atol=1e-5)
-        if metric == "ip" or backend in ("torch", "cpu"):
-            assert torch.equal(ids, ref_ids), f"{backend} k={k}: tie order differs"
-        else:
-            equal = (scores[:, 1:] == scores[:, :-1]) & (ids[:, 1:] >= 0)
-            assert torch.all(ids[:, 1:][equal] > ids[:, :-1][equal]), f"{backend} k={k}: ties not by id"
+        scores, ids = pyl2d.local_topk(q.to(dtype), memory.to(dtype), item_of, reps.to(dtype), k, 1, metric,
+                                       backend=backend)
+        want_scores, want_ids = oracle_topk(full, k)
+        assert torch.equal(ids, want_ids), f"{backend} k={k}: tie order differs"
+        torch.testing.assert_close(scores.double(), want_scores, rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import pyl2d
-from pyl2d.reference.score_topk import score_topk as reference_score_topk
-from helpers import DTYPES, REL_TOL, assert_topk_matches, backends, oracle_scores, randn
+from helpers import (DTYPES, REL_TOL, assert_topk_matches, backends, integer_tie_case, oracle_scores, oracle_topk,
+                     randn)
 
 METRICS = ["ip", "cosine", "l2"]
 CPU_BACKENDS = backends("cpu", op="score_topk", include_torch=True)
@@ -74,17 +74,28 @@ def test_fewer_admissible_than_k_gives_neg_inf_tail(backend):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("metric", METRICS)
 def test_ties_go_to_lower_id(backend, dtype, metric):
-    """Small-integer vectors give exact scores in every dtype, so duplicated items tie exactly."""
+    """Duplicated items, and different items at the same score, tie exactly on every code
+    path (integer_tie_case); the float64 oracle orders them by id."""
     g = torch.Generator().manual_seed(4)
-    base = torch.randint(-2, 3, (9, 40), generator=g).float()
-    base[base.abs().sum(1) == 0, 0] = 1.0
-    x = base[torch.randint(0, 9, (150,), generator=g)].to(dtype)
-    q = torch.randint(-2, 3, (5, 40), generator=g).float().to(dtype)
+    base, q = integer_tie_case(9, 40, 5, g, metric=metric)
+    x = base[torch.cat([torch.tensor([0, 1]), torch.randint(0, 9, (148,), generator=g)])]
+    full = oracle_scores(q, x, metric)
     for k in (1, 7, 37, 150):
-        scores, ids = pyl2d.score_topk(q, x, k, metric, backend=backend)
-        ref_scores, ref_ids = reference_score_topk(q, x, k, metric)
-        torch.testing.assert_close(scores, ref_scores, rtol=1e-6, atol=1e-5)
-        assert torch.equal(ids, ref_ids), f"{backend} k={k}: tie order differs"
+        scores, ids = pyl2d.score_topk(q.to(dtype), x.to(dtype), k, metric, backend=backend)
+        want_scores, want_ids = oracle_topk(full, k)
+        assert torch.equal(ids, want_ids), f"{backend} k={k}: tie order differs"
+        torch.testing.assert_close(scores.double(), want_scores, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_equal_l2_distances_of_different_items_tie_exactly(backend):
+    """Two different items at distance sqrt(32) from the query. Squaring a rounded norm
+    again (the reference's old formula) put item 1 first by one ulp; sums of squares make
+    the two distances equal, so the tie goes to the lower id on every path."""
+    q = torch.tensor([[2.0, 1, 2, -2, 0, -1, -1, 2]])
+    x = torch.tensor([[-1.0, 2, 1, 0, 2, 2, 1, 2], [0.0, -1, 1, -1, 1, -2, 1, -2]])
+    scores, ids = pyl2d.score_topk(q, x, 2, "l2", backend=backend)
+    assert ids.tolist() == [[0, 1]] and scores[0, 0] == scores[0, 1] == -(32 ** 0.5)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import pyl2d
-from helpers import DTYPES, REL_TOL, assert_topk_matches, backends, oracle_scores, randn
+from helpers import (DTYPES, REL_TOL, assert_topk_matches, backends, integer_tie_case, oracle_scores, oracle_topk,
+                     randn)
 
 pytestmark = pytest.mark.skipif("triton" not in backends("cpu", op="score_topk"),
                                 reason="triton cannot run here")
@@ -30,17 +31,16 @@ def test_sampled_floor_keeps_results_exact(floor_always, dtype, metric):
 
 
 def test_sampled_floor_with_exact_ties(floor_always):
+    """Ties exact on every code path (integer_tie_case) still go to the lower id when the
+    sampled floor seeds the threshold."""
     g = torch.Generator().manual_seed(32)
-    base = torch.randint(-2, 3, (6, 32), generator=g).float()
-    base[base.abs().sum(1) == 0, 0] = 1.0
-    x = base[torch.randint(0, 6, (180,), generator=g)]
-    q = torch.randint(-2, 3, (3, 32), generator=g).float()
-    from pyl2d.reference.score_topk import score_topk as reference
     for metric in ("ip", "l2"):
+        base, q = integer_tie_case(6, 32, 3, g, metric=metric)
+        x = base[torch.cat([torch.tensor([0, 1]), torch.randint(0, 6, (178,), generator=g)])]
         scores, ids = pyl2d.score_topk(q, x, 9, metric, backend="triton")
-        ref_scores, ref_ids = reference(q, x, 9, metric)
-        assert torch.equal(ids, ref_ids)
-        torch.testing.assert_close(scores, ref_scores)
+        want_scores, want_ids = oracle_topk(oracle_scores(q, x, metric), 9)
+        assert torch.equal(ids, want_ids)
+        torch.testing.assert_close(scores.double(), want_scores)
 
 
 @pytest.mark.parametrize("loop", [0, 1, 2])
