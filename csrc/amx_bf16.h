@@ -126,6 +126,7 @@ PYL2D_AMX_TARGET inline void block(const ItemTiles& x, const uint16_t* qp, int64
   _tile_stored(3, st + 16 * lds + 16, sstride);
 }
 #else
+inline bool detect() { return false; }
 inline bool available() { return false; }
 inline void configure() {}
 inline void release() {}

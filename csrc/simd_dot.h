@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "tensor_arg.h"
 
@@ -396,21 +397,35 @@ PYL2D_AVX2 inline float sumsq(const float* x, int64_t n) {
 // ----------------------------------------------------------------------------------------
 // Run-time choice. PYL2D_SIMD=portable|avx2|avx512 in the environment caps the choice
 // (for tests and comparisons); an unsupported request falls back to the best available.
-inline Kernels select_kernels(const char* cap) {
-  const Kernels portable_k{"portable", portable::dots, nullptr, portable::to_f32, portable::sumsq};
+
+// The variants this CPU can run, best first ("portable" always last).
+inline std::vector<std::string> supported_variants() {
+  std::vector<std::string> out;
 #ifdef PYL2D_SIMD_X86
-  const Kernels avx2_k{"avx2", avx2::dots, nullptr, avx2::to_f32, avx2::sumsq};
-  const Kernels avx512_k{"avx512", avx512::dots, avx512::dots16, avx512::to_f32, avx512::sumsq};
   __builtin_cpu_init();
   const bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                       __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (has512) out.push_back("avx512");
+  if (has2) out.push_back("avx2");
+#endif
+  out.push_back("portable");
+  return out;
+}
+
+inline Kernels select_kernels(const char* cap) {
+  const Kernels portable_k{"portable", portable::dots, nullptr, portable::to_f32, portable::sumsq};
+#ifdef PYL2D_SIMD_X86
+  const Kernels avx2_k{"avx2", avx2::dots, nullptr, avx2::to_f32, avx2::sumsq};
+  const Kernels avx512_k{"avx512", avx512::dots, avx512::dots16, avx512::to_f32, avx512::sumsq};
+  const std::vector<std::string> have = supported_variants();
+  const auto supports = [&](const char* v) { return std::find(have.begin(), have.end(), v) != have.end(); };
   const std::string want = cap ? cap : "";
   if (want == "portable") return portable_k;
-  if (want == "avx2") return has2 ? avx2_k : portable_k;
-  if (has512) return avx512_k;
-  if (has2) return avx2_k;
+  if (want == "avx2") return supports("avx2") ? avx2_k : portable_k;
+  if (supports("avx512")) return avx512_k;
+  if (supports("avx2")) return avx2_k;
 #else
   (void)cap;
 #endif

@@ -20,6 +20,27 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA_DIR = pathlib.Path(os.environ.get("PYL2D_DATA", REPO.parent / "shared" / "data"))
 
 
+def _kernel_paths() -> str:
+    """Which CPU kernel paths this run exercises (CI reruns the op tests under each)."""
+    from pyl2d import _ext
+    lib = _ext.load()
+    if lib is None:
+        return "pyl2d CPU kernels: not built (pyl2d._C missing)"
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("PYL2D_SIMD", "PYL2D_AMX", "PYL2D_TEST_BACKENDS") if k in os.environ)
+    return (f"pyl2d CPU kernels: SIMD {lib.cpu_simd_variant()} (this CPU: {', '.join(lib.cpu_simd_supported())}), "
+            f"AMX {'on' if lib.cpu_has_amx() else 'off'} (this CPU: {'yes' if lib.cpu_amx_supported() else 'no'})"
+            + (f"; {env}" if env else ""))
+
+
+def pytest_report_header(config):
+    return _kernel_paths()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Repeated at the end, where ``-q`` (which hides the header) still shows it."""
+    terminalreporter.write_line(_kernel_paths())
+
+
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
