@@ -51,6 +51,16 @@ def prompt_groups(prompts) -> torch.Tensor:
     return torch.tensor([keys.setdefault(repr(p), len(keys)) for p in prompts], dtype=torch.int64)
 
 
+def check_lengths(prompts, completions, completion_ids) -> None:
+    """ValueError unless prompts and completion_ids (when given) match completions one to one."""
+    if isinstance(completions, (str, bytes, Mapping)) or not isinstance(completions, Sequence):
+        raise ValueError(f"completions must be a list of completions, got {type(completions).__name__}")
+    for name, values in (("prompts", prompts), ("completion_ids", completion_ids)):
+        if values is not None and len(values) != len(completions):
+            raise ValueError(f"{name} has {len(values)} entries but completions has {len(completions)}; "
+                             "they must match one to one")
+
+
 class PERMReward:
     """A TRL-compatible reward function scoring completions from several perspectives.
 
@@ -117,6 +127,7 @@ class PERMReward:
 
     def score(self, prompts, completions, completion_ids=None, **kwargs) -> torch.Tensor:
         """Raw per-perspective scores [B, P] (float64, NaN where invalid)."""
+        check_lengths(prompts, completions, completion_ids)
         texts = [completion_text(c) for c in completions]
         n = len(texts)
         persona = self._column(kwargs, "persona", n)
