@@ -110,6 +110,7 @@ class PERMReward:
         self.__name__ = name
         self.counter = ScoreCounter()  # cumulative score outcomes per perspective
         self.last_scores: torch.Tensor | None = None  # [B, P] raw scores of the last call
+        self.last_statuses: list[list[str]] = []  # [B][P] score statuses of the last call
         self.last_metrics: dict[str, float] = {}
         self._batch_counts: dict[str, collections.Counter] = {}
 
@@ -136,6 +137,7 @@ class PERMReward:
         if self.columns["query"] not in kwargs and prompts is not None:
             query = [prompt_query(p) for p in prompts]
         scores = torch.full((n, len(self.perspectives)), math.nan, dtype=torch.float64)
+        statuses = [[MISSING_SECTION] * len(self.perspectives) for _ in range(n)]
         requests, slots = [], []
         batch_counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         for i, text in enumerate(texts):
@@ -150,11 +152,13 @@ class PERMReward:
                 slots.append((i, j))
         for (i, j), result in zip(slots, self.judge.score(requests)):
             scores[i, j] = result.value
+            statuses[i][j] = result.status
             batch_counts[self.perspectives[j].name][result.status] += 1
         for name, counts in batch_counts.items():
             for status, c in counts.items():
                 self.counter.counts[name][status] += c
         self._batch_counts = batch_counts
+        self.last_statuses = statuses
         return scores
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
