@@ -19,14 +19,16 @@ import re
 OK, MISSING, OUT_OF_RANGE, MALFORMED, ERROR = "ok", "missing", "out_of_range", "malformed", "error"
 
 _NUM = r"([-+]?[0-9]+(?:\.[0-9]+)?)"
+# Every optional piece starts with a literal, so no two whitespace runs compete: matching
+# stays linear in the text (a hostile reply is up to max_response_bytes long).
 _LABELLED = re.compile(
-    r"(?:total\s+|final\s+|overall\s+)?(?:score|rating)\s*(?:\*\*|__)?\s*[:=]\s*(?:\*\*|__)?\s*\[*\s*" + _NUM
-    + r"\s*\]*\s*(?:\*\*|__)?\s*(?:(?:/|out\s+of)\s*([0-9]+))?",
+    r"(?:(?:total|final|overall)\s+)?(?:score|rating)\s*(?:(?:\*\*|__)\s*)?[:=]\s*(?:(?:\*\*|__)\s*)?(?:\[\s*)*"
+    + _NUM + r"\s*(?:\]\s*)*(?:(?:\*\*|__)\s*)?(?:(?:/|out\s+of)\s*([0-9]+))?",
     re.IGNORECASE,
 )
 _FRACTION = re.compile(r"(?<![\w./,+\-])" + _NUM + r"\s*(?:/|out\s+of)\s*([0-9]+)(?!\w)(?![.,][0-9])",
                        re.IGNORECASE)
-_BARE = re.compile(r"^\s*(?:\*\*)?\s*" + _NUM + r"\s*(?:\*\*)?\s*\.?\s*$")
+_BARE = re.compile(r"^\s*(?:\*\*\s*)?" + _NUM + r"\s*(?:\*\*\s*)?(?:\.\s*)?$")
 # What may not follow a number: more of a number (1e3, 3,5, 4.0.1, 4th) or a range (3-4, 3 to 4).
 _BAD_TAIL = re.compile(r"\w|[.,][0-9]|\s*(?:[-\u2013\u2014]|to\b|or\b)\s*[-+]?[0-9]", re.IGNORECASE)
 

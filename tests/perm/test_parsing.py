@@ -143,3 +143,13 @@ def test_property_sections_roundtrip(analysis, response, style_a, style_r, upper
     text = style_a.format(name("analysis")) + analysis + "\n" + style_r.format(name("response")) + response
     parsed = parse_completion(text)
     assert parsed.analysis == analysis.strip() and parsed.response == response.strip()
+
+
+@pytest.mark.parametrize("text", ["score" + " " * 100_000, "Score:" + " " * 100_000 + "x", " " * 100_000 + "x",
+                                  "4" + " " * 100_000 + "x", "Score: " + "[ " * 50_000, "Score: 4" + "] " * 50_000])
+def test_hostile_judge_text_parses_in_linear_time(text):
+    import time
+
+    start = time.monotonic()
+    parse_score(text, 1, 5)
+    assert time.monotonic() - start < 1.0  # quadratic backtracking took minutes here
