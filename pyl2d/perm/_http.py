@@ -41,6 +41,18 @@ def check_url(url, name: str) -> str:
     return url
 
 
+def connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, from the OS error under an httpx ConnectError ("Connection
+    refused", "Name or service not known"), else the exception's type. Nothing is sent before
+    the connection, so this never holds the key."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno:
+            return os.strerror(exc.errno) if exc.errno > 0 else str(exc.strerror or exc)[:120]
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return "ConnectError"
+
+
 def api_key(env: str) -> str | None:
     """The API key in environment variable ``env`` (None when unset or blank), surrounding
     whitespace stripped. A ValueError, which does not show the key, when what is left holds a

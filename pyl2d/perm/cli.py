@@ -8,9 +8,10 @@ keeps what it finished; running again with the same --output skips the ids alrea
 
 A dialogue is written only when every one of its judge calls got an answer: one whose call
 failed (timeout, 5xx, bad body) is left out and retried by the next run. Malformed input rows
-are skipped and reported by file and line. Exit status: 0 when every input row is in the
-output, 1 when some are not (malformed rows, failed judge calls, a judge that refuses the
-key or cannot be reached: that stops the run), 2 for bad arguments.
+are skipped and reported by file and line (a file with no usable row is an error). Exit
+status: 0 when every input row is in the output, 1 when some are not (malformed rows, failed
+judge calls, a judge that refuses the key or cannot be reached: that stops the run), 2 for
+bad arguments.
 """
 from __future__ import annotations
 
@@ -158,6 +159,9 @@ def run_score(args) -> int:
                                  "query": args.query_field})
     skip = done_ids(args.output)
     rows, problems = read_rows(args.data, args.id_field, args.completion_field)
+    if problems and not rows:
+        raise ValueError(f"--data {args.data} holds no usable row ({len(problems)} malformed; first: "
+                         f"{problems[0]})")
     rows = [(i, r) for i, r in rows if i not in skip]
     for problem in problems[:SHOWN_PROBLEMS]:
         print(f"{PROG}: skipping {problem}", file=sys.stderr)

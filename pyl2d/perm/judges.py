@@ -22,7 +22,7 @@ import math
 import random
 from typing import Callable, Mapping, Sequence
 
-from pyl2d.perm._http import ResponseTooLarge, api_key, check_url, read_body, shown_url
+from pyl2d.perm._http import ResponseTooLarge, api_key, check_url, connect_reason, read_body, shown_url
 from pyl2d.perm.perspectives import Perspective
 from pyl2d.perm.scores import ERROR, OK, ParsedScore, parse_score
 
@@ -241,8 +241,10 @@ class OpenAIJudge(TextJudge):
                 async with semaphore:  # released while backing off
                     code, retry_after, body = await asyncio.wait_for(self._attempt(client, payload, headers),
                                                                      self.timeout)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                failure, reason = UNREACHABLE, f"could not connect to judge at {url} ({type(exc).__name__})"
+            except httpx.ConnectError as exc:
+                failure, reason = UNREACHABLE, f"could not connect to judge at {url} ({connect_reason(exc)})"
+            except httpx.ConnectTimeout:
+                failure, reason = UNREACHABLE, f"could not connect to judge at {url} (timed out)"
             except (TimeoutError, httpx.TimeoutException):
                 failure, reason = TIMEOUT, f"timed out after {self.timeout:g} s"
             except httpx.TransportError as exc:

@@ -62,6 +62,9 @@ def test_malformed_rows_are_skipped_and_reported(judge_server, tmp_path, capsys)
     assert f"{data}:4: field 'completion' is missing" in err and "skipped 3 malformed input rows" in err
     assert _ids(out) == ["1", "5"]
     assert main(_args(judge_server, tmp_path / "missing.jsonl", tmp_path / "o.jsonl")) == 2
+    # No usable row at all (say, a wrong --completion-field) is an error, not an empty run.
+    assert main(_args(judge_server, data, out) + ["--completion-field", "reply"]) == 2
+    assert f"holds no usable row (5 malformed; first: {data}:1: field 'reply'" in capsys.readouterr().err
 
 
 def test_non_utf8_row_is_skipped_with_file_and_line(judge_server, tmp_path, capsys):
