@@ -57,8 +57,9 @@ def add_commands(subparsers) -> None:
 
 
 def read_rows(path: pathlib.Path, id_field: str, completion_field: str) -> tuple[list[tuple[str, dict]], list[str]]:
-    """(id, row) of each well-formed input line, and a "file:line: what is wrong" for each other."""
-    rows, problems = [], []
+    """(id, row) of each well-formed input line, and a "file:line: what is wrong" for each other
+    (a repeated id is wrong too: the output, and resuming, go by id)."""
+    rows, problems, first_line = [], [], {}
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
@@ -80,7 +81,12 @@ def read_rows(path: pathlib.Path, id_field: str, completion_field: str) -> tuple
             elif not isinstance(row.get(completion_field), str):
                 problems.append(f"{where}: field {completion_field!r} is missing or not text")
             else:
-                rows.append((str(row.get(id_field, lineno)), row))
+                key = str(row.get(id_field, lineno))
+                if key in first_line:
+                    problems.append(f"{where}: duplicate id {key[:80]!r} (first on line {first_line[key]})")
+                    continue
+                first_line[key] = lineno
+                rows.append((key, row))
     return rows, problems
 
 
@@ -103,6 +109,8 @@ def check_args(args) -> None:
     from pyl2d.perm._http import check_url
 
     check_url(args.judge_url, "--judge-url")
+    if not args.api_key_env:
+        raise ValueError("--api-key-env must name an environment variable")
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--concurrency", args.concurrency, 1),
                              ("--max-retries", args.max_retries, 0),
                              ("--max-response-bytes", args.max_response_bytes, 1)):
@@ -200,8 +208,7 @@ def run_score(args) -> int:
             out.close()
     counts = reward.counter.as_dict()
     invalid = {n: sum(v for k, v in c.items() if k != "ok") for n, c in counts.items()}
-    print(f"wrote {written} of {len(rows)} dialogues to score; invalid scores per perspective: {invalid}",
-          file=sys.stderr)
+    print(f"wrote {written} of {len(rows)} dialogues; invalid scores per perspective: {invalid}", file=sys.stderr)
     left = len(rows) - written
     if fatal:
         print(f"{PROG}: error: {fatal}; stopped with {left} dialogues not scored (run the same command again "

@@ -55,16 +55,18 @@ def test_resume_skips_written_ids_and_repairs_a_torn_line(judge_server, tmp_path
 
 def test_malformed_rows_are_skipped_and_reported(judge_server, tmp_path, capsys):
     data, out = tmp_path / "d.jsonl", tmp_path / "o.jsonl"
-    data.write_text('{"id": 1, "completion": "x"}\nnot json\n[1]\n{"id": 4}\n{"id": 5, "completion": "y"}\n')
+    data.write_text('{"id": 1, "completion": "x"}\nnot json\n[1]\n{"id": 4}\n{"id": 5, "completion": "y"}\n'
+                    '{"id": 1, "completion": "z"}\n')
     assert main(_args(judge_server, data, out)) == 1
     err = capsys.readouterr().err
     assert f"{data}:2: not valid JSON" in err and f"{data}:3: expected a JSON object" in err
-    assert f"{data}:4: field 'completion' is missing" in err and "skipped 3 malformed input rows" in err
+    assert f"{data}:4: field 'completion' is missing" in err and "skipped 4 malformed input rows" in err
+    assert f"{data}:6: duplicate id '1' (first on line 1)" in err
     assert _ids(out) == ["1", "5"]
     assert main(_args(judge_server, tmp_path / "missing.jsonl", tmp_path / "o.jsonl")) == 2
     # No usable row at all (say, a wrong --completion-field) is an error, not an empty run.
     assert main(_args(judge_server, data, out) + ["--completion-field", "reply"]) == 2
-    assert f"holds no usable row (5 malformed; first: {data}:1: field 'reply'" in capsys.readouterr().err
+    assert f"holds no usable row (6 malformed; first: {data}:1: field 'reply'" in capsys.readouterr().err
 
 
 def test_non_utf8_row_is_skipped_with_file_and_line(judge_server, tmp_path, capsys):
@@ -151,6 +153,7 @@ def test_key_with_control_characters_never_leaks(judge_server, tmp_path, capsys,
     ("--max-retries", "-1", "--max-retries"), ("--timeout", "0", "--timeout"), ("--timeout", "nan", "--timeout"),
     ("--batch-size", "0", "--batch-size"), ("--max-response-bytes", "0", "--max-response-bytes"),
     ("--output", "DIR", "is a directory"), ("--data", "DIR", "is not a file"), ("--output", "DATA", "--data file"),
+    ("--api-key-env", "", "--api-key-env"),
 ])
 def test_cli_misuse_is_a_clean_error(judge_server, tmp_path, capsys, flag, value, message):
     data, out = tmp_path / "d.jsonl", tmp_path / "o.jsonl"
