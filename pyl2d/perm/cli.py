@@ -151,10 +151,40 @@ def _number(x: float):
     return None if x is None or math.isnan(x) else x
 
 
+def write_scores(reward, rows, args, out, bar) -> tuple[int, int, str | None]:
+    """Score ``rows`` batch by batch and write the judged ones: (written, not written, why the
+    judge is unusable or None). A row with a failed judge call is left for the next run; a
+    fatal failure (refused key, no connection) stops after its batch."""
+    from pyl2d.perm.judges import FAILED, FATAL
+
+    names = [p.name for p in reward.perspectives]
+    written, failed, fatal = 0, 0, None
+    for start in range(0, len(rows), args.batch_size):
+        batch = rows[start:start + args.batch_size]
+        fields = (args.persona_field, args.scenario_field, args.query_field)
+        cols = {f: [r.get(f, "") for _, r in batch] for f in fields}
+        rewards = reward(prompts=None, completions=[r[args.completion_field] for _, r in batch], **cols)
+        for (i, _), value, row_scores, statuses in zip(batch, rewards, reward.last_scores.tolist(),
+                                                        reward.last_statuses):
+            if FAILED.intersection(statuses):
+                failed += 1
+                if FATAL.intersection(statuses):
+                    fatal = fatal or getattr(reward.judge, "fatal", None) or "the judge is unusable"
+                continue
+            record = {"id": i, "scores": {n: _number(s) for n, s in zip(names, row_scores)}, "reward": _number(value)}
+            out.write(json.dumps(record) + "\n")
+            written += 1
+        out.flush()
+        bar.update(len(batch))
+        if fatal:
+            break
+    return written, failed, fatal
+
+
 def run_score(args) -> int:
     from tqdm import tqdm
 
-    from pyl2d.perm.judges import FAILED, FATAL, OpenAIJudge
+    from pyl2d.perm.judges import OpenAIJudge
     from pyl2d.perm.reward import PERMReward
 
     check_args(args)
@@ -176,32 +206,11 @@ def run_score(args) -> int:
     if len(problems) > SHOWN_PROBLEMS:
         print(f"{PROG}: ... and {len(problems) - SHOWN_PROBLEMS} more malformed rows", file=sys.stderr)
     out = open_output(args.output)
-    names = [p.name for p in reward.perspectives]
-    written, failed, fatal = 0, 0, None
     bar = tqdm(total=len(rows), unit="dialogue", disable=args.no_progress, file=sys.stderr)
     try:
         if skip:
             bar.write(f"resuming: {len(skip)} dialogues already in {args.output}")
-        for start in range(0, len(rows), args.batch_size):
-            batch = rows[start:start + args.batch_size]
-            cols = {f: [r.get(f, "") for _, r in batch]
-                    for f in (args.persona_field, args.scenario_field, args.query_field)}
-            rewards = reward(prompts=None, completions=[r[args.completion_field] for _, r in batch], **cols)
-            for (i, _), value, row_scores, statuses in zip(batch, rewards, reward.last_scores.tolist(),
-                                                            reward.last_statuses):
-                if FAILED.intersection(statuses):  # not judged: left for the next run
-                    failed += 1
-                    if FATAL.intersection(statuses):
-                        fatal = fatal or judge.fatal or "the judge is unusable"
-                    continue
-                record = {"id": i, "scores": {n: _number(s) for n, s in zip(names, row_scores)},
-                          "reward": _number(value)}
-                out.write(json.dumps(record) + "\n")
-                written += 1
-            out.flush()
-            bar.update(len(batch))
-            if fatal:
-                break
+        written, failed, fatal = write_scores(reward, rows, args, out, bar)
     finally:
         bar.close()
         if out is not sys.stdout:

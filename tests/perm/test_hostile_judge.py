@@ -120,7 +120,8 @@ def test_key_with_a_stray_cr_or_spaces_is_stripped(judge_server, monkeypatch, ca
     assert result.status == ("ok" if marker == "good" else "unauthorized")
     assert judge_server.auth_headers == [f"Bearer {SECRET}"]
     out = capsys.readouterr()
-    for text in (caplog.text, out.out, out.err, str(judge.fatal), repr(judge), *(r.getMessage() for r in caplog.records)):
+    records = [r.getMessage() for r in caplog.records]
+    for text in (caplog.text, out.out, out.err, str(judge.fatal), repr(judge), *records):
         assert SECRET not in text
     monkeypatch.setenv(KEY_ENV, " \r\n")  # blank is unset: no header
     make_judge(judge_server.base_url).score([request(marker)])
