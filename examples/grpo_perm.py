@@ -48,6 +48,10 @@ def main() -> None:
                         timeout=60.0, max_retries=4)
     reward = PERMReward(judge, mode="mean", bystander_coef=0.2, length_limit=512, length_coef=1e-3,
                         missing_section="empty", name="perm")
+    # Fail now, not hours into training, when the judge is down or refuses the key.
+    reward(prompts=["hi"], completions=["# Analysis\nA greeting.\n# Response\nHello!"])
+    if judge.fatal:
+        raise SystemExit(f"judge not usable: {judge.fatal}")
 
     config = GRPOConfig(output_dir=args.output_dir, num_generations=args.num_generations,
                         per_device_train_batch_size=args.num_generations, max_steps=args.max_steps,

@@ -1,11 +1,11 @@
 """Judges: given judge prompts, return one score per prompt (NaN + a status when invalid).
 
 - ``OpenAIJudge``: any OpenAI-compatible chat-completions server (vLLM, SGLang, hosted),
-  async over httpx with bounded concurrency, a per-request timeout and retries with jittered
-  exponential backoff on 429, 5xx, timeouts and connection errors. Every prompt of a batch
-  (all perspectives of all completions) is in flight together, up to ``concurrency``. The API
-  key is read from an environment variable at request time and is never stored, printed,
-  logged or saved.
+  async over httpx with bounded concurrency, a wall-clock deadline and a body-size cap per
+  attempt, and retries with jittered exponential backoff on 429, 5xx, timeouts and connection
+  errors. Every prompt of a batch (all perspectives of all completions) is in flight together,
+  up to ``concurrency``. The API key is read from an environment variable at request time and
+  is never stored, printed, logged or saved.
 - ``ScriptedJudge``: returns scripted replies; for tests and dry runs.
 - ``LocalJudge``: a ``transformers`` causal LM scoring from logits (G-Eval style): one forward
   pass, then ``score_from_hidden`` over the score tokens' LM-head rows.
@@ -17,17 +17,24 @@ import collections
 import concurrent.futures
 import dataclasses
 import logging
+import json
 import math
-import os
 import random
 from typing import Callable, Mapping, Sequence
 
+from pyl2d.perm._http import ResponseTooLarge, api_key, check_url, connect_reason, read_body, shown_url
 from pyl2d.perm.perspectives import Perspective
 from pyl2d.perm.scores import ERROR, OK, ParsedScore, parse_score
 
 logger = logging.getLogger("pyl2d.perm")
 
-TIMEOUT = "timeout"
+# Statuses of a judge call that failed (no answer to score), besides "error":
+TIMEOUT = "timeout"            # an attempt ran past its deadline
+UNAUTHORIZED = "unauthorized"  # the server refused the API key (HTTP 401 / 403)
+UNREACHABLE = "unreachable"    # no connection to the server
+FAILED = frozenset({ERROR, TIMEOUT, UNAUTHORIZED, UNREACHABLE})
+FATAL = frozenset({UNAUTHORIZED, UNREACHABLE})  # the judge as a whole is unusable
+MAX_RESPONSE_BYTES = 4 * 2 ** 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,28 +133,37 @@ class OpenAIJudge(TextJudge):
         api_key_env: name of the environment variable holding the API key (read per request;
             unset or empty means no Authorization header, as for a local vLLM).
         concurrency: most requests in flight at once.
-        timeout: seconds per request attempt.
+        timeout: wall-clock seconds per request attempt: connecting, sending and reading the
+            whole body (a server dripping its reply byte by byte is cut off, too).
         max_retries: retries after the first attempt on 429, 5xx, timeouts and connection errors.
+        max_response_bytes: cap on a reply body after decompression; a longer one is an error
+            (not retried), read no further.
         backoff, max_backoff: the n-th retry waits uniform(0.5, 1) * min(max_backoff, backoff * 2**n)
             seconds, or the server's Retry-After when it is given and no longer than max_backoff.
         temperature, max_tokens, extra_body: sent with every request (extra_body is merged in).
+
+    ``fatal`` holds, after a batch, why the judge as a whole was unusable (the key refused, no
+    connection), else None; ``stats`` counts retries and failures.
     """
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 16,
                  timeout: float = 60.0, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0,
-                 temperature: float = 0.0, max_tokens: int = 512, extra_body: Mapping | None = None):
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+                 temperature: float = 0.0, max_tokens: int = 512, extra_body: Mapping | None = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES):
+        check_url(base_url, "base_url")
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        if not isinstance(max_response_bytes, int) or max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be a positive int, got {max_response_bytes!r}")
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if not (backoff >= 0 and max_backoff >= 0):
             raise ValueError("backoff and max_backoff must be >= 0")
         if not isinstance(api_key_env, str) or not api_key_env:
             raise ValueError("api_key_env must name an environment variable")
+        api_key(api_key_env)  # a malformed key is an error now, not a leaked header later
         url = base_url.rstrip("/")
         self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
         self.model = model
@@ -157,16 +173,21 @@ class OpenAIJudge(TextJudge):
         self.max_retries = max_retries
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
+        self.max_response_bytes = max_response_bytes
         self.body = {"temperature": temperature, "max_tokens": max_tokens, **dict(extra_body or {})}
         self.stats: collections.Counter = collections.Counter()
+        self.fatal: str | None = None
 
     def __repr__(self) -> str:
-        return (f"OpenAIJudge(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
+        return (f"OpenAIJudge(url={shown_url(self.url)!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
                 f"concurrency={self.concurrency}, timeout={self.timeout}, max_retries={self.max_retries})")
 
     def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.api_key_env)
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        key = api_key(self.api_key_env)
+        headers = {"Accept-Encoding": "gzip, deflate"}  # what read_body decodes, capped
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after is not None:
@@ -181,52 +202,83 @@ class OpenAIJudge(TextJudge):
     async def ascore(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
         import httpx
 
+        headers = self._headers()
+        self.fatal = None
         semaphore = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), limits=limits) as client:
-            replies = await asyncio.gather(*(self.post(client, semaphore, r) for r in requests))
+            replies = await asyncio.gather(*(self.post(client, semaphore, r, headers) for r in requests))
         return self.parse(requests, replies)
 
-    async def post(self, client, semaphore: asyncio.Semaphore, request: JudgeRequest) -> tuple[str | None, str]:
+    async def _attempt(self, client, payload: dict, headers: dict) -> tuple[int, str | None, bytes | None]:
+        """One HTTP exchange: (status code, Retry-After, body of a 2xx reply, capped)."""
+        async with client.stream("POST", self.url, json=payload, headers=headers) as resp:
+            if not 200 <= resp.status_code < 300:
+                return resp.status_code, resp.headers.get("retry-after"), None
+            return resp.status_code, None, await read_body(resp, self.max_response_bytes)
+
+    def _give_up(self, status: str, message: str, stat: str | None = None) -> tuple[None, str]:
+        """A prompt that fails without retrying; a fatal status also sets ``fatal``."""
+        self.stats[stat or status] += 1
+        if status in FATAL and self.fatal is None:
+            self.fatal = message
+            logger.error("%s", message)
+        else:
+            logger.warning("judge request failed: %s (not retried)", message)
+        return None, status
+
+    async def post(self, client, semaphore: asyncio.Semaphore, request: JudgeRequest,
+                   headers: dict[str, str]) -> tuple[str | None, str]:
         """One request with retries; (reply text or None, status)."""
         import httpx
 
         payload = {"model": self.model, "messages": [dict(m) for m in request.messages], **self.body}
         failure = ERROR
+        url = shown_url(self.url)
         for attempt in range(self.max_retries + 1):
             retry_after = None
             try:
                 async with semaphore:  # released while backing off
-                    resp = await client.post(self.url, json=payload, headers=self._headers())
-            except httpx.TimeoutException:
-                failure, reason = TIMEOUT, "timed out"
+                    code, retry_after, body = await asyncio.wait_for(self._attempt(client, payload, headers),
+                                                                     self.timeout)
+            except httpx.ConnectError as exc:
+                failure, reason = UNREACHABLE, f"could not connect to judge at {url} ({connect_reason(exc)})"
+            except httpx.ConnectTimeout:
+                failure, reason = UNREACHABLE, f"could not connect to judge at {url} (timed out)"
+            except (TimeoutError, httpx.TimeoutException):
+                failure, reason = TIMEOUT, f"timed out after {self.timeout:g} s"
             except httpx.TransportError as exc:
                 failure, reason = ERROR, f"connection error ({type(exc).__name__})"
+            except ResponseTooLarge:
+                return self._give_up(ERROR, f"reply body over max_response_bytes={self.max_response_bytes}",
+                                     "too_large")
             except Exception as exc:  # anything else fails this prompt only, never the batch
-                self.stats["error"] += 1
-                logger.warning("judge request failed: %s (not retried)", type(exc).__name__)
-                return None, ERROR
+                return self._give_up(ERROR, type(exc).__name__)
             else:
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    failure, reason = ERROR, f"HTTP {resp.status_code}"
-                    retry_after = resp.headers.get("retry-after")
-                elif resp.status_code >= 400:
+                if code == 429 or code >= 500:
+                    failure, reason = ERROR, f"HTTP {code}"
+                elif code in (401, 403):
+                    hint = "" if "Authorization" in headers else f"; {self.api_key_env} is not set"
+                    return self._give_up(UNAUTHORIZED, f"judge at {url} refused the API key (HTTP {code}){hint}")
+                elif not 200 <= code < 300:
                     self.stats["http_error"] += 1
-                    logger.warning("judge request rejected: HTTP %d (not retried)", resp.status_code)
+                    logger.warning("judge request rejected: HTTP %d (not retried)", code)
                     return None, ERROR
                 else:
-                    return self._content(resp)
+                    return self._content(body)
             self.stats[failure] += 1
             if attempt < self.max_retries:
                 self.stats["retries"] += 1
                 logger.debug("judge request %s; retry %d of %d", reason, attempt + 1, self.max_retries)
                 await asyncio.sleep(self._delay(attempt, retry_after))
+        if failure in FATAL and self.fatal is None:
+            self.fatal = reason
         logger.warning("judge request failed after %d attempts: %s", self.max_retries + 1, reason)
         return None, failure
 
-    def _content(self, resp) -> tuple[str | None, str]:
+    def _content(self, body: bytes) -> tuple[str | None, str]:
         try:
-            text = resp.json()["choices"][0]["message"]["content"]
+            text = json.loads(body)["choices"][0]["message"]["content"]
             if not isinstance(text, str):
                 raise TypeError("content is not text")
             return text, OK

@@ -51,6 +51,16 @@ def prompt_groups(prompts) -> torch.Tensor:
     return torch.tensor([keys.setdefault(repr(p), len(keys)) for p in prompts], dtype=torch.int64)
 
 
+def check_lengths(prompts, completions, completion_ids) -> None:
+    """ValueError unless prompts and completion_ids (when given) match completions one to one."""
+    if isinstance(completions, (str, bytes, Mapping)) or not isinstance(completions, Sequence):
+        raise ValueError(f"completions must be a list of completions, got {type(completions).__name__}")
+    for name, values in (("prompts", prompts), ("completion_ids", completion_ids)):
+        if values is not None and len(values) != len(completions):
+            raise ValueError(f"{name} has {len(values)} entries but completions has {len(completions)}; "
+                             "they must match one to one")
+
+
 class PERMReward:
     """A TRL-compatible reward function scoring completions from several perspectives.
 
@@ -100,6 +110,7 @@ class PERMReward:
         self.__name__ = name
         self.counter = ScoreCounter()  # cumulative score outcomes per perspective
         self.last_scores: torch.Tensor | None = None  # [B, P] raw scores of the last call
+        self.last_statuses: list[list[str]] = []  # [B][P] score statuses of the last call
         self.last_metrics: dict[str, float] = {}
         self._batch_counts: dict[str, collections.Counter] = {}
 
@@ -117,6 +128,7 @@ class PERMReward:
 
     def score(self, prompts, completions, completion_ids=None, **kwargs) -> torch.Tensor:
         """Raw per-perspective scores [B, P] (float64, NaN where invalid)."""
+        check_lengths(prompts, completions, completion_ids)
         texts = [completion_text(c) for c in completions]
         n = len(texts)
         persona = self._column(kwargs, "persona", n)
@@ -125,6 +137,7 @@ class PERMReward:
         if self.columns["query"] not in kwargs and prompts is not None:
             query = [prompt_query(p) for p in prompts]
         scores = torch.full((n, len(self.perspectives)), math.nan, dtype=torch.float64)
+        statuses = [[MISSING_SECTION] * len(self.perspectives) for _ in range(n)]
         requests, slots = [], []
         batch_counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         for i, text in enumerate(texts):
@@ -139,11 +152,13 @@ class PERMReward:
                 slots.append((i, j))
         for (i, j), result in zip(slots, self.judge.score(requests)):
             scores[i, j] = result.value
+            statuses[i][j] = result.status
             batch_counts[self.perspectives[j].name][result.status] += 1
         for name, counts in batch_counts.items():
             for status, c in counts.items():
                 self.counter.counts[name][status] += c
         self._batch_counts = batch_counts
+        self.last_statuses = statuses
         return scores
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:

@@ -4,7 +4,10 @@ Accepted forms include ``Score: 4``, ``**Score:** 4``, ``Score: **4**``, ``score
 ``Rating: 4``, ``4/5``, ``Score: 4/5`` and ``Total score: 78/100``; the last labelled score
 in the text wins (judges restate the rubric before concluding). A value outside the rubric's
 range, or a ``x/y`` whose denominator is not the rubric's maximum, is invalid, never clipped.
-Invalid or missing scores become NaN and are counted per perspective by ``ScoreCounter``.
+A score is a plain ASCII number (``4``, ``4.5``, ``-1``); anything that runs on into more of a
+number or a range (``1e3``, ``3,5``, ``3-4``, ``3 to 4``, ``4th``) is "malformed", not read as
+its first digits. Invalid or missing scores become NaN and are counted per perspective by
+``ScoreCounter``.
 """
 from __future__ import annotations
 
@@ -13,22 +16,27 @@ import dataclasses
 import math
 import re
 
-OK, MISSING, OUT_OF_RANGE, ERROR = "ok", "missing", "out_of_range", "error"
+OK, MISSING, OUT_OF_RANGE, MALFORMED, ERROR = "ok", "missing", "out_of_range", "malformed", "error"
 
-_NUM = r"([-+]?\d+(?:\.\d+)?)"
+_NUM = r"([-+]?[0-9]+(?:\.[0-9]+)?)"
+# Every optional piece starts with a literal, so no two whitespace runs compete: matching
+# stays linear in the text (a hostile reply is up to max_response_bytes long).
 _LABELLED = re.compile(
-    r"(?:total\s+|final\s+|overall\s+)?(?:score|rating)\s*(?:\*\*|__)?\s*[:=]\s*(?:\*\*|__)?\s*\[*\s*" + _NUM
-    + r"\s*\]*\s*(?:\*\*|__)?\s*(?:(?:/|out\s+of)\s*(\d+))?",
+    r"(?:(?:total|final|overall)\s+)?(?:score|rating)\s*(?:(?:\*\*|__)\s*)?[:=]\s*(?:(?:\*\*|__)\s*)?(?:\[\s*)*"
+    + _NUM + r"\s*(?:\]\s*)*(?:(?:\*\*|__)\s*)?(?:(?:/|out\s+of)\s*([0-9]+))?",
     re.IGNORECASE,
 )
-_FRACTION = re.compile(r"(?<![\w./])" + _NUM + r"\s*(?:/|out\s+of)\s*(\d+)(?!\w)(?!\.\d)", re.IGNORECASE)
-_BARE = re.compile(r"^\s*(?:\*\*)?\s*" + _NUM + r"\s*(?:\*\*)?\s*\.?\s*$")
+_FRACTION = re.compile(r"(?<![\w./,+\-])" + _NUM + r"\s*(?:/|out\s+of)\s*([0-9]+)(?!\w)(?![.,][0-9])",
+                       re.IGNORECASE)
+_BARE = re.compile(r"^\s*(?:\*\*\s*)?" + _NUM + r"\s*(?:\*\*\s*)?(?:\.\s*)?$")
+# What may not follow a number: more of a number (1e3, 3,5, 4.0.1, 4th) or a range (3-4, 3 to 4).
+_BAD_TAIL = re.compile(r"\w|[.,][0-9]|\s*(?:[-\u2013\u2014]|to\b|or\b)\s*[-+]?[0-9]", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
 class ParsedScore:
     value: float  # NaN unless status is "ok"
-    status: str   # "ok", "missing", "out_of_range" (or "error" for a failed judge call)
+    status: str   # "ok", "missing", "out_of_range", "malformed", or why the judge call failed
 
     @property
     def valid(self) -> bool:
@@ -43,18 +51,22 @@ def _check(value: float, denominator: str | None, low: float, high: float) -> Pa
     return ParsedScore(value, OK)
 
 
+def _malformed(text: str, m: re.Match) -> bool:
+    """Whether a matched number (or its denominator) runs on into more of a number or a range."""
+    return any(m.group(g) is not None and _BAD_TAIL.match(text, m.end(g)) for g in (1, 2))
+
+
 def parse_score(text: str | None, low: float, high: float) -> ParsedScore:
     """The score in ``text`` on the rubric range [low, high]; NaN with a reason when invalid."""
     if not text:
         return ParsedScore(math.nan, MISSING)
-    labelled = list(_LABELLED.finditer(text))
-    if labelled:
-        m = labelled[-1]
-        return _check(float(m.group(1)), m.group(2), low, high)
-    fractions = list(_FRACTION.finditer(text))
-    if fractions:
-        m = fractions[-1]
-        return _check(float(m.group(1)), m.group(2), low, high)
+    for pattern in (_LABELLED, _FRACTION):
+        found = list(pattern.finditer(text))
+        if found:
+            m = found[-1]
+            if _malformed(text, m):
+                return ParsedScore(math.nan, MALFORMED)
+            return _check(float(m.group(1)), m.group(2), low, high)
     m = _BARE.match(text)
     if m:
         return _check(float(m.group(1)), None, low, high)
@@ -62,7 +74,7 @@ def parse_score(text: str | None, low: float, high: float) -> ParsedScore:
 
 
 class ScoreCounter:
-    """Per-perspective counts of score outcomes (ok / missing / out_of_range / error)."""
+    """Per-perspective counts of score outcomes (ok / missing / out_of_range / malformed / error...)."""
 
     def __init__(self):
         self.counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)

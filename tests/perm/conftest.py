@@ -2,21 +2,34 @@
 
 The judge prompt embeds the text being judged, so a completion carries a marker such as
 ``[[judge:garbage]]`` that tells the server how to answer: well, with garbage, with 429 or
-500 (once, or always), with an out-of-range score, a broken body, or too slowly. The server
-records what it saw (Authorization headers, attempts per prompt, the most requests in flight).
+500 (once, or always), with an out-of-range score, a broken body, or too slowly; or with
+hostile behaviour: 401/403, a body dripped at one byte per ``drip_seconds``, a huge body, a
+gzip bomb. ``server.default_mode`` answers unmarked prompts. The server records what it saw
+(Authorization headers, attempts per prompt, the most requests in flight).
 """
 from __future__ import annotations
 
 import collections
+import functools
+import gzip
 import http.server
 import json
 import re
+import socket
 import threading
 import time
 
 import pytest
 
 _MARKER = re.compile(r"\[\[judge:([a-z0-9_]+)\]\]")
+HUGE_BYTES = 300 * 2 ** 20
+BOMB_BYTES = 64 * 2 ** 20  # what the gzip bomb expands to (from about 64 KiB on the wire)
+
+
+@functools.lru_cache(maxsize=None)
+def gzip_bomb(prefix: bytes) -> bytes:
+    """A gzip body expanding to a valid JSON reply followed by BOMB_BYTES of spaces."""
+    return gzip.compress(prefix + b" " * BOMB_BYTES, compresslevel=9)
 
 
 class ScriptedServer(http.server.ThreadingHTTPServer):
@@ -31,7 +44,9 @@ class ScriptedServer(http.server.ThreadingHTTPServer):
         self.in_flight = 0
         self.max_in_flight = 0
         self.slow_seconds = 2.0
+        self.drip_seconds = 0.2
         self.delay = 0.0
+        self.default_mode = "good"
 
     @property
     def base_url(self) -> str:
@@ -59,12 +74,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout): fine
 
+    def _stream(self, length: int, headers: dict, chunks, pause: float = 0.0):
+        """Headers announcing ``length`` bytes, then the pieces of ``chunks`` (until the client hangs up)."""
+        try:
+            self.send_response(200)
+            for k, v in {"Content-Type": "application/json", "Content-Length": str(length), **headers}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            for chunk in chunks:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                if pause:
+                    time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def do_POST(self):
         srv = self.server
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         prompt = body["messages"][-1]["content"]
         markers = _MARKER.findall(prompt)
-        mode = markers[-1] if markers else "good"
+        mode = markers[-1] if markers else srv.default_mode
         with srv.lock:
             srv.attempts[prompt] += 1
             attempt = srv.attempts[prompt]
@@ -84,6 +114,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._send(429, b'{"error": "rate limited"}', {"Retry-After": "0"})
             if mode == "reject":
                 return self._send(400, b'{"error": "bad request"}')
+            if mode in ("unauthorized", "forbidden"):
+                return self._send(401 if mode == "unauthorized" else 403, b'{"error": "invalid api key"}')
             if mode == "badjson":
                 return self._send(200, b"<html>not json</html>")
             text = {"garbage": "I would rather not say.", "out_of_range": "Score: 9" if not wide else "Total: 250/100"}
@@ -91,7 +123,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             reply = {"id": "x", "object": "chat.completion", "model": body["model"],
                      "choices": [{"index": 0, "finish_reason": "stop",
                                   "message": {"role": "assistant", "content": content}}]}
-            self._send(200, json.dumps(reply).encode())
+            data = json.dumps(reply).encode()
+            if mode == "drip":  # headers now, then one byte at a time
+                return self._stream(len(data), {}, (data[i:i + 1] for i in range(len(data))), srv.drip_seconds)
+            if mode == "huge":  # a valid reply padded to HUGE_BYTES with spaces
+                pad = b" " * 2 ** 20
+                n = HUGE_BYTES - len(data)
+                return self._stream(HUGE_BYTES, {}, [data] + [pad] * (n // len(pad)) + [b" " * (n % len(pad))])
+            if mode in ("gzip", "gzipbomb"):
+                zipped = gzip_bomb(data) if mode == "gzipbomb" else gzip.compress(data)
+                return self._stream(len(zipped), {"Content-Encoding": "gzip"}, [zipped])
+            self._send(200, data)
         finally:
             with srv.lock:
                 srv.in_flight -= 1
@@ -108,3 +150,12 @@ def judge_server():
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def refused_url():
+    """A loopback URL where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"

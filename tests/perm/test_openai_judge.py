@@ -108,11 +108,12 @@ def test_rejected_request_is_not_retried(judge_server, secret_key):
     assert judge_server.total_requests() == 1
 
 
-def test_unreachable_server_is_an_error_not_a_crash(secret_key):
-    judge = OpenAIJudge("http://127.0.0.1:9/v1", "m", api_key_env=KEY_ENV, timeout=0.3, max_retries=1, backoff=0.01)
+def test_unreachable_server_is_an_error_not_a_crash(secret_key, refused_url):
+    judge = OpenAIJudge(refused_url, "m", api_key_env=KEY_ENV, timeout=0.3, max_retries=1, backoff=0.01)
     result = judge.score([JudgeRequest(EXPRESSION, tuple(EXPRESSION.messages(persona="", scenario="", query="q",
                                                                              text="t")))])[0]
-    assert math.isnan(result.value) and result.status in ("error", "timeout")
+    assert math.isnan(result.value) and result.status == "unreachable"
+    assert judge.fatal.startswith(f"could not connect to judge at {refused_url}")
 
 
 def test_judge_argument_errors():
@@ -130,16 +131,16 @@ def test_unexpected_client_error_fails_one_prompt_only(judge_server, secret_key,
     import httpx
 
     judge = make_judge(judge_server)
-    real_post = httpx.AsyncClient.post
+    real_send = httpx.AsyncClient.send
     calls = {"n": 0}
 
-    async def flaky_post(self, url, **kw):
+    async def flaky_send(self, request, **kw):
         calls["n"] += 1
         if calls["n"] == 1:
             raise httpx.DecodingError("broken encoding")
-        return await real_post(self, url, **kw)
+        return await real_send(self, request, **kw)
 
-    monkeypatch.setattr(httpx.AsyncClient, "post", flaky_post)
+    monkeypatch.setattr(httpx.AsyncClient, "send", flaky_send)
     requests = [JudgeRequest(EXPRESSION, tuple(EXPRESSION.messages(persona="", scenario="", query=f"q{i}",
                                                                    text="t"))) for i in range(3)]
     results = judge.score(requests)

@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 from pyl2d.perm.parsing import parse_completion
 from pyl2d.perm.perspectives import DEFAULT_PERSPECTIVES, Perspective, check_perspectives
-from pyl2d.perm.scores import MISSING, OK, OUT_OF_RANGE, ScoreCounter, parse_score
+from pyl2d.perm.scores import MALFORMED, MISSING, OK, OUT_OF_RANGE, ScoreCounter, parse_score
 
 
 @pytest.mark.parametrize("text", [
@@ -66,6 +66,33 @@ def test_invalid_scores_are_nan_not_clipped(text, status):
     assert parsed.status == status and math.isnan(parsed.value) and not parsed.valid
 
 
+@pytest.mark.parametrize("text", [
+    "Score: 1e3", "Score: 3,5", "Score: 3-4", "Score: 3 - 4", "Score: 3 to 4", "Score: 3 or 4", "Score: 4.0.1",
+    "Score: 4th", "Score: 2e0", "Rating: 3,5/5", "Score: 4/5e1", "Score: 0x4", "Score: 4\u20135",
+])
+def test_malformed_labelled_numbers_are_invalid(text):
+    parsed = parse_score("Reasoning.\n" + text, 1, 5)
+    assert parsed.status == MALFORMED and math.isnan(parsed.value) and not parsed.valid, parsed
+
+
+@pytest.mark.parametrize("text", ["3,5/5", "1e3/5", "3-4/5", "3.5.1/5", "Score: \uff14", "Score: \u0664"])
+def test_malformed_unlabelled_numbers_are_invalid(text):
+    parsed = parse_score("Reasoning.\n" + text, 1, 5)
+    assert parsed.status in (MALFORMED, MISSING) and math.isnan(parsed.value), parsed
+
+
+@pytest.mark.parametrize("text,value", [
+    ("Score: 4.", 4.0), ("Score: 4, because it is warm.", 4.0), ("Score: 4.5", 4.5), ("Score: 4 out of 5", 4.0),
+    ("Score: 4\nSome 3-4 words", 4.0), ("Score: (4)", None),
+])
+def test_plain_numbers_next_to_punctuation_are_fine(text, value):
+    parsed = parse_score(text, 1, 5)
+    if value is None:
+        assert not parsed.valid
+    else:
+        assert parsed.status == OK and parsed.value == value, parsed
+
+
 @given(st.integers(-1000, 1000), st.sampled_from(["Score: {}", "**Score:** {}", "score = {}", "{}/5"]))
 def test_score_roundtrip_property(v, fmt):
     parsed = parse_score("Some reasoning.\n" + fmt.format(v), 1, 5)
@@ -116,3 +143,13 @@ def test_property_sections_roundtrip(analysis, response, style_a, style_r, upper
     text = style_a.format(name("analysis")) + analysis + "\n" + style_r.format(name("response")) + response
     parsed = parse_completion(text)
     assert parsed.analysis == analysis.strip() and parsed.response == response.strip()
+
+
+@pytest.mark.parametrize("text", ["score" + " " * 100_000, "Score:" + " " * 100_000 + "x", " " * 100_000 + "x",
+                                  "4" + " " * 100_000 + "x", "Score: " + "[ " * 50_000, "Score: 4" + "] " * 50_000])
+def test_hostile_judge_text_parses_in_linear_time(text):
+    import time
+
+    start = time.monotonic()
+    parse_score(text, 1, 5)
+    assert time.monotonic() - start < 1.0  # quadratic backtracking took minutes here

@@ -88,6 +88,23 @@ def test_reward_argument_errors():
         PERMReward(ScriptedJudge("Score: 3"))(completions=[GOOD], persona=["a", "b"])
 
 
+@pytest.mark.parametrize("kwargs,names", [
+    (dict(prompts=["p1"], completions=[GOOD] * 3), r"prompts has 1 .* completions has 3"),
+    (dict(prompts=["p1"] * 4, completions=[GOOD] * 3), r"prompts has 4 .* completions has 3"),
+    (dict(prompts=["p1"] * 3, completions=[GOOD] * 3, completion_ids=[[1]]), r"completion_ids has 1 .* has 3"),
+    (dict(prompts=["p1"], completions=[GOOD] * 2, impute=True), r"prompts has 1 .* completions has 2"),
+])
+def test_length_mismatches_are_clear_value_errors(kwargs, names):
+    impute = kwargs.pop("impute", False)
+    judge = ScriptedJudge("Score: 3")
+    reward = PERMReward(judge, impute_missing=impute, length_limit=10, length_coef=0.1)
+    with pytest.raises(ValueError, match=names):
+        reward(**kwargs)
+    assert judge.calls == []  # checked before any judge call
+    with pytest.raises(ValueError, match="completions"):
+        reward(prompts=None, completions="not a list")
+
+
 def test_presets():
     r = torch.tensor([1.0, 2.0, 3.0, float("nan"), 5.0, 0.5])
     index = torch.tensor([7, 7, 7, 7, 9, 3])
