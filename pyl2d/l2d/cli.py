@@ -224,7 +224,6 @@ def _build(args, model_path, dataset, memory_path):
 def _run_eval(args, dataset, model_path, memory_path, work_dir: pathlib.Path, title: str) -> dict:
     from pyl2d.l2d.evaluate import EvalConfig, evaluate, format_no_exclusion_table, format_table, save_plot
     from pyl2d.l2d.memory import ItemMemory
-    from pyl2d.l2d.prompts import PromptTemplate
 
     if memory_path is not None and pathlib.Path(memory_path, "manifest.json").is_file() and not args.overwrite:
         from pyl2d.l2d.hidden import load_model
@@ -235,12 +234,11 @@ def _run_eval(args, dataset, model_path, memory_path, work_dir: pathlib.Path, ti
             model, tokenizer, memory = _build(args, model_path, dataset, memory_path)
     else:
         model, tokenizer, memory = _build(args, model_path, dataset, memory_path or work_dir / "memory")
-    template = PromptTemplate(**memory.manifest["template"])
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     config = EvalConfig(methods=methods, metric=args.metric, m=args.m, beams=args.beams,
                         batch_size=getattr(args, "batch_size", 64), time_queries=args.time_queries,
                         max_test=getattr(args, "max_test", None))
-    result = evaluate(model, tokenizer, memory, dataset.train, dataset.test, dataset.catalog, template, config, log=_log)
+    result = evaluate(model, tokenizer, memory, dataset.train, dataset.test, dataset.catalog, config=config, log=_log)
     result["info"].update(data=dataset.name, model=str(model_path), memory=str(memory_path or work_dir / "memory"))
     _log("\nItem level, history excluded (title R@10: D3-style title hit; uniq R@10: targets with a unique title):")
     _log(format_table(result))
@@ -318,7 +316,6 @@ def _eval(args) -> int:
 def _recommend(args) -> int:
     from pyl2d.l2d.hidden import load_model
     from pyl2d.l2d.memory import ItemMemory
-    from pyl2d.l2d.prompts import PromptTemplate
     from pyl2d.l2d.recommender import L2DRecommender
 
     _setup(args)
@@ -332,7 +329,7 @@ def _recommend(args) -> int:
     model, tokenizer = load_model(args.model, device=args.device)
     memory = ItemMemory.load(args.memory)
     rec = L2DRecommender(model, tokenizer, memory, dataset.catalog, metric=args.metric,
-                         aggregation=args.aggregation, m=args.m, template=PromptTemplate(**memory.manifest["template"]))
+                         aggregation=args.aggregation, m=args.m)
     out = rec.recommend(histories, k=args.k, exclude_history=not args.keep_history)
     for history, ids, scores, titles in zip(histories, out.ids.tolist(), out.scores.tolist(), out.titles):
         _log("history: " + " | ".join(dataset.catalog.title(i) for i in history))

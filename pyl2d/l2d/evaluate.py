@@ -20,8 +20,8 @@ from pyl2d.l2d import metrics
 from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
 from pyl2d.l2d.data import Catalog, Sample
 from pyl2d.l2d.memory import ItemMemory
-from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
-from pyl2d.l2d.recommender import L2DRecommender
+from pyl2d.l2d.prompts import PromptTemplate
+from pyl2d.l2d.recommender import L2DRecommender, resolve_template
 
 METHODS = ("l2d-global", "l2d-local", "grounded", "beam", "popularity")
 TIMING_K = 10
@@ -72,13 +72,15 @@ def _build(method: str, model, tokenizer, memory, train, catalog, template, conf
 
 
 def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test: Sequence[Sample],
-             catalog: Catalog, template: PromptTemplate = DEFAULT_PROMPT, config: EvalConfig | None = None,
+             catalog: Catalog, template: PromptTemplate | None = None, config: EvalConfig | None = None,
              log=print) -> dict:
-    """{"records": one dict per method, "info": what was evaluated}."""
+    """{"records": one dict per method, "info": what was evaluated}. Every method prompts with
+    ``template``, by default the one stored with the memory."""
     import warnings
 
     config = config or EvalConfig()
     memory.check_model(model)
+    template = resolve_template(memory, template)
     samples = _test_subset(test, config.max_test, config.seed)
     targets = torch.tensor([s.target_id for s in samples])
     unique = metrics.unique_title_mask(samples, catalog)
