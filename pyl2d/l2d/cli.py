@@ -242,9 +242,10 @@ def _run_eval(args, dataset, model_path, memory_path, work_dir: pathlib.Path, ti
                         max_test=getattr(args, "max_test", None))
     result = evaluate(model, tokenizer, memory, dataset.train, dataset.test, dataset.catalog, config=config, log=_log)
     result["info"].update(data=dataset.name, model=str(model_path), memory=str(memory_path or work_dir / "memory"))
-    _log("\nItem level, history excluded (title R@10: D3-style title hit; uniq R@10: targets with a unique title):")
+    _log("\nHistory excluded (item level; title R@10: D3-style title hit among the same history-excluded list; "
+         "uniq R@10: targets with a unique title):")
     _log(format_table(result))
-    _log("\nItem level, history not excluded:")
+    _log("\nHistory not excluded (item level; title R@10: D3-style title hit):")
     _log(format_no_exclusion_table(result))
     if getattr(args, "output", None):
         pathlib.Path(args.output).write_text(json.dumps(result["records"], indent=2))

@@ -2,9 +2,10 @@
 
 Every method ranks each test query once, without history exclusion and long enough that
 excluding the history afterwards still leaves max(K) items (beam search: its ``beams``
-titles). From those lists: item-level Recall/NDCG@K with the history excluded (the headline
-numbers), the same without exclusion, title-level scores (D3 way) and the item-level scores
-on the targets whose title is unique. Latency is measured separately, on ``recommend(batch,
+titles). From those lists, with the history items excluded (the headline numbers): item-level
+Recall/NDCG@K, title-level scores (D3 way, on the titles of the items left) and item-level
+scores on the targets whose title is unique; without exclusion (``no_exclusion``): item- and
+title-level scores. Latency is measured separately, on ``recommend(batch,
 k=10, exclude_history=True)`` at each batch size, and the best batch size is reported.
 """
 from __future__ import annotations
@@ -132,9 +133,13 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
             lambda batch: runner.recommend(batch, k_timing, exclude_history=True), samples,
             config.batch_sizes, config.time_queries)
         record.update(ms_per_query=ms, batch_size=best_bs, ms_by_batch_size={str(k): v for k, v in by_bs.items()})
-        record["no_exclusion"] = metrics.summarize(metrics.hit_ranks(ranked, targets), length, config.ks)
+        target_titles = [s.target_title for s in samples]
+        record["no_exclusion"] = {
+            **metrics.summarize(metrics.hit_ranks(ranked, targets), length, config.ks),
+            "title_level": metrics.summarize(metrics.title_ranks(titles, target_titles), length, config.ks)}
+        # Same exclusion as the item-level headline: the titles of the list without the history items.
         record["title_level"] = metrics.summarize(
-            metrics.title_ranks(titles, [s.target_title for s in samples]), length, config.ks)
+            metrics.title_ranks(metrics.titles_of(kept, catalog), target_titles), excl_length, config.ks)
         record["unique_title"] = metrics.summarize(ranks[unique], excl_length, config.ks)
         record["seconds"] = time.perf_counter() - start
         records.append(record)
@@ -144,7 +149,7 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
 
 
 def format_table(result: dict, ks: Sequence[int] = metrics.KS) -> str:
-    """A Markdown table: item-level Recall/NDCG (history excluded), title-level and
+    """A Markdown table, history excluded throughout: item-level Recall/NDCG, title-level and
     unique-title Recall@10, and ms per query at the best batch size."""
     head = ["method"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks] + ["title R@10", "uniq R@10", "ms/query (batch)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -158,11 +163,13 @@ def format_table(result: dict, ks: Sequence[int] = metrics.KS) -> str:
 
 
 def format_no_exclusion_table(result: dict, ks: Sequence[int] = metrics.KS) -> str:
-    head = ["method"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks]
+    """A Markdown table, history not excluded: item-level Recall/NDCG and title-level Recall@10."""
+    head = ["method"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks] + ["title R@10"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["records"]:
         s = r["no_exclusion"]
         cells = [r["method"]] + [metrics.fmt(s.get(f"recall@{k}")) for k in ks] + [metrics.fmt(s.get(f"ndcg@{k}")) for k in ks]
+        cells.append(metrics.fmt(s.get("title_level", {}).get("recall@10")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
