@@ -225,16 +225,16 @@ def _build(args, model_path, dataset, memory_path):
 
 def _run_eval(args, dataset, model_path, memory_path, work_dir: pathlib.Path, title: str) -> dict:
     from pyl2d.l2d.evaluate import EvalConfig, evaluate, format_no_exclusion_table, format_table, save_plot
-    from pyl2d.l2d.memory import ItemMemory
+    from pyl2d.l2d.memory import MANIFEST, ItemMemory
+    from pyl2d.l2d.memory_format import read_manifest
 
-    if memory_path is not None and pathlib.Path(memory_path, "manifest.json").is_file() and not args.overwrite:
+    manifest = pathlib.Path(memory_path, MANIFEST) if memory_path is not None else None
+    if manifest is not None and manifest.is_file() and not args.overwrite and read_manifest(manifest)["complete"]:
         from pyl2d.l2d.hidden import load_model
 
         model, tokenizer = load_model(str(model_path), device=args.device)
         memory = ItemMemory.load(memory_path)
-        if not memory.manifest.get("complete"):
-            model, tokenizer, memory = _build(args, model_path, dataset, memory_path)
-    else:
+    else:  # build it, or resume an interrupted build
         model, tokenizer, memory = _build(args, model_path, dataset, memory_path or work_dir / "memory")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     config = EvalConfig(methods=methods, metric=args.metric, m=args.m, beams=args.beams,

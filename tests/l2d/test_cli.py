@@ -137,3 +137,19 @@ def test_build_into_a_folder_being_built_is_a_clear_error(tmp_path, capsys, tiny
     assert rc == 2
     err = capsys.readouterr().err
     assert f"is being built by another process (pid {os.getpid()})" in err and "Traceback" not in err
+
+
+def test_eval_resumes_an_interrupted_memory(tmp_path, capsys, tiny_model_dir, tiny_data):
+    folder = write_folder(tiny_data, tmp_path / "data")
+    mem = tmp_path / "mem"
+    common = ["--data", str(folder), "--model", str(tiny_model_dir), "--quiet", "--threads", "1", "--device", "cpu"]
+    assert main(["build-memory", *common, "--output", str(mem), "--shard-size", "16"]) == 0
+    manifest = json.loads((mem / "manifest.json").read_text())
+    dropped = manifest["shards"].pop()
+    manifest.update(complete=False, count=manifest["count"] - dropped["count"])
+    (mem / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["eval", *common, "--memory", str(mem), "--shard-size", "16", "--methods", "popularity", "--time-queries", "1",
+                 "--work-dir", str(tmp_path / "work")]) == 0
+    assert f"resuming the memory build at {mem} after shard {manifest['n_shards'] - 1}" in capsys.readouterr().out
+    assert json.loads((mem / "manifest.json").read_text())["complete"]
