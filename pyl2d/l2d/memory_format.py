@@ -3,7 +3,7 @@
 Each problem is one :class:`MemoryFormatError` naming the file. A shard entry records its
 file name (a plain name inside the folder), entry count, byte size and the sha256 of its
 bytes, computed at build time from the bytes written; loading re-hashes each file in 1 MiB
-chunks (streaming speed, well under a second per GB) before reading it. Manifests of format
+chunks (streaming speed: about a second per GB) before reading it. Manifests of format
 version 1 have no checksums: they load with a warning, every other check still applies.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest is ~150 bytes per shard; anything larger is not one
 DTYPES = ("float32", "float16", "bfloat16", "float64")
+POOLINGS = ("last", "mean")
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -40,7 +41,7 @@ def read_manifest(path: pathlib.Path) -> dict:
         raise MemoryFormatError(f"{path} is {size} bytes, too large to be a memory manifest")
     try:
         manifest = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise MemoryFormatError(f"{path} is not valid JSON: {exc}") from None
     check_manifest(manifest, path)
     return manifest
@@ -70,6 +71,11 @@ def check_manifest(manifest, path: pathlib.Path) -> None:
     for key in ("hidden_size", "num_items", "n_shards", "count", "shard_size"):
         if _expect(manifest, key, int, path) < (0 if key == "count" else 1):
             raise MemoryFormatError(f"{path}: {key!r} must be positive, got {manifest[key]}")
+    layer = manifest["layer"]  # a str or an int, checked above
+    if isinstance(layer, bool) or (isinstance(layer, str) and layer != "final"):
+        raise MemoryFormatError(f"{path}: layer must be 'final' or a hidden_states index, got {layer!r:.60}")
+    if manifest["pooling"] not in POOLINGS:
+        raise MemoryFormatError(f"{path}: pooling {manifest['pooling']!r:.60} is not one of {', '.join(POOLINGS)}")
     if manifest["dtype"] not in DTYPES:
         raise MemoryFormatError(f"{path}: dtype {manifest['dtype']!r} is not one of {', '.join(DTYPES)}")
     shards, seen = manifest["shards"], set()

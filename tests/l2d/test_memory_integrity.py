@@ -123,6 +123,8 @@ def test_shard_with_the_wrong_shape_is_rejected(mem):
     (lambda m: {**m, "count": m["count"] + 1}, "its shards hold"),
     (lambda m: {k: v for k, v in m.items() if k != "num_items"}, "'num_items' must be int"),
     (lambda m: {**m, "dtype": "int8"}, "dtype 'int8'"),
+    (lambda m: {**m, "layer": "penultimate"}, "layer must be 'final' or a hidden_states index"),
+    (lambda m: {**m, "pooling": "max"}, "pooling 'max' is not one of"),
     (lambda m: {**m, "format_version": 99}, "format version 99"),
     (lambda m: {**m, "template": {"bogus": 1}}, "prompt template is invalid"),
     (lambda m: {**m, "shards": [{k: v for k, v in m["shards"][0].items() if k != "sha256"}] + m["shards"][1:]},
@@ -135,8 +137,9 @@ def test_manifest_of_the_wrong_shape_is_one_clear_error(mem, edit, message):
     assert str(mem / MANIFEST) in str(info.value)
 
 
-def test_manifest_that_is_not_json(mem):
-    (mem / MANIFEST).write_bytes(b"{\"format_version\": 2, \xff")
+@pytest.mark.parametrize("content", [b"{\"format_version\": 2, \xff", b"[" * 100_000 + b"]" * 100_000])
+def test_manifest_that_is_not_json(mem, content):
+    (mem / MANIFEST).write_bytes(content)
     with pytest.raises(MemoryFormatError, match="not valid JSON"):
         ItemMemory.load(mem)
 
