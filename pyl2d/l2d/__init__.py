@@ -3,10 +3,10 @@ the recommender, language-space baselines, metrics, tiny-model training and the 
 from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
 from pyl2d.l2d.data import Catalog, Dataset, Sample, load_catalog, load_folder, load_samples, prefix_augment
 from pyl2d.l2d.hidden import HiddenStateExtractor, load_model
-from pyl2d.l2d.memory import ItemMemory, build_memory
+from pyl2d.l2d.memory import ItemMemory, MemoryBusyError, MemoryFormatError, build_memory
 from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
 from pyl2d.l2d.recommender import L2DRecommender, Recommendations
 
 __all__ = ["BeamSearchDecoder", "Catalog", "DEFAULT_PROMPT", "Dataset", "GroundedDecoder", "HiddenStateExtractor",
-           "ItemMemory", "L2DRecommender", "PopularityRecommender", "PromptTemplate", "Recommendations", "Sample",
-           "build_memory", "load_catalog", "load_folder", "load_model", "load_samples", "prefix_augment"]
+           "ItemMemory", "L2DRecommender", "MemoryBusyError", "MemoryFormatError", "PopularityRecommender",
+           "PromptTemplate", "Recommendations", "Sample", "build_memory", "load_catalog", "load_folder", "load_model", "load_samples", "prefix_augment"]

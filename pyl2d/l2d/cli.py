@@ -8,6 +8,8 @@ import pathlib
 import sys
 import time
 
+from pyl2d.l2d.argtypes import device, file, folder, non_negative_int, positive_float, positive_int
+
 DATA_HELP = ("a folder with valid.csv (training: fine-tuning and the memory), test.csv (evaluation) and "
              "items.txt (the catalog), in the D3/BIGRec CSV format")
 
@@ -31,11 +33,11 @@ def add_commands(subparsers) -> None:
                     "histories, train a tiny Llama to write the next item's title, build the L2D memory, and "
                     "evaluate L2D (global and local) against grounded decoding, constrained beam search and "
                     "popularity. Prints a Recall/NDCG/latency table and saves an accuracy-vs-latency plot.")
-    p.add_argument("--output-dir", default="pyl2d-demo", help="where the model, memory, results.json and plot go")
-    p.add_argument("--minutes", type=float, default=1.5, help="training time budget")
-    p.add_argument("--users", type=int, default=600, help="synthetic users")
-    p.add_argument("--items", type=int, default=400, help="synthetic catalog size")
-    p.add_argument("--time-queries", type=int, default=64, help="queries timed at each batch size")
+    p.add_argument("--output-dir", default="pyl2d-demo", type=folder, help="where the model, memory, results.json and plot go")
+    p.add_argument("--minutes", type=positive_float, default=1.5, help="training time budget")
+    p.add_argument("--users", type=positive_int, default=600, help="synthetic users")
+    p.add_argument("--items", type=positive_int, default=400, help="synthetic catalog size")
+    p.add_argument("--time-queries", type=positive_int, default=64, help="queries timed at each batch size")
     _common(p)
     p.set_defaults(func=_demo)
 
@@ -44,7 +46,7 @@ def add_commands(subparsers) -> None:
         description="Train a byte-level BPE tokenizer and a small Llama on the training split to write the "
                     "next item's title after the prompt (loss on the title only); save_pretrained to --output.")
     _data_args(p)
-    p.add_argument("--output", required=True, help="folder for the model and tokenizer")
+    p.add_argument("--output", required=True, type=folder, help="folder for the model and tokenizer")
     _train_args(p)
     _common(p)
     p.set_defaults(func=_train)
@@ -55,9 +57,9 @@ def add_commands(subparsers) -> None:
                     "the target item as safetensors shards plus a manifest. An interrupted build resumes from "
                     "the last complete shard when run again with the same arguments.")
     _data_args(p)
-    p.add_argument("--model", required=True, help="a causal LM folder (save_pretrained)")
-    p.add_argument("--output", required=True, help="memory folder")
-    p.add_argument("--max-history", type=int,
+    p.add_argument("--model", required=True, type=folder, help="a causal LM folder (save_pretrained)")
+    p.add_argument("--output", required=True, type=folder, help="memory folder")
+    p.add_argument("--max-history", type=positive_int,
                    help="history items in the prompt (default: the model's training template, else 10)")
     _memory_args(p)
     _common(p)
@@ -69,14 +71,14 @@ def add_commands(subparsers) -> None:
                     "on test.csv: item-level Recall/NDCG@5,10,20,50 (history excluded and not), title-level and "
                     "unique-title scores, and ms per query at the best batch size. Without --model, a tiny model "
                     "is first trained on valid.csv as `pyl2d demo` does.")
-    p.add_argument("--data", required=True, help=DATA_HELP)
-    p.add_argument("--model", help="a causal LM folder to evaluate (default: train a tiny one into --work-dir)")
-    p.add_argument("--memory", help="its memory folder (default: build one into --work-dir)")
-    p.add_argument("--work-dir", help="where a trained model and built memory go (default: ./pyl2d-eval-<data name>)")
-    p.add_argument("--output", help="also write the results as JSON (a list of records, one per method)")
-    p.add_argument("--plot", help="accuracy-vs-latency PNG (default: <work-dir>/accuracy_vs_latency.png)")
-    p.add_argument("--max-test", type=int, help="evaluate on this many random test rows (default: all)")
-    p.add_argument("--time-queries", type=int, default=64, help="queries timed at each batch size")
+    p.add_argument("--data", required=True, type=folder, help=DATA_HELP)
+    p.add_argument("--model", type=folder, help="a causal LM folder to evaluate (default: train a tiny one into --work-dir)")
+    p.add_argument("--memory", type=folder, help="its memory folder (default: build one into --work-dir)")
+    p.add_argument("--work-dir", type=folder, help="where a trained model and built memory go (default: ./pyl2d-eval-<data name>)")
+    p.add_argument("--output", type=file, help="also write the results as JSON (a list of records, one per method)")
+    p.add_argument("--plot", type=file, help="accuracy-vs-latency PNG (default: <work-dir>/accuracy_vs_latency.png)")
+    p.add_argument("--max-test", type=positive_int, help="evaluate on this many random test rows (default: all)")
+    p.add_argument("--time-queries", type=positive_int, default=64, help="queries timed at each batch size")
     _eval_args(p)
     _train_args(p)
     _memory_args(p)
@@ -88,14 +90,14 @@ def add_commands(subparsers) -> None:
         description="Recommend with L2D from one prefill: e.g. `pyl2d recommend --model M --memory MEM "
                     "--data DIR --history 12,7,33 --k 10`.")
     _data_args(p)
-    p.add_argument("--model", required=True, help="a causal LM folder")
-    p.add_argument("--memory", required=True, help="its memory folder (pyl2d build-memory)")
+    p.add_argument("--model", required=True, type=folder, help="a causal LM folder")
+    p.add_argument("--memory", required=True, type=folder, help="its memory folder (pyl2d build-memory)")
     p.add_argument("--history", required=True, action="append",
                    help="comma-separated item ids, oldest first; repeat for several users")
-    p.add_argument("--k", type=int, default=10, help="items to return")
+    p.add_argument("--k", type=positive_int, default=10, help="items to return")
     p.add_argument("--aggregation", choices=("global", "local"), default="local")
     p.add_argument("--metric", choices=("l2", "ip", "cosine"), default="l2")
-    p.add_argument("--m", type=int, default=1000, help="nearest memory entries for local aggregation")
+    p.add_argument("--m", type=positive_int, default=1000, help="nearest memory entries for local aggregation")
     p.add_argument("--keep-history", action="store_true", help="allow items of the history in the results")
     _common(p)
     p.set_defaults(func=_recommend)
@@ -103,14 +105,14 @@ def add_commands(subparsers) -> None:
 
 # -- argument groups ------------------------------------------------------------------------
 def _common(p) -> None:
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 helps on a busy machine)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice; 1 helps on a busy machine)")
+    p.add_argument("--device", type=device, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _data_args(p) -> None:
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--data", help=DATA_HELP)
+    g.add_argument("--data", type=folder, help=DATA_HELP)
     g.add_argument("--synthetic", action="store_true", help="use the built-in synthetic data set (as the demo)")
 
 
@@ -119,19 +121,19 @@ def _train_args(p) -> None:
 
     d = TrainConfig()
     g = p.add_argument_group("tiny-model training")
-    g.add_argument("--minutes", type=float, default=d.max_minutes, help="training time budget")
-    g.add_argument("--epochs", type=float, default=d.epochs, help="epochs (whichever limit comes first)")
-    g.add_argument("--vocab-size", type=int, default=d.vocab_size)
-    g.add_argument("--hidden-size", type=int, default=d.hidden_size)
-    g.add_argument("--layers", type=int, default=d.num_layers)
-    g.add_argument("--heads", type=int, default=d.num_heads)
-    g.add_argument("--intermediate-size", type=int, default=d.intermediate_size)
-    g.add_argument("--lr", type=float, default=d.learning_rate)
-    g.add_argument("--train-batch-size", type=int, default=d.batch_size)
+    g.add_argument("--minutes", type=positive_float, default=d.max_minutes, help="training time budget")
+    g.add_argument("--epochs", type=positive_float, default=d.epochs, help="epochs (whichever limit comes first)")
+    g.add_argument("--vocab-size", type=positive_int, default=d.vocab_size)
+    g.add_argument("--hidden-size", type=positive_int, default=d.hidden_size)
+    g.add_argument("--layers", type=positive_int, default=d.num_layers)
+    g.add_argument("--heads", type=positive_int, default=d.num_heads)
+    g.add_argument("--intermediate-size", type=positive_int, default=d.intermediate_size)
+    g.add_argument("--lr", type=positive_float, default=d.learning_rate)
+    g.add_argument("--train-batch-size", type=positive_int, default=d.batch_size)
     g.add_argument("--no-prefix-augmentation", action="store_true",
                    help="train on the rows as given, not on every prefix of each history")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--max-history", type=int,
+    g.add_argument("--seed", type=non_negative_int, default=d.seed)
+    g.add_argument("--max-history", type=positive_int,
                    help="history items in the prompt (default: the model's training template, else 10)")
 
 
@@ -139,8 +141,8 @@ def _memory_args(p) -> None:
     g = p.add_argument_group("memory")
     g.add_argument("--layer", type=int, help="hidden_states index to use (default: the final normed state)")
     g.add_argument("--pooling", choices=("last", "mean"), default="last")
-    g.add_argument("--batch-size", type=int, default=64, help="prefill batch size")
-    g.add_argument("--shard-size", type=int, default=4096, help="memory entries per shard")
+    g.add_argument("--batch-size", type=positive_int, default=64, help="prefill batch size")
+    g.add_argument("--shard-size", type=positive_int, default=4096, help="memory entries per shard")
     g.add_argument("--overwrite", action="store_true", help="replace a memory built from something else")
     g.add_argument("--no-prefix-memory", action="store_true",
                    help="store only the training rows as given, not every prefix of each history (the "
@@ -153,8 +155,8 @@ def _eval_args(p) -> None:
     g = p.add_argument_group("evaluation")
     g.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     g.add_argument("--metric", choices=("l2", "ip", "cosine"), default="l2", help="L2D similarity")
-    g.add_argument("--m", type=int, default=1000, help="nearest memory entries for L2D-local")
-    g.add_argument("--beams", type=int, default=10, help="beams (= titles returned) for beam search")
+    g.add_argument("--m", type=positive_int, default=1000, help="nearest memory entries for L2D-local")
+    g.add_argument("--beams", type=positive_int, default=10, help="beams (= titles returned) for beam search")
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -223,28 +225,27 @@ def _build(args, model_path, dataset, memory_path):
 
 def _run_eval(args, dataset, model_path, memory_path, work_dir: pathlib.Path, title: str) -> dict:
     from pyl2d.l2d.evaluate import EvalConfig, evaluate, format_no_exclusion_table, format_table, save_plot
-    from pyl2d.l2d.memory import ItemMemory
-    from pyl2d.l2d.prompts import PromptTemplate
+    from pyl2d.l2d.memory import MANIFEST, ItemMemory
+    from pyl2d.l2d.memory_format import read_manifest
 
-    if memory_path is not None and pathlib.Path(memory_path, "manifest.json").is_file() and not args.overwrite:
+    manifest = pathlib.Path(memory_path, MANIFEST) if memory_path is not None else None
+    if manifest is not None and manifest.is_file() and not args.overwrite and read_manifest(manifest)["complete"]:
         from pyl2d.l2d.hidden import load_model
 
         model, tokenizer = load_model(str(model_path), device=args.device)
         memory = ItemMemory.load(memory_path)
-        if not memory.manifest.get("complete"):
-            model, tokenizer, memory = _build(args, model_path, dataset, memory_path)
-    else:
+    else:  # build it, or resume an interrupted build
         model, tokenizer, memory = _build(args, model_path, dataset, memory_path or work_dir / "memory")
-    template = PromptTemplate(**memory.manifest["template"])
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     config = EvalConfig(methods=methods, metric=args.metric, m=args.m, beams=args.beams,
                         batch_size=getattr(args, "batch_size", 64), time_queries=args.time_queries,
                         max_test=getattr(args, "max_test", None))
-    result = evaluate(model, tokenizer, memory, dataset.train, dataset.test, dataset.catalog, template, config, log=_log)
+    result = evaluate(model, tokenizer, memory, dataset.train, dataset.test, dataset.catalog, config=config, log=_log)
     result["info"].update(data=dataset.name, model=str(model_path), memory=str(memory_path or work_dir / "memory"))
-    _log("\nItem level, history excluded (title R@10: D3-style title hit; uniq R@10: targets with a unique title):")
+    _log("\nHistory excluded (item level; title R@10: D3-style title hit among the same history-excluded list; "
+         "uniq R@10: targets with a unique title):")
     _log(format_table(result))
-    _log("\nItem level, history not excluded:")
+    _log("\nHistory not excluded (item level; title R@10: D3-style title hit):")
     _log(format_no_exclusion_table(result))
     if getattr(args, "output", None):
         pathlib.Path(args.output).write_text(json.dumps(result["records"], indent=2))
@@ -318,7 +319,6 @@ def _eval(args) -> int:
 def _recommend(args) -> int:
     from pyl2d.l2d.hidden import load_model
     from pyl2d.l2d.memory import ItemMemory
-    from pyl2d.l2d.prompts import PromptTemplate
     from pyl2d.l2d.recommender import L2DRecommender
 
     _setup(args)
@@ -332,7 +332,7 @@ def _recommend(args) -> int:
     model, tokenizer = load_model(args.model, device=args.device)
     memory = ItemMemory.load(args.memory)
     rec = L2DRecommender(model, tokenizer, memory, dataset.catalog, metric=args.metric,
-                         aggregation=args.aggregation, m=args.m, template=PromptTemplate(**memory.manifest["template"]))
+                         aggregation=args.aggregation, m=args.m)
     out = rec.recommend(histories, k=args.k, exclude_history=not args.keep_history)
     for history, ids, scores, titles in zip(histories, out.ids.tolist(), out.scores.tolist(), out.titles):
         _log("history: " + " | ".join(dataset.catalog.title(i) for i in history))

@@ -2,8 +2,10 @@
 
 A sample is one (history -> next item) pair. The CSV columns used are ``history_item_title``,
 ``item_title``, ``history_item_id``, ``item_id`` (lists as Python literals); every other
-column is ignored. Malformed rows are skipped, counted and reported with their line numbers,
-because real exports contain a few; a file with no usable row is an error.
+column is ignored. Malformed rows (bytes that are not UTF-8 included) are skipped, counted
+and reported with their line numbers, because real exports contain a few; a file with no
+usable row is an error. In ``items.txt`` a title that is not valid UTF-8 keeps its line (the
+ids must stay dense) with the bad bytes replaced by U+FFFD, and the line is reported.
 """
 from __future__ import annotations
 
@@ -11,11 +13,16 @@ import ast
 import csv
 import dataclasses
 import pathlib
+import re
 import sys
 import warnings
 from typing import Iterable, Sequence
 
 REQUIRED_COLUMNS = ("history_item_title", "item_title", "history_item_id", "item_id")
+
+# Files are read with errors="surrogateescape": an undecodable byte 0xNN becomes U+DCNN, found
+# per row instead of aborting the whole file at the first one.
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
 
 # Titles can be long (HTML fragments, track lists); lift the csv module's 128 KiB field cap.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -80,6 +87,17 @@ class Catalog:
                 raise ValueError(f"{what}[{i}] refers to item id {bad[0]}, outside the catalog of {n} items")
 
 
+def _undecodable(text: str) -> str | None:
+    """A description of the first byte of ``text`` that was not valid UTF-8, else None."""
+    bad = _BAD_BYTE.search(text)
+    return None if bad is None else f"byte 0x{ord(bad.group()) - 0xDC00:02x} at character {bad.start() + 1}"
+
+
+def _printable(text: str) -> str:
+    """``text`` with undecodable bytes shown as U+FFFD (safe to print and to use as a title)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _parse_list(text: str, column: str) -> list:
     value = ast.literal_eval(text)
     if not isinstance(value, (list, tuple)):
@@ -92,6 +110,10 @@ def _parse_row(row: dict) -> Sample:
     # An empty history literal "[]" is fine here; a missing field is not.
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")
+    for column in REQUIRED_COLUMNS:
+        where = _undecodable(row[column])
+        if where:
+            raise ValueError(f"{column} is not valid UTF-8 ({where})")
     try:
         titles = _parse_list(row["history_item_title"], "history_item_title")
         ids = _parse_list(row["history_item_id"], "history_item_id")
@@ -115,14 +137,14 @@ def load_samples(path: str | pathlib.Path, *, warn: bool = True) -> tuple[list[S
     path = pathlib.Path(path)
     report = LoadReport(str(path))
     samples: list[Sample] = []
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
             raise ValueError(f"{path} is empty")
         absent = [c for c in REQUIRED_COLUMNS if c not in reader.fieldnames]
         if absent:
             raise ValueError(f"{path} lacks the column(s) {', '.join(absent)} "
-                             f"(found {', '.join(reader.fieldnames)})")
+                             f"(found {_printable(', '.join(reader.fieldnames))})")
         start_line = reader.line_num + 1
         for row in reader:
             report.n_rows += 1
@@ -141,10 +163,14 @@ def load_samples(path: str | pathlib.Path, *, warn: bool = True) -> tuple[list[S
 
 
 def load_catalog(path: str | pathlib.Path) -> Catalog:
-    """Read ``title<TAB>id`` or ``sid<TAB>title<TAB>id`` lines; ids must be dense 0..N-1."""
+    """Read ``title<TAB>id`` or ``sid<TAB>title<TAB>id`` lines; ids must be dense 0..N-1.
+
+    A line that is not valid UTF-8 is kept with U+FFFD for its bad bytes (skipping it would
+    leave a hole in the ids) and reported in a warning with its line number."""
     path = pathlib.Path(path)
     by_id: dict[int, str] = {}
-    with path.open(encoding="utf-8") as f:
+    not_utf8: list[tuple[int, str]] = []
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
         for line_no, line in enumerate(f, 1):
             line = line.rstrip("\n").rstrip("\r")
             if not line.strip():
@@ -154,15 +180,24 @@ def load_catalog(path: str | pathlib.Path) -> Catalog:
                 raise ValueError(f"{path} line {line_no}: expected 'title<TAB>id' or "
                                  f"'sid<TAB>title<TAB>id', got {len(fields)} fields")
             title, raw_id = fields[-2], fields[-1]
+            where = _undecodable(line)
+            if where:
+                not_utf8.append((line_no, where))
+                title = _printable(title)
             try:
                 item_id = int(raw_id)
             except ValueError:
-                raise ValueError(f"{path} line {line_no}: item id {raw_id!r} is not an integer") from None
+                raise ValueError(f"{path} line {line_no}: item id {_printable(raw_id)!r} is not an integer") from None
             if item_id in by_id:
                 raise ValueError(f"{path} line {line_no}: item id {item_id} appears twice")
             by_id[item_id] = title
     if not by_id:
         raise ValueError(f"{path} holds no item")
+    if not_utf8:
+        shown = "; ".join(f"line {line}: {where}" for line, where in not_utf8[:5])
+        more = f" (and {len(not_utf8) - 5} more)" if len(not_utf8) > 5 else ""
+        warnings.warn(f"{path}: {len(not_utf8)} line(s) not valid UTF-8, their bad bytes replaced by U+FFFD: "
+                      f"{shown}{more}", stacklevel=2)
     n = len(by_id)
     if min(by_id) != 0 or max(by_id) != n - 1:
         raise ValueError(f"{path}: item ids must be dense 0..{n - 1}; found {min(by_id)}..{max(by_id)}")

@@ -2,9 +2,10 @@
 
 Every method ranks each test query once, without history exclusion and long enough that
 excluding the history afterwards still leaves max(K) items (beam search: its ``beams``
-titles). From those lists: item-level Recall/NDCG@K with the history excluded (the headline
-numbers), the same without exclusion, title-level scores (D3 way) and the item-level scores
-on the targets whose title is unique. Latency is measured separately, on ``recommend(batch,
+titles). From those lists, with the history items excluded (the headline numbers): item-level
+Recall/NDCG@K, title-level scores (D3 way, on the titles of the items left) and item-level
+scores on the targets whose title is unique; without exclusion (``no_exclusion``): item- and
+title-level scores. Latency is measured separately, on ``recommend(batch,
 k=10, exclude_history=True)`` at each batch size, and the best batch size is reported.
 """
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pyl2d.l2d import metrics
 from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
 from pyl2d.l2d.data import Catalog, Sample
 from pyl2d.l2d.memory import ItemMemory
-from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
-from pyl2d.l2d.recommender import L2DRecommender
+from pyl2d.l2d.prompts import PromptTemplate
+from pyl2d.l2d.recommender import L2DRecommender, resolve_template
 
 METHODS = ("l2d-global", "l2d-local", "grounded", "beam", "popularity")
 TIMING_K = 10
@@ -46,6 +47,12 @@ class EvalConfig:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"ks must be positive, got {list(self.ks)}")
+        for name in ("m", "beams", "batch_size", "time_queries") + (("max_test",) if self.max_test is not None else ()):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError(f"batch_sizes must be positive, got {list(self.batch_sizes)}")
 
 
 def _test_subset(test: Sequence[Sample], max_test: int | None, seed: int) -> list[Sample]:
@@ -72,13 +79,15 @@ def _build(method: str, model, tokenizer, memory, train, catalog, template, conf
 
 
 def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test: Sequence[Sample],
-             catalog: Catalog, template: PromptTemplate = DEFAULT_PROMPT, config: EvalConfig | None = None,
+             catalog: Catalog, template: PromptTemplate | None = None, config: EvalConfig | None = None,
              log=print) -> dict:
-    """{"records": one dict per method, "info": what was evaluated}."""
+    """{"records": one dict per method, "info": what was evaluated}. Every method prompts with
+    ``template``, by default the one stored with the memory."""
     import warnings
 
     config = config or EvalConfig()
     memory.check_model(model)
+    template = resolve_template(memory, template)
     samples = _test_subset(test, config.max_test, config.seed)
     targets = torch.tensor([s.target_id for s in samples])
     unique = metrics.unique_title_mask(samples, catalog)
@@ -124,9 +133,13 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
             lambda batch: runner.recommend(batch, k_timing, exclude_history=True), samples,
             config.batch_sizes, config.time_queries)
         record.update(ms_per_query=ms, batch_size=best_bs, ms_by_batch_size={str(k): v for k, v in by_bs.items()})
-        record["no_exclusion"] = metrics.summarize(metrics.hit_ranks(ranked, targets), length, config.ks)
+        target_titles = [s.target_title for s in samples]
+        record["no_exclusion"] = {
+            **metrics.summarize(metrics.hit_ranks(ranked, targets), length, config.ks),
+            "title_level": metrics.summarize(metrics.title_ranks(titles, target_titles), length, config.ks)}
+        # Same exclusion as the item-level headline: the titles of the list without the history items.
         record["title_level"] = metrics.summarize(
-            metrics.title_ranks(titles, [s.target_title for s in samples]), length, config.ks)
+            metrics.title_ranks(metrics.titles_of(kept, catalog), target_titles), excl_length, config.ks)
         record["unique_title"] = metrics.summarize(ranks[unique], excl_length, config.ks)
         record["seconds"] = time.perf_counter() - start
         records.append(record)
@@ -136,7 +149,7 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
 
 
 def format_table(result: dict, ks: Sequence[int] = metrics.KS) -> str:
-    """A Markdown table: item-level Recall/NDCG (history excluded), title-level and
+    """A Markdown table, history excluded throughout: item-level Recall/NDCG, title-level and
     unique-title Recall@10, and ms per query at the best batch size."""
     head = ["method"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks] + ["title R@10", "uniq R@10", "ms/query (batch)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -150,11 +163,13 @@ def format_table(result: dict, ks: Sequence[int] = metrics.KS) -> str:
 
 
 def format_no_exclusion_table(result: dict, ks: Sequence[int] = metrics.KS) -> str:
-    head = ["method"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks]
+    """A Markdown table, history not excluded: item-level Recall/NDCG and title-level Recall@10."""
+    head = ["method"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks] + ["title R@10"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["records"]:
         s = r["no_exclusion"]
         cells = [r["method"]] + [metrics.fmt(s.get(f"recall@{k}")) for k in ks] + [metrics.fmt(s.get(f"ndcg@{k}")) for k in ks]
+        cells.append(metrics.fmt(s.get("title_level", {}).get("recall@10")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -3,28 +3,35 @@
 Built once by streaming the training prompts through the model, stored as safetensors shards
 (``vectors`` [n, D], ``item_ids`` [n] int64) plus ``manifest.json`` that records what produced
 them (model fingerprint, layer, pooling, dtype, hidden size, count, data fingerprint).
-Each shard is written under a temporary name and renamed into place, and the manifest is
-rewritten (atomically too) after every shard, so a build that is interrupted resumes from
-the last complete shard and loses nothing. Shards are read through ``safe_open``, which
-memory-maps the files.
+Each shard is written under a temporary name, fsynced and renamed into place, and the
+manifest is rewritten (atomically too) after every shard, so a build that is interrupted
+resumes from the last complete shard and loses nothing. A build locks its folder
+(:mod:`pyl2d.l2d.memory_lock`); every shard is checked against its manifest entry, sha256
+included, on load and when a build resumes (:mod:`pyl2d.l2d.memory_format`).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import os
 import pathlib
+import re
+import warnings
 from typing import Sequence
 
 import torch
 
 from pyl2d.l2d.data import Sample
 from pyl2d.l2d.hidden import HiddenStateExtractor, fingerprint_config, hidden_size_of
+from pyl2d.l2d.memory_format import (FORMAT_VERSION, MemoryFormatError, read_manifest, read_shard, shard_path,
+                                     verify_shard_file)
+from pyl2d.l2d.memory_lock import BuildLock, MemoryBusyError, check_not_building, write_atomic
 from pyl2d.l2d.prompts import PromptTemplate, prompt_token_ids
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+_SHARD_NAME = re.compile(r"shard-\d{5}\.safetensors(\.tmp)?")
+__all__ = ["FORMAT_VERSION", "MANIFEST", "ItemMemory", "MemoryBusyError", "MemoryFormatError", "build_memory",
+           "data_fingerprint", "model_fingerprint"]
 
 
 def model_fingerprint(model) -> str:
@@ -48,10 +55,8 @@ def data_fingerprint(samples: Sequence[Sample], template: PromptTemplate) -> str
     return h.hexdigest()[:16]
 
 
-def _write_json_atomic(path: pathlib.Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+def _write_manifest(path: pathlib.Path, payload: dict) -> None:
+    write_atomic(path, json.dumps(payload, indent=2).encode())
 
 
 @dataclasses.dataclass
@@ -79,6 +84,12 @@ class ItemMemory:
     def hidden_size(self) -> int:
         return self.vectors.shape[1]
 
+    @property
+    def template(self) -> PromptTemplate | None:
+        """The prompt template the memory was built with (None if the manifest has none)."""
+        stored = self.manifest.get("template")
+        return PromptTemplate(**stored) if isinstance(stored, dict) else None
+
     def item_counts(self) -> torch.Tensor:
         """[num_items] int64: memory entries per item (0 = never a training target)."""
         return torch.bincount(self.item_ids, minlength=self.num_items)
@@ -99,34 +110,75 @@ class ItemMemory:
                 raise ValueError(f"the memory was built with {key}={self.manifest[key]!r}, not {value!r}")
 
     @classmethod
-    def load(cls, path: str | pathlib.Path, model=None) -> "ItemMemory":
-        """Load a complete memory; with ``model``, also check it was built with that model."""
-        from safetensors import safe_open
+    def load(cls, path: str | pathlib.Path, model=None, *, verify: bool = True) -> "ItemMemory":
+        """Load a complete memory; with ``model``, also check it was built with that model.
 
+        Every shard is checked against the manifest (dtype, shape, count, ids); ``verify``
+        also re-hashes each file against its sha256 (streaming, ~1 s per GB). Any problem is a
+        :class:`MemoryFormatError`; a memory being built right now is a MemoryBusyError."""
         path = pathlib.Path(path)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
+        if not (path / MANIFEST).is_file():
             raise FileNotFoundError(f"no item memory at {path} (missing {MANIFEST})")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{manifest_path} has format version {manifest.get('format_version')}, "
-                             f"this pyl2d reads {FORMAT_VERSION}")
-        if not manifest.get("complete"):
-            raise ValueError(f"the memory at {path} is incomplete ({len(manifest['shards'])} of "
-                             f"{manifest['n_shards']} shards); run `pyl2d build-memory` again to resume it")
-        vectors, ids = [], []
-        for shard in manifest["shards"]:
-            with safe_open(str(path / shard["file"]), framework="pt") as f:
-                vectors.append(f.get_tensor("vectors"))
-                ids.append(f.get_tensor("item_ids"))
-        memory = cls(torch.cat(vectors) if len(vectors) > 1 else vectors[0],
-                     torch.cat(ids) if len(ids) > 1 else ids[0], int(manifest["num_items"]), manifest)
-        if len(memory) != manifest["count"] or memory.hidden_size != manifest["hidden_size"]:
-            raise ValueError(f"the memory at {path} holds {len(memory)} x {memory.hidden_size} vectors but "
-                             f"its manifest says {manifest['count']} x {manifest['hidden_size']}")
+        check_not_building(path)
+        try:
+            memory = cls._read(path, verify)
+        except MemoryFormatError:
+            check_not_building(path)  # a build that started meanwhile explains it better
+            raise
         if model is not None:
             memory.check_model(model)
         return memory
+
+    @classmethod
+    def _read(cls, path: pathlib.Path, verify: bool) -> "ItemMemory":
+        manifest = read_manifest(path / MANIFEST)
+        if not manifest["complete"]:
+            raise ValueError(f"the memory at {path} is incomplete ({len(manifest['shards'])} of "
+                             f"{manifest['n_shards']} shards); run `pyl2d build-memory` again to resume it")
+        if manifest["format_version"] < 2:
+            warnings.warn(f"the memory at {path} was written by an older pyl2d without shard checksums, so "
+                          "corruption cannot be detected; rebuild it with `pyl2d build-memory --overwrite`",
+                          stacklevel=3)
+        try:
+            PromptTemplate(**manifest["template"])
+        except (TypeError, ValueError) as exc:
+            raise MemoryFormatError(f"{path / MANIFEST}: its prompt template is invalid: {exc}") from None
+        vectors, ids = [], []
+        for shard in manifest["shards"]:
+            file = shard_path(path, shard["file"])
+            if verify:
+                verify_shard_file(file, shard)
+            v, i = read_shard(file, shard, manifest)
+            vectors.append(v)
+            ids.append(i)
+        return cls(torch.cat(vectors) if len(vectors) > 1 else vectors[0],
+                   torch.cat(ids) if len(ids) > 1 else ids[0], manifest["num_items"], manifest)
+
+
+def _kept_shards(path: pathlib.Path, old: dict, log) -> list[dict]:
+    """The longest prefix of ``old``'s shards whose files pass every check, sha256 included."""
+    kept = []
+    for index, shard in enumerate(old["shards"]):
+        if "sha256" not in shard:
+            log(f"{path} was written by an older pyl2d without shard checksums: recomputing from shard {index}")
+            break
+        try:
+            file = shard_path(path, shard["file"])
+            verify_shard_file(file, shard)
+            read_shard(file, shard, old)
+        except MemoryFormatError as exc:
+            log(f"{exc}: recomputing from shard {index}")
+            break
+        kept.append(shard)
+    return kept
+
+
+def _remove_stale_shards(path: pathlib.Path, shards: list[dict]) -> None:
+    """Delete shard files of an earlier build that the manifest no longer lists."""
+    listed = {s["file"] for s in shards}
+    for file in path.iterdir():
+        if _SHARD_NAME.fullmatch(file.name) and file.name not in listed and file.is_file():
+            file.unlink()
 
 
 def build_memory(extractor: HiddenStateExtractor, samples: Sequence[Sample], num_items: int,
@@ -135,12 +187,11 @@ def build_memory(extractor: HiddenStateExtractor, samples: Sequence[Sample], num
     """Encode every sample's prompt and store (hidden state, target id) pairs under ``path``.
 
     An existing complete memory made from the same model, data and settings is reused; an
-    incomplete one resumes after its last complete shard; one made from anything else is an
-    error unless ``overwrite``."""
-    from safetensors.torch import save_file
-
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    incomplete one resumes after its last complete shard that passes its checks; one made
+    from anything else is an error unless ``overwrite``. The folder is locked for the whole
+    build: a concurrent build of it is a MemoryBusyError."""
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
     usable = [s for s in samples if s.history_titles]
     if not usable:
         raise ValueError("no training sample has a non-empty history: nothing to put in the memory")
@@ -148,6 +199,13 @@ def build_memory(extractor: HiddenStateExtractor, samples: Sequence[Sample], num
     if bad:
         raise ValueError(f"a training sample's target id {bad[0]} is outside the catalog of {num_items} items")
     path = pathlib.Path(path)
+    with BuildLock(path):
+        return _build_locked(extractor, usable, num_items, path, template, shard_size, overwrite, model_name, log)
+
+
+def _build_locked(extractor, usable, num_items, path, template, shard_size, overwrite, model_name, log):
+    from safetensors.torch import save
+
     model = extractor.model
     settings = {
         "format_version": FORMAT_VERSION,
@@ -167,25 +225,24 @@ def build_memory(extractor: HiddenStateExtractor, samples: Sequence[Sample], num
     manifest_path = path / MANIFEST
     shards: list[dict] = []
     if manifest_path.is_file() and not overwrite:
-        old = json.loads(manifest_path.read_text())
-        differing = [k for k in settings if old.get(k) != settings[k]]
+        try:
+            old = read_manifest(manifest_path)
+        except MemoryFormatError as exc:
+            raise MemoryFormatError(f"{exc}; pass overwrite=True (--overwrite) to rebuild it") from None
+        differing = [k for k in settings if k != "format_version" and old.get(k) != settings[k]]
         if differing:
             raise ValueError(f"{path} holds a memory built with different {', '.join(differing)}; "
                              "pass overwrite=True (--overwrite) or choose another path")
-        for shard in old.get("shards", []):  # the longest prefix of shards still on disk
-            if not (path / shard["file"]).is_file():
-                break
-            shards.append(shard)
-        if old.get("complete") and len(shards) == settings["n_shards"]:
+        shards = _kept_shards(path, old, log)
+        if old["complete"] and len(shards) == settings["n_shards"]:
             log(f"memory at {path} is already complete ({old['count']} entries)")
-            return ItemMemory.load(path)
+            return ItemMemory._read(path, verify=False)  # every shard was just verified
         if shards:
             log(f"resuming the memory build at {path} after shard {len(shards)} of {settings['n_shards']}")
-    path.mkdir(parents=True, exist_ok=True)
 
     def save_manifest(complete: bool) -> None:
-        _write_json_atomic(manifest_path, {**settings, "shards": shards, "complete": complete,
-                                           "count": sum(s["count"] for s in shards)})
+        _write_manifest(manifest_path, {**settings, "shards": shards, "complete": complete,
+                                        "count": sum(s["count"] for s in shards)})
 
     save_manifest(False)
     for index in range(len(shards), settings["n_shards"]):
@@ -195,10 +252,11 @@ def build_memory(extractor: HiddenStateExtractor, samples: Sequence[Sample], num
                                        desc=f"memory shard {index + 1}/{settings['n_shards']}")
         ids = torch.tensor([s.target_id for s in part], dtype=torch.int64)
         name = f"shard-{index:05d}.safetensors"
-        tmp = path / (name + ".tmp")
-        save_file({"vectors": vectors.contiguous(), "item_ids": ids}, str(tmp))
-        os.replace(tmp, path / name)
-        shards.append({"file": name, "count": len(part)})
+        data = save({"vectors": vectors.contiguous(), "item_ids": ids})
+        write_atomic(path / name, data)
+        shards.append({"file": name, "count": len(part), "bytes": len(data),
+                       "sha256": hashlib.sha256(data).hexdigest()})
         save_manifest(False)
     save_manifest(True)
-    return ItemMemory.load(path)
+    _remove_stale_shards(path, shards)
+    return ItemMemory._read(path, verify=True)

@@ -5,10 +5,12 @@ memory: ``aggregation="global"`` uses each item's mean memory vector (``segment_
 ``"local"`` averages, per query, only the item's entries among the query's ``m`` nearest
 memory vectors and falls back to the global mean for items without one (``local_topk``).
 Items that never occur as a training target have no memory entry and cannot be decoded;
-they are counted at construction and never returned.
+they are counted at construction and never returned. Queries are prompted with the template
+the memory was built with (stored in its manifest) unless another one is passed explicitly.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import warnings
 from typing import NamedTuple, Sequence
@@ -45,11 +47,32 @@ class Recommendations(NamedTuple):
     titles: list[list[str | None]]
 
 
+def resolve_template(memory: ItemMemory, template: PromptTemplate | None) -> PromptTemplate:
+    """``template``, else the one stored in the memory's manifest (else DEFAULT_PROMPT).
+
+    A query prompted differently from the memory's prompts lands elsewhere in latent space,
+    so an explicit template that differs from the stored one is warned about."""
+    stored = memory.template
+    if template is None:
+        if stored is None:
+            warnings.warn("the memory's manifest stores no prompt template; using DEFAULT_PROMPT", stacklevel=3)
+        return stored or DEFAULT_PROMPT
+    if stored is not None and template != stored:
+        changed = [f.name for f in dataclasses.fields(template) if getattr(template, f.name) != getattr(stored, f.name)]
+        warnings.warn(f"the prompt template passed differs from the one the memory was built with (in "
+                      f"{', '.join(changed)}); queries may not match the memory. Omit template= to use the stored one",
+                      stacklevel=3)
+    return template
+
+
 class L2DRecommender:
-    """Recommend by latent-space decoding. ``memory`` must come from ``model`` (checked)."""
+    """Recommend by latent-space decoding. ``memory`` must come from ``model`` (checked).
+
+    ``template`` defaults to the prompt template stored with the memory; pass one only to
+    deliberately query with another (a warning says it differs)."""
 
     def __init__(self, model, tokenizer, memory: ItemMemory, catalog: Catalog, *, metric: str = "l2",
-                 aggregation: str = "global", m: int = 1000, template: PromptTemplate = DEFAULT_PROMPT,
+                 aggregation: str = "global", m: int = 1000, template: PromptTemplate | None = None,
                  batch_size: int = 64, progress: bool = False, check_model: bool = True):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
@@ -65,7 +88,7 @@ class L2DRecommender:
         self.extractor = HiddenStateExtractor(model, tokenizer, layer=None if layer == "final" else int(layer),
                                               pooling=memory.manifest.get("pooling", "last"),
                                               batch_size=batch_size, progress=progress)
-        self.catalog, self.template = catalog, template
+        self.catalog, self.template = catalog, resolve_template(memory, template)
         self.metric, self.aggregation, self.m = metric, aggregation, min(m, len(memory))
         device = self.extractor.device
         self.dtype = memory.vectors.dtype

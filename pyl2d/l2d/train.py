@@ -45,9 +45,17 @@ class TrainConfig:
     max_length: int = 512
 
     def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "batch_size",
+                     "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.learning_rate > 0 or self.warmup_steps < 0:
+            raise ValueError(f"learning_rate must be positive and warmup_steps >= 0, got {self.learning_rate}, "
+                             f"{self.warmup_steps}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
-        if self.epochs <= 0 or self.max_minutes <= 0:
+        if not (self.epochs > 0 and self.max_minutes > 0):
             raise ValueError("epochs and max_minutes must be positive")
 
 

@@ -66,3 +66,90 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
                  str(tmp_path / "nomem"), "--history", "1"]) == 2
     assert main(["recommend", "--data", str(folder), "--model", str(tmp_path / "m"), "--memory",
                  str(tmp_path / "nomem"), "--history", "1,x"]) == 2
+
+
+def _parse_error(argv, capsys) -> str:
+    """The argparse error for ``argv``: exit status 2, a message, no traceback."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--threads", "-3"], "argument --threads: must be a positive integer, got -3"),
+    (["--threads", "two"], "argument --threads: 'two' is not an integer"),
+    (["--max-test", "0"], "argument --max-test: must be a positive integer, got 0"),
+    (["--max-test", "-3"], "argument --max-test: must be a positive integer, got -3"),
+    (["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+    (["--epochs", "0"], "argument --epochs: must be a positive finite number"),
+    (["--minutes", "nan"], "argument --minutes: must be a positive finite number"),
+    (["--lr=-1e-3"], "argument --lr: must be a positive"),
+    (["--heads", "0"], "argument --heads: must be a positive integer"),
+    (["--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+    (["--train-batch-size", "-1"], "argument --train-batch-size: must be a positive integer"),
+    (["--shard-size", "0"], "argument --shard-size: must be a positive integer"),
+    (["--m", "0"], "argument --m: must be a positive integer"),
+    (["--beams", "0"], "argument --beams: must be a positive integer"),
+    (["--time-queries", "0"], "argument --time-queries: must be a positive integer"),
+    (["--max-history", "0"], "argument --max-history: must be a positive integer"),
+    (["--seed", "-1"], "argument --seed: must be >= 0"),
+])
+def test_bad_eval_flags_name_the_flag(tmp_path, capsys, flags, message):
+    assert message in _parse_error(["eval", "--data", str(tmp_path), *flags], capsys)
+
+
+def test_bad_flags_of_the_other_commands(tmp_path, capsys, monkeypatch):
+    import torch
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    base = ["recommend", "--data", str(tmp_path), "--model", str(tmp_path), "--memory", str(tmp_path), "--history", "1"]
+    assert "argument --k: must be a positive integer, got 0" in _parse_error([*base, "--k", "0"], capsys)
+    assert "argument --m: must be a positive integer" in _parse_error([*base, "--m", "-5"], capsys)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "argument --device: 'cuda' requested but CUDA is not available" in _parse_error([*base, "--device", "cuda"],
+                                                                                             capsys)
+    assert "argument --users: must be a positive integer" in _parse_error(["demo", "--users", "0"], capsys)
+    assert "argument --output-dir: " in _parse_error(["demo", "--output-dir", str(a_file)], capsys)
+    assert f"argument --output: {a_file} exists and is not a folder" in _parse_error(
+        ["train", "--synthetic", "--output", str(a_file)], capsys)
+    assert f"argument --output: {a_file} exists and is not a folder" in _parse_error(
+        ["build-memory", "--synthetic", "--model", str(tmp_path), "--output", str(a_file)], capsys)
+    assert f"argument --output: '{tmp_path}' is a folder; give a file name" in _parse_error(
+        ["eval", "--data", str(tmp_path), "--output", str(tmp_path)], capsys)
+    assert "is a file, not a folder" in _parse_error(
+        ["eval", "--data", str(tmp_path), "--plot", str(a_file / "plot.png")], capsys)
+    assert "argument --data: " in _parse_error(["eval", "--data", str(a_file)], capsys)
+
+
+def test_build_into_a_folder_being_built_is_a_clear_error(tmp_path, capsys, tiny_model_dir, tiny_data):
+    import os
+
+    from pyl2d.l2d.memory_lock import BuildLock
+
+    folder = write_folder(tiny_data, tmp_path / "data")
+    with BuildLock(tmp_path / "mem"):
+        rc = main(["build-memory", "--data", str(folder), "--model", str(tiny_model_dir), "--output",
+                   str(tmp_path / "mem"), "--overwrite", "--pooling", "mean", "--quiet", "--device", "cpu"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"is being built by another process (pid {os.getpid()})" in err and "Traceback" not in err
+
+
+def test_eval_resumes_an_interrupted_memory(tmp_path, capsys, tiny_model_dir, tiny_data):
+    folder = write_folder(tiny_data, tmp_path / "data")
+    mem = tmp_path / "mem"
+    common = ["--data", str(folder), "--model", str(tiny_model_dir), "--quiet", "--threads", "1", "--device", "cpu"]
+    assert main(["build-memory", *common, "--output", str(mem), "--shard-size", "16"]) == 0
+    manifest = json.loads((mem / "manifest.json").read_text())
+    dropped = manifest["shards"].pop()
+    manifest.update(complete=False, count=manifest["count"] - dropped["count"])
+    (mem / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["eval", *common, "--memory", str(mem), "--shard-size", "16", "--methods", "popularity", "--time-queries", "1",
+                 "--work-dir", str(tmp_path / "work")]) == 0
+    assert f"resuming the memory build at {mem} after shard {manifest['n_shards'] - 1}" in capsys.readouterr().out
+    assert json.loads((mem / "manifest.json").read_text())["complete"]

@@ -49,6 +49,33 @@ def test_malformed_rows_are_counted_with_line_numbers(tmp_path):
     assert "2 titles but 1 ids" not in report.summary() and "1 titles but 2 ids" in report.summary()
 
 
+def test_rows_that_are_not_utf8_are_skipped_with_their_line(tmp_path):
+    p = tmp_path / "test.csv"
+    lines = [",".join(HEADER),
+             "u1,\"['a', 'b']\",c,\"[1, 2]\",3,",            # line 2: fine
+             "u2,\"['caf\xe9']\",c,[1],3,",                  # line 3: latin-1 byte in a history title
+             "u3,\"['a']\",\xff\xfe,[1],3,",                  # line 4: bad bytes in the target title
+             "u\xff4,\"['a']\",d,[1],4,\x80",                 # line 5: bad bytes only in ignored columns
+             "u5,\"['\xc3\xa9t\xc3\xa9']\",e,[2],5,"]          # line 6: real UTF-8
+    p.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    with pytest.warns(UserWarning, match=r"test\.csv: skipped 2 of 5 rows: line 3: history_item_title is not valid "
+                                         r"UTF-8 \(byte 0xe9 at character 6\); line 4: item_title is not valid UTF-8"):
+        samples, report = data.load_samples(p)
+    assert [line for line, _ in report.bad_rows] == [3, 4]
+    assert [s.target_id for s in samples] == [3, 4, 5] and samples[2].history_titles == ("\u00e9t\u00e9",)
+
+
+def test_catalog_line_that_is_not_utf8_is_kept_and_reported(tmp_path):
+    p = tmp_path / "items.txt"
+    p.write_bytes(b"Fine\t0\nCaf\xe9 del Mar\t1\nLast\t2\n")
+    with pytest.warns(UserWarning, match=r"items\.txt: 1 line\(s\) not valid UTF-8.*line 2: byte 0xe9"):
+        cat = data.load_catalog(p)
+    assert cat.titles == ["Fine", "Caf\ufffd del Mar", "Last"]
+    p.write_bytes(b"Fine\t0\nx\t\xff1\n")
+    with pytest.raises(ValueError, match=r"line 2: item id '\ufffd1' is not an integer"):
+        data.load_catalog(p)
+
+
 def test_file_without_usable_rows_is_an_error(tmp_path):
     p = tmp_path / "bad.csv"
     write_rows(p, [["u", "nonsense(", "t", "[1]", "1", ""]])

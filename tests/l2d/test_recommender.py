@@ -104,3 +104,26 @@ def test_undecodable_items_are_reported(tiny_model, tiny_data, tmp_path):
         rec.aggregation = agg
         ids = rec.recommend(tiny_data.test[:4], k=5).ids
         assert (ids % 2 == 0).all()
+
+
+def test_queries_use_the_template_stored_with_the_memory(tiny_model, tiny_data, tmp_path):
+    import dataclasses
+    import warnings
+
+    from pyl2d.l2d.memory import ItemMemory
+
+    model, tok = tiny_model
+    custom = dataclasses.replace(DEFAULT_PROMPT, max_history=3, instruction="Guess what this listener plays next.")
+    ex = HiddenStateExtractor(model, tok, progress=False)
+    build_memory(ex, tiny_data.train, len(tiny_data.catalog), tmp_path / "m", custom, log=lambda *_: None)
+    memory = ItemMemory.load(tmp_path / "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # undecodable items
+        rec = L2DRecommender(model, tok, memory, tiny_data.catalog)
+    assert rec.template == custom
+    samples = [s for s in tiny_data.test if len(s.history_ids) > 3][:4]
+    want = ex.encode([custom.prompt(s.history_titles, tok) for s in samples])
+    torch.testing.assert_close(rec.encode(samples), want)
+    with pytest.warns(UserWarning, match=r"differs from the one the memory was built with \(in instruction, max_history\)"):
+        explicit = L2DRecommender(model, tok, memory, tiny_data.catalog, template=DEFAULT_PROMPT)
+    assert explicit.template == DEFAULT_PROMPT

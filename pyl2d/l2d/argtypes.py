@@ -1,0 +1,85 @@
+"""argparse ``type=`` validators for the L2D subcommands.
+
+A bad value becomes an argparse error naming the flag (exit status 2, no traceback) instead of
+a crash deep inside torch or a half-done run: counts must be positive, floats finite, a
+device must exist on this machine, and an output path must be of the kind expected (a
+folder, or a file) when it already exists.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import pathlib
+
+DEVICES = "cpu, cuda or cuda:N"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def device(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``, and only a CUDA device this machine has."""
+    import torch
+
+    name = text.strip().lower()
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use {DEVICES}") from None
+    if dev.type == "cpu":
+        return "cpu"
+    if dev.type != "cuda":
+        raise argparse.ArgumentTypeError(f"device {text!r} is not supported; use {DEVICES}")
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} requested but CUDA is not available on this machine "
+                                         f"(torch {torch.__version__}); use --device cpu")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise argparse.ArgumentTypeError(f"{text!r} requested but this machine has {count} CUDA device(s)")
+    return name
+
+
+def folder(text: str) -> str:
+    """A folder path: fine if absent (it will be created), an error if it is a file."""
+    path = pathlib.Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return text
+
+
+def file(text: str) -> str:
+    """A file path to write: an error if it names a folder or lies under a file."""
+    path = pathlib.Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
+    return text
