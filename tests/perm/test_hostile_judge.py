@@ -40,7 +40,7 @@ def test_slow_drip_body_hits_the_wall_clock_deadline(judge_server):
     result = judge.score([request("drip")])[0]
     elapsed = time.monotonic() - start
     assert result.status == "timeout" and math.isnan(result.value)
-    assert elapsed < 4.0, elapsed  # two attempts of 1 s each, plus slack
+    assert elapsed < 12.0, elapsed  # two attempts of 1 s each; the idle timeout took 25 s each (slack for busy CI)
     assert judge_server.total_requests() == 2
 
 
@@ -86,7 +86,7 @@ def test_connection_refused_is_fatal(refused_url):
     judge = make_judge(refused_url, max_retries=2)
     start = time.monotonic()
     assert judge.score([request("good")])[0].status == "unreachable"
-    assert time.monotonic() - start < 3.0
+    assert time.monotonic() - start < 10.0  # a bound against hanging, with slack for busy CI
     assert judge.fatal == f"could not connect to judge at {judge.url} (Connection refused)"
     assert judge.stats["unreachable"] == 3
 

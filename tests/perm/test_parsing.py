@@ -152,4 +152,4 @@ def test_hostile_judge_text_parses_in_linear_time(text):
 
     start = time.monotonic()
     parse_score(text, 1, 5)
-    assert time.monotonic() - start < 1.0  # quadratic backtracking took minutes here
+    assert time.monotonic() - start < 5.0  # milliseconds when linear; quadratic backtracking took minutes
