@@ -20,6 +20,7 @@
 #include <pybind11/pybind11.h>
 
 #include "aggregate_rows.h"
+#include "codes.h"
 #include "registry.h"
 #include "tensor_arg.h"
 
@@ -28,8 +29,8 @@ namespace py = pybind11;
 namespace pyl2d {
 namespace {
 
-enum class Metric : int { kIp = 0, kCosine = 1, kL2 = 2 };  // pyl2d/cpu/local_topk.py::_METRIC_CODES
-constexpr float kNormEps = 1e-12f;                          // pyl2d/reference/score_topk.py::NORM_EPS
+using Metric = codes::Metric;
+using codes::kNormEps;
 
 struct Candidate {
   float score;
@@ -43,7 +44,7 @@ inline bool ranks_before(const Candidate& a, const Candidate& b) {
 // The metric from a dot product and squared norms, with the reference's formulas.
 inline float score_from(Metric metric, float dot, float q_sq, float x_sq) {
   switch (metric) {
-    case Metric::kIp: return dot;
+    case Metric::kIP: return dot;
     case Metric::kCosine:
       return dot / (std::max(std::sqrt(q_sq), kNormEps) * std::max(std::sqrt(x_sq), kNormEps));
     case Metric::kL2: return -std::sqrt(std::max(q_sq - 2.0f * dot + x_sq, 0.0f));
@@ -175,7 +176,7 @@ void local_rank_cpu(uintptr_t queries, int64_t batch, int64_t cols, int64_t q_st
   if (q_dtype != mem_dtype) throw std::invalid_argument("local_topk_cpu: queries and memory must share a dtype");
   if (batch < 0 || cols < 0 || m < 1 || m > mem_rows || n_cand < 0 || n_exclude < 0 || k < 1)
     throw std::invalid_argument("local_topk_cpu: bad sizes");
-  if (metric < 0 || metric > 2) throw std::invalid_argument("local_topk_cpu: unknown metric code");
+  if (metric < 0 || metric >= codes::kMetricCount) throw std::invalid_argument("local_topk_cpu: unknown metric code");
   Problem p{queries, memory, batch, cols, q_stride, mem_rows, mem_stride,
             reinterpret_cast<const int64_t*>(mem_item_ids), n_items, reinterpret_cast<const int64_t*>(nearest), m,
             reinterpret_cast<const float*>(cand_scores), reinterpret_cast<const int64_t*>(cand_ids), n_cand,

@@ -14,6 +14,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include "codes.h"
 #include "registry.h"
 #include "simd_dot.h"
 #include "tensor_arg.h"
@@ -23,7 +24,7 @@ namespace py = pybind11;
 namespace pyl2d {
 namespace {
 
-constexpr float kNormEps = 1e-12f;
+using codes::kNormEps;
 constexpr int64_t kChunk = 512;  // D is split in chunks so a single long sequence uses every thread
 
 // float -> float16 bits, round to nearest even (overflow to inf).
@@ -72,7 +73,7 @@ void store_row(const float* src, int64_t n, DType dtype, void* dst) {
 }
 
 void pool_hidden_cpu(uintptr_t hidden_ptr, int64_t B, int64_t T, int64_t D, int64_t stride_b, int64_t stride_t,
-                     int dtype_code, uintptr_t mask_ptr, const std::string& mode, bool normalize, uintptr_t out_ptr,
+                     int dtype_code, uintptr_t mask_ptr, int mode, bool normalize, uintptr_t out_ptr,
                      int64_t out_stride, int64_t num_threads) {
   const DType dtype = dtype_from_code(dtype_code);
   if (dtype != DType::kFloat32 && dtype != DType::kFloat16 && dtype != DType::kBFloat16)
@@ -80,8 +81,8 @@ void pool_hidden_cpu(uintptr_t hidden_ptr, int64_t B, int64_t T, int64_t D, int6
   if (hidden_ptr == 0 || mask_ptr == 0 || out_ptr == 0) throw std::invalid_argument("null data pointer");
   if (B < 1 || T < 1 || D < 1) throw std::invalid_argument("hidden must be non-empty");
   if (stride_b < 0 || stride_t < 0 || out_stride < D) throw std::invalid_argument("bad strides");
-  const bool mean = mode == "mean";
-  if (!mean && mode != "last") throw std::invalid_argument("mode must be 'last' or 'mean'; got '" + mode + "'");
+  if (mode != codes::kPoolLast && mode != codes::kPoolMean) throw std::invalid_argument("pool_hidden_cpu: unknown mode code");
+  const bool mean = mode == codes::kPoolMean;
 
   const uint8_t* mask = reinterpret_cast<const uint8_t*>(mask_ptr);
   std::vector<int64_t> last(static_cast<size_t>(B), -1), count(static_cast<size_t>(B), 0);

@@ -7,12 +7,16 @@
 #include <string>
 
 #include "tensor_arg.h"
+#include "codes.h"
 
 namespace pyl2d {
 namespace rewards {
 
-enum Mode : int { kMean = 0, kHarmonic = 1, kGeometric = 2 };
-enum Scale : int { kScaleNone = 0, kScaleGroup = 1, kScaleBatch = 2 };
+// Codes from codes.h (pyl2d/_codes.py), by their local names.
+constexpr int kMean = codes::kRewardMean, kHarmonic = codes::kRewardHarmonic, kGeometric = codes::kRewardGeometric;
+using codes::kScaleBatch;
+using codes::kScaleGroup;
+using codes::kScaleNone;
 
 struct Half { uint16_t bits; };
 struct BFloat { uint16_t bits; };

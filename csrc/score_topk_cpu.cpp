@@ -31,6 +31,7 @@
 #include <pybind11/stl.h>
 
 #include "amx_bf16.h"
+#include "codes.h"
 #include "registry.h"
 #include "simd_dot.h"
 #include "tensor_arg.h"
@@ -41,20 +42,13 @@ namespace py = pybind11;
 namespace pyl2d {
 namespace {
 
-constexpr float kNormEps = 1e-12f;
+using codes::kNormEps;
 constexpr int64_t kDirectHalfMaxQueries = 8;
 // Work units per thread (query blocks x item shards): more units balance better when the
 // cores are shared, each costs one extra k-list per query to merge.
 constexpr int64_t kUnitsPerThread = 4;  // 16 measured slower here
 
-enum class Metric { kIP, kCosine, kL2 };
-
-Metric metric_from_name(const std::string& name) {
-  if (name == "ip") return Metric::kIP;
-  if (name == "cosine") return Metric::kCosine;
-  if (name == "l2") return Metric::kL2;
-  throw std::invalid_argument("metric must be 'ip', 'cosine' or 'l2'; got '" + name + "'");
-}
+using Metric = codes::Metric;
 
 size_t dtype_size(DType d) {
   switch (d) {
@@ -365,7 +359,7 @@ int resolve_threads(int64_t requested) {
 }
 
 void score_topk_cpu(uintptr_t q_ptr, int64_t B, int64_t Dq, int64_t q_stride, int q_dtype, uintptr_t x_ptr, int64_t N,
-                    int64_t D, int64_t x_stride, int x_dtype, int64_t k, const std::string& metric_name,
+                    int64_t D, int64_t x_stride, int x_dtype, int64_t k, int metric,
                     uintptr_t ex_ptr, int64_t ex_rows, int64_t ex_cols, int64_t ex_stride, int ex_dtype,
                     uintptr_t norms_ptr, int64_t norms_len, uintptr_t out_scores_ptr, uintptr_t out_ids_ptr,
                     int64_t num_threads) {
@@ -380,7 +374,8 @@ void score_topk_cpu(uintptr_t q_ptr, int64_t B, int64_t Dq, int64_t q_stride, in
   if (k < 1 || k > N) throw std::invalid_argument("k=" + std::to_string(k) + " is out of range [1, " + std::to_string(N) + "]");
   if (out_scores_ptr == 0 || out_ids_ptr == 0) throw std::invalid_argument("output pointers must not be null");
   p.k = k;
-  p.metric = metric_from_name(metric_name);
+  if (metric < 0 || metric >= codes::kMetricCount) throw std::invalid_argument("score_topk_cpu: unknown metric code");
+  p.metric = static_cast<Metric>(metric);
   if (norms_ptr != 0) {
     if (norms_len != N) throw std::invalid_argument("item_norms has " + std::to_string(norms_len) +
                                                     " entries but items has " + std::to_string(N) + " rows");

@@ -8,11 +8,12 @@
 
 namespace pyl2d {
 
-// Must match pyl2d/_ext.py::DTYPE_CODES.
+// pyl2d._codes.DTYPES (checked by tests/test_codes.py through pyl2d._C.codes()).
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kInt32 = 3, kInt64 = 4, kBool = 5, kUInt8 = 6 };
+constexpr int kDTypeCount = 7;
 
 inline DType dtype_from_code(int code) {
-  if (code < 0 || code > 6) throw std::invalid_argument("pyl2d._C: unknown dtype code " + std::to_string(code));
+  if (code < 0 || code >= kDTypeCount) throw std::invalid_argument("pyl2d._C: unknown dtype code " + std::to_string(code));
   return static_cast<DType>(code);
 }
 

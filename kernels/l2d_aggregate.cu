@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "codes.h"
 #include "l2d_aggregate.h"
 
 namespace pyl2d {
@@ -20,7 +21,7 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 128;  // a multiple of 32
-constexpr float kNormEps = 1e-12f;
+using codes::kNormEps;
 
 inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
@@ -89,8 +90,8 @@ __global__ void local_scores_kernel(const T* queries, int64_t dim, int64_t q_str
   const float inv = 1.f / static_cast<float>(end - start);
   const float dot_mean = dot * inv, x_sq = sum_sq * inv * inv;
   float score;
-  if (metric == 0) score = dot_mean;
-  else if (metric == 1) score = dot_mean / (fmaxf(sqrtf(q_sq), kNormEps) * fmaxf(sqrtf(x_sq), kNormEps));
+  if (metric == codes::kIP) score = dot_mean;
+  else if (metric == codes::kCosine) score = dot_mean / (fmaxf(sqrtf(q_sq), kNormEps) * fmaxf(sqrtf(x_sq), kNormEps));
   else score = -sqrtf(fmaxf(q_sq - 2.f * dot_mean + x_sq, 0.f));
   *score_out = score;
   *id_out = items[start];
@@ -154,7 +155,7 @@ void local_scores(uintptr_t queries, int64_t batch, int64_t dim, int64_t q_strid
                   int64_t mem_stride, int dtype_code, uintptr_t rows, uintptr_t items, uintptr_t group_end, int64_t m,
                   int metric, uintptr_t out_scores, uintptr_t out_ids, int64_t out_stride, uintptr_t stream) {
   require(batch >= 0 && dim >= 0 && m >= 1 && q_stride >= 0 && mem_stride >= 0, "local_scores: bad sizes");
-  require(metric >= 0 && metric <= 2, "local_scores: metric code must be 0, 1 or 2");
+  require(metric >= 0 && metric < codes::kMetricCount, "local_scores: metric code must be 0, 1 or 2");
   require(out_stride >= m, "local_scores: out_stride must be at least m");
   if (batch == 0) return;
   require(queries != 0 && memory != 0 && rows != 0 && items != 0 && group_end != 0 && out_scores != 0 && out_ids != 0,

@@ -4,6 +4,7 @@
 #include <climits>
 
 #include "common.cuh"
+#include "codes.h"
 #include "launchers.h"
 
 namespace pyl2d {
@@ -11,7 +12,7 @@ namespace cuda {
 namespace {
 
 constexpr int kPoolThreads = 256;
-constexpr float kNormalizeEps = 1e-12f;  // as torch.nn.functional.normalize's default
+constexpr float kNormalizeEps = codes::kNormEps;
 
 // grid.x covers columns, grid.y strides over rows; one thread per (row, column).
 template <typename T>
@@ -23,7 +24,7 @@ __global__ void pool_accumulate(const T* __restrict__ hidden, int64_t batch, int
   for (int64_t b = blockIdx.y; b < batch; b += gridDim.y) {
     const T* row = hidden + b * stride0 + d;
     float value;
-    if (mode == 0) {
+    if (mode == codes::kPoolLast) {
       value = to_float(row[last_index[b] * stride1]);
     } else {
       float sum = 0.0f;
@@ -98,7 +99,7 @@ void pool_hidden(uintptr_t hidden, int64_t batch, int64_t tokens, int64_t dim, i
   require(batch >= 1 && tokens >= 1 && dim >= 1, "hidden must be non-empty");
   require(dim / kPoolThreads < INT_MAX, "dim too large");
   require(hidden != 0 && pooled != 0 && out != 0, "null hidden or output pointer");
-  require(mode == 0 || mode == 1, "mode code must be 0 (last) or 1 (mean)");
+  require(mode == codes::kPoolLast || mode == codes::kPoolMean, "mode code must be 0 (last) or 1 (mean)");
   require(mode != 0 || last_index != 0, "mode last needs last_index");
   require(mode != 1 || real != 0, "mode mean needs the real-token mask");
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);

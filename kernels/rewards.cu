@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common.cuh"
+#include "codes.h"
 #include "rewards.h"
 
 namespace pyl2d {
@@ -28,14 +29,14 @@ __device__ float row_reward(const RewardArgs& a, int64_t row) {
     const float w = weights ? weights[p] : 1.f;
     if (isnan(x) || !(w > 0.f)) continue;
     wsum += w;
-    if (a.mode == 0) acc += w * x;
-    else if (a.mode == 1) acc += w / x;
+    if (a.mode == codes::kRewardMean) acc += w * x;
+    else if (a.mode == codes::kRewardHarmonic) acc += w / x;
     else acc += w * logf(x);
   }
   float r;
   if (!(wsum > 0.f)) r = NAN;
-  else if (a.mode == 0) r = acc / wsum;
-  else if (a.mode == 1) r = wsum / acc;
+  else if (a.mode == codes::kRewardMean) r = acc / wsum;
+  else if (a.mode == codes::kRewardHarmonic) r = wsum / acc;
   else r = expf(acc / wsum);
   if (a.bystander) r += a.bystander_coef * (reinterpret_cast<const float*>(a.bystander)[row] / 100.f - 1.f);
   if (a.lengths) r -= a.length_coef * fmaxf(reinterpret_cast<const float*>(a.lengths)[row] - a.length_limit, 0.f);
@@ -88,14 +89,14 @@ __global__ void advantages_kernel(RewardArgs a, const float* rewards, const int6
   // only counts as a member.
   if (impute && count > 0.f) count = static_cast<float>(end - start);
   float denom = 1.f;
-  if (scale == 1) {
+  if (scale == codes::kScaleGroup) {
     float ssd = 0.f;
     for (int64_t k = start + threadIdx.x; k < end; k += blockDim.x) {
       const float v = member_value<T, kFromScores>(a, rewards, position(k));
       if (!isnan(v)) ssd += (v - mean) * (v - mean);
     }
     denom = sqrtf(block_sum(ssd, red) / (count - 1.f)) + eps;
-  } else if (scale == 2) {
+  } else if (scale == codes::kScaleBatch) {
     denom = batch_std + eps;
   }
   for (int64_t k = start + threadIdx.x; k < end; k += blockDim.x) {

@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "codes.h"
 #include "launchers.h"
 
 namespace pyl2d {
@@ -35,9 +36,10 @@ constexpr int kMaxK = 256;              // largest k kept per (query, split)
 constexpr int kCapMax = kMaxK + 64;     // largest candidate buffer per query
 constexpr int kKeysPerLane = kCapMax / 32;
 constexpr int kLDC = kBN + 4;           // score tile row pitch (floats)
-constexpr float kNormEps = 1e-12f;      // as pyl2d.reference.score_topk.NORM_EPS
-
-enum Metric : int { kIP = 0, kCosine = 1, kL2 = 2 };
+using codes::kCosine;
+using codes::kIP;
+using codes::kL2;
+using codes::kNormEps;
 
 // Shared-memory operand layout for one stage: A = [BQ][kLDK] queries, B = [kBN][kLDK] items
 // (both row-major in the storage type), kBK deep: 64 for 16-bit types (128-byte row segments,

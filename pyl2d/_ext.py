@@ -11,16 +11,10 @@ from types import ModuleType
 
 import torch
 
-# Must match csrc/tensor_arg.h::DType.
-DTYPE_CODES = {
-    torch.float32: 0,
-    torch.float16: 1,
-    torch.bfloat16: 2,
-    torch.int32: 3,
-    torch.int64: 4,
-    torch.bool: 5,
-    torch.uint8: 6,
-}
+from pyl2d import _codes
+
+# torch dtype -> code (pyl2d._codes.DTYPES, mirrored by csrc/tensor_arg.h::DType).
+DTYPE_CODES = {getattr(torch, name): code for code, name in enumerate(_codes.DTYPES)}
 
 
 @functools.lru_cache(maxsize=None)

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d import _ext
+from pyl2d import _codes, _ext
 
-MODE_CODES = {"mean": 0, "harmonic": 1, "geometric": 2}
-SCALE_CODES = {"none": 0, "group": 1, "batch": 2}
 
 
 def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -21,7 +19,7 @@ def aggregate_into(out, scores, weights, mode, score_max, bystander, bystander_c
     lengths = _f32(lengths) if lengths is not None and length_limit is not None else None
     ptr, rows, cols, stride, code = _ext.matrix(scores)
     _ext.require().aggregate_rewards_cpu(
-        ptr, rows, cols, stride, code, weights.data_ptr() if weights is not None else 0, MODE_CODES[mode],
+        ptr, rows, cols, stride, code, weights.data_ptr() if weights is not None else 0, _codes.REWARD_MODE_CODES[mode],
         float(score_max), bystander.data_ptr() if bystander is not None else 0, float(bystander_coef),
         lengths.data_ptr() if lengths is not None else 0, float(length_limit or 0.0), float(length_coef),
         out.data_ptr())
@@ -33,4 +31,4 @@ def advantages_into(out, rewards, num_groups, group_ids, eps, scale, impute) -> 
     workspace = torch.empty(4 * num_groups, dtype=torch.float64)
     _ext.require().group_advantages_cpu(
         rewards.data_ptr(), rewards.shape[0], num_groups, ids.data_ptr() if ids is not None else 0, float(eps),
-        SCALE_CODES[scale], bool(impute), workspace.data_ptr(), out.data_ptr())
+        _codes.ADVANTAGE_SCALE_CODES[scale], bool(impute), workspace.data_ptr(), out.data_ptr())

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d import _ext, _local_stages
+from pyl2d import _codes, _ext, _local_stages
 
-_METRIC_CODES = {"ip": 0, "cosine": 1, "l2": 2}  # csrc/local_topk_cpu.cpp::Metric
 
 
 def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", exclude=None):
@@ -28,6 +27,6 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
     _ext.require().local_rank_cpu(
         q_ptr, b, cols, q_stride, q_code, m_ptr, mem_rows, m_stride, m_code, item_of.data_ptr(), item_reps.shape[0],
         nearest.data_ptr(), m, cand_scores.data_ptr(), cand_ids.data_ptr(), cand_ids.shape[1],
-        0 if excl is None else excl.data_ptr(), 0 if excl is None else excl.shape[1], k, _METRIC_CODES[metric],
+        0 if excl is None else excl.data_ptr(), 0 if excl is None else excl.shape[1], k, _codes.METRIC_CODES[metric],
         scores.data_ptr(), ids.data_ptr())
     return scores, ids

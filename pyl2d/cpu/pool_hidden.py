@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d import _ext
+from pyl2d import _codes, _ext
 
 
 def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
@@ -14,5 +14,5 @@ def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
     mask = (attention_mask != 0).to(torch.uint8).contiguous()
     out = torch.empty((b, d), dtype=hidden.dtype)
     lib.pool_hidden_cpu(hidden.data_ptr(), b, t, d, hidden.stride(0), hidden.stride(1), _ext.dtype_code(hidden),
-                        mask.data_ptr(), mode, bool(normalize), out.data_ptr(), out.stride(0), torch.get_num_threads())
+                        mask.data_ptr(), _codes.POOL_MODE_CODES[mode], bool(normalize), out.data_ptr(), out.stride(0), torch.get_num_threads())
     return out

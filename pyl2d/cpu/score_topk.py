@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d import _ext
+from pyl2d import _codes, _ext
 
 
 def call_kernel(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str,
@@ -26,7 +26,7 @@ def call_kernel(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str,
         norm_args = (item_norms.data_ptr(), item_norms.shape[0])
     else:
         norm_args = (0, 0)
-    lib.score_topk_cpu(*_ext.matrix(queries), *_ext.matrix(items), k, metric, *ex_args, *norm_args,
+    lib.score_topk_cpu(*_ext.matrix(queries), *_ext.matrix(items), k, _codes.METRIC_CODES[metric], *ex_args, *norm_args,
                        scores.data_ptr(), ids.data_ptr(), torch.get_num_threads())
     return scores, ids
 

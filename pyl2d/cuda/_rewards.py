@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d import _ext
+from pyl2d import _codes, _ext
 from pyl2d.reference.group_advantages import batch_std, segments
 
-MODE_CODES = {"mean": 0, "harmonic": 1, "geometric": 2}
-SCALE_CODES = {"none": 0, "group": 1, "batch": 2}
 
 
 def _f32(t):
@@ -24,7 +22,7 @@ def reward_args(scores, weights, mode, score_max, bystander, bystander_coef, len
     keep = (scores, _f32(weights), _f32(bystander),
             _f32(lengths) if lengths is not None and length_limit is not None else None)
     args = (scores.data_ptr(), scores.shape[1], scores.stride(0), _ext.dtype_code(scores), _ptr(keep[1]),
-            MODE_CODES[mode], float(score_max), _ptr(keep[2]), float(bystander_coef), _ptr(keep[3]),
+            _codes.REWARD_MODE_CODES[mode], float(score_max), _ptr(keep[2]), float(bystander_coef), _ptr(keep[3]),
             float(length_limit or 0.0), float(length_coef))
     return args, keep
 
@@ -50,5 +48,5 @@ def advantages_into(adv, rewards_out, source, num_groups, group_ids, eps, scale,
         args, keep = reward_args(source, *agg)
     _ext.require().group_advantages_cuda(
         *args, agg is not None, _ptr(rewards), _ptr(order), offsets.data_ptr(), num_groups, largest, float(eps),
-        SCALE_CODES[scale], bool(impute), float(std), adv.data_ptr(), _ptr(rewards_out), _ext.cuda_stream(adv.device))
+        _codes.ADVANTAGE_SCALE_CODES[scale], bool(impute), float(std), adv.data_ptr(), _ptr(rewards_out), _ext.cuda_stream(adv.device))
     del keep

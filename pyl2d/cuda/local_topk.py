@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d import _ext, _local_stages, _topk
+from pyl2d import _codes, _ext, _local_stages, _topk
 
-_METRIC_CODES = {"ip": 0, "cosine": 1, "l2": 2}
 
 
 def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", exclude=None):
@@ -23,7 +22,7 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
     q_ptr, _, dim, q_stride, code = _ext.matrix(queries)
     m_ptr, _, _, m_stride, _ = _ext.matrix(memory)
     lib.local_scores_cuda(q_ptr, batch, dim, q_stride, m_ptr, m_stride, code, rows.data_ptr(), items.data_ptr(),
-                          group_end.data_ptr(), m, _METRIC_CODES[metric], scores.data_ptr(), ids.data_ptr(),
+                          group_end.data_ptr(), m, _codes.METRIC_CODES[metric], scores.data_ptr(), ids.data_ptr(),
                           scores.stride(0), stream)
     if exclude is not None and exclude.shape[1] > 0:
         excl = torch.sort(exclude.to(torch.int64), dim=1).values.contiguous()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d import _ext
+from pyl2d import _codes, _ext
 from pyl2d.cuda import score_topk as _score_topk
 from pyl2d.reference.pool_hidden import last_token_index
 
-MODE_CODES = {"last": 0, "mean": 1}
 
 
 def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
@@ -23,7 +22,7 @@ def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
     else:
         real = (attention_mask != 0).to(torch.uint8).contiguous()
     with torch.cuda.device(h.device):
-        lib.pool_hidden_cuda(h.data_ptr(), b, t, d, h.stride(0), h.stride(1), _ext.dtype_code(h), MODE_CODES[mode],
+        lib.pool_hidden_cuda(h.data_ptr(), b, t, d, h.stride(0), h.stride(1), _ext.dtype_code(h), _codes.POOL_MODE_CODES[mode],
                              0 if last is None else last.data_ptr(), 0 if real is None else real.data_ptr(),
                              bool(normalize), pooled.data_ptr(), out.data_ptr(), _ext.cuda_stream(h.device))
     return out

@@ -13,10 +13,9 @@ from typing import Callable
 
 import torch
 
-from pyl2d import _ext
+from pyl2d import _codes, _ext
 from pyl2d._topk import merge_candidates
 
-METRIC_CODES = {"ip": 0, "cosine": 1, "l2": 2}
 # Extra memory per step of the fallback and of the item-norm computation.
 FALLBACK_CHUNK_BYTES = 256 << 20
 # Aim for this many thread blocks per SM (one or two resident per SM: two to four waves).
@@ -125,7 +124,7 @@ def topk_from_rows(base: torch.Tensor, row_offsets: torch.Tensor, batch: int, ro
         lib.score_topk_stage1_cuda(
             base.data_ptr(), row_offsets.data_ptr(), batch, rows_aligned,
             items.data_ptr(), n, d, items.stride(0), vector_aligned(items, items.stride(0)),
-            _ext.dtype_code(items), METRIC_CODES[metric],
+            _ext.dtype_code(items), _codes.METRIC_CODES[metric],
             0 if q_norms is None else q_norms.data_ptr(), 0 if x_norms is None else x_norms.data_ptr(),
             0 if ex is None else ex.data_ptr(), 0 if ex is None else ex.shape[1],
             k, tiles_per_split, n_splits, ws_scores.data_ptr(), ws_ids.data_ptr(), n_splits * k,

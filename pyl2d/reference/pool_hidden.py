@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pyl2d._codes import NORM_EPS
+
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real token per row, under left or right padding."""
@@ -23,5 +25,5 @@ def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
     else:
         raise ValueError(f"mode must be 'last' or 'mean'; got {mode!r}")
     if normalize:
-        pooled = F.normalize(pooled, dim=-1, eps=1e-12)
+        pooled = F.normalize(pooled, dim=-1, eps=NORM_EPS)
     return pooled.to(hidden.dtype)

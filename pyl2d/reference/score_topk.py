@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-NORM_EPS = 1e-12
+from pyl2d._codes import NORM_EPS
 
 
 def similarity(queries: torch.Tensor, items: torch.Tensor, metric: str,

@@ -12,11 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from pyl2d import _backend
+from pyl2d import _backend, _codes
 from pyl2d.reference.group_advantages import batch_std, segments
 
-MODE_CODES = {"mean": 0, "harmonic": 1, "geometric": 2}
-SCALE_CODES = {"none": 0, "group": 1, "batch": 2}
 
 
 @triton.jit
@@ -182,7 +180,7 @@ def launch_advantages(src, stride_b, adv, rewards_out, num_groups, group_ids, ep
         agg["bystander"] if agg["bystander"] is not None else dummy, float(agg["bystander_coef"]),
         agg["lengths"] if agg["lengths"] is not None else dummy, float(agg["length_limit"] or 0.0),
         float(agg["length_coef"]),
-        HAS_ORDER=order is not None, SCALE=SCALE_CODES[scale], IMPUTE=bool(impute), FROM_SCORES=from_scores,
+        HAS_ORDER=order is not None, SCALE=_codes.ADVANTAGE_SCALE_CODES[scale], IMPUTE=bool(impute), FROM_SCORES=from_scores,
         HAS_W=agg["weights"] is not None, HAS_BY=agg["bystander"] is not None, HAS_LEN=agg["lengths"] is not None,
-        MODE=MODE_CODES[agg["mode"]], BLOCK=member_block(largest), BLOCK_P=triton.next_power_of_2(agg["P"]),
+        MODE=_codes.REWARD_MODE_CODES[agg["mode"]], BLOCK=member_block(largest), BLOCK_P=triton.next_power_of_2(agg["P"]),
         num_warps=1 if largest <= 64 else 4)

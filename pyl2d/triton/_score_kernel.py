@@ -35,8 +35,6 @@ import triton.language as tl
 
 from pyl2d._topk import pack_keys
 
-METRIC_CODES = {"ip": 0, "cosine": 1, "l2": 2}
-NORM_EPS = 1e-12
 # pack(-inf, -1): below every real key.
 EMPTY_KEY = int(pack_keys(torch.tensor([float("-inf")]), torch.tensor([-1]))[0])
 # Id of the floor sentinels: the largest 32-bit id, whose key is the lowest of its score.

@@ -12,10 +12,10 @@ import functools
 import torch
 import triton
 
-from pyl2d import _backend
+from pyl2d import _backend, _codes
 from pyl2d._topk import merge_candidates, pack_keys
 from pyl2d.triton import _configs
-from pyl2d.triton._score_kernel import EMPTY_KEY, METRIC_CODES, NORM_EPS, score_topk_kernel
+from pyl2d.triton._score_kernel import EMPTY_KEY, score_topk_kernel
 
 # Above this many items the int32 item ids inside the kernel could overflow.
 MAX_FUSED_ITEMS = 2**31 - 2**20
@@ -165,7 +165,7 @@ def best_candidates(q_base: torch.Tensor, q_rows: torch.Tensor, q_stride_d: int,
         floor if floor is not None else out_scores,  # never read without a floor
         out_scores, out_ids,
         batch, n_items, dim, per_split, splits,
-        METRIC=METRIC_CODES[metric], EMPTY=EMPTY_KEY, EPS=NORM_EPS, HAS_FLOOR=floor is not None,
+        METRIC=_codes.METRIC_CODES[metric], EMPTY=EMPTY_KEY, EPS=_codes.NORM_EPS, HAS_FLOOR=floor is not None,
         KP=kp, BM=cfg.block_m, BN=cfg.block_n, BK=cfg.block_k,
         EVEN_D=dim % cfg.block_k == 0,
         UNIT_D=items.stride(1) == 1 and q_stride_d == 1,

@@ -5,7 +5,8 @@ import torch
 import triton
 
 from pyl2d import _backend
-from pyl2d.triton._rewards_kernels import MODE_CODES, aggregate_kernel, f32
+from pyl2d import _codes
+from pyl2d.triton._rewards_kernels import aggregate_kernel, f32
 
 
 def launch_aggregate(out, scores, weights, mode, score_max, bystander, bystander_coef, lengths, length_limit,
@@ -20,7 +21,7 @@ def launch_aggregate(out, scores, weights, mode, score_max, bystander, bystander
         scores, scores.stride(0), b, p, float(score_max), weights if weights is not None else out,
         bystander if bystander is not None else out, float(bystander_coef), lengths if lengths is not None else out,
         float(length_limit or 0.0), float(length_coef), out, HAS_W=weights is not None,
-        HAS_BY=bystander is not None, HAS_LEN=lengths is not None, MODE=MODE_CODES[mode], BLOCK_B=block_b,
+        HAS_BY=bystander is not None, HAS_LEN=lengths is not None, MODE=_codes.REWARD_MODE_CODES[mode], BLOCK_B=block_b,
         BLOCK_P=triton.next_power_of_2(p))
 
 

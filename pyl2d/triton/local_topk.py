@@ -19,10 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from pyl2d import _local_stages, _topk
+from pyl2d import _codes, _local_stages, _topk
 
-_METRIC_CODES = {"ip": 0, "cosine": 1, "l2": 2}
-NORM_EPS = 1e-12
 _BLOCK_R = 16
 _BLOCK_C = 64
 _BLOCK_X = 32
@@ -116,8 +114,8 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
     block_d = min(128, triton.next_power_of_2(dim))
     # Writes the first m columns (the local groups) of scores and ids.
     local_scores_kernel[(batch * m,)](queries, queries.stride(0), memory, memory.stride(0), rows, items, group_end,
-                                    scores, ids, scores.stride(0), m, dim, METRIC=_METRIC_CODES[metric],
-                                    EPS=NORM_EPS, BLOCK_R=_BLOCK_R, BLOCK_D=block_d)
+                                    scores, ids, scores.stride(0), m, dim, METRIC=_codes.METRIC_CODES[metric],
+                                    EPS=_codes.NORM_EPS, BLOCK_R=_BLOCK_R, BLOCK_D=block_d)
     excl = (exclude.to(torch.int64).contiguous() if exclude is not None and exclude.shape[1] > 0
             else torch.full((batch, 1), -1, dtype=torch.int64, device=queries.device))
     width = m + n_cand

@@ -12,7 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-NORM_EPS = 1e-12
+from pyl2d import _codes
+
 _BLOCK_T = 16
 _BLOCK_D = 128
 
@@ -90,5 +91,5 @@ def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
     if not normalize:
         return pooled
     out = torch.empty((batch, dim), dtype=hidden.dtype, device=hidden.device)
-    normalize_kernel[(batch,)](pooled, out, dim, EPS=NORM_EPS, BLOCK_D=_BLOCK_D)
+    normalize_kernel[(batch,)](pooled, out, dim, EPS=_codes.NORM_EPS, BLOCK_D=_BLOCK_D)
     return out
