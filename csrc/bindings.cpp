@@ -1,8 +1,10 @@
 // pyl2d._C: the compiled extension. Op files register their own functions via
 // PYL2D_REGISTER_BINDINGS; this file only creates the module and reports build facts.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include "codes.h"
+#include "native_args.h"
 #include "registry.h"
 #include "tensor_arg.h"
 
@@ -46,6 +48,15 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("with_openmp") = false;
 #endif
+  py::class_<pyl2d::TensorArg>(m, "TensorArg", "A tensor described once: pointer, dtype code, sizes, strides.")
+      .def(py::init<>())
+      .def(py::init<uintptr_t, int, std::vector<int64_t>, std::vector<int64_t>>(), py::arg("ptr"), py::arg("dtype"),
+           py::arg("sizes"), py::arg("strides"))
+      .def_readonly("defined", &pyl2d::TensorArg::defined)
+      .def_readonly("ptr", &pyl2d::TensorArg::ptr)
+      .def_readonly("dtype", &pyl2d::TensorArg::dtype)
+      .def_readonly("sizes", &pyl2d::TensorArg::sizes)
+      .def_readonly("strides", &pyl2d::TensorArg::strides);
   m.def("codes", &code_tables, "The compiled codes and constants by name (mirrors pyl2d/_codes.py).");
   for (auto& entry : pyl2d::binding_registry()) entry.second(m);
 }

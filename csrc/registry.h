@@ -17,6 +17,13 @@ inline std::vector<std::pair<std::string, BindingFn>>& binding_registry() {
   return registry;
 }
 
+// py::class_ for an entry point's parameter struct: default-constructible, fields added
+// with .def_readwrite by the caller (one per named field).
+template <typename Params>
+pybind11::class_<Params> bind_params(pybind11::module_& m, const char* name, const char* doc) {
+  return pybind11::class_<Params>(m, name, doc).def(pybind11::init<>());
+}
+
 struct BindingRegistrar {
   BindingRegistrar(const char* name, BindingFn fn) {
     binding_registry().emplace_back(name, std::move(fn));

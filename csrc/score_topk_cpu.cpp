@@ -32,6 +32,7 @@
 
 #include "amx_bf16.h"
 #include "codes.h"
+#include "native_args.h"
 #include "registry.h"
 #include "simd_dot.h"
 #include "tensor_arg.h"
@@ -358,38 +359,64 @@ int resolve_threads(int64_t requested) {
 #endif
 }
 
-void score_topk_cpu(uintptr_t q_ptr, int64_t B, int64_t Dq, int64_t q_stride, int q_dtype, uintptr_t x_ptr, int64_t N,
-                    int64_t D, int64_t x_stride, int x_dtype, int64_t k, int metric,
-                    uintptr_t ex_ptr, int64_t ex_rows, int64_t ex_cols, int64_t ex_stride, int ex_dtype,
-                    uintptr_t norms_ptr, int64_t norms_len, uintptr_t out_scores_ptr, uintptr_t out_ids_ptr,
-                    int64_t num_threads) {
+}  // namespace
+
+// score_topk's named arguments (pyl2d/ops/score_topk.py; bound below).
+struct ScoreTopkParams {
+  TensorArg queries;     // [B, D] float32/float16/bfloat16, unit inner stride
+  TensorArg items;       // [N, D], same dtype
+  TensorArg exclude;     // optional [B, E] int32/int64, -1 = padding
+  TensorArg item_norms;  // optional [N] float32 L2 norms
+  TensorArg out_scores;  // [B, k] float32, written
+  TensorArg out_ids;     // [B, k] int64, written
+  int64_t k = 0;
+  int metric = 0;        // pyl2d._codes.METRICS
+  int64_t num_threads = 0;
+};
+
+namespace {
+
+void score_topk_cpu(const ScoreTopkParams& a) {
   Problem p;
-  p.queries = Matrix{q_ptr, B, Dq, q_stride, 1, dtype_from_code(q_dtype)};
-  p.items = Matrix{x_ptr, N, D, x_stride, 1, dtype_from_code(x_dtype)};
+  p.queries = as_matrix(a.queries, "queries");
+  p.items = as_matrix(a.items, "items");
+  const int64_t B = p.queries.rows, Dq = p.queries.cols, N = p.items.rows, D = p.items.cols, k = a.k;
+  const int metric = a.metric;
+  expect(a.out_scores, "out_scores", 2, {DType::kFloat32});
+  expect(a.out_ids, "out_ids", 2, {DType::kInt64});
+  if (a.out_scores.sizes != std::vector<int64_t>{B, k} || a.out_ids.sizes != std::vector<int64_t>{B, k} ||
+      a.out_scores.stride(0) != k || a.out_ids.stride(0) != k)
+    throw std::invalid_argument("out_scores and out_ids must be contiguous [B, k]");
+  uintptr_t ex_ptr = 0;
+  int64_t ex_rows = 0, ex_cols = 0, ex_stride = 0;
+  int ex_dtype = static_cast<int>(DType::kInt64);
+  if (a.exclude.defined) {
+    const Matrix ex = as_matrix(a.exclude, "exclude");
+    ex_ptr = ex.ptr, ex_rows = ex.rows, ex_cols = ex.cols, ex_stride = ex.row_stride;
+    ex_dtype = static_cast<int>(ex.dtype);
+  }
   check_matrix("queries", p.queries, true);
   check_matrix("items", p.items, true);
   if (Dq != D) throw std::invalid_argument("items has dimension " + std::to_string(D) + " but the queries have " +
                                            std::to_string(Dq));
   if (p.queries.dtype != p.items.dtype) throw std::invalid_argument("queries and items must have the same dtype");
   if (k < 1 || k > N) throw std::invalid_argument("k=" + std::to_string(k) + " is out of range [1, " + std::to_string(N) + "]");
-  if (out_scores_ptr == 0 || out_ids_ptr == 0) throw std::invalid_argument("output pointers must not be null");
   p.k = k;
   if (metric < 0 || metric >= codes::kMetricCount) throw std::invalid_argument("score_topk_cpu: unknown metric code");
   p.metric = static_cast<Metric>(metric);
-  if (norms_ptr != 0) {
-    if (norms_len != N) throw std::invalid_argument("item_norms has " + std::to_string(norms_len) +
-                                                    " entries but items has " + std::to_string(N) + " rows");
-    p.item_norms = reinterpret_cast<const float*>(norms_ptr);
+  if (a.item_norms.defined) {
+    expect_vector(a.item_norms, "item_norms", N, DType::kFloat32);
+    p.item_norms = a.item_norms.data<const float>();
   }
   build_exclusions(p, ex_ptr, ex_rows, ex_cols, ex_stride, dtype_from_code(ex_dtype));
-  float* out_scores = reinterpret_cast<float*>(out_scores_ptr);
-  int64_t* out_ids = reinterpret_cast<int64_t*>(out_ids_ptr);
+  float* out_scores = a.out_scores.data<float>();
+  int64_t* out_ids = a.out_ids.data<int64_t>();
 
   const simd::Kernels& K = simd::kernels();
   // AMX computes 32 queries at a time: below that many the SIMD path wastes less.
   const bool use_amx = p.items.dtype == DType::kBFloat16 && B > kDirectHalfMaxQueries && amx::available();
   const Tiling t = choose_tiling(B, D, use_amx);
-  const int threads = resolve_threads(num_threads);
+  const int threads = resolve_threads(a.num_threads);
 
   // Queries as padded fp32 rows (B x D: independent of N) and their norms.
   QueryData qd;
@@ -494,14 +521,20 @@ void score_topk_cpu(uintptr_t q_ptr, int64_t B, int64_t Dq, int64_t q_stride, in
 }  // namespace pyl2d
 
 PYL2D_REGISTER_BINDINGS(score_topk_cpu, [](py::module_& m) {
-  m.def("score_topk_cpu", &pyl2d::score_topk_cpu, py::call_guard<py::gil_scoped_release>(),
-        "Fused similarity + top-k on CPU. Pointers, sizes and element row strides; outputs "
-        "scores [B,k] float32 and ids [B,k] int64 are written in place.",
-        py::arg("q_ptr"), py::arg("B"), py::arg("Dq"), py::arg("q_stride"), py::arg("q_dtype"), py::arg("x_ptr"),
-        py::arg("N"), py::arg("D"), py::arg("x_stride"), py::arg("x_dtype"), py::arg("k"), py::arg("metric"),
-        py::arg("ex_ptr"), py::arg("ex_rows"), py::arg("ex_cols"), py::arg("ex_stride"), py::arg("ex_dtype"),
-        py::arg("norms_ptr"), py::arg("norms_len"), py::arg("out_scores_ptr"), py::arg("out_ids_ptr"),
-        py::arg("num_threads"));
+  using pyl2d::ScoreTopkParams;
+  pyl2d::bind_params<ScoreTopkParams>(m, "ScoreTopkParams", "Named arguments of score_topk_cpu.")
+      .def_readwrite("queries", &ScoreTopkParams::queries)
+      .def_readwrite("items", &ScoreTopkParams::items)
+      .def_readwrite("exclude", &ScoreTopkParams::exclude)
+      .def_readwrite("item_norms", &ScoreTopkParams::item_norms)
+      .def_readwrite("out_scores", &ScoreTopkParams::out_scores)
+      .def_readwrite("out_ids", &ScoreTopkParams::out_ids)
+      .def_readwrite("k", &ScoreTopkParams::k)
+      .def_readwrite("metric", &ScoreTopkParams::metric)
+      .def_readwrite("num_threads", &ScoreTopkParams::num_threads);
+  m.def("score_topk_cpu", &pyl2d::score_topk_cpu, py::call_guard<py::gil_scoped_release>(), py::arg("params"),
+        "Fused similarity + top-k on CPU (internal; use pyl2d.score_topk): writes params.out_scores "
+        "and params.out_ids.");
   m.def("cpu_simd_variant", [] { return std::string(pyl2d::simd::kernels().name); },
         "Which SIMD variant the CPU kernels use here (avx512, avx2 or portable).");
   m.def("cpu_simd_supported", [] { return pyl2d::simd::supported_variants(); },

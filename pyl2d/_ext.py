@@ -50,6 +50,28 @@ def dtype_code(t: torch.Tensor) -> int:
         raise TypeError(f"pyl2d._C does not handle dtype {t.dtype}") from None
 
 
+def arg(t: torch.Tensor | None):
+    """``t`` described once for the native code (``_C.TensorArg``: pointer, dtype code, sizes,
+    element strides); None is an absent optional tensor."""
+    lib = require()
+    if t is None:
+        return lib.TensorArg()
+    return lib.TensorArg(t.data_ptr(), dtype_code(t), list(t.shape), list(t.stride()))
+
+
+def call(entry, cls, **fields):
+    """Call the native ``entry`` point with its parameter struct ``cls`` (e.g.
+    ``_C.score_topk_cpu`` with ``_C.ScoreTopkParams``) filled from named ``fields``;
+    tensors (and None) become TensorArgs. The tensors stay referenced here until the call
+    returns (a TensorArg holds only a pointer). A misspelt field is an AttributeError."""
+    p = cls()
+    for name, value in fields.items():
+        if not hasattr(p, name):
+            raise AttributeError(f"{cls.__name__} has no field {name!r}")
+        setattr(p, name, arg(value) if value is None or isinstance(value, torch.Tensor) else value)
+    return entry(p)
+
+
 def matrix(t: torch.Tensor) -> tuple[int, int, int, int, int]:
     """A 2-D tensor as (ptr, rows, cols, row_stride, dtype_code), with unit inner stride.
 
