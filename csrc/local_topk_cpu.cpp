@@ -21,6 +21,7 @@
 
 #include "aggregate_rows.h"
 #include "codes.h"
+#include "native_args.h"
 #include "registry.h"
 #include "tensor_arg.h"
 
@@ -48,8 +49,8 @@ inline float score_from(Metric metric, float dot, float q_sq, float x_sq) {
     case Metric::kCosine:
       return dot / (std::max(std::sqrt(q_sq), kNormEps) * std::max(std::sqrt(x_sq), kNormEps));
     case Metric::kL2: return -std::sqrt(std::max(q_sq - 2.0f * dot + x_sq, 0.0f));
+    default: return dot;  // codes are checked at the entry point
   }
-  return dot;
 }
 
 struct Problem {
@@ -168,11 +169,58 @@ void check_indices(const Problem& p) {
       throw std::invalid_argument("local_topk_cpu: candidate id " + std::to_string(p.cand_ids[i]) + " out of range");
 }
 
-void local_rank_cpu(uintptr_t queries, int64_t batch, int64_t cols, int64_t q_stride, int q_dtype, uintptr_t memory,
-                    int64_t mem_rows, int64_t mem_stride, int mem_dtype, uintptr_t mem_item_ids, int64_t n_items,
-                    uintptr_t nearest, int64_t m, uintptr_t cand_scores, uintptr_t cand_ids, int64_t n_cand,
-                    uintptr_t exclude, int64_t n_exclude, int64_t k, int metric, uintptr_t out_scores,
-                    uintptr_t out_ids) {
+}  // namespace
+
+// local_topk's aggregation + ranking stage, by name (pyl2d/cpu/local_topk.py; bound below).
+struct LocalTopkParams {
+  TensorArg queries;          // [B, D] float32/float16/bfloat16, unit inner stride
+  TensorArg memory;           // [M, D], same dtype
+  TensorArg memory_item_ids;  // [M] int64 in [0, n_items)
+  TensorArg nearest;          // [B, m] int64: each query's m nearest memory rows
+  TensorArg cand_scores;      // [B, C] float32: global candidates' scores
+  TensorArg cand_ids;         // [B, C] int64
+  TensorArg exclude;          // optional [B, E] int64, -1 = padding
+  TensorArg out_scores;       // [B, k] float32; written
+  TensorArg out_ids;          // [B, k] int64; written
+  int64_t n_items = 0;
+  int64_t k = 0;
+  int metric = 0;             // pyl2d._codes.METRICS
+};
+
+namespace {
+
+void local_topk_cpu(const LocalTopkParams& a) {
+  const Matrix qm = as_matrix(a.queries, "queries"), mm = as_matrix(a.memory, "memory");
+  const uintptr_t queries = qm.ptr, memory = mm.ptr;
+  const int64_t batch = qm.rows, cols = qm.cols, q_stride = qm.row_stride, mem_rows = mm.rows;
+  const int64_t mem_stride = mm.row_stride, n_items = a.n_items, k = a.k;
+  const int q_dtype = static_cast<int>(qm.dtype), mem_dtype = static_cast<int>(mm.dtype), metric = a.metric;
+  if (mm.cols != cols) throw std::invalid_argument("local_topk_cpu: memory and queries differ in width");
+  expect_vector(a.memory_item_ids, "memory_item_ids", mem_rows, DType::kInt64);
+  expect(a.nearest, "nearest", 2, {DType::kInt64});
+  expect(a.cand_scores, "cand_scores", 2, {DType::kFloat32});
+  expect(a.cand_ids, "cand_ids", 2, {DType::kInt64});
+  const int64_t m = a.nearest.size(1), n_cand = a.cand_ids.size(1);
+  expect_sizes(a.nearest, "nearest", {batch, m});
+  expect_sizes(a.cand_scores, "cand_scores", {batch, n_cand});
+  expect_sizes(a.cand_ids, "cand_ids", {batch, n_cand});
+  for (const auto* t : {&a.nearest, &a.cand_scores, &a.cand_ids}) expect_contiguous(*t, "candidates");
+  int64_t n_exclude = 0;
+  if (a.exclude.defined) {
+    expect(a.exclude, "exclude", 2, {DType::kInt64});
+    n_exclude = a.exclude.size(1);
+    expect_sizes(a.exclude, "exclude", {batch, n_exclude});
+    expect_contiguous(a.exclude, "exclude");
+  }
+  expect(a.out_scores, "out_scores", 2, {DType::kFloat32});
+  expect(a.out_ids, "out_ids", 2, {DType::kInt64});
+  expect_sizes(a.out_scores, "out_scores", {batch, k});
+  expect_sizes(a.out_ids, "out_ids", {batch, k});
+  expect_contiguous(a.out_scores, "out_scores");
+  expect_contiguous(a.out_ids, "out_ids");
+  const uintptr_t mem_item_ids = a.memory_item_ids.ptr, nearest = a.nearest.ptr, cand_scores = a.cand_scores.ptr;
+  const uintptr_t cand_ids = a.cand_ids.ptr, exclude = a.exclude.ptr, out_scores = a.out_scores.ptr;
+  const uintptr_t out_ids = a.out_ids.ptr;
   if (q_dtype != mem_dtype) throw std::invalid_argument("local_topk_cpu: queries and memory must share a dtype");
   if (batch < 0 || cols < 0 || m < 1 || m > mem_rows || n_cand < 0 || n_exclude < 0 || k < 1)
     throw std::invalid_argument("local_topk_cpu: bad sizes");
@@ -213,11 +261,20 @@ void local_rank_cpu(uintptr_t queries, int64_t batch, int64_t cols, int64_t q_st
 }  // namespace pyl2d
 
 PYL2D_REGISTER_BINDINGS(local_topk_cpu, [](py::module_& m) {
-  m.def("local_rank_cpu", &pyl2d::local_rank_cpu, py::call_guard<py::gil_scoped_release>(),
-        "local_topk's aggregation + ranking stage (internal; use pyl2d.ops.local_topk).", py::arg("queries"),
-        py::arg("batch"), py::arg("cols"), py::arg("q_stride"), py::arg("q_dtype"), py::arg("memory"),
-        py::arg("mem_rows"), py::arg("mem_stride"), py::arg("mem_dtype"), py::arg("mem_item_ids"), py::arg("n_items"),
-        py::arg("nearest"), py::arg("m"), py::arg("cand_scores"), py::arg("cand_ids"), py::arg("n_cand"),
-        py::arg("exclude"), py::arg("n_exclude"), py::arg("k"), py::arg("metric"), py::arg("out_scores"),
-        py::arg("out_ids"));
+  using pyl2d::LocalTopkParams;
+  pyl2d::bind_params<LocalTopkParams>(m, "LocalTopkParams", "Named arguments of local_topk_cpu.")
+      .def_readwrite("queries", &LocalTopkParams::queries)
+      .def_readwrite("memory", &LocalTopkParams::memory)
+      .def_readwrite("memory_item_ids", &LocalTopkParams::memory_item_ids)
+      .def_readwrite("nearest", &LocalTopkParams::nearest)
+      .def_readwrite("cand_scores", &LocalTopkParams::cand_scores)
+      .def_readwrite("cand_ids", &LocalTopkParams::cand_ids)
+      .def_readwrite("exclude", &LocalTopkParams::exclude)
+      .def_readwrite("out_scores", &LocalTopkParams::out_scores)
+      .def_readwrite("out_ids", &LocalTopkParams::out_ids)
+      .def_readwrite("n_items", &LocalTopkParams::n_items)
+      .def_readwrite("k", &LocalTopkParams::k)
+      .def_readwrite("metric", &LocalTopkParams::metric);
+  m.def("local_topk_cpu", &pyl2d::local_topk_cpu, py::call_guard<py::gil_scoped_release>(), py::arg("params"),
+        "local_topk's aggregation + ranking stage (internal; use pyl2d.local_topk).");
 });

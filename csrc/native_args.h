@@ -60,4 +60,26 @@ inline void expect_vector(const TensorArg& t, const char* name, int64_t n, DType
   if (n > 1 && t.stride(0) != 1) throw std::invalid_argument(std::string(name) + " must be contiguous");
 }
 
+inline std::string shape_text(const std::vector<int64_t>& sizes) {
+  std::string out = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
+  return out + "]";
+}
+
+// Throws unless `t` (already checked by expect) has exactly `sizes`.
+inline void expect_sizes(const TensorArg& t, const char* name, const std::vector<int64_t>& sizes) {
+  if (t.sizes != sizes)
+    throw std::invalid_argument(std::string(name) + " has shape " + shape_text(t.sizes) + ", expected " +
+                                shape_text(sizes));
+}
+
+// Throws unless `t` is row-major contiguous (dimensions of size 1 may have any stride).
+inline void expect_contiguous(const TensorArg& t, const char* name) {
+  int64_t want = 1;
+  for (int64_t i = t.dim() - 1; i >= 0; --i) {
+    if (t.size(i) != 1 && t.stride(i) != want) throw std::invalid_argument(std::string(name) + " must be contiguous");
+    want *= t.size(i);
+  }
+}
+
 }  // namespace pyl2d

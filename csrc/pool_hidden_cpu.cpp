@@ -15,6 +15,7 @@
 #include <pybind11/pybind11.h>
 
 #include "codes.h"
+#include "native_args.h"
 #include "registry.h"
 #include "simd_dot.h"
 #include "tensor_arg.h"
@@ -72,10 +73,37 @@ void store_row(const float* src, int64_t n, DType dtype, void* dst) {
   }
 }
 
-void pool_hidden_cpu(uintptr_t hidden_ptr, int64_t B, int64_t T, int64_t D, int64_t stride_b, int64_t stride_t,
-                     int dtype_code, uintptr_t mask_ptr, int mode, bool normalize, uintptr_t out_ptr,
-                     int64_t out_stride, int64_t num_threads) {
-  const DType dtype = dtype_from_code(dtype_code);
+}  // namespace
+
+// pool_hidden's named arguments (pyl2d/ops/pool_hidden.py; bound below).
+struct PoolHiddenParams {
+  TensorArg hidden;          // [B, T, D] float32/float16/bfloat16, unit inner stride
+  TensorArg attention_mask;  // [B, T] uint8 0/1, contiguous
+  TensorArg out;             // [B, D] in the hidden dtype, unit inner stride; written
+  int mode = 0;              // pyl2d._codes.POOL_MODES
+  bool normalize = false;
+  int64_t num_threads = 0;
+};
+
+namespace {
+
+void pool_hidden_cpu(const PoolHiddenParams& a) {
+  expect(a.hidden, "hidden", 3);
+  expect(a.attention_mask, "attention_mask", 2, {DType::kUInt8});
+  expect(a.out, "out", 2);
+  const int64_t B = a.hidden.size(0), T = a.hidden.size(1), D = a.hidden.size(2);
+  if (D > 1 && a.hidden.stride(2) != 1) throw std::invalid_argument("hidden: inner stride must be 1");
+  expect_sizes(a.attention_mask, "attention_mask", {B, T});
+  expect_contiguous(a.attention_mask, "attention_mask");
+  expect_sizes(a.out, "out", {B, D});
+  if (a.out.dtype != a.hidden.dtype) throw std::invalid_argument("out must have the hidden dtype");
+  if (D > 1 && a.out.stride(1) != 1) throw std::invalid_argument("out: inner stride must be 1");
+  const uintptr_t hidden_ptr = a.hidden.ptr, mask_ptr = a.attention_mask.ptr, out_ptr = a.out.ptr;
+  const int64_t stride_b = a.hidden.stride(0), stride_t = a.hidden.stride(1), out_stride = a.out.stride(0);
+  const int mode = a.mode;
+  const bool normalize = a.normalize;
+  const int64_t num_threads = a.num_threads;
+  const DType dtype = a.hidden.type();
   if (dtype != DType::kFloat32 && dtype != DType::kFloat16 && dtype != DType::kBFloat16)
     throw std::invalid_argument(std::string("hidden must be float32, float16 or bfloat16, got ") + dtype_name(dtype));
   if (hidden_ptr == 0 || mask_ptr == 0 || out_ptr == 0) throw std::invalid_argument("null data pointer");
@@ -155,10 +183,14 @@ void pool_hidden_cpu(uintptr_t hidden_ptr, int64_t B, int64_t T, int64_t D, int6
 }  // namespace pyl2d
 
 PYL2D_REGISTER_BINDINGS(pool_hidden_cpu, [](py::module_& m) {
-  m.def("pool_hidden_cpu", &pyl2d::pool_hidden_cpu, py::call_guard<py::gil_scoped_release>(),
-        "Pool hidden [B,T,D] (element strides stride_b, stride_t; inner stride 1) under a contiguous "
-        "uint8 0/1 mask [B,T] into out [B,D] (hidden dtype, row stride out_stride).",
-        py::arg("hidden_ptr"), py::arg("B"), py::arg("T"), py::arg("D"), py::arg("stride_b"), py::arg("stride_t"),
-        py::arg("dtype"), py::arg("mask_ptr"), py::arg("mode"), py::arg("normalize"), py::arg("out_ptr"),
-        py::arg("out_stride"), py::arg("num_threads"));
+  using pyl2d::PoolHiddenParams;
+  pyl2d::bind_params<PoolHiddenParams>(m, "PoolHiddenParams", "Named arguments of pool_hidden_cpu.")
+      .def_readwrite("hidden", &PoolHiddenParams::hidden)
+      .def_readwrite("attention_mask", &PoolHiddenParams::attention_mask)
+      .def_readwrite("out", &PoolHiddenParams::out)
+      .def_readwrite("mode", &PoolHiddenParams::mode)
+      .def_readwrite("normalize", &PoolHiddenParams::normalize)
+      .def_readwrite("num_threads", &PoolHiddenParams::num_threads);
+  m.def("pool_hidden_cpu", &pyl2d::pool_hidden_cpu, py::call_guard<py::gil_scoped_release>(), py::arg("params"),
+        "Pool hidden [B,T,D] under a 0/1 mask into params.out (internal; use pyl2d.pool_hidden).");
 });

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "native_args.h"
 #include "registry.h"
 #include "rewards_common.h"
 #include "tensor_arg.h"
@@ -53,10 +54,47 @@ void aggregate_typed(uintptr_t scores, int mode, int64_t rows, int64_t cols, int
                                            limit, lcoef, out);
 }
 
-void aggregate_rewards_cpu(uintptr_t scores_ptr, int64_t rows, int64_t cols, int64_t row_stride, int dtype_code,
-                           uintptr_t weights_ptr, int mode, double score_max, uintptr_t bystander_ptr,
-                           double bystander_coef, uintptr_t lengths_ptr, double length_limit, double length_coef,
-                           uintptr_t out_ptr) {
+}  // namespace
+
+// aggregate_rewards' named arguments (pyl2d/ops/aggregate_rewards.py; bound below).
+struct AggregateRewardsParams {
+  TensorArg scores;     // [B, P] float32/float16/bfloat16, unit inner stride; NaN = missing
+  TensorArg weights;    // optional [P] float32
+  TensorArg bystander;  // optional [B] float32
+  TensorArg lengths;    // optional [B] float32 (with length_limit)
+  TensorArg out;        // [B] float32; written
+  int mode = 0;         // pyl2d._codes.REWARD_MODES
+  double score_max = 1.0, bystander_coef = 0.0, length_limit = 0.0, length_coef = 0.0;
+};
+
+// group_advantages' named arguments (pyl2d/ops/group_advantages.py; bound below).
+struct GroupAdvantagesParams {
+  TensorArg rewards;    // [N] float32, contiguous
+  TensorArg group_ids;  // optional [N] int64 in [0, num_groups); absent: contiguous equal groups
+  TensorArg workspace;  // [4 * num_groups] float64
+  TensorArg out;        // [N] float32; written
+  int64_t num_groups = 0;
+  double eps = 0.0;
+  int scale = 0;        // pyl2d._codes.ADVANTAGE_SCALES
+  bool impute = false;
+};
+
+namespace {
+
+void aggregate_rewards_cpu(const AggregateRewardsParams& a) {
+  const Matrix sc = as_matrix(a.scores, "scores");
+  const int64_t rows = sc.rows, cols = sc.cols, row_stride = sc.row_stride;
+  const uintptr_t scores_ptr = sc.ptr;
+  const int dtype_code = static_cast<int>(sc.dtype);
+  if (a.weights.defined) expect_vector(a.weights, "weights", cols, DType::kFloat32);
+  if (a.bystander.defined) expect_vector(a.bystander, "bystander", rows, DType::kFloat32);
+  if (a.lengths.defined) expect_vector(a.lengths, "lengths", rows, DType::kFloat32);
+  expect_vector(a.out, "out", rows, DType::kFloat32);
+  const uintptr_t weights_ptr = a.weights.ptr, bystander_ptr = a.bystander.ptr, lengths_ptr = a.lengths.ptr;
+  const uintptr_t out_ptr = a.out.ptr;
+  const int mode = a.mode;
+  const double score_max = a.score_max, bystander_coef = a.bystander_coef;
+  const double length_limit = a.length_limit, length_coef = a.length_coef;
   const DType dtype = dtype_from_code(dtype_code);
   if (mode < 0 || mode > 2) throw std::invalid_argument("aggregate_rewards: unknown mode");
   const auto* weights = reinterpret_cast<const float*>(weights_ptr);
@@ -123,8 +161,18 @@ double batch_std(const float* r, int64_t n, const int64_t* ids, int64_t gsize, c
 // Workspace (float64, 4 * groups): valid count, mean, members, squared deviations.
 // Imputing a missing reward with its group's mean leaves the mean and the squared deviations
 // unchanged and only makes it count as a member.
-void group_advantages_cpu(uintptr_t rewards_ptr, int64_t n, int64_t groups, uintptr_t ids_ptr, double eps,
-                          int scale, bool impute, uintptr_t workspace_ptr, uintptr_t out_ptr) {
+void group_advantages_cpu(const GroupAdvantagesParams& a) {
+  expect(a.rewards, "rewards", 1, {DType::kFloat32});
+  const int64_t n = a.rewards.size(0), groups = a.num_groups;
+  expect_vector(a.rewards, "rewards", n, DType::kFloat32);
+  if (a.group_ids.defined) expect_vector(a.group_ids, "group_ids", n, DType::kInt64);
+  expect_vector(a.workspace, "workspace", 4 * groups, DType::kFloat64);
+  expect_vector(a.out, "out", n, DType::kFloat32);
+  const uintptr_t rewards_ptr = a.rewards.ptr, ids_ptr = a.group_ids.ptr, workspace_ptr = a.workspace.ptr;
+  const uintptr_t out_ptr = a.out.ptr;
+  const double eps = a.eps;
+  const int scale = a.scale;
+  const bool impute = a.impute;
   if (groups < 1 || n < 1) throw std::invalid_argument("group_advantages: empty input");
   if (!ids_ptr && n % groups) throw std::invalid_argument("group_advantages: groups must divide the batch");
   if (scale < 0 || scale > 2) throw std::invalid_argument("group_advantages: unknown scale");
@@ -220,10 +268,32 @@ void expected_scores(const T* hidden, int64_t rows, int64_t h_stride, const T* w
   }
 }
 
-void score_from_hidden_cpu(uintptr_t hidden_ptr, int64_t rows, int64_t d, int64_t h_stride, int dtype_code,
-                           uintptr_t weight_ptr, int64_t w_rows, int64_t w_stride, uintptr_t ids_ptr,
-                           uintptr_t values_ptr, int64_t s, uintptr_t out_ptr) {
-  const DType dtype = dtype_from_code(dtype_code);
+}  // namespace
+
+// score_from_hidden's named arguments (pyl2d/ops/score_from_hidden.py; bound below).
+struct ScoreFromHiddenParams {
+  TensorArg hidden;           // [R, D] float32/float16/bfloat16, unit inner stride
+  TensorArg lm_head_weight;   // [V, D], same dtype
+  TensorArg score_token_ids;  // [S] int64 in [0, V)
+  TensorArg score_values;     // [S] float32
+  TensorArg out;              // [R] float32; written
+};
+
+namespace {
+
+void score_from_hidden_cpu(const ScoreFromHiddenParams& a) {
+  const Matrix h = as_matrix(a.hidden, "hidden"), w = as_matrix(a.lm_head_weight, "lm_head_weight");
+  if (h.dtype != w.dtype) throw std::invalid_argument("hidden and lm_head_weight must share a dtype");
+  if (h.cols != w.cols) throw std::invalid_argument("hidden and lm_head_weight must have the same width");
+  expect(a.score_token_ids, "score_token_ids", 1, {DType::kInt64});
+  const int64_t s = a.score_token_ids.size(0);
+  expect_vector(a.score_token_ids, "score_token_ids", s, DType::kInt64);
+  expect_vector(a.score_values, "score_values", s, DType::kFloat32);
+  expect_vector(a.out, "out", h.rows, DType::kFloat32);
+  const uintptr_t hidden_ptr = h.ptr, weight_ptr = w.ptr, ids_ptr = a.score_token_ids.ptr;
+  const uintptr_t values_ptr = a.score_values.ptr, out_ptr = a.out.ptr;
+  const int64_t rows = h.rows, d = h.cols, h_stride = h.row_stride, w_rows = w.rows, w_stride = w.row_stride;
+  const DType dtype = h.dtype;
   const int64_t* ids = reinterpret_cast<const int64_t*>(ids_ptr);
   const float* values = reinterpret_cast<const float*>(values_ptr);
   float* out = reinterpret_cast<float*>(out_ptr);
@@ -247,10 +317,39 @@ void score_from_hidden_cpu(uintptr_t hidden_ptr, int64_t rows, int64_t d, int64_
 
 PYL2D_REGISTER_BINDINGS(rewards_cpu, [](py::module_& m) {
   const auto release = py::call_guard<py::gil_scoped_release>();
-  m.def("aggregate_rewards_cpu", &pyl2d::aggregate_rewards_cpu, release,
-        "Weighted mean of valid scores per row (+ bystander and length terms) into float32 out.");
-  m.def("group_advantages_cpu", &pyl2d::group_advantages_cpu, release,
-        "GRPO advantages, NaN-aware (TRL's formula); workspace is 4 * groups float64.");
-  m.def("score_from_hidden_cpu", &pyl2d::score_from_hidden_cpu, release,
-        "Expected score over the score tokens' LM-head rows.");
+  using pyl2d::AggregateRewardsParams;
+  using pyl2d::GroupAdvantagesParams;
+  using pyl2d::ScoreFromHiddenParams;
+  pyl2d::bind_params<AggregateRewardsParams>(m, "AggregateRewardsParams", "Named arguments of aggregate_rewards_cpu.")
+      .def_readwrite("scores", &AggregateRewardsParams::scores)
+      .def_readwrite("weights", &AggregateRewardsParams::weights)
+      .def_readwrite("bystander", &AggregateRewardsParams::bystander)
+      .def_readwrite("lengths", &AggregateRewardsParams::lengths)
+      .def_readwrite("out", &AggregateRewardsParams::out)
+      .def_readwrite("mode", &AggregateRewardsParams::mode)
+      .def_readwrite("score_max", &AggregateRewardsParams::score_max)
+      .def_readwrite("bystander_coef", &AggregateRewardsParams::bystander_coef)
+      .def_readwrite("length_limit", &AggregateRewardsParams::length_limit)
+      .def_readwrite("length_coef", &AggregateRewardsParams::length_coef);
+  pyl2d::bind_params<GroupAdvantagesParams>(m, "GroupAdvantagesParams", "Named arguments of group_advantages_cpu.")
+      .def_readwrite("rewards", &GroupAdvantagesParams::rewards)
+      .def_readwrite("group_ids", &GroupAdvantagesParams::group_ids)
+      .def_readwrite("workspace", &GroupAdvantagesParams::workspace)
+      .def_readwrite("out", &GroupAdvantagesParams::out)
+      .def_readwrite("num_groups", &GroupAdvantagesParams::num_groups)
+      .def_readwrite("eps", &GroupAdvantagesParams::eps)
+      .def_readwrite("scale", &GroupAdvantagesParams::scale)
+      .def_readwrite("impute", &GroupAdvantagesParams::impute);
+  pyl2d::bind_params<ScoreFromHiddenParams>(m, "ScoreFromHiddenParams", "Named arguments of score_from_hidden_cpu.")
+      .def_readwrite("hidden", &ScoreFromHiddenParams::hidden)
+      .def_readwrite("lm_head_weight", &ScoreFromHiddenParams::lm_head_weight)
+      .def_readwrite("score_token_ids", &ScoreFromHiddenParams::score_token_ids)
+      .def_readwrite("score_values", &ScoreFromHiddenParams::score_values)
+      .def_readwrite("out", &ScoreFromHiddenParams::out);
+  m.def("aggregate_rewards_cpu", &pyl2d::aggregate_rewards_cpu, release, py::arg("params"),
+        "Weighted mean of valid scores per row (+ bystander and length terms) into params.out.");
+  m.def("group_advantages_cpu", &pyl2d::group_advantages_cpu, release, py::arg("params"),
+        "GRPO advantages, NaN-aware (TRL's formula), into params.out.");
+  m.def("score_from_hidden_cpu", &pyl2d::score_from_hidden_cpu, release, py::arg("params"),
+        "Expected score over the score tokens' LM-head rows, into params.out.");
 });

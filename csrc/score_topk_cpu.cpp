@@ -57,7 +57,8 @@ size_t dtype_size(DType d) {
     case DType::kInt32: return 4;
     case DType::kFloat16:
     case DType::kBFloat16: return 2;
-    case DType::kInt64: return 8;
+    case DType::kInt64:
+    case DType::kFloat64: return 8;
     default: return 1;
   }
 }

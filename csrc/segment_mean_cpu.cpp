@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 
 #include "aggregate_rows.h"
+#include "native_args.h"
 #include "registry.h"
 #include "tensor_arg.h"
 
@@ -54,9 +55,37 @@ void mean_rows(const typename T::storage* values, int64_t row_stride, int64_t co
   }
 }
 
-void segment_mean_cpu(uintptr_t values, int64_t rows, int64_t cols, int64_t row_stride, int values_dtype,
-                      uintptr_t ids, int ids_dtype, int64_t segments, uintptr_t means, uintptr_t counts,
-                      uintptr_t ends_ws, uintptr_t order_ws) {
+}  // namespace
+
+// segment_mean's named arguments (pyl2d/ops/segment_mean.py; bound below).
+struct SegmentMeanParams {
+  TensorArg values;       // [M, D] float32/float16/bfloat16, unit inner stride
+  TensorArg segment_ids;  // [M] int32/int64 in [0, S), contiguous
+  TensorArg means;        // [S, D] float32, contiguous; written
+  TensorArg counts;       // [S] int64; written
+  TensorArg ends;         // [S] int64 workspace
+  TensorArg order;        // [M] int64 workspace
+};
+
+namespace {
+
+void segment_mean_cpu(const SegmentMeanParams& a) {
+  const Matrix v = as_matrix(a.values, "values");
+  const int64_t rows = v.rows, cols = v.cols, row_stride = v.row_stride;
+  const int values_dtype = static_cast<int>(v.dtype);
+  expect(a.segment_ids, "segment_ids", 1, {DType::kInt32, DType::kInt64});
+  expect_sizes(a.segment_ids, "segment_ids", {rows});
+  expect_contiguous(a.segment_ids, "segment_ids");
+  expect(a.means, "means", 2, {DType::kFloat32});
+  const int64_t segments = a.means.size(0);
+  expect_sizes(a.means, "means", {segments, cols});
+  expect_contiguous(a.means, "means");
+  expect_vector(a.counts, "counts", segments, DType::kInt64);
+  expect_vector(a.ends, "ends", segments, DType::kInt64);
+  expect_vector(a.order, "order", rows, DType::kInt64);
+  const uintptr_t values = v.ptr, ids = a.segment_ids.ptr, means = a.means.ptr, counts = a.counts.ptr;
+  const uintptr_t ends_ws = a.ends.ptr, order_ws = a.order.ptr;
+  const int ids_dtype = a.segment_ids.dtype;
   if (rows < 0 || cols < 0 || segments < 0) throw std::invalid_argument("segment_mean_cpu: negative size");
   auto* cnt = reinterpret_cast<int64_t*>(counts);
   auto* ends = reinterpret_cast<int64_t*>(ends_ws);
@@ -82,9 +111,14 @@ void segment_mean_cpu(uintptr_t values, int64_t rows, int64_t cols, int64_t row_
 }  // namespace pyl2d
 
 PYL2D_REGISTER_BINDINGS(segment_mean_cpu, [](py::module_& m) {
-  m.def("segment_mean_cpu", &pyl2d::segment_mean_cpu, py::call_guard<py::gil_scoped_release>(),
-        "Per-segment float32 mean of rows (internal; use pyl2d.ops.segment_mean).", py::arg("values"),
-        py::arg("rows"), py::arg("cols"), py::arg("row_stride"), py::arg("values_dtype"), py::arg("ids"),
-        py::arg("ids_dtype"), py::arg("segments"), py::arg("means"), py::arg("counts"), py::arg("ends_ws"),
-        py::arg("order_ws"));
+  using pyl2d::SegmentMeanParams;
+  pyl2d::bind_params<SegmentMeanParams>(m, "SegmentMeanParams", "Named arguments of segment_mean_cpu.")
+      .def_readwrite("values", &SegmentMeanParams::values)
+      .def_readwrite("segment_ids", &SegmentMeanParams::segment_ids)
+      .def_readwrite("means", &SegmentMeanParams::means)
+      .def_readwrite("counts", &SegmentMeanParams::counts)
+      .def_readwrite("ends", &SegmentMeanParams::ends)
+      .def_readwrite("order", &SegmentMeanParams::order);
+  m.def("segment_mean_cpu", &pyl2d::segment_mean_cpu, py::call_guard<py::gil_scoped_release>(), py::arg("params"),
+        "Per-segment float32 mean of rows (internal; use pyl2d.segment_mean).");
 });

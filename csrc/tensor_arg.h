@@ -9,8 +9,10 @@
 namespace pyl2d {
 
 // pyl2d._codes.DTYPES (checked by tests/test_codes.py through pyl2d._C.codes()).
-enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kInt32 = 3, kInt64 = 4, kBool = 5, kUInt8 = 6 };
-constexpr int kDTypeCount = 7;
+enum class DType : int {
+  kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kInt32 = 3, kInt64 = 4, kBool = 5, kUInt8 = 6, kFloat64 = 7
+};
+constexpr int kDTypeCount = 8;
 
 inline DType dtype_from_code(int code) {
   if (code < 0 || code >= kDTypeCount) throw std::invalid_argument("pyl2d._C: unknown dtype code " + std::to_string(code));
@@ -26,6 +28,7 @@ inline const char* dtype_name(DType d) {
     case DType::kInt64: return "int64";
     case DType::kBool: return "bool";
     case DType::kUInt8: return "uint8";
+    case DType::kFloat64: return "float64";
   }
   return "?";
 }

@@ -17,7 +17,7 @@ REWARD_MODES = ("mean", "harmonic", "geometric")
 # Scaling of group-relative advantages (group_advantages).
 ADVANTAGE_SCALES = ("none", "group", "batch")
 # Element types of tensors handed to the native code (csrc/tensor_arg.h: DType).
-DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "bool", "uint8")
+DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "bool", "uint8", "float64")
 
 # Floor of a vector norm before dividing by it (cosine, normalisation), as
 # torch.nn.functional.normalize's default.

@@ -17,18 +17,18 @@ def aggregate_into(out, scores, weights, mode, score_max, bystander, bystander_c
     scores = _ext.ensure_inner_contiguous(scores)
     weights, bystander = _f32(weights), _f32(bystander)
     lengths = _f32(lengths) if lengths is not None and length_limit is not None else None
-    ptr, rows, cols, stride, code = _ext.matrix(scores)
-    _ext.require().aggregate_rewards_cpu(
-        ptr, rows, cols, stride, code, weights.data_ptr() if weights is not None else 0, _codes.REWARD_MODE_CODES[mode],
-        float(score_max), bystander.data_ptr() if bystander is not None else 0, float(bystander_coef),
-        lengths.data_ptr() if lengths is not None else 0, float(length_limit or 0.0), float(length_coef),
-        out.data_ptr())
+    lib = _ext.require()
+    _ext.call(lib.aggregate_rewards_cpu, lib.AggregateRewardsParams, scores=scores, weights=weights,
+              bystander=bystander, lengths=lengths, out=out, mode=_codes.REWARD_MODE_CODES[mode],
+              score_max=float(score_max), bystander_coef=float(bystander_coef),
+              length_limit=float(length_limit or 0.0), length_coef=float(length_coef))
 
 
 def advantages_into(out, rewards, num_groups, group_ids, eps, scale, impute) -> None:
     rewards = _f32(rewards)
     ids = None if group_ids is None else group_ids.to(torch.int64).contiguous()
     workspace = torch.empty(4 * num_groups, dtype=torch.float64)
-    _ext.require().group_advantages_cpu(
-        rewards.data_ptr(), rewards.shape[0], num_groups, ids.data_ptr() if ids is not None else 0, float(eps),
-        _codes.ADVANTAGE_SCALE_CODES[scale], bool(impute), workspace.data_ptr(), out.data_ptr())
+    lib = _ext.require()
+    _ext.call(lib.group_advantages_cpu, lib.GroupAdvantagesParams, rewards=rewards, group_ids=ids,
+              workspace=workspace, out=out, num_groups=num_groups, eps=float(eps),
+              scale=_codes.ADVANTAGE_SCALE_CODES[scale], impute=bool(impute))

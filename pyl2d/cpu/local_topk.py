@@ -22,11 +22,8 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
     b = queries.shape[0]
     scores = torch.empty((b, k), dtype=torch.float32)
     ids = torch.empty((b, k), dtype=torch.int64)
-    q_ptr, _, cols, q_stride, q_code = _ext.matrix(queries)
-    m_ptr, mem_rows, _, m_stride, m_code = _ext.matrix(memory)
-    _ext.require().local_rank_cpu(
-        q_ptr, b, cols, q_stride, q_code, m_ptr, mem_rows, m_stride, m_code, item_of.data_ptr(), item_reps.shape[0],
-        nearest.data_ptr(), m, cand_scores.data_ptr(), cand_ids.data_ptr(), cand_ids.shape[1],
-        0 if excl is None else excl.data_ptr(), 0 if excl is None else excl.shape[1], k, _codes.METRIC_CODES[metric],
-        scores.data_ptr(), ids.data_ptr())
+    lib = _ext.require()
+    _ext.call(lib.local_topk_cpu, lib.LocalTopkParams, queries=queries, memory=memory, memory_item_ids=item_of,
+              nearest=nearest, cand_scores=cand_scores, cand_ids=cand_ids, exclude=excl, out_scores=scores,
+              out_ids=ids, n_items=item_reps.shape[0], k=k, metric=_codes.METRIC_CODES[metric])
     return scores, ids

@@ -13,6 +13,6 @@ def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
     # Any mask dtype becomes a contiguous 0/1 byte mask, so the kernel reads one format.
     mask = (attention_mask != 0).to(torch.uint8).contiguous()
     out = torch.empty((b, d), dtype=hidden.dtype)
-    lib.pool_hidden_cpu(hidden.data_ptr(), b, t, d, hidden.stride(0), hidden.stride(1), _ext.dtype_code(hidden),
-                        mask.data_ptr(), _codes.POOL_MODE_CODES[mode], bool(normalize), out.data_ptr(), out.stride(0), torch.get_num_threads())
+    _ext.call(lib.pool_hidden_cpu, lib.PoolHiddenParams, hidden=hidden, attention_mask=mask, out=out,
+              mode=_codes.POOL_MODE_CODES[mode], normalize=bool(normalize), num_threads=torch.get_num_threads())
     return out

@@ -12,8 +12,7 @@ def score_from_hidden(hidden, lm_head_weight, score_token_ids, score_values):
     ids = score_token_ids.to(torch.int64).contiguous()
     values = score_values.to(torch.float32).contiguous()
     out = torch.empty(hidden.shape[0], dtype=torch.float32)
-    h_ptr, rows, d, h_stride, code = _ext.matrix(hidden)
-    w_ptr, w_rows, _, w_stride, _ = _ext.matrix(weight)
-    _ext.require().score_from_hidden_cpu(h_ptr, rows, d, h_stride, code, w_ptr, w_rows, w_stride, ids.data_ptr(),
-                                         values.data_ptr(), ids.shape[0], out.data_ptr())
+    lib = _ext.require()
+    _ext.call(lib.score_from_hidden_cpu, lib.ScoreFromHiddenParams, hidden=hidden, lm_head_weight=weight,
+              score_token_ids=ids, score_values=values, out=out)
     return out

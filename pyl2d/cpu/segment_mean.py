@@ -15,8 +15,7 @@ def segment_mean(values, segment_ids, num_segments):
     counts = torch.empty((num_segments,), dtype=torch.int64)
     ends = torch.empty((num_segments,), dtype=torch.int64)
     order = torch.empty((rows,), dtype=torch.int64)
-    ptr, _, _, row_stride, code = _ext.matrix(values)
-    _ext.require().segment_mean_cpu(ptr, rows, cols, row_stride, code, segment_ids.data_ptr(),
-                                    _ext.dtype_code(segment_ids), num_segments, means.data_ptr(),
-                                    counts.data_ptr(), ends.data_ptr(), order.data_ptr())
+    lib = _ext.require()
+    _ext.call(lib.segment_mean_cpu, lib.SegmentMeanParams, values=values, segment_ids=segment_ids, means=means,
+              counts=counts, ends=ends, order=order)
     return means, counts
