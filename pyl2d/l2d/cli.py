@@ -221,7 +221,7 @@ def _memory_config(args):
 def _eval_config(args):
     from pyl2d.l2d.evaluate import EvalConfig
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     return EvalConfig(methods=methods, metric=args.metric, m=args.m, beams=args.beams, batch_size=args.batch_size,
                       time_queries=args.time_queries, max_test=args.max_test)
 
@@ -240,50 +240,78 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-# -- commands -------------------------------------------------------------------------------
-def _demo(args) -> int:
-    from pyl2d.l2d.pipeline import DemoRun, run_demo
+# -- commands: flags to a run config, then the pipeline ----------------------------------
+def _demo_run(args):
+    from pyl2d.l2d.pipeline_config import DemoRun
 
-    run_demo(DemoRun(output_dir=args.output_dir, minutes=args.minutes, users=args.users, items=args.items,
-                     time_queries=args.time_queries, runtime=_runtime(args)), log=_log)
+    return DemoRun(output_dir=args.output_dir, minutes=args.minutes, users=args.users, items=args.items,
+                   time_queries=args.time_queries, runtime=_runtime(args))
+
+
+def _train_run(args):
+    from pyl2d.l2d.pipeline_config import TrainRun
+
+    return TrainRun(output=args.output, data=_data(args), training=_train_config(args),
+                    max_history=args.max_history, runtime=_runtime(args))
+
+
+def _build_memory_run(args):
+    from pyl2d.l2d.pipeline_config import BuildMemoryRun
+
+    return BuildMemoryRun(model=args.model, output=args.output, data=_data(args), max_history=args.max_history,
+                          memory=_memory_config(args), runtime=_runtime(args))
+
+
+def _eval_run(args):
+    from pyl2d.l2d.pipeline_config import EvalRun
+
+    # The training flags matter (and are checked) only when there is a model to train.
+    training = _train_config(args) if args.model is None and not args.memory else None
+    return EvalRun(data=args.data, model=args.model, memory=args.memory, work_dir=args.work_dir, output=args.output,
+                   plot=args.plot, max_history=args.max_history, evaluation=_eval_config(args), training=training,
+                   build=_memory_config(args), runtime=_runtime(args))
+
+
+def _recommend_run(args):
+    from pyl2d.l2d.pipeline_config import RecommendRun
+
+    return RecommendRun(model=args.model, memory=args.memory, histories=_histories(args.history), data=_data(args),
+                        k=args.k, aggregation=args.aggregation, metric=args.metric, m=args.m,
+                        exclude_history=not args.keep_history, runtime=_runtime(args))
+
+
+def _demo(args) -> int:
+    from pyl2d.l2d.pipeline import run_demo
+
+    run_demo(_demo_run(args), log=_log)
     return 0
 
 
 def _train(args) -> int:
-    from pyl2d.l2d.pipeline import TrainRun, run_train
+    from pyl2d.l2d.pipeline import run_train
 
-    run_train(TrainRun(output=args.output, data=_data(args), training=_train_config(args),
-                       max_history=args.max_history, runtime=_runtime(args)), log=_log)
+    run_train(_train_run(args), log=_log)
     return 0
 
 
 def _build_memory(args) -> int:
-    from pyl2d.l2d.pipeline import BuildMemoryRun, run_build_memory
+    from pyl2d.l2d.pipeline import run_build_memory
 
-    run_build_memory(BuildMemoryRun(model=args.model, output=args.output, data=_data(args),
-                                    max_history=args.max_history, memory=_memory_config(args),
-                                    runtime=_runtime(args)), log=_log)
+    run_build_memory(_build_memory_run(args), log=_log)
     return 0
 
 
 def _eval(args) -> int:
-    from pyl2d.l2d.pipeline import EvalRun, run_eval
+    from pyl2d.l2d.pipeline import run_eval
 
-    # Training flags matter (and are checked) only when there is a model to train.
-    training = _train_config(args) if args.model is None and not args.memory else None
-    run_eval(EvalRun(data=args.data, model=args.model, memory=args.memory, work_dir=args.work_dir,
-                     output=args.output, plot=args.plot, max_history=args.max_history,
-                     evaluation=_eval_config(args), training=training, build=_memory_config(args),
-                     runtime=_runtime(args)), log=_log)
+    run_eval(_eval_run(args), log=_log)
     return 0
 
 
 def _recommend(args) -> int:
-    from pyl2d.l2d.pipeline import RecommendRun, run_recommend
+    from pyl2d.l2d.pipeline import run_recommend
 
-    run_recommend(RecommendRun(model=args.model, memory=args.memory, histories=_histories(args.history),
-                               data=_data(args), k=args.k, aggregation=args.aggregation, metric=args.metric,
-                               m=args.m, exclude_history=not args.keep_history, runtime=_runtime(args)), log=_log)
+    run_recommend(_recommend_run(args), log=_log)
     return 0
 
 
