@@ -162,8 +162,8 @@ def run_train(config: TrainRun, log: Log = print) -> pathlib.Path:
 
     _setup(config.runtime)
     dataset = load_dataset(config.data)
-    train_model(dataset.catalog, dataset.train, config.output, config.training, prompt_template(None, config.max_history),
-                progress=config.runtime.progress, log=log)
+    train_model(dataset.catalog, dataset.train, config.output, config.training,
+                prompt_template(None, config.max_history), progress=config.runtime.progress, log=log)
     log(f"model saved to {config.output}")
     return pathlib.Path(config.output)
 

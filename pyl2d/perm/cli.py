@@ -42,7 +42,8 @@ def add_commands(subparsers) -> None:
                        help="output JSONL (appended; resumable). Default: stdout")
     score.add_argument("--api-key-env", default=d.api_key_env,
                        help=f"environment variable holding the API key (default {d.api_key_env})")
-    score.add_argument("--id-field", default=d.id_field, help=f"id field (default {d.id_field}; line number when absent)")
+    score.add_argument("--id-field", default=d.id_field,
+                       help=f"id field (default {d.id_field}; line number when absent)")
     score.add_argument("--completion-field", default=d.completion_field, help="field with the completion text")
     score.add_argument("--persona-field", default=d.persona_field)
     score.add_argument("--scenario-field", default=d.scenario_field)
