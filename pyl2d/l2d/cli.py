@@ -1,12 +1,12 @@
-"""``pyl2d demo | train | build-memory | eval | recommend``: L2D from the command line."""
+"""``pyl2d demo | train | build-memory | eval | recommend``: L2D from the command line.
+
+Only parsing and printing: the flags become the configs of :mod:`pyl2d.l2d.pipeline_config`
+(whose fields are the flags' defaults) and :mod:`pyl2d.l2d.pipeline` runs them, its log
+printed to stdout."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import pathlib
 import sys
-import time
 
 from pyl2d.l2d.argtypes import device, file, folder, non_negative_int, positive_float, positive_int
 
@@ -25,6 +25,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_commands(subparsers) -> None:
     """Register the L2D subcommands on the ``pyl2d`` parser."""
+    from pyl2d.l2d.pipeline_config import DemoRun, EvalRun, RecommendRun, field_default
+    from pyl2d.l2d.recommender import AGGREGATIONS, METRICS
+
     fmt = _Formatter
 
     p = subparsers.add_parser(
@@ -33,11 +36,14 @@ def add_commands(subparsers) -> None:
                     "histories, train a tiny Llama to write the next item's title, build the L2D memory, and "
                     "evaluate L2D (global and local) against grounded decoding, constrained beam search and "
                     "popularity. Prints a Recall/NDCG/latency table and saves an accuracy-vs-latency plot.")
-    p.add_argument("--output-dir", default="pyl2d-demo", type=folder, help="where the model, memory, results.json and plot go")
-    p.add_argument("--minutes", type=positive_float, default=1.5, help="training time budget")
-    p.add_argument("--users", type=positive_int, default=600, help="synthetic users")
-    p.add_argument("--items", type=positive_int, default=400, help="synthetic catalog size")
-    p.add_argument("--time-queries", type=positive_int, default=64, help="queries timed at each batch size")
+    p.add_argument("--output-dir", default=field_default(DemoRun, "output_dir"), type=folder,
+                   help="where the model, memory, results.json and plot go")
+    p.add_argument("--minutes", type=positive_float, default=field_default(DemoRun, "minutes"),
+                   help="training time budget")
+    p.add_argument("--users", type=positive_int, default=field_default(DemoRun, "users"), help="synthetic users")
+    p.add_argument("--items", type=positive_int, default=field_default(DemoRun, "items"), help="synthetic catalog size")
+    p.add_argument("--time-queries", type=positive_int, default=field_default(DemoRun, "time_queries"),
+                   help="queries timed at each batch size")
     _common(p)
     p.set_defaults(func=_demo)
 
@@ -59,8 +65,7 @@ def add_commands(subparsers) -> None:
     _data_args(p)
     p.add_argument("--model", required=True, type=folder, help="a causal LM folder (save_pretrained)")
     p.add_argument("--output", required=True, type=folder, help="memory folder")
-    p.add_argument("--max-history", type=positive_int,
-                   help="history items in the prompt (default: the model's training template, else 10)")
+    _max_history_arg(p)
     _memory_args(p)
     _common(p)
     p.set_defaults(func=_build_memory)
@@ -72,13 +77,16 @@ def add_commands(subparsers) -> None:
                     "unique-title scores, and ms per query at the best batch size. Without --model, a tiny model "
                     "is first trained on valid.csv as `pyl2d demo` does.")
     p.add_argument("--data", required=True, type=folder, help=DATA_HELP)
-    p.add_argument("--model", type=folder, help="a causal LM folder to evaluate (default: train a tiny one into --work-dir)")
-    p.add_argument("--memory", type=folder, help="its memory folder (default: build one into --work-dir)")
-    p.add_argument("--work-dir", type=folder, help="where a trained model and built memory go (default: ./pyl2d-eval-<data name>)")
-    p.add_argument("--output", type=file, help="also write the results as JSON (a list of records, one per method)")
-    p.add_argument("--plot", type=file, help="accuracy-vs-latency PNG (default: <work-dir>/accuracy_vs_latency.png)")
-    p.add_argument("--max-test", type=positive_int, help="evaluate on this many random test rows (default: all)")
-    p.add_argument("--time-queries", type=positive_int, default=64, help="queries timed at each batch size")
+    p.add_argument("--model", type=folder, default=field_default(EvalRun, "model"),
+                   help="a causal LM folder to evaluate (default: train a tiny one into --work-dir)")
+    p.add_argument("--memory", type=folder, default=field_default(EvalRun, "memory"),
+                   help="its memory folder (default: build one into --work-dir)")
+    p.add_argument("--work-dir", type=folder, default=field_default(EvalRun, "work_dir"),
+                   help="where a trained model and built memory go (default: ./pyl2d-eval-<data name>)")
+    p.add_argument("--output", type=file, default=field_default(EvalRun, "output"),
+                   help="also write the results as JSON (a list of records, one per method)")
+    p.add_argument("--plot", type=file, default=field_default(EvalRun, "plot"),
+                   help="accuracy-vs-latency PNG (default: <work-dir>/accuracy_vs_latency.png)")
     _eval_args(p)
     _train_args(p)
     _memory_args(p)
@@ -94,10 +102,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--memory", required=True, type=folder, help="its memory folder (pyl2d build-memory)")
     p.add_argument("--history", required=True, action="append",
                    help="comma-separated item ids, oldest first; repeat for several users")
-    p.add_argument("--k", type=positive_int, default=10, help="items to return")
-    p.add_argument("--aggregation", choices=("global", "local"), default="local")
-    p.add_argument("--metric", choices=("l2", "ip", "cosine"), default="l2")
-    p.add_argument("--m", type=positive_int, default=1000, help="nearest memory entries for local aggregation")
+    p.add_argument("--k", type=positive_int, default=field_default(RecommendRun, "k"), help="items to return")
+    p.add_argument("--aggregation", choices=AGGREGATIONS, default=field_default(RecommendRun, "aggregation"))
+    p.add_argument("--metric", choices=METRICS, default=field_default(RecommendRun, "metric"))
+    p.add_argument("--m", type=positive_int, default=field_default(RecommendRun, "m"),
+                   help="nearest memory entries for local aggregation")
     p.add_argument("--keep-history", action="store_true", help="allow items of the history in the results")
     _common(p)
     p.set_defaults(func=_recommend)
@@ -105,15 +114,28 @@ def add_commands(subparsers) -> None:
 
 # -- argument groups ------------------------------------------------------------------------
 def _common(p) -> None:
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice; 1 helps on a busy machine)")
-    p.add_argument("--device", type=device, help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from pyl2d.l2d.argtypes import DEVICES
+    from pyl2d.l2d.pipeline_config import RuntimeConfig, field_default
+
+    p.add_argument("--threads", type=positive_int, default=field_default(RuntimeConfig, "threads"),
+                   help="torch CPU threads (default: torch's choice; 1 helps on a busy machine)")
+    p.add_argument("--device", type=device, default=field_default(RuntimeConfig, "device"),
+                   help=f"{DEVICES} (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")  # RuntimeConfig.progress, negated
 
 
 def _data_args(p) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--data", type=folder, help=DATA_HELP)
     g.add_argument("--synthetic", action="store_true", help="use the built-in synthetic data set (as the demo)")
+
+
+def _max_history_arg(g) -> None:
+    from pyl2d.l2d.prompts import DEFAULT_PROMPT
+
+    g.add_argument("--max-history", type=positive_int,
+                   help=f"history items in the prompt (default: the model's training template, else "
+                        f"{DEFAULT_PROMPT.max_history})")
 
 
 def _train_args(p) -> None:
@@ -130,215 +152,166 @@ def _train_args(p) -> None:
     g.add_argument("--intermediate-size", type=positive_int, default=d.intermediate_size)
     g.add_argument("--lr", type=positive_float, default=d.learning_rate)
     g.add_argument("--train-batch-size", type=positive_int, default=d.batch_size)
-    g.add_argument("--no-prefix-augmentation", action="store_true",
+    g.add_argument("--no-prefix-augmentation", action="store_true",  # TrainConfig.prefix_augmentation, negated
                    help="train on the rows as given, not on every prefix of each history")
     g.add_argument("--seed", type=non_negative_int, default=d.seed)
-    g.add_argument("--max-history", type=positive_int,
-                   help="history items in the prompt (default: the model's training template, else 10)")
+    _max_history_arg(g)
 
 
 def _memory_args(p) -> None:
+    from pyl2d.l2d.hidden import POOLINGS
+    from pyl2d.l2d.pipeline_config import MemoryConfig
+
+    d = MemoryConfig()
     g = p.add_argument_group("memory")
-    g.add_argument("--layer", type=int, help="hidden_states index to use (default: the final normed state)")
-    g.add_argument("--pooling", choices=("last", "mean"), default="last")
-    g.add_argument("--batch-size", type=positive_int, default=64, help="prefill batch size")
-    g.add_argument("--shard-size", type=positive_int, default=4096, help="memory entries per shard")
+    g.add_argument("--layer", type=int, default=d.layer,
+                   help="hidden_states index to use (default: the final normed state)")
+    g.add_argument("--pooling", choices=POOLINGS, default=d.pooling)
+    g.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="prefill batch size")
+    g.add_argument("--shard-size", type=positive_int, default=d.shard_size, help="memory entries per shard")
     g.add_argument("--overwrite", action="store_true", help="replace a memory built from something else")
-    g.add_argument("--no-prefix-memory", action="store_true",
+    g.add_argument("--no-prefix-memory", action="store_true",  # MemoryConfig.prefix_memory, negated
                    help="store only the training rows as given, not every prefix of each history (the "
                         "prefixes are what the tiny model is trained on and cover more items)")
 
 
 def _eval_args(p) -> None:
-    from pyl2d.l2d.evaluate import METHODS
+    from pyl2d.l2d.evaluate import METHODS, EvalConfig
+    from pyl2d.l2d.recommender import METRICS
 
+    d = EvalConfig()
+    p.add_argument("--max-test", type=positive_int, default=d.max_test,
+                   help="evaluate on this many random test rows (default: all)")
+    p.add_argument("--time-queries", type=positive_int, default=d.time_queries, help="queries timed at each batch size")
     g = p.add_argument_group("evaluation")
-    g.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
-    g.add_argument("--metric", choices=("l2", "ip", "cosine"), default="l2", help="L2D similarity")
-    g.add_argument("--m", type=positive_int, default=1000, help="nearest memory entries for L2D-local")
-    g.add_argument("--beams", type=positive_int, default=10, help="beams (= titles returned) for beam search")
+    g.add_argument("--methods", default=",".join(d.methods), help="comma-separated subset of " + ", ".join(METHODS))
+    g.add_argument("--metric", choices=METRICS, default=d.metric, help="L2D similarity")
+    g.add_argument("--m", type=positive_int, default=d.m, help="nearest memory entries for L2D-local")
+    g.add_argument("--beams", type=positive_int, default=d.beams, help="beams (= titles returned) for beam search")
 
 
-# -- helpers --------------------------------------------------------------------------------
-def _setup(args) -> None:
-    import torch
+# -- flags to configs -----------------------------------------------------------------------
+def _runtime(args):
+    from pyl2d.l2d.pipeline_config import RuntimeConfig
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-
-def _dataset(args, n_users: int = 600, n_items: int = 400):
-    from pyl2d.l2d.data import load_folder
-    from pyl2d.l2d.synthetic import make_synthetic
-
-    if getattr(args, "synthetic", False) or not getattr(args, "data", None):
-        return make_synthetic(n_items=n_items, n_users=n_users)
-    return load_folder(args.data)
+    return RuntimeConfig(device=args.device, threads=args.threads, progress=not args.quiet)
 
 
-def _train_config(args, **overrides):
+def _data(args):
+    """The data folder, or None for the synthetic data set (--synthetic)."""
+    return None if args.synthetic else args.data
+
+
+def _train_config(args):
     from pyl2d.l2d.train import TrainConfig
 
-    values = dict(vocab_size=args.vocab_size, hidden_size=args.hidden_size, num_layers=args.layers,
-                  num_heads=args.heads, intermediate_size=args.intermediate_size, epochs=args.epochs,
-                  max_minutes=args.minutes, batch_size=args.train_batch_size, learning_rate=args.lr,
-                  prefix_augmentation=not args.no_prefix_augmentation, seed=args.seed)
-    values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig(vocab_size=args.vocab_size, hidden_size=args.hidden_size, num_layers=args.layers,
+                       num_heads=args.heads, intermediate_size=args.intermediate_size, epochs=args.epochs,
+                       max_minutes=args.minutes, batch_size=args.train_batch_size, learning_rate=args.lr,
+                       prefix_augmentation=not args.no_prefix_augmentation, seed=args.seed)
 
 
-def _template(args, model_path=None):
-    """The prompt template: the one the model was trained with (pyl2d train writes it next to
-    the model), else the default; ``--max-history`` overrides the history length."""
-    from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
+def _memory_config(args):
+    from pyl2d.l2d.pipeline_config import MemoryConfig
 
-    template = DEFAULT_PROMPT
-    info = pathlib.Path(model_path, "pyl2d_training.json") if model_path else None
-    if info is not None and info.is_file():
-        template = PromptTemplate(**json.loads(info.read_text())["template"])
-    if getattr(args, "max_history", None):
-        template = dataclasses.replace(template, max_history=args.max_history)
-    return template
+    return MemoryConfig(layer=args.layer, pooling=args.pooling, batch_size=args.batch_size,
+                        shard_size=args.shard_size, overwrite=args.overwrite, prefix_memory=not args.no_prefix_memory)
+
+
+def _eval_config(args):
+    from pyl2d.l2d.evaluate import EvalConfig
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    return EvalConfig(methods=methods, metric=args.metric, m=args.m, beams=args.beams, batch_size=args.batch_size,
+                      time_queries=args.time_queries, max_test=args.max_test)
+
+
+def _histories(texts) -> list[list[int]]:
+    histories = []
+    for text in texts:
+        try:
+            histories.append([int(x) for x in text.replace(" ", "").split(",") if x])
+        except ValueError:
+            raise ValueError(f"--history {text!r}: expected comma-separated integer item ids") from None
+    return histories
 
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _build(args, model_path, dataset, memory_path):
-    from pyl2d.l2d.data import prefix_augment
-    from pyl2d.l2d.hidden import HiddenStateExtractor, load_model
-    from pyl2d.l2d.memory import build_memory
-    model, tokenizer = load_model(str(model_path), device=args.device)
-    extractor = HiddenStateExtractor(model, tokenizer, layer=getattr(args, "layer", None),
-                                     pooling=getattr(args, "pooling", "last"),
-                                     batch_size=getattr(args, "batch_size", 64), progress=not args.quiet)
-    start = time.perf_counter()
-    samples = dataset.train if getattr(args, "no_prefix_memory", False) else prefix_augment(dataset.train)
-    memory = build_memory(extractor, samples, len(dataset.catalog), memory_path, _template(args, model_path),
-                          shard_size=getattr(args, "shard_size", 4096), overwrite=getattr(args, "overwrite", False),
-                          model_name=str(model_path), log=_log)
-    _log(f"memory: {len(memory)} entries of dimension {memory.hidden_size} at {memory_path} "
-         f"({time.perf_counter() - start:.0f} s)")
-    return model, tokenizer, memory
+# -- commands: flags to a run config, then the pipeline ----------------------------------
+def _demo_run(args):
+    from pyl2d.l2d.pipeline_config import DemoRun
+
+    return DemoRun(output_dir=args.output_dir, minutes=args.minutes, users=args.users, items=args.items,
+                   time_queries=args.time_queries, runtime=_runtime(args))
 
 
-def _run_eval(args, dataset, model_path, memory_path, work_dir: pathlib.Path, title: str) -> dict:
-    from pyl2d.l2d.evaluate import EvalConfig, evaluate, format_no_exclusion_table, format_table, save_plot
-    from pyl2d.l2d.memory import MANIFEST, ItemMemory
-    from pyl2d.l2d.memory_format import read_manifest
+def _train_run(args):
+    from pyl2d.l2d.pipeline_config import TrainRun
 
-    manifest = pathlib.Path(memory_path, MANIFEST) if memory_path is not None else None
-    if manifest is not None and manifest.is_file() and not args.overwrite and read_manifest(manifest)["complete"]:
-        from pyl2d.l2d.hidden import load_model
-
-        model, tokenizer = load_model(str(model_path), device=args.device)
-        memory = ItemMemory.load(memory_path)
-    else:  # build it, or resume an interrupted build
-        model, tokenizer, memory = _build(args, model_path, dataset, memory_path or work_dir / "memory")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    config = EvalConfig(methods=methods, metric=args.metric, m=args.m, beams=args.beams,
-                        batch_size=getattr(args, "batch_size", 64), time_queries=args.time_queries,
-                        max_test=getattr(args, "max_test", None))
-    result = evaluate(model, tokenizer, memory, dataset.train, dataset.test, dataset.catalog, config=config, log=_log)
-    result["info"].update(data=dataset.name, model=str(model_path), memory=str(memory_path or work_dir / "memory"))
-    _log("\nHistory excluded (item level; title R@10: D3-style title hit among the same history-excluded list; "
-         "uniq R@10: targets with a unique title):")
-    _log(format_table(result))
-    _log("\nHistory not excluded (item level; title R@10: D3-style title hit):")
-    _log(format_no_exclusion_table(result))
-    if getattr(args, "output", None):
-        pathlib.Path(args.output).write_text(json.dumps(result["records"], indent=2))
-        pathlib.Path(args.output).with_suffix(".info.json").write_text(json.dumps(result["info"], indent=2))
-        _log(f"results written to {args.output}")
-    plot = getattr(args, "plot", None) or str(work_dir / "accuracy_vs_latency.png")
-    if save_plot(result, plot, title=title):
-        _log(f"plot saved to {plot}")
-    else:
-        _log("matplotlib is not installed: no plot (pip install matplotlib)")
-    return result
+    return TrainRun(output=args.output, data=_data(args), training=_train_config(args),
+                    max_history=args.max_history, runtime=_runtime(args))
 
 
-# -- commands -------------------------------------------------------------------------------
+def _build_memory_run(args):
+    from pyl2d.l2d.pipeline_config import BuildMemoryRun
+
+    return BuildMemoryRun(model=args.model, output=args.output, data=_data(args), max_history=args.max_history,
+                          memory=_memory_config(args), runtime=_runtime(args))
+
+
+def _eval_run(args):
+    from pyl2d.l2d.pipeline_config import EvalRun
+
+    # The training flags matter (and are checked) only when there is a model to train.
+    training = _train_config(args) if args.model is None and not args.memory else None
+    return EvalRun(data=args.data, model=args.model, memory=args.memory, work_dir=args.work_dir, output=args.output,
+                   plot=args.plot, max_history=args.max_history, evaluation=_eval_config(args), training=training,
+                   build=_memory_config(args), runtime=_runtime(args))
+
+
+def _recommend_run(args):
+    from pyl2d.l2d.pipeline_config import RecommendRun
+
+    return RecommendRun(model=args.model, memory=args.memory, histories=_histories(args.history), data=_data(args),
+                        k=args.k, aggregation=args.aggregation, metric=args.metric, m=args.m,
+                        exclude_history=not args.keep_history, runtime=_runtime(args))
+
+
 def _demo(args) -> int:
-    from pyl2d.l2d.train import DEMO_CONFIG, TrainConfig, train_model
+    from pyl2d.l2d.pipeline import run_demo
 
-    _setup(args)
-    start = time.perf_counter()
-    out = pathlib.Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dataset = _dataset(args, n_users=args.users, n_items=args.items)
-    _log(f"synthetic data: {len(dataset.catalog)} items, {len(dataset.train)} training and "
-         f"{len(dataset.test)} test rows")
-    config = TrainConfig(**{**DEMO_CONFIG, "max_minutes": args.minutes})
-    train_model(dataset.catalog, dataset.train, out / "model", config, progress=not args.quiet, log=_log)
-    ns = argparse.Namespace(**vars(args), methods=",".join(("l2d-global", "l2d-local", "grounded", "beam", "popularity")),
-                            metric="l2", m=200, beams=10, overwrite=True, output=str(out / "results.json"),
-                            plot=str(out / "accuracy_vs_latency.png"), layer=None, pooling="last",
-                            batch_size=64, shard_size=4096)
-    _run_eval(ns, dataset, out / "model", out / "memory", out, "pyl2d demo (synthetic data)")
-    _log(f"demo finished in {time.perf_counter() - start:.0f} s")
+    run_demo(_demo_run(args), log=_log)
     return 0
 
 
 def _train(args) -> int:
-    from pyl2d.l2d.train import train_model
+    from pyl2d.l2d.pipeline import run_train
 
-    _setup(args)
-    dataset = _dataset(args)
-    train_model(dataset.catalog, dataset.train, args.output, _train_config(args), _template(args),
-                progress=not args.quiet, log=_log)
-    _log(f"model saved to {args.output}")
+    run_train(_train_run(args), log=_log)
     return 0
 
 
 def _build_memory(args) -> int:
-    _setup(args)
-    _build(args, args.model, _dataset(args), args.output)
+    from pyl2d.l2d.pipeline import run_build_memory
+
+    run_build_memory(_build_memory_run(args), log=_log)
     return 0
 
 
 def _eval(args) -> int:
-    from pyl2d.l2d.train import train_model
+    from pyl2d.l2d.pipeline import run_eval
 
-    _setup(args)
-    dataset = _dataset(args)
-    work_dir = pathlib.Path(args.work_dir or f"pyl2d-eval-{dataset.name}")
-    work_dir.mkdir(parents=True, exist_ok=True)
-    model_path = args.model
-    if model_path is None:
-        model_path = work_dir / "model"
-        if args.memory:
-            raise ValueError("--memory needs --model (the memory must come from the model evaluated)")
-        train_model(dataset.catalog, dataset.train, model_path, _train_config(args), _template(args),
-                    progress=not args.quiet, log=_log)
-    _run_eval(args, dataset, model_path, args.memory, work_dir, f"pyl2d eval: {dataset.name}")
+    run_eval(_eval_run(args), log=_log)
     return 0
 
 
 def _recommend(args) -> int:
-    from pyl2d.l2d.hidden import load_model
-    from pyl2d.l2d.memory import ItemMemory
-    from pyl2d.l2d.recommender import L2DRecommender
+    from pyl2d.l2d.pipeline import run_recommend
 
-    _setup(args)
-    dataset = _dataset(args)
-    histories = []
-    for text in args.history:
-        try:
-            histories.append([int(x) for x in text.replace(" ", "").split(",") if x])
-        except ValueError:
-            raise ValueError(f"--history {text!r}: expected comma-separated integer item ids") from None
-    model, tokenizer = load_model(args.model, device=args.device)
-    memory = ItemMemory.load(args.memory)
-    rec = L2DRecommender(model, tokenizer, memory, dataset.catalog, metric=args.metric,
-                         aggregation=args.aggregation, m=args.m)
-    out = rec.recommend(histories, k=args.k, exclude_history=not args.keep_history)
-    for history, ids, scores, titles in zip(histories, out.ids.tolist(), out.scores.tolist(), out.titles):
-        _log("history: " + " | ".join(dataset.catalog.title(i) for i in history))
-        for rank, (i, s, t) in enumerate(zip(ids, scores, titles), 1):
-            if i >= 0:
-                _log(f"  {rank:>3}. [{i}] {t}  (score {s:.4f})")
+    run_recommend(_recommend_run(args), log=_log)
     return 0
 
 

@@ -22,7 +22,7 @@ from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRe
 from pyl2d.l2d.data import Catalog, Sample
 from pyl2d.l2d.memory import ItemMemory
 from pyl2d.l2d.prompts import PromptTemplate
-from pyl2d.l2d.recommender import L2DRecommender, resolve_template
+from pyl2d.l2d.recommender import DEFAULT_METRIC, L2DRecommender, resolve_template
 
 METHODS = ("l2d-global", "l2d-local", "grounded", "beam", "popularity")
 TIMING_K = 10
@@ -32,7 +32,7 @@ TIMING_K = 10
 class EvalConfig:
     methods: Sequence[str] = METHODS
     ks: Sequence[int] = metrics.KS
-    metric: str = "l2"
+    metric: str = DEFAULT_METRIC
     m: int = 1000
     beams: int = 10
     batch_size: int = 64

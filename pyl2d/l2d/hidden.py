@@ -14,8 +14,7 @@ from typing import Sequence
 import torch
 
 from pyl2d.ops import pool_hidden
-
-POOLINGS = ("last", "mean")
+from pyl2d.ops.pool_hidden import MODES as POOLINGS  # what pool_hidden supports
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:

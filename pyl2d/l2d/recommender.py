@@ -22,8 +22,11 @@ from pyl2d.l2d.hidden import HiddenStateExtractor
 from pyl2d.l2d.memory import ItemMemory
 from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
 from pyl2d.ops import score_topk
+from pyl2d.ops.score_topk import METRICS as _OP_METRICS
 
-METRICS = ("l2", "ip", "cosine")
+DEFAULT_METRIC = "l2"
+# The similarities the ops support, the default first (the order the CLI lists them in).
+METRICS = (DEFAULT_METRIC, *(m for m in _OP_METRICS if m != DEFAULT_METRIC))
 AGGREGATIONS = ("global", "local")
 
 
@@ -71,7 +74,7 @@ class L2DRecommender:
     ``template`` defaults to the prompt template stored with the memory; pass one only to
     deliberately query with another (a warning says it differs)."""
 
-    def __init__(self, model, tokenizer, memory: ItemMemory, catalog: Catalog, *, metric: str = "l2",
+    def __init__(self, model, tokenizer, memory: ItemMemory, catalog: Catalog, *, metric: str = DEFAULT_METRIC,
                  aggregation: str = "global", m: int = 1000, template: PromptTemplate | None = None,
                  batch_size: int = 64, progress: bool = False, check_model: bool = True):
         if metric not in METRICS:

@@ -1,0 +1,219 @@
+"""The L2D pipelines, callable from Python: what ``pyl2d demo | train | build-memory | eval |
+recommend`` run, each taking its config from :mod:`pyl2d.l2d.pipeline_config`.
+
+Each reports progress through ``log`` (one line per call; the CLI prints it) and shows tqdm
+bars unless ``runtime.progress`` is False. A memory build interrupted part-way resumes from
+its last complete shard when run again with the same settings. Bad input raises ValueError or
+OSError (the CLI turns them into ``pyl2d <command>: error: ...``)::
+
+    from pyl2d.l2d.pipeline import EvalRun, run_eval
+    result = run_eval(EvalRun(data="data/games", model="ckpt", memory="ckpt-memory"))
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from typing import Callable
+
+from pyl2d.l2d.evaluate import EvalConfig
+from pyl2d.l2d.pipeline_config import (BuildMemoryRun, DemoRun, EvalRun, MemoryConfig, PathLike, RecommendRun,
+                                       RuntimeConfig, TrainRun, field_default)
+from pyl2d.l2d.train import DEMO_CONFIG, TrainConfig
+
+Log = Callable[[str], None]
+DEMO_M = 200  # nearest memory entries for L2D-local in the demo (its memory is small)
+
+__all__ = ["BuildMemoryRun", "DemoRun", "EvalRun", "MemoryConfig", "RecommendRun", "RuntimeConfig", "TrainRun",
+           "field_default", "load_dataset", "prompt_template", "run_build_memory", "run_demo", "run_eval",
+           "run_recommend", "run_train"]
+
+
+# -- steps ----------------------------------------------------------------------------------
+def _setup(runtime: RuntimeConfig) -> None:
+    import torch
+
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+
+
+def load_dataset(data: PathLike | None, n_users: int | None = None, n_items: int | None = None):
+    """``data``'s D3/BIGRec folder, or (``data=None``) the built-in synthetic data set."""
+    from pyl2d.l2d.data import load_folder
+    from pyl2d.l2d.synthetic import make_synthetic
+
+    if not data:
+        sizes = {k: v for k, v in (("n_users", n_users), ("n_items", n_items)) if v is not None}
+        return make_synthetic(**sizes)
+    return load_folder(data)
+
+
+def prompt_template(model_path: PathLike | None = None, max_history: int | None = None):
+    """The prompt template: the one the model was trained with (``pyl2d train`` writes it next
+    to the model), else the default; ``max_history`` overrides the history length."""
+    from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
+
+    template = DEFAULT_PROMPT
+    info = pathlib.Path(model_path, "pyl2d_training.json") if model_path else None
+    if info is not None and info.is_file():
+        template = PromptTemplate(**json.loads(info.read_text())["template"])
+    if max_history:
+        template = dataclasses.replace(template, max_history=max_history)
+    return template
+
+
+def _build(model_path, dataset, memory_path, memory: MemoryConfig, runtime: RuntimeConfig,
+           max_history: int | None, log: Log):
+    """(model, tokenizer, memory), the memory built into ``memory_path`` or resumed there."""
+    from pyl2d.l2d.data import prefix_augment
+    from pyl2d.l2d.hidden import HiddenStateExtractor, load_model
+    from pyl2d.l2d.memory import build_memory
+
+    model, tokenizer = load_model(str(model_path), device=runtime.device)
+    extractor = HiddenStateExtractor(model, tokenizer, layer=memory.layer, pooling=memory.pooling,
+                                     batch_size=memory.batch_size, progress=runtime.progress)
+    start = time.perf_counter()
+    samples = prefix_augment(dataset.train) if memory.prefix_memory else dataset.train
+    item_memory = build_memory(extractor, samples, len(dataset.catalog), memory_path,
+                               prompt_template(model_path, max_history), shard_size=memory.shard_size,
+                               overwrite=memory.overwrite, model_name=str(model_path), log=log)
+    log(f"memory: {len(item_memory)} entries of dimension {item_memory.hidden_size} at {memory_path} "
+        f"({time.perf_counter() - start:.0f} s)")
+    return model, tokenizer, item_memory
+
+
+def _load_or_build(model_path, dataset, memory_path, work_dir: pathlib.Path, memory: MemoryConfig,
+                   runtime: RuntimeConfig, max_history: int | None, log: Log):
+    """Load a complete memory at ``memory_path`` (unless ``memory.overwrite``); else build it,
+    or resume an interrupted build, there (default ``<work_dir>/memory``)."""
+    from pyl2d.l2d.hidden import load_model
+    from pyl2d.l2d.memory import MANIFEST, ItemMemory
+    from pyl2d.l2d.memory_format import read_manifest
+
+    manifest = pathlib.Path(memory_path, MANIFEST) if memory_path is not None else None
+    if manifest is not None and manifest.is_file() and not memory.overwrite and read_manifest(manifest)["complete"]:
+        model, tokenizer = load_model(str(model_path), device=runtime.device)
+        return model, tokenizer, ItemMemory.load(memory_path)
+    return _build(model_path, dataset, memory_path or work_dir / "memory", memory, runtime, max_history, log)
+
+
+def _report(result: dict, output: PathLike | None, plot: PathLike, title: str, log: Log) -> None:
+    """Log both tables; write the JSON (records, and info next to it) and the plot."""
+    from pyl2d.l2d.evaluate import format_no_exclusion_table, format_table, save_plot
+
+    log("\nHistory excluded (item level; title R@10: D3-style title hit among the same history-excluded list; "
+        "uniq R@10: targets with a unique title):")
+    log(format_table(result))
+    log("\nHistory not excluded (item level; title R@10: D3-style title hit):")
+    log(format_no_exclusion_table(result))
+    if output:
+        pathlib.Path(output).write_text(json.dumps(result["records"], indent=2))
+        pathlib.Path(output).with_suffix(".info.json").write_text(json.dumps(result["info"], indent=2))
+        log(f"results written to {output}")
+    if save_plot(result, str(plot), title=title):
+        log(f"plot saved to {plot}")
+    else:
+        log("matplotlib is not installed: no plot (pip install matplotlib)")
+
+
+def _evaluate(dataset, model_path, memory_path, work_dir: pathlib.Path, *, evaluation: EvalConfig,
+              memory: MemoryConfig, runtime: RuntimeConfig, max_history: int | None, output, plot, title: str,
+              log: Log) -> dict:
+    from pyl2d.l2d.evaluate import evaluate
+
+    model, tokenizer, item_memory = _load_or_build(model_path, dataset, memory_path, work_dir, memory, runtime,
+                                                   max_history, log)
+    result = evaluate(model, tokenizer, item_memory, dataset.train, dataset.test, dataset.catalog,
+                      config=evaluation, log=log)
+    result["info"].update(data=dataset.name, model=str(model_path), memory=str(memory_path or work_dir / "memory"))
+    _report(result, output, plot or str(work_dir / "accuracy_vs_latency.png"), title, log)
+    return result
+
+
+# -- pipelines ------------------------------------------------------------------------------
+def run_demo(config: DemoRun | None = None, log: Log = print) -> dict:
+    """Synthetic data, a tiny model, its memory, every method evaluated: the evaluation result
+    ({"records", "info"}); model, memory, results.json and the plot are in ``output_dir``."""
+    from pyl2d.l2d.train import train_model
+
+    config = config or DemoRun()
+    _setup(config.runtime)
+    start = time.perf_counter()
+    out = pathlib.Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(None, n_users=config.users, n_items=config.items)
+    log(f"synthetic data: {len(dataset.catalog)} items, {len(dataset.train)} training and "
+        f"{len(dataset.test)} test rows")
+    training = TrainConfig(**{**DEMO_CONFIG, "max_minutes": config.minutes})
+    train_model(dataset.catalog, dataset.train, out / "model", training, progress=config.runtime.progress, log=log)
+    result = _evaluate(dataset, out / "model", out / "memory", out,
+                       evaluation=EvalConfig(m=DEMO_M, time_queries=config.time_queries),
+                       memory=MemoryConfig(overwrite=True), runtime=config.runtime, max_history=None,
+                       output=str(out / "results.json"), plot=str(out / "accuracy_vs_latency.png"),
+                       title="pyl2d demo (synthetic data)", log=log)
+    log(f"demo finished in {time.perf_counter() - start:.0f} s")
+    return result
+
+
+def run_train(config: TrainRun, log: Log = print) -> pathlib.Path:
+    """Train a tiny tokenizer + Llama and save both to ``config.output`` (returned)."""
+    from pyl2d.l2d.train import train_model
+
+    _setup(config.runtime)
+    dataset = load_dataset(config.data)
+    train_model(dataset.catalog, dataset.train, config.output, config.training,
+                prompt_template(None, config.max_history), progress=config.runtime.progress, log=log)
+    log(f"model saved to {config.output}")
+    return pathlib.Path(config.output)
+
+
+def run_build_memory(config: BuildMemoryRun, log: Log = print):
+    """Build (or resume) the memory of ``config.model`` in ``config.output``: the ItemMemory."""
+    _setup(config.runtime)
+    return _build(config.model, load_dataset(config.data), config.output, config.memory, config.runtime,
+                  config.max_history, log)[2]
+
+
+def run_eval(config: EvalRun, log: Log = print) -> dict:
+    """Evaluate L2D and the baselines (training a model and building a memory when not given):
+    {"records": one dict per method, "info": what was evaluated}."""
+    from pyl2d.l2d.train import train_model
+
+    _setup(config.runtime)
+    dataset = load_dataset(config.data)
+    work_dir = pathlib.Path(config.work_dir or f"pyl2d-eval-{dataset.name}")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    model_path = config.model
+    if model_path is None:
+        model_path = work_dir / "model"
+        if config.memory:
+            raise ValueError("--memory needs --model (the memory must come from the model evaluated)")
+        train_model(dataset.catalog, dataset.train, model_path, config.training or TrainConfig(),
+                    prompt_template(None, config.max_history), progress=config.runtime.progress, log=log)
+    return _evaluate(dataset, model_path, config.memory, work_dir, evaluation=config.evaluation, memory=config.build,
+                     runtime=config.runtime, max_history=config.max_history, output=config.output, plot=config.plot,
+                     title=f"pyl2d eval: {dataset.name}", log=log)
+
+
+def run_recommend(config: RecommendRun, log: Log = print):
+    """Recommend with L2D from one prefill per history; logs each history's titles and its top
+    ``k`` and returns the :class:`~pyl2d.l2d.recommender.Recommendations`."""
+    from pyl2d.l2d.hidden import load_model
+    from pyl2d.l2d.memory import ItemMemory
+    from pyl2d.l2d.recommender import L2DRecommender
+
+    _setup(config.runtime)
+    dataset = load_dataset(config.data)
+    histories = [list(h) for h in config.histories]
+    model, tokenizer = load_model(str(config.model), device=config.runtime.device)
+    memory = ItemMemory.load(config.memory)
+    rec = L2DRecommender(model, tokenizer, memory, dataset.catalog, metric=config.metric,
+                         aggregation=config.aggregation, m=config.m)
+    out = rec.recommend(histories, k=config.k, exclude_history=config.exclude_history)
+    for history, ids, scores, titles in zip(histories, out.ids.tolist(), out.scores.tolist(), out.titles):
+        log("history: " + " | ".join(dataset.catalog.title(i) for i in history))
+        for rank, (i, s, t) in enumerate(zip(ids, scores, titles), 1):
+            if i >= 0:
+                log(f"  {rank:>3}. [{i}] {t}  (score {s:.4f})")
+    return out

@@ -1,0 +1,131 @@
+"""Config dataclasses of the L2D pipelines (``pyl2d.l2d.pipeline``), one per command.
+
+They are the one place the pipelines' defaults live: ``pyl2d demo | train | build-memory |
+eval | recommend`` take their flags' defaults from these fields, and a default also set by a
+lower-level API (``make_synthetic``, ``build_memory``, ``L2DRecommender``...) is read from
+there rather than restated. Model training and evaluation settings are the existing
+:class:`~pyl2d.l2d.train.TrainConfig` and :class:`~pyl2d.l2d.evaluate.EvalConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import pathlib
+from typing import Sequence
+
+from pyl2d.l2d.evaluate import EvalConfig
+from pyl2d.l2d.memory import build_memory
+from pyl2d.l2d.recommender import L2DRecommender
+from pyl2d.l2d.synthetic import make_synthetic
+from pyl2d.l2d.train import DEMO_CONFIG, TrainConfig
+
+PathLike = str | pathlib.Path
+
+
+def _default_of(func, name: str):
+    """The default of parameter ``name`` of ``func``: reuse it instead of restating it."""
+    return inspect.signature(func).parameters[name].default
+
+
+def field_default(cls, name: str):
+    """The default of dataclass field ``name`` of ``cls`` (its factory's value if it has one)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+@dataclasses.dataclass
+class RuntimeConfig:
+    """Where and how a pipeline runs. ``device=None``: CUDA when available; ``threads=None``:
+    torch's choice (1 helps on a busy machine); ``progress``: tqdm bars."""
+    device: str | None = None
+    threads: int | None = None
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class MemoryConfig:
+    """How an item memory is built: which hidden state (``layer=None``: the final normed one),
+    pooled how, prefilled in what batches, stored in what shards. ``prefix_memory`` stores
+    every prefix of each training history (what the tiny model is trained on); ``overwrite``
+    replaces a memory built from something else."""
+    layer: int | None = None
+    pooling: str = "last"
+    batch_size: int = field_default(EvalConfig, "batch_size")  # the CLI's --batch-size sets both
+    shard_size: int = _default_of(build_memory, "shard_size")
+    overwrite: bool = _default_of(build_memory, "overwrite")
+    prefix_memory: bool = True
+
+
+@dataclasses.dataclass
+class DemoRun:
+    """``pyl2d demo``: synthetic data, a tiny model trained for ``minutes``, its memory, and
+    every method evaluated; model, memory, results.json and the plot go to ``output_dir``."""
+    output_dir: PathLike = "pyl2d-demo"
+    minutes: float = DEMO_CONFIG["max_minutes"]
+    users: int = _default_of(make_synthetic, "n_users")
+    items: int = _default_of(make_synthetic, "n_items")
+    time_queries: int = field_default(EvalConfig, "time_queries")
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+
+@dataclasses.dataclass
+class TrainRun:
+    """``pyl2d train``: a tiny tokenizer + Llama trained on ``data`` (a D3/BIGRec folder;
+    None: the built-in synthetic data set), saved to ``output``. ``max_history`` overrides
+    the prompt's history length."""
+    output: PathLike
+    data: PathLike | None = None
+    training: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    max_history: int | None = None
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+
+@dataclasses.dataclass
+class BuildMemoryRun:
+    """``pyl2d build-memory``: the memory of ``model`` on ``data``'s training rows (None: the
+    synthetic data set), written to (or resumed in) ``output``. ``max_history`` overrides
+    the history length of the model's training template."""
+    model: PathLike
+    output: PathLike
+    data: PathLike | None = None
+    max_history: int | None = None
+    memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+
+@dataclasses.dataclass
+class EvalRun:
+    """``pyl2d eval``: L2D and the baselines on ``data``'s test rows. Without ``model`` a tiny
+    one is trained (with ``training``, default ``TrainConfig()``) into ``work_dir``; without
+    ``memory`` one is built there (or resumed). ``output``: also write the records as JSON
+    (and the info next to it); ``plot``: default ``<work_dir>/accuracy_vs_latency.png``;
+    ``work_dir``: default ``./pyl2d-eval-<data name>``."""
+    data: PathLike
+    model: PathLike | None = None
+    memory: PathLike | None = None
+    work_dir: PathLike | None = None
+    output: PathLike | None = None
+    plot: PathLike | None = None
+    max_history: int | None = None
+    evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    training: TrainConfig | None = None
+    build: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+
+@dataclasses.dataclass
+class RecommendRun:
+    """``pyl2d recommend``: the top ``k`` items for each history (item ids, oldest first) from
+    ``model`` and its ``memory``, with ``data``'s catalog (None: the synthetic one)."""
+    model: PathLike
+    memory: PathLike
+    histories: Sequence[Sequence[int]]
+    data: PathLike | None = None
+    k: int = _default_of(L2DRecommender.recommend, "k")
+    aggregation: str = "local"  # unlike L2DRecommender's default (global): the more accurate one
+    metric: str = _default_of(L2DRecommender, "metric")
+    m: int = _default_of(L2DRecommender, "m")
+    exclude_history: bool = _default_of(L2DRecommender.recommend, "exclude_history")
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)

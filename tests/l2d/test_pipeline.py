@@ -1,0 +1,129 @@
+"""The L2D pipelines from Python (pyl2d.l2d.pipeline), and the CLI's flags taking their
+defaults from the configs, on the tiny fixtures of conftest.py."""
+import dataclasses
+import json
+
+import pytest
+
+from pyl2d.cli import build_parser
+from pyl2d.l2d import cli
+from pyl2d.l2d.data import write_folder
+from pyl2d.l2d.evaluate import EvalConfig
+from pyl2d.l2d.pipeline import (BuildMemoryRun, DemoRun, EvalRun, MemoryConfig, RecommendRun, RuntimeConfig,
+                                TrainRun, run_build_memory, run_demo, run_eval, run_recommend, run_train)
+from pyl2d.l2d.train import TrainConfig
+
+CPU = RuntimeConfig(device="cpu", threads=1, progress=False)
+
+
+def _parse(argv):
+    return build_parser().parse_args(argv)
+
+
+# -- every flag's default is its config field's default -------------------------------------
+def test_demo_flag_defaults_are_the_config_defaults():
+    assert cli._demo_run(_parse(["demo"])) == DemoRun()
+
+
+def test_train_and_build_memory_flag_defaults_are_the_config_defaults():
+    assert cli._train_run(_parse(["train", "--synthetic", "--output", "m"])) == TrainRun(output="m")
+    assert (cli._build_memory_run(_parse(["build-memory", "--synthetic", "--model", "m", "--output", "mem"]))
+            == BuildMemoryRun(model="m", output="mem"))
+
+
+def test_eval_flag_defaults_are_the_config_defaults():
+    # Without --model the training flags are used, and default to TrainConfig()'s.
+    assert cli._eval_run(_parse(["eval", "--data", "d"])) == EvalRun(data="d", training=TrainConfig())
+    # With one, they are not (a model is not trained).
+    assert cli._eval_run(_parse(["eval", "--data", "d", "--model", "m"])) == EvalRun(data="d", model="m")
+    assert EvalRun(data="d").evaluation == EvalConfig() and EvalRun(data="d").build == MemoryConfig()
+
+
+def test_recommend_flag_defaults_are_the_config_defaults():
+    args = _parse(["recommend", "--synthetic", "--model", "m", "--memory", "mem", "--history", "1, 2,3",
+                   "--history", "4"])
+    assert cli._recommend_run(args) == RecommendRun(model="m", memory="mem", histories=[[1, 2, 3], [4]])
+
+
+def test_flags_reach_the_config():
+    args = _parse(["eval", "--data", "d", "--methods", "beam, popularity", "--metric", "ip", "--m", "7",
+                   "--batch-size", "3", "--no-prefix-memory", "--pooling", "mean", "--heads", "8", "--lr", "0.5",
+                   "--no-prefix-augmentation", "--quiet", "--threads", "2", "--max-test", "5"])
+    run = cli._eval_run(args)
+    assert run.evaluation == EvalConfig(methods=("beam", "popularity"), metric="ip", m=7, batch_size=3, max_test=5)
+    assert run.build == MemoryConfig(pooling="mean", batch_size=3, prefix_memory=False)
+    assert run.training == TrainConfig(num_heads=8, learning_rate=0.5, prefix_augmentation=False)
+    assert run.runtime == RuntimeConfig(threads=2, progress=False)
+
+
+# -- the pipelines from Python --------------------------------------------------------------
+def test_build_eval_recommend_from_python(tmp_path, tiny_model_dir, tiny_data):
+    folder = write_folder(tiny_data, tmp_path / "data")
+    lines = []
+    memory = run_build_memory(BuildMemoryRun(model=tiny_model_dir, output=tmp_path / "mem", data=folder,
+                                             memory=MemoryConfig(shard_size=16), runtime=CPU), log=lines.append)
+    assert len(memory) > 0 and (tmp_path / "mem" / "manifest.json").is_file()
+    assert any(line.startswith("memory: ") for line in lines)
+
+    out = tmp_path / "r.json"
+    result = run_eval(EvalRun(data=folder, model=tiny_model_dir, memory=tmp_path / "mem", work_dir=tmp_path / "w",
+                              output=out, evaluation=EvalConfig(methods=("l2d-local", "popularity"), m=20,
+                                                                time_queries=1), runtime=CPU), log=lines.append)
+    assert [r["method"] for r in result["records"]] == ["l2d-local", "popularity"]
+    assert json.loads(out.read_text()) == result["records"]
+    assert json.loads(out.with_suffix(".info.json").read_text())["memory"] == str(tmp_path / "mem")
+    assert any("| l2d-local |" in line for line in lines)
+
+    lines.clear()
+    recs = run_recommend(RecommendRun(model=tiny_model_dir, memory=tmp_path / "mem", histories=[[1, 2, 3], [4]],
+                                      data=folder, k=3, runtime=CPU), log=lines.append)
+    assert tuple(recs.ids.shape) == (2, 3)
+    assert sum(line.startswith("history: ") for line in lines) == 2
+    assert sum("(score" in line for line in lines) == 6
+
+
+def test_eval_from_python_resumes_an_interrupted_memory(tmp_path, tiny_model_dir, tiny_data):
+    folder = write_folder(tiny_data, tmp_path / "data")
+    mem = tmp_path / "mem"
+    build = MemoryConfig(shard_size=16)
+    run_build_memory(BuildMemoryRun(model=tiny_model_dir, output=mem, data=folder, memory=build, runtime=CPU),
+                     log=lambda _: None)
+    manifest = json.loads((mem / "manifest.json").read_text())
+    dropped = manifest["shards"].pop()
+    manifest.update(complete=False, count=manifest["count"] - dropped["count"])
+    (mem / "manifest.json").write_text(json.dumps(manifest))
+    lines = []
+    run_eval(EvalRun(data=folder, model=tiny_model_dir, memory=mem, work_dir=tmp_path / "w", build=build,
+                     evaluation=EvalConfig(methods=("popularity",), time_queries=1), runtime=CPU), log=lines.append)
+    assert any(f"resuming the memory build at {mem}" in line for line in lines)
+    assert json.loads((mem / "manifest.json").read_text())["complete"]
+
+
+def test_eval_from_python_errors(tmp_path, tiny_data):
+    folder = write_folder(tiny_data, tmp_path / "data")
+    with pytest.raises(ValueError, match="--memory needs --model"):
+        run_eval(EvalRun(data=folder, memory=tmp_path / "mem", work_dir=tmp_path / "w", runtime=CPU),
+                 log=lambda _: None)
+    with pytest.raises(FileNotFoundError):
+        run_eval(EvalRun(data=tmp_path / "missing", runtime=CPU), log=lambda _: None)
+
+
+def test_train_and_demo_from_python(tmp_path):
+    tiny = TrainConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, epochs=1.0,
+                       max_minutes=0.05, batch_size=16, warmup_steps=5)
+    lines = []
+    model = run_train(TrainRun(output=tmp_path / "model", training=tiny, runtime=CPU), log=lines.append)
+    assert (model / "pyl2d_training.json").is_file() and lines[-1] == f"model saved to {tmp_path / 'model'}"
+
+    lines.clear()
+    result = run_demo(dataclasses.replace(DemoRun(), output_dir=tmp_path / "demo", minutes=0.05, users=30,
+                                          items=40, time_queries=2, runtime=CPU), log=lines.append)
+    assert [r["method"] for r in result["records"]] == ["l2d-global", "l2d-local", "grounded", "beam", "popularity"]
+    assert json.loads((tmp_path / "demo" / "results.json").read_text()) == result["records"]
+    assert result["info"]["m"] == 200 and lines[-1].startswith("demo finished in ")
+
+
+def test_the_cli_restates_no_default():
+    import inspect
+
+    assert "getattr(args" not in inspect.getsource(cli)
