@@ -89,7 +89,7 @@ def resolve(requested: str | None, device: torch.device, op: str) -> str:
         source = ENV_VAR
     if requested is None or requested == "auto":
         return default_backend(device, op)
-    if requested not in BACKENDS:
+    if not isinstance(requested, str) or requested not in BACKENDS:
         raise ValueError(f"{source}={requested!r} is not a backend; choose one of {', '.join(BACKENDS)} or 'auto'")
     reason = unavailable_reason(requested, device)
     if reason is not None:

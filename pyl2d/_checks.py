@@ -171,12 +171,15 @@ def _chunks(t: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
 def _scan(name: str, t: torch.Tensor) -> tuple[float, float]:
     if t.numel() == 0:
         return (0.0, 0.0)
-    lows, highs = [], []
-    for _, chunk in _chunks(t):  # aminmax reduces without numel-sized temporaries
-        lo, hi = torch.aminmax(chunk)
-        lows.append(lo)
-        highs.append(hi)
-    lo, hi = torch.stack([torch.stack(lows).min(), torch.stack(highs).max()]).tolist()
+    if t.numel() * t.element_size() <= SCAN_CHUNK_BYTES:  # one chunk: the common, small case
+        lo, hi = torch.stack(torch.aminmax(t)).tolist()
+    else:
+        lows, highs = [], []
+        for _, chunk in _chunks(t):  # aminmax reduces without numel-sized temporaries
+            lo, hi = torch.aminmax(chunk)
+            lows.append(lo)
+            highs.append(hi)
+        lo, hi = torch.stack([torch.stack(lows).min(), torch.stack(highs).max()]).tolist()  # one sync
     if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN propagates through min and max
         _raise_first_bad(name, t)
     return lo, hi
