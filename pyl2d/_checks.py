@@ -2,7 +2,7 @@
 
 Data-dependent checks (NaN/Inf, value ranges, id ranges) read the tensor, so they are skipped
 while ``torch.compile`` traces (they would break the graph). The scan of a float tensor runs
-in chunks of ``SCAN_CHUNK_BYTES`` (bounded extra memory, streaming speed) and yields its
+in chunks of ``SCAN_CHUNK_BYTES`` (64 MiB: bounded extra memory, streaming speed) and yields its
 (min, max), which the search ops use to reject inputs whose scores could overflow float32.
 
 Range cache: the (min, max) of a large tensor (``CACHE_MIN_NUMEL`` elements or more, e.g. a
@@ -29,7 +29,8 @@ INDEX_DTYPES = (torch.int32, torch.int64)
 # Largest magnitude a float32 score, norm or sum may reach; half the float32 maximum leaves
 # room for rounding in the accumulation.
 FLOAT32_LIMIT = torch.finfo(torch.float32).max / 2
-SCAN_CHUNK_BYTES = 16 << 20
+SCAN_CHUNK_BYTES = 64 << 20  # large enough that per-reduction overhead (thread wake-up) is noise
+LOCATE_CHUNK_BYTES = 1 << 20
 CACHE_MIN_NUMEL = 1 << 16
 CACHE_SIZE = 64
 
@@ -156,16 +157,18 @@ def finite(name: str, t: torch.Tensor) -> float | None:
     return None if r is None else max(-r[0], r[1])
 
 
-def _chunks(t: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
-    """(offset, view) pieces of about SCAN_CHUNK_BYTES: flat element ranges of a contiguous
-    tensor, else row ranges of dim 0. Views, never copies."""
-    if t.is_contiguous():
-        flat, step = t.view(-1), max(1, SCAN_CHUNK_BYTES // t.element_size())
+def _chunks(t: torch.Tensor, chunk_bytes: int | None = None, *, flat: bool | None = None
+            ) -> Iterator[tuple[int, torch.Tensor]]:
+    """(offset, view) pieces of about ``chunk_bytes`` (default SCAN_CHUNK_BYTES): flat element
+    ranges of a contiguous tensor, else row ranges of dim 0. Views, never copies."""
+    chunk_bytes = chunk_bytes or SCAN_CHUNK_BYTES
+    if t.is_contiguous() if flat is None else flat:
+        t, row_bytes = t.view(-1), t.element_size()
     else:
-        flat = t
-        step = max(1, SCAN_CHUNK_BYTES // max(1, t[0].numel() * t.element_size()))
-    for start in range(0, flat.shape[0], step):
-        yield start, flat[start:start + step]
+        row_bytes = max(1, t[0].numel() * t.element_size())
+    step = max(1, chunk_bytes // row_bytes)
+    for start in range(0, t.shape[0], step):
+        yield start, t[start:start + step]
 
 
 def _scan(name: str, t: torch.Tensor) -> tuple[float, float]:
@@ -186,18 +189,24 @@ def _scan(name: str, t: torch.Tensor) -> tuple[float, float]:
 
 
 def _raise_first_bad(name: str, t: torch.Tensor) -> None:
-    for start, chunk in _chunks(t):
-        bad = ~torch.isfinite(chunk)
-        if not bool(bad.any()):
+    """Find the first bad chunk with aminmax (no temporaries), then the first bad value in it
+    with isfinite over pieces of LOCATE_CHUNK_BYTES, so failing costs little memory too."""
+    flat = t.is_contiguous()
+    for start, chunk in _chunks(t, flat=flat):
+        if all(math.isfinite(v) for v in torch.stack(torch.aminmax(chunk)).tolist()):
             continue
-        local = int(torch.argmax(bad.reshape(-1).to(torch.uint8)))  # first True
-        if t.is_contiguous():
-            index = _unravel(start + local, tuple(t.shape))
-        else:
-            index = _unravel(local, tuple(chunk.shape))
-            index = (index[0] + start,) + index[1:]
-        kind = "NaN" if math.isnan(float(t[index])) else "Inf"
-        raise ValueError(f"{name} contains {kind} (first non-finite value at index {index})")
+        for sub, piece in _chunks(chunk, LOCATE_CHUNK_BYTES, flat=flat):
+            bad = torch.isfinite(piece).logical_not_()
+            if not bool(bad.any()):
+                continue
+            local = int(torch.argmax(bad.reshape(-1).view(torch.uint8)))  # the first True
+            if flat:
+                index = _unravel(start + sub + local, tuple(t.shape))
+            else:
+                index = _unravel(local, tuple(piece.shape))
+                index = (index[0] + start + sub,) + index[1:]
+            kind = "NaN" if math.isnan(float(t[index])) else "Inf"
+            raise ValueError(f"{name} contains {kind} (first non-finite value at index {index})")
     raise ValueError(f"{name} contains NaN or Inf")  # written to while being scanned
 
 

@@ -1,5 +1,6 @@
 """The shared NaN/Inf and range scan (pyl2d._checks): chunked, bounded in memory, cached
 per tensor version with a documented promise, and safe under threads."""
+import re
 import subprocess
 import sys
 import textwrap
@@ -33,11 +34,12 @@ def _fresh_cache():
 def small_chunks(monkeypatch):
     """Chunks of 4 KiB, recording every chunk scanned."""
     monkeypatch.setattr(_checks, "SCAN_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(_checks, "LOCATE_CHUNK_BYTES", 512)
     seen = []
     chunks = _checks._chunks
 
-    def recording(t):
-        for start, chunk in chunks(t):
+    def recording(t, *args, **kwargs):
+        for start, chunk in chunks(t, *args, **kwargs):
             seen.append(chunk)
             yield start, chunk
 
@@ -68,9 +70,32 @@ def test_scan_reports_the_first_bad_index_in_a_late_chunk(small_chunks, layout):
         _checks.finite("x", t)
 
 
+LAYOUTS = {
+    "contiguous": lambda: torch.zeros(40, 30),
+    "transposed": lambda: torch.zeros(30, 40).t(),
+    "column slice": lambda: torch.zeros(40, 50)[:, 5:35],
+    "3-d permuted": lambda: torch.zeros(6, 40, 5).permute(1, 0, 2),
+    "row step": lambda: torch.zeros(80, 30)[::2],
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_scan_finds_the_first_bad_value_in_row_major_order(small_chunks, layout):
+    g = torch.Generator().manual_seed(3)
+    for trial in range(20):
+        t = LAYOUTS[layout]()
+        flat = torch.randint(0, t.numel(), (3,), generator=g).tolist()
+        for f, value in zip(flat, (float("nan"), float("inf"), float("-inf"))):
+            t[_checks._unravel(f, tuple(t.shape))] = value
+        first = _checks._unravel(min(flat), tuple(t.shape))
+        kind = "NaN" if torch.isnan(t[first]) else "Inf"
+        with pytest.raises(ValueError, match=re.escape(f"x contains {kind} (first non-finite value at index {first})")):
+            _checks.finite("x", t)
+
+
 def test_scan_extra_memory_is_bounded():
-    """First scan of a 400 MB bf16 matrix: extra peak RSS well under the matrix size (the
-    old full-tensor isfinite scan took ~2.4x the matrix)."""
+    """First scan of a 400 MB bf16 matrix, and the scan that finds its last element NaN:
+    extra peak RSS a fraction of the matrix (the old full-tensor isfinite scan took ~2.4x)."""
     resource = pytest.importorskip("resource")
     if not sys.platform.startswith("linux"):
         pytest.skip("ru_maxrss is in KiB on Linux only")
@@ -79,14 +104,22 @@ def test_scan_extra_memory_is_bounded():
         from pyl2d import _checks
         x = torch.empty(200 * 2**20 // 4096, 4096, dtype=torch.bfloat16).fill_(0.5)
         x[-1, -1] = -2.0
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        base = peak()
         assert _checks.value_range("items", x) == (-2.0, 0.5)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
+        ok = peak()
+        x[-1, -1] = float("nan")
+        try:
+            _checks.value_range("items", x)
+        except ValueError as exc:
+            assert "items contains NaN (first non-finite value at index (51199, 4095))" in str(exc), exc
+        print(ok - base, peak() - base)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    extra_mib = int(out.stdout.strip().splitlines()[-1]) / 1024
-    assert extra_mib < 100, f"the scan of a 400 MB tensor allocated {extra_mib:.0f} MiB extra"
+    ok_mib, failed_mib = (int(v) / 1024 for v in out.stdout.split())
+    assert ok_mib < 64, f"the scan of a 400 MB tensor allocated {ok_mib:.0f} MiB extra"
+    assert failed_mib < 64, f"locating a NaN in a 400 MB tensor allocated {failed_mib:.0f} MiB extra"
 
 
 def test_cache_hit_skips_the_scan(monkeypatch):
