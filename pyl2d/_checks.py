@@ -174,6 +174,7 @@ def _chunks(t: torch.Tensor, chunk_bytes: int | None = None, *, flat: bool | Non
 def _scan(name: str, t: torch.Tensor) -> tuple[float, float]:
     if t.numel() == 0:
         return (0.0, 0.0)
+    t = t.detach()  # a view: the reductions record no autograd graph
     if t.numel() * t.element_size() <= SCAN_CHUNK_BYTES:  # one chunk: the common, small case
         lo, hi = torch.stack(torch.aminmax(t)).tolist()
     else:
