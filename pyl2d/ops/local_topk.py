@@ -63,6 +63,8 @@ def check_local_args(queries, memory, memory_item_ids, item_reps, k, m, metric, 
     d = queries.shape[1]
     check_score_range(metric, d, "queries", query_max, "memory", memory_max)
     check_score_range(metric, d, "queries", query_max, "item_reps", reps_max)
+    if memory_max is not None:  # the float32 sums behind each local mean
+        _checks.fits_float32(m * memory_max, "memory", "the sums of the m nearest entries (m * max|memory|)")
 
 
 def local_topk(queries: torch.Tensor, memory: torch.Tensor, memory_item_ids: torch.Tensor,
