@@ -7,12 +7,13 @@ import importlib
 
 from pyl2d import ops
 from pyl2d._backend import BACKENDS, available as available_backends
+from pyl2d._checks import clear_input_cache
 from pyl2d.ops import (aggregate_rewards, group_advantages, local_topk, pool_hidden, pooled_score_topk,
                        rewards_and_advantages, score_from_hidden, score_topk, segment_mean)
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "aggregate_rewards", "available_backends", "group_advantages", "l2d", "local_topk", "ops",
+__all__ = ["BACKENDS", "aggregate_rewards", "available_backends", "clear_input_cache", "group_advantages", "l2d", "local_topk", "ops",
            "perm", "pool_hidden", "pooled_score_topk", "rewards_and_advantages", "score_from_hidden", "score_topk",
            "segment_mean", "__version__"]
 

@@ -18,6 +18,8 @@ import torch
 from pyl2d import _ext
 
 BACKENDS = ("torch", "cpu", "triton", "cuda")
+OPS = ("aggregate_rewards", "group_advantages", "local_topk", "pool_hidden", "pooled_score_topk",
+       "rewards_and_advantages", "score_from_hidden", "score_topk", "segment_mean")
 _PACKAGES = {"torch": "pyl2d.reference", "cpu": "pyl2d.cpu", "triton": "pyl2d.triton", "cuda": "pyl2d.cuda"}
 ENV_VAR = "PYL2D_BACKEND"
 
@@ -87,7 +89,7 @@ def resolve(requested: str | None, device: torch.device, op: str) -> str:
         source = ENV_VAR
     if requested is None or requested == "auto":
         return default_backend(device, op)
-    if requested not in BACKENDS:
+    if not isinstance(requested, str) or requested not in BACKENDS:
         raise ValueError(f"{source}={requested!r} is not a backend; choose one of {', '.join(BACKENDS)} or 'auto'")
     reason = unavailable_reason(requested, device)
     if reason is not None:
@@ -97,8 +99,25 @@ def resolve(requested: str | None, device: torch.device, op: str) -> str:
     return requested
 
 
-def available(device: torch.device, op: str | None = None) -> list[str]:
-    """Backends that can run on ``device`` (and implement ``op``, when given)."""
+def as_device(device) -> torch.device:
+    """``device`` as a torch.device: a torch.device, a string such as "cpu" or "cuda:0", or an
+    int (a CUDA index), as torch accepts them; ValueError naming ``device`` otherwise."""
+    if isinstance(device, torch.device):
+        return device
+    if isinstance(device, bool) or not isinstance(device, (str, int)):
+        raise ValueError(f"device must be a torch.device, a device string or an int, got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device={device!r} is not a device: {exc}") from None
+
+
+def available(device="cpu", op: str | None = None) -> list[str]:
+    """Backends that can run on ``device`` (a torch.device or a string like "cuda") and
+    implement ``op`` (one of ``OPS``), when given."""
+    device = as_device(device)
+    if op is not None and (not isinstance(op, str) or op not in OPS):
+        raise ValueError(f"op must be one of {', '.join(OPS)}; got {op!r}")
     return [b for b in BACKENDS if unavailable_reason(b, device) is None
             and (op is None or has_implementation(op, b))]
 

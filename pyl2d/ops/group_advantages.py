@@ -50,10 +50,11 @@ def resolve_groups(batch: int, device: torch.device, group_size, group_index) ->
     return int(uniq.shape[0]), dense.to(torch.int64)
 
 
-def check_advantage_args(eps, scale) -> float:
+def check_advantage_args(eps, scale, impute) -> float:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     _checks.choice("scale", scale, SCALES)
+    _checks.flag("impute", impute)
     return float(eps)
 
 
@@ -64,13 +65,14 @@ def group_advantages(rewards: torch.Tensor, group_size: int | None = None, *, gr
 
     Groups are either contiguous runs of ``group_size`` (TRL's layout: the generations of
     one prompt are adjacent) or given by ``group_index`` (any integer id per element,
-    verl's layout). See ``verl_advantages`` in ``pyl2d.perm`` for verl's preset."""
+    verl's layout). See ``verl_advantages`` in ``pyl2d.perm`` for verl's preset. ``impute``
+    must be a bool (a string such as "no" is an error, not True)."""
     _checks.tensor("rewards", rewards, ndim=1, dtypes=_checks.FLOAT_DTYPES)
     if rewards.shape[0] == 0:
         raise ValueError("rewards is empty")
     if not _checks.tracing() and bool(torch.isinf(rewards).any()):
         raise ValueError("rewards contains Inf (use NaN to mark a missing reward)")
-    eps = check_advantage_args(eps, scale)
+    eps = check_advantage_args(eps, scale, impute)
     num_groups, ids = resolve_groups(rewards.shape[0], rewards.device, group_size, group_index)
     resolved = _backend.resolve(backend, rewards.device, "group_advantages")
     return _group_advantages_op(rewards, num_groups, ids, eps, scale, bool(impute), resolved)

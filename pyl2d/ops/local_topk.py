@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from pyl2d import _backend, _checks
-from pyl2d.ops.score_topk import METRICS, check_exclude
+from pyl2d.ops.score_topk import METRICS, check_exclude, check_score_range
 
 
 @torch.library.custom_op("pyl2d::local_topk", mutates_args=())
@@ -31,9 +31,11 @@ def check_local_args(queries, memory, memory_item_ids, item_reps, k, m, metric, 
     _checks.tensor("queries", queries, ndim=2, dtypes=_checks.FLOAT_DTYPES)
     if queries.shape[0] == 0:
         raise ValueError("queries is empty: it must hold at least one query")
+    _checks.width("queries", queries)
     _checks.tensor("memory", memory, ndim=2, dtypes=_checks.FLOAT_DTYPES)
     if memory.shape[0] == 0:
         raise ValueError("memory is empty: it must hold at least one entry")
+    _checks.width("memory", memory)
     if memory.shape[1] != queries.shape[1]:
         raise ValueError(f"memory has dimension {memory.shape[1]} but the queries have {queries.shape[1]}")
     _checks.tensor("memory_item_ids", memory_item_ids, ndim=1, dtypes=_checks.INDEX_DTYPES)
@@ -43,6 +45,7 @@ def check_local_args(queries, memory, memory_item_ids, item_reps, k, m, metric, 
     _checks.tensor("item_reps", item_reps, ndim=2, dtypes=_checks.FLOAT_DTYPES)
     if item_reps.shape[0] == 0:
         raise ValueError("item_reps is empty: it must hold at least one item")
+    _checks.width("item_reps", item_reps)
     if item_reps.shape[1] != queries.shape[1]:
         raise ValueError(f"item_reps has dimension {item_reps.shape[1]} but the queries have {queries.shape[1]}")
     _checks.same_device([("queries", queries), ("memory", memory), ("memory_item_ids", memory_item_ids),
@@ -52,10 +55,16 @@ def check_local_args(queries, memory, memory_item_ids, item_reps, k, m, metric, 
     _checks.k_in_range(k, item_reps.shape[0])
     _checks.k_in_range(m, memory.shape[0], name="m", what="memory entries")
     _checks.ids_in_range("memory_item_ids", memory_item_ids, item_reps.shape[0], allow_padding=False)
-    _checks.finite("queries", queries)
-    _checks.finite("memory", memory)
-    _checks.finite("item_reps", item_reps)
+    query_max = _checks.finite("queries", queries)
+    memory_max = _checks.finite("memory", memory)
+    reps_max = _checks.finite("item_reps", item_reps)
     check_exclude(exclude, queries.shape[0], item_reps.shape[0])
+    # A local representation is a mean of memory rows, so bounded by max|memory|.
+    d = queries.shape[1]
+    check_score_range(metric, d, "queries", query_max, "memory", memory_max)
+    check_score_range(metric, d, "queries", query_max, "item_reps", reps_max)
+    if memory_max is not None:  # the float32 sums behind each local mean
+        _checks.fits_float32(m * memory_max, "memory", "the sums of the m nearest entries (m * max|memory|)")
 
 
 def local_topk(queries: torch.Tensor, memory: torch.Tensor, memory_item_ids: torch.Tensor,
@@ -85,6 +94,9 @@ def local_topk(queries: torch.Tensor, memory: torch.Tensor, memory_item_ids: tor
     Returns:
         (scores [B, k] float32, ids [B, k] int64). Ties go to the lower id; when fewer than
         k items are admissible the tail is (-inf, -1).
+
+    Raises ValueError (naming the argument) for bad shapes, dtypes, devices or ids, D = 0,
+    NaN/Inf, and inputs so large that a float32 score could overflow (as ``score_topk``).
     """
     check_local_args(queries, memory, memory_item_ids, item_reps, k, m, metric, exclude)
     resolved = _backend.resolve(backend, queries.device, "local_topk")

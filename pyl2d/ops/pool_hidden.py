@@ -21,7 +21,9 @@ def _(hidden, attention_mask, mode, normalize, backend):
     return hidden.new_empty((hidden.shape[0], hidden.shape[2]))
 
 
-def check_pool_args(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> None:
+def check_pool_args(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str, normalize) -> float | None:
+    """Validate the pooling arguments; returns an upper bound on |pooled entry| (None while tracing)."""
+    _checks.flag("normalize", normalize)
     _checks.tensor("hidden", hidden, ndim=3, dtypes=_checks.FLOAT_DTYPES)
     _checks.tensor("attention_mask", attention_mask, ndim=2, dtypes=MASK_DTYPES)
     if tuple(attention_mask.shape) != tuple(hidden.shape[:2]):
@@ -30,6 +32,7 @@ def check_pool_args(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: st
             f"{tuple(hidden.shape)}: it must be [B, T] = {tuple(hidden.shape[:2])}")
     if hidden.shape[0] == 0 or hidden.shape[1] == 0:
         raise ValueError(f"hidden is empty (shape {tuple(hidden.shape)})")
+    _checks.width("hidden", hidden)
     _checks.same_device([("hidden", hidden), ("attention_mask", attention_mask)])
     _checks.choice("mode", mode, MODES)
     if not _checks.tracing():
@@ -37,7 +40,16 @@ def check_pool_args(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: st
         if bool(empty.any()):
             rows = empty.nonzero().flatten()[:5].tolist()
             raise ValueError(f"attention_mask has rows with no real token (all zero): rows {rows}")
-    _checks.finite("hidden", hidden)
+    hidden_max = _checks.finite("hidden", hidden)
+    if hidden_max is None:
+        return None
+    b, t, d = hidden.shape
+    if mode == "mean":  # float32 sum over the tokens
+        _checks.fits_float32(t * hidden_max, "hidden", "the sum over the tokens (T * max|hidden|)")
+    if normalize:  # float32 squared norm of the pooled row
+        _checks.fits_float32(d * hidden_max ** 2, "hidden", "the squared norms (D * max|hidden|^2)")
+        return 1.0
+    return hidden_max
 
 
 def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "last",
@@ -46,7 +58,8 @@ def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = 
 
     ``mode="last"`` takes the last token whose mask is nonzero, so it works for left and
     right padding alike; ``"mean"`` averages the real tokens. Accumulates in float32 and
-    returns the hidden dtype. ``normalize=True`` L2-normalises each row."""
-    check_pool_args(hidden, attention_mask, mode)
+    returns the hidden dtype. ``normalize=True`` (a bool) L2-normalises each row. Rejects
+    D = 0, NaN/Inf in ``hidden`` and values whose float32 sums or norms would overflow."""
+    check_pool_args(hidden, attention_mask, mode, normalize)
     resolved = _backend.resolve(backend, hidden.device, "pool_hidden")
     return _pool_hidden_op(hidden, attention_mask, mode, bool(normalize), resolved)

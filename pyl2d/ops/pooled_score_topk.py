@@ -31,9 +31,11 @@ def pooled_score_topk(hidden: torch.Tensor, attention_mask: torch.Tensor, items:
                       exclude: torch.Tensor | None = None, item_norms: torch.Tensor | None = None,
                       *, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exactly ``score_topk(pool_hidden(hidden, attention_mask, mode, normalize), items, ...)``
-    (the pooled query is rounded to the hidden dtype), in one call. See those two ops."""
-    check_pool_args(hidden, attention_mask, mode)
-    check_search("hidden", hidden, hidden.shape[0], hidden.shape[2], items, k, metric, exclude, item_norms)
+    (the pooled query is rounded to the hidden dtype), in one call, with the checks of both
+    (including the float32 overflow bounds, the pooled query bounded by max|hidden|)."""
+    query_max = check_pool_args(hidden, attention_mask, mode, normalize)
+    check_search("hidden", hidden, hidden.shape[0], hidden.shape[2], items, k, metric, exclude, item_norms,
+                 query_max)
     resolved = _backend.resolve(backend, hidden.device, "pooled_score_topk")
     return _pooled_score_topk_op(hidden, attention_mask, items, k, metric, mode, bool(normalize), exclude,
                                  item_norms, resolved)

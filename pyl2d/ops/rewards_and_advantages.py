@@ -42,10 +42,10 @@ def rewards_and_advantages(scores: torch.Tensor, group_size: int | None = None, 
                            scale: str = "group", impute: bool = False,
                            backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rewards [B], advantages [B]), both float32, equal to ``aggregate_rewards`` followed by
-    ``group_advantages`` with the same arguments."""
+    ``group_advantages`` with the same arguments (and the same checks)."""
     score_max, bystander_coef, length_limit, length_coef = check_aggregate_args(
         scores, weights, mode, score_max, bystander, bystander_coef, lengths, length_limit, length_coef)
-    eps = check_advantage_args(eps, scale)
+    eps = check_advantage_args(eps, scale, impute)
     num_groups, ids = resolve_groups(scores.shape[0], scores.device, group_size, group_index)
     resolved = _backend.resolve(backend, scores.device, "rewards_and_advantages")
     return _rewards_and_advantages_op(scores, weights, mode, score_max, bystander, bystander_coef, lengths,

@@ -6,6 +6,9 @@ import torch
 
 from pyl2d import _backend, _checks
 
+# Segments index a GPU grid dimension and int32 ids: 2**31 - 1 at most.
+MAX_SEGMENTS = 2**31 - 1
+
 
 @torch.library.custom_op("pyl2d::segment_mean", mutates_args=())
 def _segment_mean_op(values: torch.Tensor, segment_ids: torch.Tensor, num_segments: int,
@@ -27,11 +30,14 @@ def check_segment_args(values: torch.Tensor, segment_ids: torch.Tensor, num_segm
         raise ValueError(f"segment_ids has {segment_ids.shape[0]} entries but values has {values.shape[0]} rows")
     if isinstance(num_segments, bool) or not isinstance(num_segments, int):
         raise ValueError(f"num_segments must be an int, got {type(num_segments).__name__}")
-    if num_segments < 0:
-        raise ValueError(f"num_segments={num_segments} must be >= 0")
+    if not 0 <= num_segments <= MAX_SEGMENTS:
+        raise ValueError(f"num_segments={num_segments} is out of range: it must be between 0 and {MAX_SEGMENTS}")
+    _checks.width("values", values)
     _checks.same_device([("values", values), ("segment_ids", segment_ids)])
     _checks.ids_in_range("segment_ids", segment_ids, num_segments, allow_padding=False)
-    _checks.finite("values", values)
+    values_max = _checks.finite("values", values)
+    if values_max is not None:  # float32 sums of up to M rows
+        _checks.fits_float32(values.shape[0] * values_max, "values", "the per-segment sums (M * max|values|)")
 
 
 def segment_mean(values: torch.Tensor, segment_ids: torch.Tensor, num_segments: int,
@@ -41,12 +47,12 @@ def segment_mean(values: torch.Tensor, segment_ids: torch.Tensor, num_segments: 
     Args:
         values: [M, D] float32/float16/bfloat16.
         segment_ids: [M] int32/int64, each in [0, num_segments).
-        num_segments: S >= 0, the number of segments (e.g. items in the catalog).
+        num_segments: 0 <= S <= 2**31 - 1, the number of segments (e.g. items in the catalog).
         backend: "torch", "cpu", "triton", "cuda" or None (``PYL2D_BACKEND``, else by device).
 
     Returns:
         (means [S, D] float32, counts [S] int64); a segment with no rows has a zero mean and
-        count 0.
+        count 0. D = 0, NaN/Inf and values whose float32 sums could overflow are a ValueError.
     """
     check_segment_args(values, segment_ids, num_segments)
     resolved = _backend.resolve(backend, values.device, "segment_mean")

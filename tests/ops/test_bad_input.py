@@ -1,6 +1,7 @@
-"""Bad input to the retrieval ops: a ValueError that names the argument, on every backend."""
+"""Bad input to the ops: a ValueError that names the argument, on every backend."""
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,169 @@ def test_inference_mode_tensors_are_checked():
         x[1, 1] = float("nan")
         with pytest.raises(ValueError, match="items contains NaN"):
             pyl2d.score_topk(q, x, 3)
+
+
+# --- every op: zero width, non-tensor and non-bool arguments, overflow ------------------
+
+def full(shape, value, dtype=torch.float32):
+    return torch.full(shape, value, dtype=dtype)
+
+
+SCORES6 = torch.rand(6, 3, generator=G) * 4 + 1
+MEM, MEM_IDS = randn(30, 8, generator=G), torch.arange(30) % 20
+# Valid arguments of every op, with every optional tensor given, so each can be replaced.
+VALID = {
+    "score_topk": dict(queries=Q, items=X, k=3, metric="l2", exclude=torch.tensor([[1], [2], [-1]]),
+                       item_norms=X.norm(dim=1)),
+    "pooled_score_topk": dict(hidden=H, attention_mask=M, items=X, k=2, exclude=torch.tensor([[1], [2], [-1]]),
+                              item_norms=X.norm(dim=1), normalize=False),
+    "pool_hidden": dict(hidden=H, attention_mask=M, normalize=False),
+    "local_topk": dict(queries=Q, memory=MEM, memory_item_ids=MEM_IDS, item_reps=randn(20, 8, generator=G),
+                       k=3, m=4, exclude=torch.tensor([[1], [2], [-1]])),
+    "segment_mean": dict(values=MEM, segment_ids=MEM_IDS, num_segments=20),
+    "aggregate_rewards": dict(scores=SCORES6, weights=torch.ones(3), bystander=torch.full((6,), 50.0),
+                              lengths=torch.arange(6), length_limit=3.0),
+    "group_advantages": dict(rewards=SCORES6[:, 0], group_index=torch.tensor([0, 0, 1, 1, 2, 2]), impute=False),
+    "rewards_and_advantages": dict(scores=SCORES6, group_index=torch.tensor([0, 0, 1, 1, 2, 2]),
+                                   weights=torch.ones(3), bystander=torch.full((6,), 50.0),
+                                   lengths=torch.arange(6), length_limit=3.0, impute=False),
+    "score_from_hidden": dict(hidden=Q, lm_head_weight=randn(50, 8, generator=G),
+                              score_token_ids=torch.tensor([7, 8, 9]), score_values=torch.tensor([1.0, 2.0, 3.0])),
+}
+OP_BACKENDS = [(op, b) for op in VALID for b in backends("cpu", op=op, include_torch=True)]
+
+
+def call(op, backend, **override):
+    args = dict(VALID[op], backend=backend)
+    args.update(override)
+    return getattr(pyl2d, op)(**args)
+
+
+@pytest.mark.parametrize("op,backend", OP_BACKENDS)
+def test_valid_arguments_run(op, backend):
+    call(op, backend)
+
+
+TENSOR_ARGS = [(op, b, name) for op, b in OP_BACKENDS for name, v in VALID[op].items() if isinstance(v, torch.Tensor)]
+
+
+@pytest.mark.parametrize("op,backend,name", TENSOR_ARGS)
+def test_tensor_arguments_must_be_tensors(op, backend, name):
+    """A nested list where a tensor belongs is a ValueError naming it, not an AttributeError."""
+    with pytest.raises(ValueError, match=f"^{name} must be a torch.Tensor, got list"):
+        call(op, backend, **{name: VALID[op][name].tolist()})
+
+
+FLAG_ARGS = [(op, b, name) for op, b in OP_BACKENDS for name, v in VALID[op].items() if isinstance(v, bool)]
+
+
+@pytest.mark.parametrize("bad", ["no", "False", 1, 0, None, 1.0, torch.tensor(True)], ids=repr)
+@pytest.mark.parametrize("op,backend,name", FLAG_ARGS)
+def test_flags_must_be_bools(op, backend, name, bad):
+    """normalize="no" used to normalise and impute="no" to impute."""
+    with pytest.raises(ValueError, match=f"^{name} must be a bool"):
+        call(op, backend, **{name: bad})
+
+
+@pytest.mark.parametrize("op,backend,name", FLAG_ARGS)
+def test_flags_accept_bools(op, backend, name):
+    for value in (True, False, np.bool_(True)):
+        call(op, backend, **{name: value})
+
+
+ZERO_WIDTH = {
+    "score_topk": [dict(queries=torch.empty(3, 0), items=torch.empty(20, 0), item_norms=None, metric="ip"),
+                   dict(items=torch.empty(20, 0), item_norms=None)],
+    "pooled_score_topk": [dict(hidden=torch.empty(3, 5, 0), items=torch.empty(20, 0), item_norms=None),
+                          dict(items=torch.empty(20, 0), item_norms=None)],
+    "pool_hidden": [dict(hidden=torch.empty(3, 5, 0))],
+    "local_topk": [dict(queries=torch.empty(3, 0), memory=torch.empty(30, 0), item_reps=torch.empty(20, 0)),
+                   dict(memory=torch.empty(30, 0)), dict(item_reps=torch.empty(20, 0))],
+    "segment_mean": [dict(values=torch.empty(30, 0))],
+    "score_from_hidden": [dict(hidden=torch.empty(3, 0), lm_head_weight=torch.empty(50, 0))],
+}
+ZERO_CASES = [(op, b, i) for op, b in OP_BACKENDS for i in range(len(ZERO_WIDTH.get(op, [])))]
+
+
+@pytest.mark.parametrize("op,backend,case", ZERO_CASES)
+def test_zero_width_is_rejected(op, backend, case):
+    """D = 0 used to pass (triton returned ids -1, torch ids 0, 1, cpu a pointer error)."""
+    override = ZERO_WIDTH[op][case]
+    name = next(n for n, v in override.items() if isinstance(v, torch.Tensor) and v.shape[-1] == 0)
+    with pytest.raises(ValueError, match=rf"^{name} has zero width \(shape"):
+        call(op, backend, **override)
+
+
+E19, E20 = full((3, 8), 1e19), full((20, 8), 1e19)
+OVERFLOW = {  # inputs whose float32 scores, norms or sums would overflow: (override, argument named)
+    "score_topk": [(dict(queries=E19, items=E20, metric="ip", item_norms=None), "queries"),
+                   (dict(queries=E19.bfloat16(), items=E20.bfloat16(), metric="ip", item_norms=None), "queries"),
+                   (dict(queries=E19, metric="cosine", item_norms=None), "queries"),
+                   (dict(items=full((20, 8), 7e18), metric="l2", item_norms=None), "items"),
+                   (dict(item_norms=full((20,), 2e19), metric="l2"), "item_norms")],
+    "pooled_score_topk": [(dict(hidden=full((3, 5, 8), 1e19), items=E20, item_norms=None, metric="ip"), "hidden")],
+    "pool_hidden": [(dict(hidden=full((3, 5, 8), 1e38), mode="mean"), "hidden"),
+                    (dict(hidden=full((3, 5, 8), 1e19), normalize=True), "hidden")],
+    "local_topk": [(dict(memory=full((30, 8), 1e20)), "memory"), (dict(item_reps=full((20, 8), 1e20)), "item_reps"),
+                   (dict(queries=E19, metric="cosine"), "queries"),
+                   (dict(queries=Q * 0.1, memory=full((30, 8), 2e37), m=20, metric="ip"), "memory")],
+    "segment_mean": [(dict(values=full((30, 8), 1e38)), "values")],
+    "score_from_hidden": [(dict(hidden=E19, lm_head_weight=full((50, 8), 1e19)), "hidden"),
+                          (dict(lm_head_weight=full((50, 8), 1e38)), "lm_head_weight")],
+}
+OVERFLOW_CASES = [(op, b, i) for op, b in OP_BACKENDS for i in range(len(OVERFLOW.get(op, [])))]
+
+
+@pytest.mark.parametrize("op,backend,case", OVERFLOW_CASES)
+def test_overflowing_inputs_are_rejected_alike(op, backend, case):
+    """Used to give (-inf, -1) on cpu and NaN or inf scores on torch and triton."""
+    override, name = OVERFLOW[op][case]
+    with pytest.raises(ValueError, match=rf"^{name} has values too large: .* beyond the float32 range"):
+        call(op, backend, **override)
+
+
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_inputs_within_the_bound_give_finite_scores(metric, backend):
+    queries, items = full((3, 8), 1e18), full((20, 8), 1e18) * torch.linspace(0.5, 1, 20)[:, None]
+    scores, ids = pyl2d.score_topk(queries, items, 3, metric, backend=backend)
+    assert torch.isfinite(scores).all() and (ids >= 0).all()
+
+
+@pytest.mark.parametrize("backend", backends("cpu", op="score_from_hidden", include_torch=True))
+def test_score_from_hidden_checks_its_score_rows(backend):
+    """NaN/Inf in a score token's row of lm_head_weight used to give a NaN score silently;
+    rows that are never read are not scanned."""
+    head = nan_at(VALID["score_from_hidden"]["lm_head_weight"], (8, 3))
+    with pytest.raises(ValueError, match=r"^lm_head_weight contains NaN \(first non-finite value at index \(8, 3\)"):
+        call("score_from_hidden", backend, lm_head_weight=head)
+    with pytest.raises(ValueError, match=r"^lm_head_weight contains Inf"):
+        call("score_from_hidden", backend, lm_head_weight=nan_at(head, (8, 3), float("inf")))
+    with pytest.raises(ValueError, match=r"^hidden contains Inf"):
+        call("score_from_hidden", backend, hidden=nan_at(Q, (0, 0), float("-inf")))
+    with pytest.raises(ValueError, match=r"^score_values contains NaN"):
+        call("score_from_hidden", backend, score_values=torch.tensor([1.0, float("nan"), 3.0]))
+    unused_row = nan_at(VALID["score_from_hidden"]["lm_head_weight"], (40, 0))
+    assert torch.isfinite(call("score_from_hidden", backend, lm_head_weight=unused_row)).all()
+
+
+@pytest.mark.parametrize("bad", [2**62, 2**31, -1])
+@pytest.mark.parametrize("backend", backends("cpu", op="segment_mean", include_torch=True))
+def test_num_segments_is_bounded(backend, bad):
+    with pytest.raises(ValueError, match=rf"^num_segments={bad} is out of range: it must be between 0 and 2147483647"):
+        call("segment_mean", backend, num_segments=bad)
+
+
+def test_available_backends_accepts_device_strings():
+    expected = pyl2d.available_backends(torch.device("cpu"), "score_topk")
+    assert "torch" in expected
+    assert pyl2d.available_backends("cpu", "score_topk") == expected
+    assert set(pyl2d.available_backends("cpu")) >= set(expected)
+    assert pyl2d.available_backends("cuda:0", "score_topk") == pyl2d.available_backends(torch.device("cuda", 0),
+                                                                                       "score_topk")
+    with pytest.raises(ValueError, match="^device='nope' is not a device"):
+        pyl2d.available_backends("nope", "score_topk")
+    with pytest.raises(ValueError, match="^device must be a torch.device, a device string or an int, got float"):
+        pyl2d.available_backends(1.5)
+    with pytest.raises(ValueError, match="^op must be one of aggregate_rewards, .*; got 'nope'"):
+        pyl2d.available_backends("cpu", "nope")
