@@ -1,41 +1,86 @@
 """Backend selection: torch (reference), cpu (C++), triton and cuda (GPU).
 
 Chosen per call by ``backend=``, else by the environment variable ``PYL2D_BACKEND``, else
-automatically from the input's device. Each backend keeps one module per op in a parallel
-tree: ``pyl2d.reference.<op>``, ``pyl2d.cpu.<op>``, ``pyl2d.triton.<op>``, ``pyl2d.cuda.<op>``,
-each exposing a function named like the op.
+automatically from the input's device. ``IMPLEMENTATIONS`` is the dispatch table, written
+out: op -> backend -> the function that implements it (imported on first use, since
+triton's import is heavy and may be missing); ``unavailable_reason`` says why a backend
+cannot run on a device. Backends never import this module (see docs/architecture.md).
 """
 from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import os
 from typing import Callable
 
 import torch
 
 from pyl2d import _ext
+from pyl2d._platform import triton_available, triton_interpreted
 
 BACKENDS = ("torch", "cpu", "triton", "cuda")
 OPS = ("aggregate_rewards", "group_advantages", "local_topk", "pool_hidden", "pooled_score_topk",
        "rewards_and_advantages", "score_from_hidden", "score_topk", "segment_mean")
-_PACKAGES = {"torch": "pyl2d.reference", "cpu": "pyl2d.cpu", "triton": "pyl2d.triton", "cuda": "pyl2d.cuda"}
+
+# The dispatch table: op -> backend -> "module:function". A backend that lacks an op is not
+# listed for it; tests/test_dispatch.py checks that every entry resolves.
+IMPLEMENTATIONS: dict[str, dict[str, str]] = {
+    "aggregate_rewards": {
+        "torch": "pyl2d.reference.aggregate_rewards:aggregate_rewards",
+        "cpu": "pyl2d.cpu.aggregate_rewards:aggregate_rewards",
+        "triton": "pyl2d.triton.aggregate_rewards:aggregate_rewards",
+        "cuda": "pyl2d.cuda.aggregate_rewards:aggregate_rewards",
+    },
+    "group_advantages": {
+        "torch": "pyl2d.reference.group_advantages:group_advantages",
+        "cpu": "pyl2d.cpu.group_advantages:group_advantages",
+        "triton": "pyl2d.triton.group_advantages:group_advantages",
+        "cuda": "pyl2d.cuda.group_advantages:group_advantages",
+    },
+    "local_topk": {
+        "torch": "pyl2d.reference.local_topk:local_topk",
+        "cpu": "pyl2d.cpu.local_topk:local_topk",
+        "triton": "pyl2d.triton.local_topk:local_topk",
+        "cuda": "pyl2d.cuda.local_topk:local_topk",
+    },
+    "pool_hidden": {
+        "torch": "pyl2d.reference.pool_hidden:pool_hidden",
+        "cpu": "pyl2d.cpu.pool_hidden:pool_hidden",
+        "triton": "pyl2d.triton.pool_hidden:pool_hidden",
+        "cuda": "pyl2d.cuda.pool_hidden:pool_hidden",
+    },
+    "pooled_score_topk": {
+        "torch": "pyl2d.reference.pooled_score_topk:pooled_score_topk",
+        "cpu": "pyl2d.cpu.pooled_score_topk:pooled_score_topk",
+        "triton": "pyl2d.triton.pooled_score_topk:pooled_score_topk",
+        "cuda": "pyl2d.cuda.pooled_score_topk:pooled_score_topk",
+    },
+    "rewards_and_advantages": {
+        "torch": "pyl2d.reference.rewards_and_advantages:rewards_and_advantages",
+        "cpu": "pyl2d.cpu.rewards_and_advantages:rewards_and_advantages",
+        "triton": "pyl2d.triton.rewards_and_advantages:rewards_and_advantages",
+        "cuda": "pyl2d.cuda.rewards_and_advantages:rewards_and_advantages",
+    },
+    "score_from_hidden": {
+        "torch": "pyl2d.reference.score_from_hidden:score_from_hidden",
+        "cpu": "pyl2d.cpu.score_from_hidden:score_from_hidden",
+        "triton": "pyl2d.triton.score_from_hidden:score_from_hidden",
+        "cuda": "pyl2d.cuda.score_from_hidden:score_from_hidden",
+    },
+    "score_topk": {
+        "torch": "pyl2d.reference.score_topk:score_topk",
+        "cpu": "pyl2d.cpu.score_topk:score_topk",
+        "triton": "pyl2d.triton.score_topk:score_topk",
+        "cuda": "pyl2d.cuda.score_topk:score_topk",
+    },
+    "segment_mean": {
+        "torch": "pyl2d.reference.segment_mean:segment_mean",
+        "cpu": "pyl2d.cpu.segment_mean:segment_mean",
+        "triton": "pyl2d.triton.segment_mean:segment_mean",
+        "cuda": "pyl2d.cuda.segment_mean:segment_mean",
+    },
+}
 ENV_VAR = "PYL2D_BACKEND"
-
-
-@functools.lru_cache(maxsize=None)
-def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def triton_interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def unavailable_reason(backend: str, device: torch.device) -> str | None:
@@ -67,9 +112,8 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
 _PREFERENCE = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
 
 
-@functools.lru_cache(maxsize=None)
 def has_implementation(op: str, backend: str) -> bool:
-    return importlib.util.find_spec(f"{_PACKAGES[backend]}.{op}") is not None
+    return backend in IMPLEMENTATIONS.get(op, {})
 
 
 def default_backend(device: torch.device, op: str) -> str:
@@ -122,12 +166,11 @@ def available(device="cpu", op: str | None = None) -> list[str]:
             and (op is None or has_implementation(op, b))]
 
 
+@functools.lru_cache(maxsize=None)
 def implementation(op: str, backend: str) -> Callable:
-    """The function implementing ``op`` on ``backend``."""
-    try:
-        module = importlib.import_module(f"{_PACKAGES[backend]}.{op}")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.endswith(f".{op}"):
-            raise ValueError(f"op {op!r} has no {backend!r} backend") from None
-        raise
-    return getattr(module, op)
+    """The function implementing ``op`` on ``backend`` (from ``IMPLEMENTATIONS``)."""
+    target = IMPLEMENTATIONS.get(op, {}).get(backend)
+    if target is None:
+        raise ValueError(f"op {op!r} has no {backend!r} backend")
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)

@@ -1,7 +1,8 @@
 """The stages shared by the cpu, triton and cuda ``local_topk`` backends.
 
 :func:`nearest_memory` (each query's m nearest memory entries) and :func:`global_candidates`
-(its C best admissible items by global score) run ``score_topk`` on the backend, so no
+(its C best admissible items by global score) run the backend's own ``score_topk`` (passed
+in as ``search``), so no
 queries x items matrix exists beyond its tiles. Each backend then aggregates and ranks these
 small per-query sets in its own kernel (triton and cuda on the layout of :func:`group_layout`).
 
@@ -17,28 +18,23 @@ Hence the top k of (G u L) minus X, with local scores replacing global ones, is 
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
-from pyl2d import _backend
+# A backend's own score_topk: (queries, items, k, metric, exclude, item_norms) -> (scores, ids).
+Search = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
-def _score_topk_impl(backend: str):
-    """``score_topk`` on ``backend`` when it has one (its kernels may land later), else torch."""
-    chosen = backend if _backend.has_implementation("score_topk", backend) else "torch"
-    return _backend.implementation("score_topk", chosen)
-
-
-def nearest_memory(queries: torch.Tensor, memory: torch.Tensor, m: int, metric: str, backend: str
+def nearest_memory(queries: torch.Tensor, memory: torch.Tensor, m: int, metric: str, search: Search
                    ) -> torch.Tensor:
     """[B, m] int64 indices of each query's m best memory entries (ties to the lower index)."""
-    _, nearest = _score_topk_impl(backend)(queries, memory, m, metric, None, None)
+    _, nearest = search(queries, memory, m, metric, None, None)
     return nearest
 
 
 def global_candidates(queries: torch.Tensor, memory_item_ids: torch.Tensor, item_reps: torch.Tensor,
-                      k: int, m: int, metric: str, exclude: torch.Tensor | None, backend: str
+                      k: int, m: int, metric: str, exclude: torch.Tensor | None, search: Search
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """([B, C'] float32 scores, [B, C'] int64 item ids, -1 = not a candidate): each query's
     C = min(k + m + E, |A|) best admissible items by global score, best first (see the
@@ -61,7 +57,7 @@ def global_candidates(queries: torch.Tensor, memory_item_ids: torch.Tensor, item
         reps = item_reps.index_select(0, admissible)
     if reps.dtype != queries.dtype:  # score_topk needs one dtype; float32 holds both exactly
         queries, reps = queries.to(torch.float32), reps.to(torch.float32)
-    scores, ids = _score_topk_impl(backend)(queries, reps, count, metric, None, None)
+    scores, ids = search(queries, reps, count, metric, None, None)
     if admissible is not None:
         return scores, admissible[ids]
     if n_unseen:
@@ -101,9 +97,10 @@ class CandidateBuffers(NamedTuple):
     group_end: torch.Tensor
 
 
-def candidate_buffers(queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, backend) -> CandidateBuffers:
-    nearest = nearest_memory(queries, memory, m, metric, backend).to(torch.int64)
-    cand_scores, cand_ids = global_candidates(queries, memory_item_ids, item_reps, k, m, metric, exclude, backend)
+def candidate_buffers(queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, search: Search
+                      ) -> CandidateBuffers:
+    nearest = nearest_memory(queries, memory, m, metric, search).to(torch.int64)
+    cand_scores, cand_ids = global_candidates(queries, memory_item_ids, item_reps, k, m, metric, exclude, search)
     rows, items, group_end = group_layout(nearest, memory_item_ids, memory.shape[0])
     batch, n_cand = queries.shape[0], cand_ids.shape[1]
     scores = torch.empty((batch, m + n_cand), dtype=torch.float32, device=queries.device)

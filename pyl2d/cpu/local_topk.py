@@ -6,15 +6,16 @@ from __future__ import annotations
 import torch
 
 from pyl2d import _codes, _ext, _local_stages
+from pyl2d.cpu.score_topk import score_topk
 
 
 
 def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", exclude=None):
     queries = _ext.ensure_inner_contiguous(queries)
     memory = _ext.ensure_inner_contiguous(memory)
-    nearest = _local_stages.nearest_memory(queries, memory, m, metric, "cpu").to(torch.int64).contiguous()
+    nearest = _local_stages.nearest_memory(queries, memory, m, metric, score_topk).to(torch.int64).contiguous()
     cand_scores, cand_ids = _local_stages.global_candidates(queries, memory_item_ids, item_reps, k, m, metric,
-                                                            exclude, "cpu")
+                                                            exclude, score_topk)
     cand_scores = cand_scores.to(torch.float32).contiguous()
     cand_ids = cand_ids.to(torch.int64).contiguous()
     item_of = memory_item_ids.to(torch.int64).contiguous()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from pyl2d import _codes, _ext
-from pyl2d.reference.group_advantages import batch_std, segments
+from pyl2d._fallbacks import batch_std, group_segments
 
 
 
@@ -38,7 +38,7 @@ def aggregate_into(out, scores, weights, mode, score_max, bystander, bystander_c
 def advantages_into(adv, rewards_out, source, num_groups, group_ids, eps, scale, impute, agg=None) -> None:
     """From rewards (``agg`` None, ``source`` = rewards) or from scores (``agg`` = the aggregation
     arguments, ``source`` = scores; rewards are written to ``rewards_out``)."""
-    order, offsets, largest = segments(adv.shape[0], num_groups, group_ids, adv.device)
+    order, offsets, largest = group_segments(adv.shape[0], num_groups, group_ids, adv.device)
     std = batch_std(source, num_groups, group_ids, impute) if scale == "batch" else 0.0
     if agg is None:
         rewards = _f32(source)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from pyl2d import _codes, _ext, _local_stages, _topk
+from pyl2d.cuda.score_topk import score_topk
 
 
 
@@ -17,7 +18,7 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
     stream = _ext.cuda_stream(queries.device)
     batch = queries.shape[0]
     scores, ids, rows, items, group_end = _local_stages.candidate_buffers(
-        queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, "cuda")
+        queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, score_topk)
     n_cand = ids.shape[1] - m
     q_ptr, _, dim, q_stride, code = _ext.matrix(queries)
     m_ptr, _, _, m_stride, _ = _ext.matrix(memory)

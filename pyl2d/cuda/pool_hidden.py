@@ -6,7 +6,7 @@ import torch
 
 from pyl2d import _codes, _ext
 from pyl2d.cuda import score_topk as _score_topk
-from pyl2d.reference.pool_hidden import last_token_index
+from pyl2d._fallbacks import last_token_index
 
 
 

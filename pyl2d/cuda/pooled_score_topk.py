@@ -9,7 +9,7 @@ import torch
 from pyl2d import _ext
 from pyl2d.cuda.pool_hidden import pool_hidden
 from pyl2d.cuda.score_topk import score_topk, topk_from_rows, vector_aligned
-from pyl2d.reference.pool_hidden import last_token_index
+from pyl2d._fallbacks import last_token_index
 
 
 def pooled_score_topk(hidden, attention_mask, items, k, metric="ip", mode="last", normalize=False,

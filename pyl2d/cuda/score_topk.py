@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from pyl2d import _codes, _ext
+from pyl2d._fallbacks import chunk_scores
 from pyl2d._topk import merge_candidates
 
 # Extra memory per step of the fallback and of the item-norm computation.
@@ -68,8 +69,6 @@ def chunked_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str
                  exclude: torch.Tensor | None, item_norms: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fallback for k above the kernel's limit: float32 torch scores for one chunk of items at
     a time (at most FALLBACK_CHUNK_BYTES of scores, ids and keys), merged exactly by key."""
-    from pyl2d.reference.score_topk import similarity
-
     b, n = queries.shape[0], items.shape[0]
     chunk = max(k, FALLBACK_CHUNK_BYTES // (20 * b))
     ex = None if exclude is None or exclude.shape[1] == 0 else exclude.to(torch.int64)
@@ -79,7 +78,7 @@ def chunked_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str
     for start in range(0, n, chunk):
         part = items[start:start + chunk]
         norms = None if item_norms is None else item_norms[start:start + part.shape[0]]
-        s = similarity(queries, part, metric, norms)
+        s = chunk_scores(queries, part, metric, norms)
         if ex is not None:
             local = ex - start
             hit = (ex >= 0) & (local >= 0) & (local < part.shape[0])

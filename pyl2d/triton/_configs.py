@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from pyl2d import _backend
+from pyl2d import _platform
 
 # SMs of an H100/H200; the split count aims at a few programs per SM.
 DEFAULT_SMS = 132
@@ -76,7 +76,7 @@ def pick(dtype: torch.dtype, dim: int, batch: int, kp: int) -> ScoreConfig:
     """Config for a launch; block_m is shrunk so the BM x KP selection state fits registers."""
     if _override is not None:
         cfg = _override
-    elif _backend.triton_interpreted():
+    elif _platform.triton_interpreted():
         cfg = INTERPRETER_CONFIG
     elif dtype == torch.float32:
         cfg = ScoreConfig(64, 64, 32, 4, 3, programs_per_sm=2, loop=0)

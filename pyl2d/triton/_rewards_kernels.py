@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from pyl2d import _backend, _codes
-from pyl2d.reference.group_advantages import batch_std, segments
+from pyl2d import _codes, _platform
+from pyl2d._fallbacks import batch_std, group_segments
 
 
 
@@ -155,7 +155,7 @@ def f32(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def member_block(largest: int) -> int:
-    cap = 64 if _backend.triton_interpreted() else 1024
+    cap = 64 if _platform.triton_interpreted() else 1024
     return max(16, min(cap, triton.next_power_of_2(largest)))
 
 
@@ -165,7 +165,7 @@ def launch_advantages(src, stride_b, adv, rewards_out, num_groups, group_ids, ep
     (P, score_max, weights, bystander, bystander_coef, lengths, length_limit, length_coef, mode)
     when reading scores directly."""
     batch = adv.shape[0]
-    order, offsets, largest = segments(batch, num_groups, group_ids, adv.device)
+    order, offsets, largest = group_segments(batch, num_groups, group_ids, adv.device)
     std = 0.0
     if scale == "batch":
         std = batch_std(src if not from_scores else rewards_out, num_groups, group_ids, impute)

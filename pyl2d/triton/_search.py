@@ -12,7 +12,8 @@ import functools
 import torch
 import triton
 
-from pyl2d import _backend, _codes
+from pyl2d import _codes, _platform
+from pyl2d._fallbacks import chunk_scores
 from pyl2d._topk import merge_candidates, pack_keys
 from pyl2d.triton import _configs
 from pyl2d.triton._score_kernel import EMPTY_KEY, score_topk_kernel
@@ -69,7 +70,7 @@ def item_norm_terms(items: torch.Tensor, item_norms: torch.Tensor | None, metric
 
 
 def _sm_count(device: torch.device) -> int:
-    if _backend.triton_interpreted() or device.type != "cuda":
+    if _platform.triton_interpreted() or device.type != "cuda":
         return 2  # a few splits, so the merge is exercised, without slowing the interpreter
     return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
@@ -171,7 +172,7 @@ def best_candidates(q_base: torch.Tensor, q_rows: torch.Tensor, q_stride_d: int,
         UNIT_D=items.stride(1) == 1 and q_stride_d == 1,
         Q_ALIGN=q_align,
         PRECISION="ieee" if items.dtype == torch.float32 else None,
-        UPCAST=_backend.triton_interpreted() and items.dtype == torch.bfloat16,
+        UPCAST=_platform.triton_interpreted() and items.dtype == torch.bfloat16,
         LOOP=cfg.loop,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
@@ -183,8 +184,6 @@ def chunked_candidates(queries: torch.Tensor, items: torch.Tensor, c: int, metri
                        item_norms: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fallback for large c (or huge N): score item chunks with torch in fp32, keep the best
     c per chunk and merge. Memory is bounded by the chunk, not by N."""
-    from pyl2d.reference.score_topk import similarity
-
     batch = queries.shape[0]
     n_items = items.shape[0]
     chunk = max(c, FALLBACK_PAIRS // max(batch, 1))
@@ -192,7 +191,7 @@ def chunked_candidates(queries: torch.Tensor, items: torch.Tensor, c: int, metri
     best_i = queries.new_full((batch, 0), -1, dtype=torch.int64)
     for start in range(0, n_items, chunk):
         stop = min(start + chunk, n_items)
-        part = similarity(queries, items[start:stop], metric, None if item_norms is None else item_norms[start:stop])
+        part = chunk_scores(queries, items[start:stop], metric, None if item_norms is None else item_norms[start:stop])
         ids = torch.arange(start, stop, device=items.device).expand(batch, -1)
         _, pos = torch.topk(pack_keys(part, ids), min(c, stop - start), dim=1, sorted=False)
         best_s = torch.cat([best_s, torch.gather(part, 1, pos)], 1)

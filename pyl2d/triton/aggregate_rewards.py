@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import triton
 
-from pyl2d import _backend
+from pyl2d import _platform
 from pyl2d import _codes
 from pyl2d.triton._rewards_kernels import aggregate_kernel, f32
 
@@ -16,7 +16,7 @@ def launch_aggregate(out, scores, weights, mode, score_max, bystander, bystander
     weights, bystander = f32(weights), f32(bystander)
     lengths = f32(lengths) if lengths is not None and length_limit is not None else None
     b, p = scores.shape
-    block_b = 16 if _backend.triton_interpreted() else 256
+    block_b = 16 if _platform.triton_interpreted() else 256
     aggregate_kernel[(triton.cdiv(b, block_b),)](
         scores, scores.stride(0), b, p, float(score_max), weights if weights is not None else out,
         bystander if bystander is not None else out, float(bystander_coef), lengths if lengths is not None else out,

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from pyl2d import _codes, _local_stages, _topk
+from pyl2d.triton.score_topk import score_topk
 
 _BLOCK_R = 16
 _BLOCK_C = 64
@@ -109,7 +110,7 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
         memory = memory.contiguous()
     batch, dim = queries.shape
     scores, ids, rows, items, group_end = _local_stages.candidate_buffers(
-        queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, "triton")
+        queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, score_topk)
     n_cand = ids.shape[1] - m
     block_d = min(128, triton.next_power_of_2(dim))
     # Writes the first m columns (the local groups) of scores and ids.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from pyl2d._topk import candidates_needed, drop_excluded
-from pyl2d.reference.pool_hidden import last_token_index
+from pyl2d._fallbacks import last_token_index
 from pyl2d.triton import _search
 from pyl2d.triton.pool_hidden import pool_hidden
 from pyl2d.triton.score_topk import score_topk
