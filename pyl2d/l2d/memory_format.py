@@ -13,11 +13,13 @@ import json
 import pathlib
 import re
 
+from pyl2d._codes import POOL_MODES
+
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest is ~150 bytes per shard; anything larger is not one
 DTYPES = ("float32", "float16", "bfloat16", "float64")
-POOLINGS = ("last", "mean")
+POOLINGS = POOL_MODES
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

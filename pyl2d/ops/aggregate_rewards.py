@@ -11,9 +11,9 @@ from typing import Optional
 
 import torch
 
-from pyl2d import _backend, _checks
+from pyl2d import _backend, _checks, _codes
 
-MODES = ("mean", "harmonic", "geometric")
+MODES = _codes.REWARD_MODES
 LENGTH_DTYPES = (torch.int32, torch.int64, torch.float32, torch.float16, torch.bfloat16)
 
 

@@ -13,9 +13,9 @@ from typing import Optional
 
 import torch
 
-from pyl2d import _backend, _checks
+from pyl2d import _backend, _checks, _codes
 
-SCALES = ("group", "batch", "none")
+SCALES = _codes.ADVANTAGE_SCALES
 TRL_EPS = 1e-4
 VERL_EPS = 1e-6
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d import _backend, _checks
+from pyl2d import _backend, _checks, _codes
 
-MODES = ("last", "mean")
+MODES = _codes.POOL_MODES
 MASK_DTYPES = (torch.bool, torch.int32, torch.int64, torch.uint8, torch.float32, torch.float16, torch.bfloat16)
 
 

@@ -7,9 +7,9 @@ from typing import Optional
 
 import torch
 
-from pyl2d import _backend, _checks
+from pyl2d import _backend, _checks, _codes
 
-METRICS = ("ip", "cosine", "l2")
+METRICS = _codes.METRICS
 
 
 @torch.library.custom_op("pyl2d::score_topk", mutates_args=())
