@@ -61,3 +61,33 @@ inline void expect_vector(const TensorArg& t, const char* name, int64_t n, DType
 }
 
 }  // namespace pyl2d
+
+// Appended for the CUDA entry points (kernels/*.h), which index their tensors as dense arrays.
+namespace pyl2d {
+
+inline std::string shape_string(const std::vector<int64_t>& sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
+// Throws std::invalid_argument naming `name` unless `t` is defined with exactly `sizes`, one
+// of `dtypes` (any when empty), and C-contiguous (as torch's is_contiguous: strides of size-1
+// dimensions and of empty tensors do not matter).
+inline void expect_contiguous(const TensorArg& t, const char* name, const std::vector<int64_t>& sizes,
+                              std::initializer_list<DType> dtypes = {}) {
+  expect(t, name, static_cast<int64_t>(sizes.size()), dtypes);
+  if (t.sizes != sizes)
+    throw std::invalid_argument(std::string(name) + " has shape " + shape_string(t.sizes) + ", expected " +
+                                shape_string(sizes));
+  for (int64_t n : sizes)
+    if (n == 0) return;
+  int64_t expected = 1;
+  for (int64_t i = t.dim() - 1; i >= 0; --i) {
+    if (t.size(i) != 1 && t.stride(i) != expected)
+      throw std::invalid_argument(std::string(name) + " must be contiguous");
+    expected *= t.size(i);
+  }
+}
+
+}  // namespace pyl2d
