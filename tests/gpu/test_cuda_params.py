@@ -14,8 +14,10 @@ import torch
 
 from pyl2d import _codes, _ext
 from pyl2d.cuda import score_topk as cuda_score_topk
+from pyl2d.cuda.local_topk import local_topk
 from pyl2d.cuda.pool_hidden import pool_hidden
 from pyl2d.cuda.pooled_score_topk import pooled_score_topk
+from pyl2d.cuda.segment_mean import segment_mean
 
 lib = _ext.load()
 pytestmark = pytest.mark.skipif(not _ext.has_cuda_kernels(), reason="pyl2d._C was built without CUDA")
@@ -26,6 +28,9 @@ ENTRIES = {
     "score_topk_stage1_cuda": "ScoreTopkStage1Params",
     "row_norms_cuda": "RowNormsParams",
     "pool_hidden_cuda": "PoolHiddenCudaParams",
+    "segment_mean_cuda": "SegmentMeanCudaParams",
+    "local_scores_cuda": "LocalScoresParams",
+    "mask_candidates_cuda": "MaskCandidatesParams",
 }
 
 
@@ -89,6 +94,16 @@ def test_pool_callers(calls, dtype, mode, normalize):
     assert len(calls["score_topk_stage1_cuda"]) == 1
 
 
+def test_l2d_callers(calls):
+    memory, ids = torch.randn(12, 8), torch.arange(12) % 5
+    segment_mean(memory, ids, 5)
+    queries, reps = torch.randn(3, 8), torch.randn(5, 8)
+    local_topk(queries, memory, ids, reps, 2, 4, "l2", None)
+    local_topk(queries, memory, ids, reps, 2, 4, "cosine", torch.tensor([[1, -1], [0, 2], [-1, -1]]))
+    assert len(calls["segment_mean_cuda"]) == 1
+    assert len(calls["local_scores_cuda"]) == len(calls["mask_candidates_cuda"]) == 2
+
+
 # Valid fields per entry point (CPU tensors: only the host checks run), then bad overrides.
 def _stage1_fields():
     return dict(q_base=torch.randn(3, 8), q_offsets=torch.arange(3) * 8, q_vec=True, items=torch.randn(200, 8),
@@ -98,12 +113,22 @@ def _stage1_fields():
 
 
 def _fields(entry):
+    i64 = torch.int64
     return {
         "score_topk_stage1_cuda": _stage1_fields(),
         "row_norms_cuda": dict(x=torch.randn(5, 8), squared=True, out=torch.empty(5), stream=0),
         "pool_hidden_cuda": dict(hidden=torch.randn(2, 5, 8), mode=_codes.POOL_MODE_CODES["mean"], last_index=None,
                                  real=torch.ones(2, 5, dtype=torch.uint8), normalize=True,
                                  pooled=torch.empty(2, 8), out=torch.empty(2, 8), stream=0),
+        "segment_mean_cuda": dict(values=torch.randn(6, 8), order=torch.arange(6), ends=torch.tensor([2, 6]),
+                                  counts=torch.tensor([2, 4]), means=torch.empty(2, 8), stream=0),
+        "local_scores_cuda": dict(queries=torch.randn(3, 8), memory=torch.randn(10, 8),
+                                  rows=torch.zeros(3, 4, dtype=i64), items=torch.zeros(3, 4, dtype=i64),
+                                  group_end=torch.ones(3, 4, dtype=i64), metric=0, out_scores=torch.empty(3, 9),
+                                  out_ids=torch.empty(3, 9, dtype=i64), stream=0),
+        "mask_candidates_cuda": dict(scores=torch.empty(3, 9), ids=torch.zeros(3, 9, dtype=i64),
+                                     items=torch.zeros(3, 4, dtype=i64), exclude=torch.zeros(3, 2, dtype=i64),
+                                     stream=0),
     }[entry]
 
 
@@ -143,6 +168,18 @@ BAD = [
     ("pool_hidden_cuda", {"pooled": torch.empty(2, 9)}, r"pooled has shape \[2, 9\], expected \[2, 8\]"),
     ("pool_hidden_cuda", {"mode": 0}, "mode last needs last_index"),
     ("pool_hidden_cuda", {"mode": 0, "last_index": torch.zeros(2, dtype=torch.int32)}, "last_index has an unexpected"),
+    ("segment_mean_cuda", {"counts": torch.tensor([2, 4, 0])}, "counts has 3 entries, expected 2"),
+    ("segment_mean_cuda", {"order": torch.arange(6, dtype=torch.int32)}, "order has an unexpected dtype int32"),
+    ("segment_mean_cuda", {"means": None}, "means is required"),
+    ("local_scores_cuda", {"memory": torch.randn(10, 8).half()}, "memory has an unexpected dtype float16"),
+    ("local_scores_cuda", {"memory": torch.randn(10, 6)}, "memory has dimension 6"),
+    ("local_scores_cuda", {"group_end": torch.ones(3, 5, dtype=torch.int64)}, "group_end has shape"),
+    ("local_scores_cuda", {"out_scores": torch.empty(3, 3), "out_ids": torch.empty(3, 3, dtype=torch.int64)},
+     "at least m = 4 columns"),
+    ("local_scores_cuda", {"out_ids": torch.empty(3, 9)}, "out_ids has an unexpected dtype float32"),
+    ("mask_candidates_cuda", {"ids": torch.zeros(3, 8, dtype=torch.int64)}, "ids has shape"),
+    ("mask_candidates_cuda", {"exclude": torch.zeros(2, 2, dtype=torch.int64)}, "exclude has shape"),
+    ("mask_candidates_cuda", {"items": None}, "items is required"),
 ]
 
 
