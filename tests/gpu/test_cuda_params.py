@@ -14,9 +14,13 @@ import torch
 
 from pyl2d import _codes, _ext
 from pyl2d.cuda import score_topk as cuda_score_topk
+from pyl2d.cuda.aggregate_rewards import aggregate_rewards
+from pyl2d.cuda.group_advantages import group_advantages
 from pyl2d.cuda.local_topk import local_topk
 from pyl2d.cuda.pool_hidden import pool_hidden
 from pyl2d.cuda.pooled_score_topk import pooled_score_topk
+from pyl2d.cuda.rewards_and_advantages import rewards_and_advantages
+from pyl2d.cuda.score_from_hidden import score_from_hidden
 from pyl2d.cuda.segment_mean import segment_mean
 
 lib = _ext.load()
@@ -31,6 +35,9 @@ ENTRIES = {
     "segment_mean_cuda": "SegmentMeanCudaParams",
     "local_scores_cuda": "LocalScoresParams",
     "mask_candidates_cuda": "MaskCandidatesParams",
+    "aggregate_rewards_cuda": "AggregateRewardsCudaParams",
+    "group_advantages_cuda": "GroupAdvantagesCudaParams",
+    "score_from_hidden_cuda": "ScoreFromHiddenCudaParams",
 }
 
 
@@ -104,6 +111,23 @@ def test_l2d_callers(calls):
     assert len(calls["local_scores_cuda"]) == len(calls["mask_candidates_cuda"]) == 2
 
 
+@pytest.mark.parametrize("scale", _codes.ADVANTAGE_SCALES)
+def test_reward_callers(calls, scale):
+    scores = torch.rand(6, 3) * 5
+    agg = (torch.ones(3), "harmonic", 5.0, torch.full((6,), 50.0), 0.1, torch.arange(6.0), 2.0, 0.01)
+    aggregate_rewards(scores, *agg)
+    aggregate_rewards(scores.half(), None, "mean", 5.0, None, 0.0, None, None, 0.0)
+    group_ids = torch.tensor([0, 1, 0, 1, 1, 0])
+    group_advantages(torch.randn(6), 2, None, 1e-4, scale, False)
+    group_advantages(torch.randn(6), 2, group_ids, 1e-4, scale, True)
+    rewards_and_advantages(scores, *agg, 2, group_ids, 1e-4, scale, False)
+    score_from_hidden(torch.randn(4, 8), torch.randn(20, 8), torch.tensor([3, 4, 5]), torch.tensor([1.0, 2, 3]))
+    fused = [p for p in calls["group_advantages_cuda"] if p.scores.defined]
+    assert len(fused) == (0 if scale == "batch" else 1)
+    assert all(p.rewards_out.defined and not p.rewards.defined for p in fused)
+    assert len(calls["score_from_hidden_cuda"]) == 1
+
+
 # Valid fields per entry point (CPU tensors: only the host checks run), then bad overrides.
 def _stage1_fields():
     return dict(q_base=torch.randn(3, 8), q_offsets=torch.arange(3) * 8, q_vec=True, items=torch.randn(200, 8),
@@ -113,7 +137,7 @@ def _stage1_fields():
 
 
 def _fields(entry):
-    i64 = torch.int64
+    f32, i64 = torch.float32, torch.int64
     return {
         "score_topk_stage1_cuda": _stage1_fields(),
         "row_norms_cuda": dict(x=torch.randn(5, 8), squared=True, out=torch.empty(5), stream=0),
@@ -129,6 +153,16 @@ def _fields(entry):
         "mask_candidates_cuda": dict(scores=torch.empty(3, 9), ids=torch.zeros(3, 9, dtype=i64),
                                      items=torch.zeros(3, 4, dtype=i64), exclude=torch.zeros(3, 2, dtype=i64),
                                      stream=0),
+        "aggregate_rewards_cuda": dict(scores=torch.rand(6, 3), weights=torch.ones(3), mode=1, score_max=5.0,
+                                       bystander=torch.ones(6), bystander_coef=0.1, lengths=torch.ones(6),
+                                       length_limit=1.0, length_coef=0.1, out=torch.empty(6), stream=0),
+        "group_advantages_cuda": dict(scores=torch.rand(6, 3), mode=0, score_max=5.0, order=torch.arange(6),
+                                      offsets=torch.tensor([0, 3, 6]), largest_group=3, eps=1e-4,
+                                      scale=_codes.ADVANTAGE_SCALE_CODES["group"], impute=False, batch_std=0.0,
+                                      adv=torch.empty(6, dtype=f32), rewards_out=torch.empty(6), stream=0),
+        "score_from_hidden_cuda": dict(hidden=torch.randn(4, 8), weight=torch.randn(20, 8),
+                                       ids=torch.tensor([1, 2, 3]), values=torch.tensor([1.0, 2, 3]),
+                                       out=torch.empty(4), stream=0),
     }[entry]
 
 
@@ -180,6 +214,20 @@ BAD = [
     ("mask_candidates_cuda", {"ids": torch.zeros(3, 8, dtype=torch.int64)}, "ids has shape"),
     ("mask_candidates_cuda", {"exclude": torch.zeros(2, 2, dtype=torch.int64)}, "exclude has shape"),
     ("mask_candidates_cuda", {"items": None}, "items is required"),
+    ("aggregate_rewards_cuda", {"weights": torch.ones(4)}, "weights has 4 entries, expected 3"),
+    ("aggregate_rewards_cuda", {"bystander": torch.ones(6, dtype=torch.int32)}, "bystander has an unexpected dtype"),
+    ("aggregate_rewards_cuda", {"out": torch.empty(5)}, "scores has 6 rows, expected 5"),
+    ("aggregate_rewards_cuda", {"mode": 3}, "unknown mode"),
+    ("group_advantages_cuda", {"rewards_out": None}, "rewards_out is required"),
+    ("group_advantages_cuda", {"rewards": torch.ones(6)}, "scores or rewards, not both"),
+    ("group_advantages_cuda", {"scores": None}, "rewards is required"),
+    ("group_advantages_cuda", {"offsets": torch.tensor([0, 3, 6], dtype=torch.int32)}, "offsets has an unexpected"),
+    ("group_advantages_cuda", {"order": torch.arange(5)}, "order has 5 entries, expected 6"),
+    ("group_advantages_cuda", {"scale": 3}, "unknown scale"),
+    ("score_from_hidden_cuda", {"values": torch.tensor([1.0, 2])}, "values has 2 entries, expected 3"),
+    ("score_from_hidden_cuda", {"ids": torch.tensor([1, 2, 3], dtype=torch.int32)}, "ids has an unexpected dtype"),
+    ("score_from_hidden_cuda", {"weight": torch.randn(20, 8).half()}, "weight has an unexpected dtype float16"),
+    ("score_from_hidden_cuda", {"out": torch.empty(4, dtype=torch.float16)}, "out has an unexpected dtype"),
 ]
 
 
