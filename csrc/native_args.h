@@ -73,8 +73,11 @@ inline void expect_sizes(const TensorArg& t, const char* name, const std::vector
                                 shape_text(sizes));
 }
 
-// Throws unless `t` is row-major contiguous (dimensions of size 1 may have any stride).
+// Throws unless `t` is row-major contiguous, as torch's is_contiguous (strides of size-1
+// dimensions and of empty tensors do not matter).
 inline void expect_contiguous(const TensorArg& t, const char* name) {
+  for (int64_t n : t.sizes)
+    if (n == 0) return;
   int64_t want = 1;
   for (int64_t i = t.dim() - 1; i >= 0; --i) {
     if (t.size(i) != 1 && t.stride(i) != want) throw std::invalid_argument(std::string(name) + " must be contiguous");
@@ -82,4 +85,13 @@ inline void expect_contiguous(const TensorArg& t, const char* name) {
   }
 }
 
+// expect + expect_sizes + expect_contiguous in one: a dense tensor of exactly `sizes`.
+inline void expect_contiguous(const TensorArg& t, const char* name, const std::vector<int64_t>& sizes,
+                              std::initializer_list<DType> dtypes = {}) {
+  expect(t, name, static_cast<int64_t>(sizes.size()), dtypes);
+  expect_sizes(t, name, sizes);
+  expect_contiguous(t, name);
+}
+
 }  // namespace pyl2d
+

@@ -1,4 +1,5 @@
-// Python bindings for the CUDA launchers in kernels/ (score_topk stage 1, pool_hidden).
+// Python bindings for the CUDA launchers in kernels/ (score_topk stage 1, row norms,
+// pool_hidden): each entry point takes one parameter struct of named fields (kernels/launchers.h).
 // Compiles to nothing unless the extension is built with CUDA (PYL2D_WITH_CUDA).
 #ifdef PYL2D_WITH_CUDA
 #include <pybind11/pybind11.h>
@@ -9,25 +10,52 @@
 namespace py = pybind11;
 
 PYL2D_REGISTER_BINDINGS(score_topk_cuda, [](py::module_& m) {
+  using pyl2d::cuda::PoolHiddenCudaParams;
+  using pyl2d::cuda::RowNormsParams;
+  using pyl2d::cuda::ScoreTopkStage1Params;
+  const auto release = py::call_guard<py::gil_scoped_release>();
   m.attr("cuda_score_topk_max_k") = pyl2d::cuda::score_topk_max_k();
   m.attr("cuda_score_topk_tile_items") = pyl2d::cuda::score_topk_tile_items();
-  m.def("score_topk_stage1_cuda", &pyl2d::cuda::score_topk_stage1, py::arg("q_base"), py::arg("q_offsets"),
-        py::arg("batch"), py::arg("q_vec"), py::arg("items"), py::arg("n_items"), py::arg("dim"),
-        py::arg("item_stride"), py::arg("x_vec"), py::arg("dtype_code"), py::arg("metric"), py::arg("q_norms"),
-        py::arg("x_norms"), py::arg("exclude"), py::arg("n_exclude"), py::arg("k"), py::arg("tiles_per_split"),
-        py::arg("n_splits"), py::arg("ws_scores"), py::arg("ws_ids"), py::arg("ws_ld"), py::arg("stream"),
-        py::call_guard<py::gil_scoped_release>(),
+
+  pyl2d::bind_params<ScoreTopkStage1Params>(m, "ScoreTopkStage1Params", "Named arguments of score_topk_stage1_cuda.")
+      .def_readwrite("q_base", &ScoreTopkStage1Params::q_base)
+      .def_readwrite("q_offsets", &ScoreTopkStage1Params::q_offsets)
+      .def_readwrite("q_vec", &ScoreTopkStage1Params::q_vec)
+      .def_readwrite("items", &ScoreTopkStage1Params::items)
+      .def_readwrite("x_vec", &ScoreTopkStage1Params::x_vec)
+      .def_readwrite("metric", &ScoreTopkStage1Params::metric)
+      .def_readwrite("q_norms", &ScoreTopkStage1Params::q_norms)
+      .def_readwrite("x_norms", &ScoreTopkStage1Params::x_norms)
+      .def_readwrite("exclude", &ScoreTopkStage1Params::exclude)
+      .def_readwrite("k", &ScoreTopkStage1Params::k)
+      .def_readwrite("tiles_per_split", &ScoreTopkStage1Params::tiles_per_split)
+      .def_readwrite("n_splits", &ScoreTopkStage1Params::n_splits)
+      .def_readwrite("ws_scores", &ScoreTopkStage1Params::ws_scores)
+      .def_readwrite("ws_ids", &ScoreTopkStage1Params::ws_ids)
+      .def_readwrite("stream", &ScoreTopkStage1Params::stream);
+  m.def("score_topk_stage1_cuda", &pyl2d::cuda::score_topk_stage1, release, py::arg("params"),
         "Per-(query, item split) top-k candidates of score_topk (see kernels/launchers.h). Internal.");
   m.def("score_topk_block_queries_cuda", &pyl2d::cuda::score_topk_block_queries, py::arg("dtype_code"),
         py::arg("k"), py::arg("batch"), "Queries per thread block of score_topk stage 1. Internal.");
-  m.def("row_norms_cuda", &pyl2d::cuda::row_norms, py::arg("x"), py::arg("rows"), py::arg("dim"), py::arg("stride"),
-        py::arg("dtype_code"), py::arg("squared"), py::arg("out"), py::arg("stream"),
-        py::call_guard<py::gil_scoped_release>(),
+
+  pyl2d::bind_params<RowNormsParams>(m, "RowNormsParams", "Named arguments of row_norms_cuda.")
+      .def_readwrite("x", &RowNormsParams::x)
+      .def_readwrite("squared", &RowNormsParams::squared)
+      .def_readwrite("out", &RowNormsParams::out)
+      .def_readwrite("stream", &RowNormsParams::stream);
+  m.def("row_norms_cuda", &pyl2d::cuda::row_norms, release, py::arg("params"),
         "float32 L2 norm (or sum of squares) of each row (see kernels/launchers.h). Internal.");
-  m.def("pool_hidden_cuda", &pyl2d::cuda::pool_hidden, py::arg("hidden"), py::arg("batch"), py::arg("tokens"),
-        py::arg("dim"), py::arg("stride0"), py::arg("stride1"), py::arg("dtype_code"), py::arg("mode"),
-        py::arg("last_index"), py::arg("real"), py::arg("normalize"), py::arg("pooled"), py::arg("out"),
-        py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+
+  pyl2d::bind_params<PoolHiddenCudaParams>(m, "PoolHiddenCudaParams", "Named arguments of pool_hidden_cuda.")
+      .def_readwrite("hidden", &PoolHiddenCudaParams::hidden)
+      .def_readwrite("mode", &PoolHiddenCudaParams::mode)
+      .def_readwrite("last_index", &PoolHiddenCudaParams::last_index)
+      .def_readwrite("real", &PoolHiddenCudaParams::real)
+      .def_readwrite("normalize", &PoolHiddenCudaParams::normalize)
+      .def_readwrite("pooled", &PoolHiddenCudaParams::pooled)
+      .def_readwrite("out", &PoolHiddenCudaParams::out)
+      .def_readwrite("stream", &PoolHiddenCudaParams::stream);
+  m.def("pool_hidden_cuda", &pyl2d::cuda::pool_hidden, release, py::arg("params"),
         "pool_hidden into a float32 workspace, then normalise and round (see kernels/launchers.h). Internal.");
 });
 #endif  // PYL2D_WITH_CUDA

@@ -132,59 +132,102 @@ void dispatch(int dtype_code, Fn&& fn) {
 
 }  // namespace
 
-void segment_mean(uintptr_t values, int64_t cols, int64_t row_stride, int dtype_code, uintptr_t order,
-                  uintptr_t ends, uintptr_t counts, int64_t segments, uintptr_t means, uintptr_t stream) {
+void segment_mean(const SegmentMeanCudaParams& p) {
+  expect(p.values, "values", 2, {DType::kFloat32, DType::kFloat16, DType::kBFloat16});
+  const Matrix values = as_matrix(p.values, "values");
+  const int64_t cols = values.cols, row_stride = values.row_stride;
+  expect(p.means, "means", 2, {DType::kFloat32});
+  const int64_t segments = p.means.size(0);
+  expect_contiguous(p.means, "means", {segments, cols}, {DType::kFloat32});
+  expect_vector(p.order, "order", values.rows, DType::kInt64);
+  expect_vector(p.ends, "ends", segments, DType::kInt64);
+  expect_vector(p.counts, "counts", segments, DType::kInt64);
   require(cols >= 0 && segments >= 0 && row_stride >= 0, "segment_mean: negative size or stride");
   if (cols == 0 || segments == 0) return;
-  require(means != 0 && ends != 0 && counts != 0, "segment_mean: null output or layout pointer");
+  require(p.means.ptr != 0 && p.ends.ptr != 0 && p.counts.ptr != 0, "segment_mean: null output or layout pointer");
   require(segments <= INT_MAX, "segment_mean: too many segments for one grid");
   const int64_t col_blocks = (cols + kThreads - 1) / kThreads;
   require(col_blocks <= 65535, "segment_mean: too many columns");
   const dim3 grid(static_cast<unsigned>(segments), static_cast<unsigned>(col_blocks));
-  dispatch(dtype_code, [&](auto tag) {
+  dispatch(static_cast<int>(values.dtype), [&](auto tag) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
-    segment_mean_kernel<T><<<grid, kThreads, 0, as_stream(stream)>>>(
-        reinterpret_cast<const T*>(values), cols, row_stride, reinterpret_cast<const int64_t*>(order),
-        reinterpret_cast<const int64_t*>(ends), reinterpret_cast<const int64_t*>(counts),
-        reinterpret_cast<float*>(means));
+    segment_mean_kernel<T><<<grid, kThreads, 0, as_stream(p.stream)>>>(
+        reinterpret_cast<const T*>(values.ptr), cols, row_stride, p.order.data<const int64_t>(),
+        p.ends.data<const int64_t>(), p.counts.data<const int64_t>(), p.means.data<float>());
   });
   check_launch("segment_mean_kernel");
 }
 
-void local_scores(uintptr_t queries, int64_t batch, int64_t dim, int64_t q_stride, uintptr_t memory,
-                  int64_t mem_stride, int dtype_code, uintptr_t rows, uintptr_t items, uintptr_t group_end, int64_t m,
-                  int metric, uintptr_t out_scores, uintptr_t out_ids, int64_t out_stride, uintptr_t stream) {
+void local_scores(const LocalScoresParams& p) {
+  expect(p.queries, "queries", 2, {DType::kFloat32, DType::kFloat16, DType::kBFloat16});
+  const Matrix queries = as_matrix(p.queries, "queries");
+  const int64_t batch = queries.rows, dim = queries.cols, q_stride = queries.row_stride;
+  expect(p.memory, "memory", 2, {queries.dtype});
+  const Matrix memory = as_matrix(p.memory, "memory");
+  const int64_t mem_stride = memory.row_stride;
+  require(memory.cols == dim, "local_scores: memory has dimension " + std::to_string(memory.cols) +
+                                  " but the queries have " + std::to_string(dim));
+  expect(p.rows, "rows", 2, {DType::kInt64});
+  const int64_t m = p.rows.size(1);
+  expect_contiguous(p.rows, "rows", {batch, m}, {DType::kInt64});
+  expect_contiguous(p.items, "items", {batch, m}, {DType::kInt64});
+  expect_contiguous(p.group_end, "group_end", {batch, m}, {DType::kInt64});
+  expect(p.out_scores, "out_scores", 2, {DType::kFloat32});
+  expect(p.out_ids, "out_ids", 2, {DType::kInt64});
+  const Matrix out = as_matrix(p.out_scores, "out_scores");
+  require(out.rows == batch, "local_scores: out_scores has " + std::to_string(out.rows) + " rows but there are " +
+                                 std::to_string(batch) + " queries");
+  require(out.cols >= m, "local_scores: out_scores needs at least m = " + std::to_string(m) + " columns");
+  require(p.out_ids.sizes == p.out_scores.sizes && p.out_ids.strides == p.out_scores.strides,
+          "local_scores: out_ids must have the sizes and strides of out_scores");
+  const int64_t out_stride = out.row_stride;
+  const int metric = p.metric;
   require(batch >= 0 && dim >= 0 && m >= 1 && q_stride >= 0 && mem_stride >= 0, "local_scores: bad sizes");
   require(metric >= 0 && metric < codes::kMetricCount, "local_scores: metric code must be 0, 1 or 2");
   require(out_stride >= m, "local_scores: out_stride must be at least m");
   if (batch == 0) return;
-  require(queries != 0 && memory != 0 && rows != 0 && items != 0 && group_end != 0 && out_scores != 0 && out_ids != 0,
+  require(queries.ptr != 0 && memory.ptr != 0 && p.rows.ptr != 0 && p.items.ptr != 0 && p.group_end.ptr != 0 &&
+              out.ptr != 0 && p.out_ids.ptr != 0,
           "local_scores: null pointer");
   require(batch <= INT_MAX / m, "local_scores: batch * m exceeds one grid");
   const unsigned blocks = static_cast<unsigned>(batch * m);
-  dispatch(dtype_code, [&](auto tag) {
+  dispatch(static_cast<int>(queries.dtype), [&](auto tag) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
-    local_scores_kernel<T><<<blocks, kThreads, 0, as_stream(stream)>>>(
-        reinterpret_cast<const T*>(queries), dim, q_stride, reinterpret_cast<const T*>(memory), mem_stride,
-        reinterpret_cast<const int64_t*>(rows), reinterpret_cast<const int64_t*>(items),
-        reinterpret_cast<const int64_t*>(group_end), m, metric, reinterpret_cast<float*>(out_scores),
-        reinterpret_cast<int64_t*>(out_ids), out_stride);
+    local_scores_kernel<T><<<blocks, kThreads, 0, as_stream(p.stream)>>>(
+        reinterpret_cast<const T*>(queries.ptr), dim, q_stride, reinterpret_cast<const T*>(memory.ptr), mem_stride,
+        p.rows.data<const int64_t>(), p.items.data<const int64_t>(), p.group_end.data<const int64_t>(), m, metric,
+        reinterpret_cast<float*>(out.ptr), p.out_ids.data<int64_t>(), out_stride);
   });
   check_launch("local_scores_kernel");
 }
 
-void mask_candidates(uintptr_t scores, uintptr_t ids, int64_t batch, int64_t m, int64_t n_cand, uintptr_t items,
-                     uintptr_t exclude, int64_t n_exclude, uintptr_t stream) {
+void mask_candidates(const MaskCandidatesParams& p) {
+  expect(p.items, "items", 2, {DType::kInt64});
+  const int64_t batch = p.items.size(0), m = p.items.size(1);
+  expect_contiguous(p.items, "items", {batch, m}, {DType::kInt64});
+  expect(p.scores, "scores", 2, {DType::kFloat32});
+  const int64_t width = p.scores.size(1);
+  require(m >= 1 && width >= m, "mask_candidates: scores needs at least m = " + std::to_string(m) +
+                                    " columns (m = the columns of items, >= 1)");
+  const int64_t n_cand = width - m;
+  expect_contiguous(p.scores, "scores", {batch, width}, {DType::kFloat32});
+  expect_contiguous(p.ids, "ids", {batch, width}, {DType::kInt64});
+  int64_t n_exclude = 0;
+  if (p.exclude.defined) {
+    expect(p.exclude, "exclude", 2, {DType::kInt64});
+    n_exclude = p.exclude.size(1);
+    expect_contiguous(p.exclude, "exclude", {batch, n_exclude}, {DType::kInt64});
+  }
   require(batch >= 0 && m >= 1 && n_cand >= 0 && n_exclude >= 0, "mask_candidates: bad sizes");
-  require(n_exclude == 0 || exclude != 0, "mask_candidates: exclude is null but n_exclude > 0");
+  require(n_exclude == 0 || p.exclude.ptr != 0, "mask_candidates: exclude is null but n_exclude > 0");
   const int64_t total = batch * (m + n_cand);
   if (total == 0) return;
-  require(scores != 0 && ids != 0 && items != 0, "mask_candidates: null pointer");
+  require(p.scores.ptr != 0 && p.ids.ptr != 0 && p.items.ptr != 0, "mask_candidates: null pointer");
   const int64_t blocks = (total + kThreads - 1) / kThreads;
   require(blocks <= INT_MAX, "mask_candidates: too many candidates for one grid");
-  mask_candidates_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, as_stream(stream)>>>(
-      reinterpret_cast<float*>(scores), reinterpret_cast<int64_t*>(ids), batch, m, n_cand,
-      reinterpret_cast<const int64_t*>(items), reinterpret_cast<const int64_t*>(exclude), n_exclude);
+  mask_candidates_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, as_stream(p.stream)>>>(
+      p.scores.data<float>(), p.ids.data<int64_t>(), batch, m, n_cand, p.items.data<const int64_t>(),
+      n_exclude > 0 ? p.exclude.data<const int64_t>() : nullptr, n_exclude);
   check_launch("mask_candidates_kernel");
 }
 

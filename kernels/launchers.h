@@ -1,10 +1,13 @@
 // Host launchers for the CUDA kernels (plain C++: no CUDA, pybind11 or torch types), called
-// from csrc/score_topk_cuda_bindings.cpp. Pointers are raw device addresses of tensors that
-// torch allocated; `stream` is the caller's cudaStream_t as an integer. Every launcher
-// validates its arguments (std::invalid_argument) and turns CUDA failures into
-// std::runtime_error; none allocates device memory.
+// from csrc/score_topk_cuda_bindings.cpp. Each takes one parameter struct of named fields
+// (csrc/native_args.h): tensors are TensorArgs of device memory torch allocated; `stream` is
+// the caller's cudaStream_t as an integer. Every launcher validates its fields by name before
+// any CUDA call (std::invalid_argument) and turns CUDA failures into std::runtime_error; none
+// allocates device memory.
 #pragma once
 #include <cstdint>
+
+#include "native_args.h"
 
 namespace pyl2d {
 namespace cuda {
@@ -21,33 +24,52 @@ int score_topk_block_queries(int dtype_code, int64_t k, int64_t batch);
 // Stage 1 of score_topk: for every query and every split of the items, the k best admissible
 // (not excluded) items of that split, written unsorted to
 //   ws_scores[q, split * k + j] (float32) and ws_ids[q, split * k + j] (int64),
-// rows of length ws_ld >= n_splits * k; unused slots are (-inf, -1).
-// Query q's row is q_base + q_offsets[q] (element offsets, int64, on the device), so strided
-// queries and rows picked out of a [B, T, D] hidden tensor need no copy. Items are rows of
-// `items` with element stride item_stride. Both have contiguous columns. q_vec / x_vec say
-// that the base pointer is 16-byte aligned and every row offset a multiple of 16 bytes.
-// metric: 0 = ip, 1 = cosine, 2 = l2; q_norms [B] and x_norms [N] (float32) are required for
-// cosine and l2. exclude: [B, E] int64, each row sorted ascending (-1 padding allowed), or 0.
-// Split s covers items [s * tiles_per_split * tile_items, ...).
-void score_topk_stage1(uintptr_t q_base, uintptr_t q_offsets, int64_t batch, bool q_vec, uintptr_t items,
-                       int64_t n_items, int64_t dim, int64_t item_stride, bool x_vec, int dtype_code, int metric,
-                       uintptr_t q_norms, uintptr_t x_norms, uintptr_t exclude, int64_t n_exclude, int64_t k,
-                       int64_t tiles_per_split, int64_t n_splits, uintptr_t ws_scores, uintptr_t ws_ids,
-                       int64_t ws_ld, uintptr_t stream);
+// unused slots are (-inf, -1). Query q's row is q_base's storage at element offset q_offsets[q]
+// (int64 [B], on the device), so strided queries and rows picked out of a [B, T, D] hidden
+// tensor need no copy. Split s covers items [s * tiles_per_split * tile_items, ...).
+struct ScoreTopkStage1Params {
+  TensorArg q_base;     // the tensor the query rows are read from: items' dtype, last dim D, unit inner stride
+  TensorArg q_offsets;  // [B] int64 element offsets of the query rows into q_base
+  bool q_vec = false;   // q_base 16-byte aligned and every offset a multiple of 16 bytes
+  TensorArg items;      // [N, D] float32/float16/bfloat16, unit inner stride
+  bool x_vec = false;   // items 16-byte aligned with a row stride of a multiple of 16 bytes
+  int metric = 0;       // pyl2d._codes.METRICS
+  TensorArg q_norms;    // [B] float32 norm terms (|q| cosine, |q|^2 l2); required unless ip
+  TensorArg x_norms;    // [N] float32 norm terms of the items; required unless ip
+  TensorArg exclude;    // optional [B, E] int64, contiguous, rows ascending, -1 padding
+  int64_t k = 0;
+  int64_t tiles_per_split = 0, n_splits = 0;
+  TensorArg ws_scores;  // [B, >= n_splits * k] float32, unit inner stride, written
+  TensorArg ws_ids;     // int64, same sizes and strides as ws_scores, written
+  uintptr_t stream = 0;  // cudaStream_t
+};
+void score_topk_stage1(const ScoreTopkStage1Params& p);
 
-// out[r] = float32 L2 norm of row r of x (rows x dim, element row stride, contiguous columns),
-// or its sum of squares when `squared` (the l2 term of score_topk).
-void row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, int dtype_code, bool squared, uintptr_t out,
-               uintptr_t stream);
+// out[r] = float32 L2 norm of row r of x, or its sum of squares when `squared` (the l2 term
+// of score_topk).
+struct RowNormsParams {
+  TensorArg x;    // [rows, dim] float32/float16/bfloat16, unit inner stride
+  bool squared = false;
+  TensorArg out;  // [rows] float32, written
+  uintptr_t stream = 0;
+};
+void row_norms(const RowNormsParams& p);
 
-// pool_hidden: hidden [B, T, D] (element strides s0, s1, contiguous columns) -> out [B, D] in
-// the hidden dtype, through a float32 workspace pooled [B, D] (contiguous).
-// mode 0 = last: row b takes token last_index[b] (int64 [B]); mode 1 = mean over tokens with
-// real[b, t] != 0 (uint8 [B, T], contiguous; every row has at least one real token).
-// normalize: divide each row by max(L2 norm, 1e-12) before rounding to the hidden dtype.
-void pool_hidden(uintptr_t hidden, int64_t batch, int64_t tokens, int64_t dim, int64_t stride0, int64_t stride1,
-                 int dtype_code, int mode, uintptr_t last_index, uintptr_t real, bool normalize, uintptr_t pooled,
-                 uintptr_t out, uintptr_t stream);
+// pool_hidden: hidden -> out in the hidden dtype, through a float32 workspace `pooled`.
+// mode last: row b takes token last_index[b]; mode mean: the mean over tokens with
+// real[b, t] != 0 (every row has at least one real token). normalize: divide each row by
+// max(L2 norm, 1e-12) before rounding to the hidden dtype.
+struct PoolHiddenCudaParams {
+  TensorArg hidden;      // [B, T, D] float32/float16/bfloat16, unit inner stride
+  int mode = 0;          // pyl2d._codes.POOL_MODES
+  TensorArg last_index;  // [B] int64; required for mode last
+  TensorArg real;        // [B, T] uint8, contiguous; required for mode mean
+  bool normalize = false;
+  TensorArg pooled;      // [B, D] float32, contiguous, workspace
+  TensorArg out;         // [B, D] hidden's dtype, contiguous, written
+  uintptr_t stream = 0;
+};
+void pool_hidden(const PoolHiddenCudaParams& p);
 
 }  // namespace cuda
 }  // namespace pyl2d

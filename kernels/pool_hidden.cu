@@ -93,32 +93,43 @@ void launch_pool(uintptr_t hidden, int64_t batch, int64_t tokens, int64_t dim, i
 
 }  // namespace
 
-void pool_hidden(uintptr_t hidden, int64_t batch, int64_t tokens, int64_t dim, int64_t stride0, int64_t stride1,
-                 int dtype_code, int mode, uintptr_t last_index, uintptr_t real, bool normalize, uintptr_t pooled,
-                 uintptr_t out, uintptr_t stream) {
+void pool_hidden(const PoolHiddenCudaParams& p) {
+  expect(p.hidden, "hidden", 3, {DType::kFloat32, DType::kFloat16, DType::kBFloat16});
+  const int64_t batch = p.hidden.size(0), tokens = p.hidden.size(1), dim = p.hidden.size(2);
+  const int64_t stride0 = p.hidden.stride(0), stride1 = p.hidden.stride(1);
+  require(dim <= 1 || p.hidden.stride(2) == 1, "hidden: inner stride must be 1");
   require(batch >= 1 && tokens >= 1 && dim >= 1, "hidden must be non-empty");
   require(dim / kPoolThreads < INT_MAX, "dim too large");
-  require(hidden != 0 && pooled != 0 && out != 0, "null hidden or output pointer");
+  const DType dtype = p.hidden.type();
+  expect_contiguous(p.pooled, "pooled", {batch, dim}, {DType::kFloat32});
+  expect_contiguous(p.out, "out", {batch, dim}, {dtype});
+  require(p.hidden.ptr != 0 && p.pooled.ptr != 0 && p.out.ptr != 0, "null hidden or output pointer");
+  const int mode = p.mode;
   require(mode == codes::kPoolLast || mode == codes::kPoolMean, "mode code must be 0 (last) or 1 (mean)");
-  require(mode != 0 || last_index != 0, "mode last needs last_index");
-  require(mode != 1 || real != 0, "mode mean needs the real-token mask");
-  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-  switch (dtype_code) {
-    case 0:
+  require(mode != codes::kPoolLast || p.last_index.defined, "mode last needs last_index");
+  require(mode != codes::kPoolMean || p.real.defined, "mode mean needs the real-token mask");
+  if (p.last_index.defined) expect_vector(p.last_index, "last_index", batch, DType::kInt64);
+  if (p.real.defined) expect_contiguous(p.real, "real", {batch, tokens}, {DType::kUInt8});
+  const uintptr_t hidden = p.hidden.ptr, pooled = p.pooled.ptr, out = p.out.ptr;
+  const uintptr_t last_index = p.last_index.defined ? p.last_index.ptr : 0;
+  const uintptr_t real = p.real.defined ? p.real.ptr : 0;
+  const bool normalize = p.normalize;
+  cudaStream_t s = reinterpret_cast<cudaStream_t>(p.stream);
+  switch (dtype) {
+    case DType::kFloat32:
       launch_pool<float>(hidden, batch, tokens, dim, stride0, stride1, mode, last_index, real, normalize, pooled, out,
                          s);
       break;
-    case 1:
+    case DType::kFloat16:
       launch_pool<__half>(hidden, batch, tokens, dim, stride0, stride1, mode, last_index, real, normalize, pooled,
                           out, s);
       break;
-    case 2:
+    case DType::kBFloat16:
       launch_pool<__nv_bfloat16>(hidden, batch, tokens, dim, stride0, stride1, mode, last_index, real, normalize,
                                  pooled, out, s);
       break;
     default:
-      throw std::invalid_argument("pyl2d CUDA: pool_hidden takes float32, float16 or bfloat16 (dtype code " +
-                                  std::to_string(dtype_code) + ")");
+      throw std::invalid_argument("pyl2d CUDA: pool_hidden takes float32, float16 or bfloat16");
   }
 }
 

@@ -156,31 +156,83 @@ void dispatch_dtype(int dtype_code, const char* what, Fn&& fn) {
 
 }  // namespace
 
-void aggregate_rewards(const RewardArgs& args, int64_t rows, uintptr_t out, uintptr_t stream) {
-  require(rows >= 1 && args.cols >= 1, "aggregate_rewards: empty input");
-  require(args.mode >= 0 && args.mode <= 2, "aggregate_rewards: unknown mode");
-  const auto st = reinterpret_cast<cudaStream_t>(stream);
+namespace {
+
+// The kernels' RewardArgs from the named fields, checked against `rows` rows of scores.
+RewardArgs reward_args(const RewardFields& f, int64_t rows, const char* what) {
+  expect(f.scores, "scores", 2, {DType::kFloat32, DType::kFloat16, DType::kBFloat16});
+  const Matrix scores = as_matrix(f.scores, "scores");
+  require(scores.rows == rows, std::string(what) + ": scores has " + std::to_string(scores.rows) +
+                                   " rows, expected " + std::to_string(rows));
+  require(scores.rows >= 1 && scores.cols >= 1, std::string(what) + ": empty input");
+  require(f.mode >= 0 && f.mode < codes::kRewardModeCount, std::string(what) + ": unknown mode");
+  if (f.weights.defined) expect_vector(f.weights, "weights", scores.cols, DType::kFloat32);
+  if (f.bystander.defined) expect_vector(f.bystander, "bystander", rows, DType::kFloat32);
+  if (f.lengths.defined) expect_vector(f.lengths, "lengths", rows, DType::kFloat32);
+  RewardArgs a;
+  a.scores = scores.ptr;
+  a.row_stride = scores.row_stride;
+  a.cols = scores.cols;
+  a.dtype_code = static_cast<int>(scores.dtype);
+  a.weights = f.weights.defined ? f.weights.ptr : 0;
+  a.mode = f.mode;
+  a.score_max = f.score_max;
+  a.bystander = f.bystander.defined ? f.bystander.ptr : 0;
+  a.bystander_coef = f.bystander_coef;
+  a.lengths = f.lengths.defined ? f.lengths.ptr : 0;
+  a.length_limit = f.length_limit;
+  a.length_coef = f.length_coef;
+  return a;
+}
+
+}  // namespace
+
+void aggregate_rewards(const AggregateRewardsCudaParams& p) {
+  expect(p.out, "out", 1, {DType::kFloat32});
+  const int64_t rows = p.out.size(0);
+  expect_vector(p.out, "out", rows, DType::kFloat32);
+  const RewardArgs args = reward_args(p, rows, "aggregate_rewards");
+  const auto st = reinterpret_cast<cudaStream_t>(p.stream);
   const unsigned blocks = static_cast<unsigned>((rows + kMaxThreads - 1) / kMaxThreads);
   dispatch_dtype(args.dtype_code, "aggregate_rewards", [&](auto tag) {
     using T = decltype(tag);
-    aggregate_kernel<T><<<blocks, kMaxThreads, 0, st>>>(args, rows, reinterpret_cast<float*>(out));
+    aggregate_kernel<T><<<blocks, kMaxThreads, 0, st>>>(args, rows, p.out.data<float>());
   });
   check_launch("aggregate_rewards");
 }
 
-void group_advantages(const RewardArgs& args, bool from_scores, uintptr_t rewards, uintptr_t order,
-                      uintptr_t offsets, int64_t groups, int64_t largest_group, float eps, int scale, bool impute,
-                      float batch_std, uintptr_t adv, uintptr_t rewards_out, uintptr_t stream) {
-  require(groups >= 1 && groups <= 0x7fffffff, "group_advantages: bad number of groups");
-  require(scale >= 0 && scale <= 2, "group_advantages: unknown scale");
-  require(from_scores ? (args.scores != 0 && rewards_out != 0) : rewards != 0, "group_advantages: missing input");
-  const auto st = reinterpret_cast<cudaStream_t>(stream);
-  const int threads = threads_for(largest_group);
-  const auto* r = reinterpret_cast<const float*>(rewards);
-  const auto* ord = reinterpret_cast<const int64_t*>(order);
-  const auto* off = reinterpret_cast<const int64_t*>(offsets);
-  auto* a = reinterpret_cast<float*>(adv);
-  auto* ro = reinterpret_cast<float*>(rewards_out);
+void group_advantages(const GroupAdvantagesCudaParams& p) {
+  expect(p.adv, "adv", 1, {DType::kFloat32});
+  const int64_t batch = p.adv.size(0);
+  expect_vector(p.adv, "adv", batch, DType::kFloat32);
+  expect(p.offsets, "offsets", 1, {DType::kInt64});
+  const int64_t groups = p.offsets.size(0) - 1;
+  require(groups >= 1 && groups <= 0x7fffffff,
+          "group_advantages: bad number of groups (offsets has groups + 1 entries)");
+  expect_vector(p.offsets, "offsets", groups + 1, DType::kInt64);
+  if (p.order.defined) expect_vector(p.order, "order", batch, DType::kInt64);
+  require(p.scale >= 0 && p.scale < codes::kAdvantageScaleCount, "group_advantages: unknown scale");
+  const bool from_scores = p.scores.defined;
+  RewardArgs args;
+  if (from_scores) {
+    require(!p.rewards.defined, "group_advantages: give scores or rewards, not both");
+    args = reward_args(p, batch, "group_advantages");
+    require(p.rewards_out.defined, "group_advantages: rewards_out is required with scores");
+  } else {
+    require(p.rewards.defined, "group_advantages: rewards is required (or scores, to aggregate them)");
+    expect_vector(p.rewards, "rewards", batch, DType::kFloat32);
+  }
+  if (p.rewards_out.defined) expect_vector(p.rewards_out, "rewards_out", batch, DType::kFloat32);
+  const auto st = reinterpret_cast<cudaStream_t>(p.stream);
+  const int threads = threads_for(p.largest_group);
+  const auto* r = p.rewards.defined ? p.rewards.data<const float>() : nullptr;
+  const auto* ord = p.order.defined ? p.order.data<const int64_t>() : nullptr;
+  const auto* off = p.offsets.data<const int64_t>();
+  auto* a = p.adv.data<float>();
+  auto* ro = p.rewards_out.defined ? p.rewards_out.data<float>() : nullptr;
+  const float eps = p.eps, batch_std = p.batch_std;
+  const int scale = p.scale;
+  const bool impute = p.impute;
   const unsigned blocks = static_cast<unsigned>(groups);
   if (!from_scores) {
     advantages_kernel<float, false><<<blocks, threads, 0, st>>>(args, r, ord, off, eps, scale, impute, batch_std, a,
@@ -194,20 +246,29 @@ void group_advantages(const RewardArgs& args, bool from_scores, uintptr_t reward
   check_launch("group_advantages");
 }
 
-void score_from_hidden(uintptr_t hidden, int64_t rows, int64_t dim, int64_t h_stride, int dtype_code,
-                       uintptr_t weight, int64_t w_stride, uintptr_t ids, uintptr_t values, int64_t s, uintptr_t out,
-                       uintptr_t stream) {
+void score_from_hidden(const ScoreFromHiddenCudaParams& p) {
+  expect(p.hidden, "hidden", 2, {DType::kFloat32, DType::kFloat16, DType::kBFloat16});
+  const Matrix hidden = as_matrix(p.hidden, "hidden");
+  expect(p.weight, "weight", 2, {hidden.dtype});
+  const Matrix weight = as_matrix(p.weight, "weight");
+  require(weight.cols == hidden.cols, "score_from_hidden: weight has dimension " + std::to_string(weight.cols) +
+                                          " but hidden has " + std::to_string(hidden.cols));
+  expect(p.ids, "ids", 1, {DType::kInt64});
+  const int64_t s = p.ids.size(0);
+  expect_vector(p.ids, "ids", s, DType::kInt64);
+  expect_vector(p.values, "values", s, DType::kFloat32);
+  const int64_t rows = hidden.rows, dim = hidden.cols;
+  expect_vector(p.out, "out", rows, DType::kFloat32);
   require(rows >= 1 && rows <= 0x7fffffff && dim >= 1, "score_from_hidden: bad shape");
   require(s >= 1 && s <= 8192, "score_from_hidden: between 1 and 8192 score tokens");
-  const auto st = reinterpret_cast<cudaStream_t>(stream);
+  const auto st = reinterpret_cast<cudaStream_t>(p.stream);
   const int threads = s >= 8 ? 256 : 32 * static_cast<int>(s);
   const size_t shared = static_cast<size_t>(s) * sizeof(float);
-  dispatch_dtype(dtype_code, "score_from_hidden", [&](auto tag) {
+  dispatch_dtype(static_cast<int>(hidden.dtype), "score_from_hidden", [&](auto tag) {
     using T = decltype(tag);
     score_from_hidden_kernel<T><<<static_cast<unsigned>(rows), threads, shared, st>>>(
-        reinterpret_cast<const T*>(hidden), dim, h_stride, reinterpret_cast<const T*>(weight), w_stride,
-        reinterpret_cast<const int64_t*>(ids), reinterpret_cast<const float*>(values), s,
-        reinterpret_cast<float*>(out));
+        reinterpret_cast<const T*>(hidden.ptr), dim, hidden.row_stride, reinterpret_cast<const T*>(weight.ptr),
+        weight.row_stride, p.ids.data<const int64_t>(), p.values.data<const float>(), s, p.out.data<float>());
   });
   check_launch("score_from_hidden");
 }

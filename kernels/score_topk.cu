@@ -569,15 +569,19 @@ void dispatch_stage1(Stage1Args& args, int64_t n_splits, cudaStream_t stream) {
 int score_topk_max_k() { return kMaxK; }
 int score_topk_tile_items() { return kBN; }
 
-void row_norms(uintptr_t x, int64_t rows, int64_t dim, int64_t stride, int dtype_code, bool squared, uintptr_t out,
-               uintptr_t stream) {
-  require(rows >= 1 && dim >= 1 && stride >= 0, "row_norms needs a non-empty matrix");
-  require(x != 0 && out != 0, "null pointer");
-  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-  switch (dtype_code) {
-    case 0: launch_row_norms<float>(x, rows, dim, stride, squared, out, s); break;
-    case 1: launch_row_norms<__half>(x, rows, dim, stride, squared, out, s); break;
-    case 2: launch_row_norms<__nv_bfloat16>(x, rows, dim, stride, squared, out, s); break;
+void row_norms(const RowNormsParams& p) {
+  expect(p.x, "x", 2, {DType::kFloat32, DType::kFloat16, DType::kBFloat16});
+  const Matrix x = as_matrix(p.x, "x");
+  require(x.rows >= 1 && x.cols >= 1 && x.row_stride >= 0, "row_norms needs a non-empty matrix x");
+  expect_vector(p.out, "out", x.rows, DType::kFloat32);
+  require(x.ptr != 0 && p.out.ptr != 0, "row_norms: null x or out pointer");
+  cudaStream_t s = reinterpret_cast<cudaStream_t>(p.stream);
+  switch (x.dtype) {
+    case DType::kFloat32: launch_row_norms<float>(x.ptr, x.rows, x.cols, x.row_stride, p.squared, p.out.ptr, s); break;
+    case DType::kFloat16: launch_row_norms<__half>(x.ptr, x.rows, x.cols, x.row_stride, p.squared, p.out.ptr, s); break;
+    case DType::kBFloat16:
+      launch_row_norms<__nv_bfloat16>(x.ptr, x.rows, x.cols, x.row_stride, p.squared, p.out.ptr, s);
+      break;
     default: throw std::invalid_argument("pyl2d CUDA: row_norms takes float32, float16 or bfloat16");
   }
 }
@@ -592,59 +596,88 @@ int score_topk_block_queries(int dtype_code, int64_t k, int64_t batch) {
   }
 }
 
-void score_topk_stage1(uintptr_t q_base, uintptr_t q_offsets, int64_t batch, bool q_vec, uintptr_t items,
-                       int64_t n_items, int64_t dim, int64_t item_stride, bool x_vec, int dtype_code, int metric,
-                       uintptr_t q_norms, uintptr_t x_norms, uintptr_t exclude, int64_t n_exclude, int64_t k,
-                       int64_t tiles_per_split, int64_t n_splits, uintptr_t ws_scores, uintptr_t ws_ids,
-                       int64_t ws_ld, uintptr_t stream) {
-  require(batch >= 1, "batch must be >= 1");
+void score_topk_stage1(const ScoreTopkStage1Params& p) {
+  expect(p.items, "items", 2, {DType::kFloat32, DType::kFloat16, DType::kBFloat16});
+  const Matrix items = as_matrix(p.items, "items");
+  const int64_t n_items = items.rows, dim = items.cols, item_stride = items.row_stride;
+  expect(p.q_offsets, "q_offsets", 1, {DType::kInt64});
+  const int64_t batch = p.q_offsets.size(0);
+  require(batch >= 1, "batch (q_offsets entries) must be >= 1");
+  expect_vector(p.q_offsets, "q_offsets", batch, DType::kInt64);
+  const TensorArg& qb = p.q_base;
+  require(qb.defined, "q_base is required");
+  require(qb.dim() >= 1 && qb.strides.size() == qb.sizes.size(), "q_base must have at least one dimension");
+  require(qb.type() == items.dtype, std::string("q_base has dtype ") + dtype_name(qb.type()) + " but items have " +
+                                        dtype_name(items.dtype));
+  require(qb.sizes.back() == dim, "q_base rows have " + std::to_string(qb.sizes.back()) +
+                                      " elements but items have dimension " + std::to_string(dim));
+  require(dim <= 1 || qb.strides.back() == 1, "q_base: inner stride must be 1");
   require(n_items >= 1 && n_items < (int64_t(1) << 31), "the number of items must be in [1, 2^31)");
   require(dim >= 1, "dim must be >= 1");
-  require(q_base != 0 && q_offsets != 0 && items != 0, "null query or item pointer");
+  require(qb.ptr != 0 && p.q_offsets.ptr != 0 && items.ptr != 0, "null query or item pointer");
   require(item_stride >= 0, "item_stride must be >= 0");
+  const int metric = p.metric;
   require(metric == kIP || metric == kCosine || metric == kL2, "metric code must be 0 (ip), 1 (cosine) or 2 (l2)");
-  require(metric == kIP || (q_norms != 0 && x_norms != 0), "cosine and l2 need q_norms and x_norms");
+  require(metric == kIP || (p.q_norms.defined && p.x_norms.defined), "cosine and l2 need q_norms and x_norms");
+  if (p.q_norms.defined) expect_vector(p.q_norms, "q_norms", batch, DType::kFloat32);
+  if (p.x_norms.defined) expect_vector(p.x_norms, "x_norms", n_items, DType::kFloat32);
+  const int64_t k = p.k;
   require(k >= 1 && k <= kMaxK, "k must be in [1, " + std::to_string(kMaxK) + "]");
-  require(n_exclude >= 0 && (n_exclude == 0 || exclude != 0), "exclude pointer missing");
+  int64_t n_exclude = 0;
+  if (p.exclude.defined) {
+    expect(p.exclude, "exclude", 2, {DType::kInt64});
+    n_exclude = p.exclude.size(1);
+    expect_contiguous(p.exclude, "exclude", {batch, n_exclude}, {DType::kInt64});
+    require(n_exclude == 0 || p.exclude.ptr != 0, "exclude pointer missing");
+  }
+  const int64_t tiles_per_split = p.tiles_per_split, n_splits = p.n_splits;
   require(tiles_per_split >= 1 && n_splits >= 1 && n_splits <= 65535, "bad item split");
   require(tiles_per_split * n_splits * kBN >= n_items, "the item splits do not cover every item");
   require((tiles_per_split * (n_splits - 1)) * kBN < n_items, "the last item split is empty");
-  require(ws_scores != 0 && ws_ids != 0 && ws_ld >= n_splits * k, "workspace too small");
+  expect(p.ws_scores, "ws_scores", 2, {DType::kFloat32});
+  expect(p.ws_ids, "ws_ids", 2, {DType::kInt64});
+  const Matrix ws = as_matrix(p.ws_scores, "ws_scores");
+  require(ws.rows == batch, "ws_scores has " + std::to_string(ws.rows) + " rows but there are " +
+                                std::to_string(batch) + " queries");
+  require(p.ws_ids.sizes == p.ws_scores.sizes && p.ws_ids.strides == p.ws_scores.strides,
+          "ws_ids must have the sizes and strides of ws_scores");
+  const int64_t ws_ld = ws.row_stride;
+  require(ws.ptr != 0 && p.ws_ids.ptr != 0 && ws.cols >= n_splits * k && ws_ld >= n_splits * k,
+          "workspace too small: ws_scores and ws_ids need n_splits * k columns");
 
   Stage1Args args;
-  args.q_base = reinterpret_cast<const void*>(q_base);
-  args.q_offsets = reinterpret_cast<const int64_t*>(q_offsets);
+  args.q_base = reinterpret_cast<const void*>(qb.ptr);
+  args.q_offsets = p.q_offsets.data<const int64_t>();
   args.batch = batch;
-  args.q_vec = q_vec && (q_base % 16 == 0);
-  args.items = reinterpret_cast<const void*>(items);
+  args.q_vec = p.q_vec && (qb.ptr % 16 == 0);
+  args.items = reinterpret_cast<const void*>(items.ptr);
   args.n_items = n_items;
   args.dim = dim;
   args.item_stride = item_stride;
-  args.x_vec = x_vec && (items % 16 == 0);
+  args.x_vec = p.x_vec && (items.ptr % 16 == 0);
   args.metric = metric;
-  args.q_norms = reinterpret_cast<const float*>(q_norms);
-  args.x_norms = reinterpret_cast<const float*>(x_norms);
-  args.exclude = reinterpret_cast<const int64_t*>(exclude);
+  args.q_norms = p.q_norms.defined ? p.q_norms.data<const float>() : nullptr;
+  args.x_norms = p.x_norms.defined ? p.x_norms.data<const float>() : nullptr;
+  args.exclude = n_exclude > 0 ? p.exclude.data<const int64_t>() : nullptr;
   args.n_exclude = n_exclude;
   args.kp = static_cast<int>(k);
   args.tiles_per_split = tiles_per_split;
-  args.ws_scores = reinterpret_cast<float*>(ws_scores);
-  args.ws_ids = reinterpret_cast<int64_t*>(ws_ids);
+  args.ws_scores = reinterpret_cast<float*>(ws.ptr);
+  args.ws_ids = p.ws_ids.data<int64_t>();
   args.ws_ld = ws_ld;
-  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-  switch (dtype_code) {
-    case 0:
+  cudaStream_t s = reinterpret_cast<cudaStream_t>(p.stream);
+  switch (items.dtype) {
+    case DType::kFloat32:
       dispatch_stage1<float>(args, n_splits, s);
       break;
-    case 1:
+    case DType::kFloat16:
       dispatch_stage1<__half>(args, n_splits, s);
       break;
-    case 2:
+    case DType::kBFloat16:
       dispatch_stage1<__nv_bfloat16>(args, n_splits, s);
       break;
     default:
-      throw std::invalid_argument("pyl2d CUDA: score_topk takes float32, float16 or bfloat16 (dtype code " +
-                                  std::to_string(dtype_code) + ")");
+      throw std::invalid_argument("pyl2d CUDA: score_topk takes float32, float16 or bfloat16");
   }
 }
 

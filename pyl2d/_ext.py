@@ -72,14 +72,6 @@ def call(entry, cls, **fields):
     return entry(p)
 
 
-def matrix(t: torch.Tensor) -> tuple[int, int, int, int, int]:
-    """A 2-D tensor as (ptr, rows, cols, row_stride, dtype_code), with unit inner stride.
-
-    Callers make the inner dimension contiguous first (``ensure_inner_contiguous``)."""
-    assert t.dim() == 2 and (t.stride(1) == 1 or t.shape[1] <= 1), "inner dimension must be contiguous"
-    return (t.data_ptr(), t.shape[0], t.shape[1], t.stride(0), dtype_code(t))
-
-
 def ensure_inner_contiguous(t: torch.Tensor) -> torch.Tensor:
     """Row strides are handled by every kernel; only a strided last dimension forces a copy."""
     if t.dim() >= 1 and t.shape[-1] > 1 and t.stride(-1) != 1:

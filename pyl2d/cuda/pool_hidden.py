@@ -13,7 +13,7 @@ from pyl2d._fallbacks import last_token_index
 def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
     lib = _ext.require()
     h = _ext.ensure_inner_contiguous(hidden)
-    b, t, d = h.shape
+    b, _, d = h.shape
     pooled = _score_topk.new_buffer((b, d), torch.float32, h.device)
     out = _score_topk.new_buffer((b, d), h.dtype, h.device)
     last = real = None
@@ -22,7 +22,7 @@ def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
     else:
         real = (attention_mask != 0).to(torch.uint8).contiguous()
     with torch.cuda.device(h.device):
-        lib.pool_hidden_cuda(h.data_ptr(), b, t, d, h.stride(0), h.stride(1), _ext.dtype_code(h), _codes.POOL_MODE_CODES[mode],
-                             0 if last is None else last.data_ptr(), 0 if real is None else real.data_ptr(),
-                             bool(normalize), pooled.data_ptr(), out.data_ptr(), _ext.cuda_stream(h.device))
+        _ext.call(lib.pool_hidden_cuda, lib.PoolHiddenCudaParams, hidden=h, mode=_codes.POOL_MODE_CODES[mode],
+                  last_index=last, real=real, normalize=bool(normalize), pooled=pooled, out=out,
+                  stream=_ext.cuda_stream(h.device))
     return out

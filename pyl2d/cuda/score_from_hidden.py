@@ -12,8 +12,7 @@ def score_from_hidden(hidden, lm_head_weight, score_token_ids, score_values):
     ids = score_token_ids.to(torch.int64).contiguous()
     values = score_values.to(torch.float32).contiguous()
     out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-    _ext.require().score_from_hidden_cuda(hidden.data_ptr(), hidden.shape[0], hidden.shape[1], hidden.stride(0),
-                                          _ext.dtype_code(hidden), weight.data_ptr(), weight.stride(0), ids.data_ptr(),
-                                          values.data_ptr(), ids.shape[0], out.data_ptr(),
-                                          _ext.cuda_stream(hidden.device))
+    lib = _ext.require()
+    _ext.call(lib.score_from_hidden_cuda, lib.ScoreFromHiddenCudaParams, hidden=hidden, weight=weight, ids=ids,
+              values=values, out=out, stream=_ext.cuda_stream(hidden.device))
     return out

@@ -100,7 +100,7 @@ def topk_from_rows(base: torch.Tensor, row_offsets: torch.Tensor, batch: int, ro
     it is only called when query norms (cosine, l2) or the fallback need it."""
     lib = _ext.require()
     items = _ext.ensure_inner_contiguous(items)
-    n, d = items.shape
+    n = items.shape[0]
     if k > lib.cuda_score_topk_max_k or n >= 2**31:
         return chunked_topk(query_rows(), items, k, metric, exclude, item_norms)
     device = items.device
@@ -115,19 +115,16 @@ def topk_from_rows(base: torch.Tensor, row_offsets: torch.Tensor, batch: int, ro
                 x_norms = (item_norms * item_norms if metric == "l2" else item_norms).contiguous()
             else:  # one pass over the items in a CUDA kernel, no float32 copy
                 x_norms = new_buffer((n,), torch.float32, device)
-                lib.row_norms_cuda(items.data_ptr(), n, d, items.stride(0), _ext.dtype_code(items), metric == "l2",
-                                   x_norms.data_ptr(), _ext.cuda_stream(device))
+                _ext.call(lib.row_norms_cuda, lib.RowNormsParams, x=items, squared=metric == "l2", out=x_norms,
+                          stream=_ext.cuda_stream(device))
         tiles_per_split, n_splits = item_splits(batch, n, k, items.dtype, device, lib)
         ws_scores = new_buffer((batch, n_splits * k), torch.float32, device)
         ws_ids = new_buffer((batch, n_splits * k), torch.int64, device)
-        lib.score_topk_stage1_cuda(
-            base.data_ptr(), row_offsets.data_ptr(), batch, rows_aligned,
-            items.data_ptr(), n, d, items.stride(0), vector_aligned(items, items.stride(0)),
-            _ext.dtype_code(items), _codes.METRIC_CODES[metric],
-            0 if q_norms is None else q_norms.data_ptr(), 0 if x_norms is None else x_norms.data_ptr(),
-            0 if ex is None else ex.data_ptr(), 0 if ex is None else ex.shape[1],
-            k, tiles_per_split, n_splits, ws_scores.data_ptr(), ws_ids.data_ptr(), n_splits * k,
-            _ext.cuda_stream(device))
+        _ext.call(lib.score_topk_stage1_cuda, lib.ScoreTopkStage1Params,
+                  q_base=base, q_offsets=row_offsets, q_vec=rows_aligned,
+                  items=items, x_vec=vector_aligned(items, items.stride(0)), metric=_codes.METRIC_CODES[metric],
+                  q_norms=q_norms, x_norms=x_norms, exclude=ex, k=k, tiles_per_split=tiles_per_split,
+                  n_splits=n_splits, ws_scores=ws_scores, ws_ids=ws_ids, stream=_ext.cuda_stream(device))
     return merge_candidates(ws_scores, ws_ids, k)
 
 

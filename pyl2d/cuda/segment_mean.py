@@ -14,8 +14,7 @@ def segment_mean(values, segment_ids, num_segments):
     order = torch.sort(ids, stable=True).indices
     ends = torch.cumsum(counts, 0)
     means = torch.empty((num_segments, values.shape[1]), dtype=torch.float32, device=values.device)
-    ptr, _, cols, row_stride, code = _ext.matrix(values)
-    _ext.require().segment_mean_cuda(ptr, cols, row_stride, code, order.data_ptr(), ends.data_ptr(),
-                                     counts.data_ptr(), num_segments, means.data_ptr(),
-                                     _ext.cuda_stream(values.device))
+    lib = _ext.require()
+    _ext.call(lib.segment_mean_cuda, lib.SegmentMeanCudaParams, values=values, order=order, ends=ends,
+              counts=counts, means=means, stream=_ext.cuda_stream(values.device))
     return means, counts

@@ -145,11 +145,16 @@ def test_pooled_score_topk(poisoned, dtype, metric, mode, normalize):
 
 
 def test_launcher_rejects_bad_arguments():
+    """The host checks run before any launch (each field: tests/gpu/test_cuda_params.py)."""
     lib = _ext.require()
+    fields = dict(q_base=torch.randn(1, 8), q_offsets=torch.zeros(1, dtype=torch.int64), items=torch.randn(10, 8),
+                  k=0, tiles_per_split=1, n_splits=1, ws_scores=torch.empty(1, 16),
+                  ws_ids=torch.empty(1, 16, dtype=torch.int64))
     with pytest.raises(ValueError, match="k must be"):
-        lib.score_topk_stage1_cuda(16, 16, 1, True, 16, 10, 8, 8, True, 2, 0, 0, 0, 0, 0, 0, 1, 1, 16, 16, 5, 0)
+        _ext.call(lib.score_topk_stage1_cuda, lib.ScoreTopkStage1Params, **fields)
     with pytest.raises(ValueError, match="dtype"):
-        lib.score_topk_stage1_cuda(16, 16, 1, True, 16, 10, 8, 8, True, 4, 0, 0, 0, 0, 0, 5, 1, 1, 16, 16, 5, 0)
+        _ext.call(lib.score_topk_stage1_cuda, lib.ScoreTopkStage1Params,
+                  **{**fields, "k": 5, "items": torch.zeros(10, 8, dtype=torch.int64)})
 
 
 def test_one_million_items_bf16(poisoned):
