@@ -5,7 +5,7 @@ backend against plain torch.
 Plain torch is what one writes without pyl2d: ``index_add_`` + ``bincount`` for the means; for
 local_topk a full query x memory matmul, ``topk``, a ``scatter_add_`` of the nearest entries
 into a dense [B, N, D] buffer of per-item sums, then full query x item scores and ``topk``.
-The torch backend (pyl2d.reference, a sparser brute force) is listed as well.
+The torch backend (each op's reference.py, a sparser brute force) is listed as well.
 
 Usage: python bench/l2d_aggregation.py [--device cpu|cuda] [--quick]
 Prints tables of median milliseconds and speed-ups over plain torch, and writes them to
@@ -25,7 +25,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import pyl2d  # noqa: E402
 from pyl2d import _backend  # noqa: E402
-from pyl2d.reference.score_topk import similarity  # noqa: E402
+from pyl2d.ops.score_topk.reference import similarity  # noqa: E402
 
 import _harness  # noqa: E402
 

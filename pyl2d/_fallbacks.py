@@ -1,7 +1,7 @@
 """Plain-torch pieces that the kernel backends (cpu, triton, cuda) share: index preparation
 and the chunked paths for sizes a kernel does not take.
 
-Written apart from ``pyl2d/reference`` on purpose: the reference is the oracle the tests
+Written apart from the ops' ``reference.py`` on purpose: the reference is the oracle the tests
 compare every backend against, so no backend may share its code.
 """
 from __future__ import annotations

@@ -47,7 +47,11 @@ def _imports(path: pathlib.Path) -> set[str]:
 
 @pytest.mark.parametrize("backend", ["cpu", "triton", "cuda"])
 def test_backends_import_neither_the_dispatcher_nor_the_reference(backend):
-    shared = [PACKAGE / "_local_stages.py", PACKAGE / "_fallbacks.py", PACKAGE / "_topk.py"]
-    for path in sorted((PACKAGE / backend).glob("*.py")) + shared:
-        bad = {n for n in _imports(path) if n.startswith(("pyl2d.reference", "pyl2d._backend"))}
+    ops = PACKAGE / "ops"
+    files = sorted(ops.glob(f"*/{backend}.py")) + sorted(ops.glob(f"*/_{backend}*.py"))
+    files += sorted((ops / "_rewards").glob("*.py")) + [ops / "local_topk" / "_stages.py",
+                                                        PACKAGE / "_fallbacks.py", PACKAGE / "_topk.py"]
+    assert len(files) > 9
+    for path in files:
+        bad = {n for n in _imports(path) if ".reference" in n or n.startswith("pyl2d._backend")}
         assert not bad, f"{path.relative_to(PACKAGE.parent)} imports {sorted(bad)}"

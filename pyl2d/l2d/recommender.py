@@ -11,7 +11,6 @@ the memory was built with (stored in its manifest) unless another one is passed 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import warnings
 from typing import NamedTuple, Sequence
 
@@ -21,25 +20,13 @@ from pyl2d.l2d.data import Catalog, Sample, sample_from_history
 from pyl2d.l2d.hidden import HiddenStateExtractor
 from pyl2d.l2d.memory import ItemMemory
 from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
-from pyl2d.ops import score_topk
+from pyl2d.ops import local_topk, score_topk, segment_mean
 from pyl2d.ops.score_topk import METRICS as _OP_METRICS
 
 DEFAULT_METRIC = "l2"
 # The similarities the ops support, the default first (the order the CLI lists them in).
 METRICS = (DEFAULT_METRIC, *(m for m in _OP_METRICS if m != DEFAULT_METRIC))
 AGGREGATIONS = ("global", "local")
-
-
-def aggregation_op(name: str):
-    """``pyl2d.ops.<name>`` (fused kernels), or its torch reference where that op module is
-    not installed yet."""
-    try:
-        module = importlib.import_module(f"pyl2d.ops.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"pyl2d.ops.{name}":
-            raise
-        module = importlib.import_module(f"pyl2d.reference.{name}")
-    return getattr(module, name)
 
 
 class Recommendations(NamedTuple):
@@ -97,7 +84,7 @@ class L2DRecommender:
         self.dtype = memory.vectors.dtype
         self.memory_vectors = memory.vectors.to(device)
         self.memory_item_ids = memory.item_ids.to(device)
-        means, counts = aggregation_op("segment_mean")(self.memory_vectors, self.memory_item_ids, len(catalog))
+        means, counts = segment_mean(self.memory_vectors, self.memory_item_ids, len(catalog))
         self.counts = counts
         self.item_reps = means.to(self.dtype)  # [N, D], zero rows for items without memory
         decodable = counts > 0
@@ -152,7 +139,7 @@ class L2DRecommender:
         """(scores [B, k], ids [B, k]) for query vectors; ``exclude`` [B, E] item ids, -1 pads."""
         if self.aggregation == "local":
             k_eff = min(k, len(self.catalog))
-            scores, ids = aggregation_op("local_topk")(vectors, self.memory_vectors, self.memory_item_ids,
+            scores, ids = local_topk(vectors, self.memory_vectors, self.memory_item_ids,
                                                        self.item_reps, k_eff, self.m, self.metric, exclude)
         else:
             n = self.decodable_ids.numel()

@@ -1,7 +1,7 @@
 """The CUDA entry points take one parameter struct of named fields (kernels/*.h), checked on
 the host before any CUDA call. Runs without a GPU wherever pyl2d._C was built with CUDA:
 
-* every pyl2d.cuda caller runs on CPU tensors with the CUDA-only steps stubbed out, so each
+* every cuda backend caller (pyl2d/ops/*/cuda.py) runs on CPU tensors with the CUDA-only steps stubbed out, so each
   field it sets must exist (``_ext.call``), and, without a GPU, the real entry point must
   accept the fields (its host checks pass and the first CUDA call fails: RuntimeError);
 * a bad field (wrong dtype, shape, missing tensor) is a ValueError naming it.
@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from pyl2d import _codes, _ext
-from pyl2d.cuda import score_topk as cuda_score_topk
-from pyl2d.cuda.aggregate_rewards import aggregate_rewards
-from pyl2d.cuda.group_advantages import group_advantages
-from pyl2d.cuda.local_topk import local_topk
-from pyl2d.cuda.pool_hidden import pool_hidden
-from pyl2d.cuda.pooled_score_topk import pooled_score_topk
-from pyl2d.cuda.rewards_and_advantages import rewards_and_advantages
-from pyl2d.cuda.score_from_hidden import score_from_hidden
-from pyl2d.cuda.segment_mean import segment_mean
+from pyl2d.ops.score_topk import cuda as cuda_score_topk
+from pyl2d.ops.aggregate_rewards.cuda import aggregate_rewards
+from pyl2d.ops.group_advantages.cuda import group_advantages
+from pyl2d.ops.local_topk.cuda import local_topk
+from pyl2d.ops.pool_hidden.cuda import pool_hidden
+from pyl2d.ops.pooled_score_topk.cuda import pooled_score_topk
+from pyl2d.ops.rewards_and_advantages.cuda import rewards_and_advantages
+from pyl2d.ops.score_from_hidden.cuda import score_from_hidden
+from pyl2d.ops.segment_mean.cuda import segment_mean
 
 lib = _ext.load()
 pytestmark = pytest.mark.skipif(not _ext.has_cuda_kernels(), reason="pyl2d._C was built without CUDA")
@@ -50,7 +50,7 @@ def _through_host_checks(entry, params):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Run the pyl2d.cuda callers on CPU: stream 0, no device context, a fixed item split,
+    """Run the cuda backend callers on CPU: stream 0, no device context, a fixed item split,
     zeroed kernel buffers; every CUDA entry point records its params (and, without a GPU, runs
     its host checks). Returns {entry name: [params, ...]}."""
     made = {name: [] for name in ENTRIES}

@@ -9,9 +9,9 @@ import torch
 
 import pyl2d
 from pyl2d import _ext
-from pyl2d.cuda import score_topk as cuda_score_topk
-from pyl2d.reference.pool_hidden import pool_hidden as reference_pool
-from pyl2d.reference.score_topk import score_topk as reference_score_topk, similarity
+from pyl2d.ops.score_topk import cuda as cuda_score_topk
+from pyl2d.ops.pool_hidden.reference import pool_hidden as reference_pool
+from pyl2d.ops.score_topk.reference import score_topk as reference_score_topk, similarity
 from helpers import DTYPES, REL_TOL, assert_topk_matches, make_mask, oracle_scores, randn
 
 METRICS = ["ip", "cosine", "l2"]

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import pyl2d
-from pyl2d.reference.pool_hidden import pool_hidden as reference_pool
+from pyl2d.ops.pool_hidden.reference import pool_hidden as reference_pool
 from helpers import DTYPES, backends, make_mask, randn
 
 BACKENDS = backends("cpu", op="pool_hidden", include_torch=True)

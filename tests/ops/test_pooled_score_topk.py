@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import pyl2d
-from pyl2d.reference.pool_hidden import pool_hidden as reference_pool
+from pyl2d.ops.pool_hidden.reference import pool_hidden as reference_pool
 from helpers import DTYPES, REL_TOL, assert_topk_matches, backends, make_mask, oracle_scores, randn
 
 BACKENDS = backends("cpu", op="pooled_score_topk", include_torch=True)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif("triton" not in backends("cpu", op="score_topk")
 
 @pytest.fixture
 def floor_always(monkeypatch):
-    from pyl2d.triton import _search
+    from pyl2d.ops.score_topk import _triton_search as _search
     monkeypatch.setattr(_search, "FLOOR_MIN_ITEMS", 0)
     monkeypatch.setattr(_search, "FLOOR_SAMPLE_EVERY", 8)
     monkeypatch.setattr(_search, "FLOOR_SAMPLE_PER_CANDIDATE", 2)
@@ -45,8 +45,8 @@ def test_sampled_floor_with_exact_ties(floor_always):
 
 @pytest.mark.parametrize("loop", [0, 1, 2])
 def test_every_loop_shape(loop):
-    from pyl2d.triton import _configs
-    from pyl2d.triton.score_topk import use_config
+    from pyl2d.ops.score_topk import _triton_configs as _configs
+    from pyl2d.ops.score_topk.triton import use_config
     cfg = _configs.INTERPRETER_CONFIG.as_dict() | {"loop": loop}
     g = torch.Generator().manual_seed(33)
     q, x = randn(3, 40, generator=g), randn(75, 40, generator=g)

@@ -1,13 +1,14 @@
 """Triton ``score_topk``: fused similarity + top-k that never materialises queries x items.
 
-See ``pyl2d.triton._score_kernel`` for the kernel and ``bench/notes_triton.md`` for the design
+See ``pyl2d.ops.score_topk._triton_kernel`` for the kernel and ``bench/notes_triton.md`` for the design
 and the configs to try on a GPU (``configs()``)."""
 from __future__ import annotations
 
 import torch
 
 from pyl2d._topk import candidates_needed, drop_excluded
-from pyl2d.triton import _configs, _search
+from pyl2d.ops.score_topk import _triton_configs as _configs
+from pyl2d.ops.score_topk import _triton_search as _search
 
 
 def configs() -> list[dict]:

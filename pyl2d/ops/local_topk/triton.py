@@ -1,5 +1,5 @@
 """Triton ``local_topk``: memory kNN and global candidates through ``score_topk``
-(pyl2d/_local_stages.py, which proves C = k + m + E global candidates exact), then two
+(pyl2d/ops/local_topk/_stages.py, which proves C = k + m + E global candidates exact), then two
 kernels on the small per-query sets:
 
 1. ``local_scores_kernel``, one program per (query, position among its m nearest entries
@@ -19,8 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
-from pyl2d import _codes, _local_stages, _topk
-from pyl2d.triton.score_topk import score_topk
+from pyl2d import _codes, _topk
+from pyl2d.ops.local_topk import _stages as _local_stages
+from pyl2d.ops.score_topk.triton import score_topk
 
 _BLOCK_R = 16
 _BLOCK_C = 64

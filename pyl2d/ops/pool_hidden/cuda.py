@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pyl2d import _codes, _ext
-from pyl2d.cuda import score_topk as _score_topk
+from pyl2d.ops.score_topk import cuda as _score_topk
 from pyl2d._fallbacks import last_token_index
 
 

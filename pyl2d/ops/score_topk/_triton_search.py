@@ -15,8 +15,8 @@ import triton
 from pyl2d import _codes, _platform
 from pyl2d._fallbacks import chunk_scores
 from pyl2d._topk import merge_candidates, pack_keys
-from pyl2d.triton import _configs
-from pyl2d.triton._score_kernel import EMPTY_KEY, score_topk_kernel
+from pyl2d.ops.score_topk import _triton_configs as _configs
+from pyl2d.ops.score_topk._triton_kernel import EMPTY_KEY, score_topk_kernel
 
 # Above this many items the int32 item ids inside the kernel could overflow.
 MAX_FUSED_ITEMS = 2**31 - 2**20

@@ -1,13 +1,14 @@
 """cuda backend of ``local_topk``: memory kNN and global candidates through ``score_topk``
-(pyl2d/_local_stages.py, which proves C = k + m + E global candidates exact), local scores
+(pyl2d/ops/local_topk/_stages.py, which proves C = k + m + E global candidates exact), local scores
 of each item's mean over the nearest entries and candidate masking in CUDA
 (kernels/l2d_aggregate.cu), then one ``topk`` over packed keys for the k best."""
 from __future__ import annotations
 
 import torch
 
-from pyl2d import _codes, _ext, _local_stages, _topk
-from pyl2d.cuda.score_topk import score_topk
+from pyl2d import _codes, _ext, _topk
+from pyl2d.ops.local_topk import _stages as _local_stages
+from pyl2d.ops.score_topk.cuda import score_topk
 
 
 def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", exclude=None):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d.cuda._rewards import aggregate_into
+from pyl2d.ops._rewards.cuda import aggregate_into
 
 
 def aggregate_rewards(scores, weights, mode, score_max, bystander, bystander_coef, lengths, length_limit,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d.cuda._rewards import advantages_into, aggregate_into
+from pyl2d.ops._rewards.cuda import advantages_into, aggregate_into
 
 
 def rewards_and_advantages(scores, weights, mode, score_max, bystander, bystander_coef, lengths, length_limit,

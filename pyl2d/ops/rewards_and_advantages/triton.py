@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d.triton._rewards_kernels import launch_advantages
-from pyl2d.triton.aggregate_rewards import launch_aggregate
+from pyl2d.ops._rewards.triton_kernels import launch_advantages
+from pyl2d.ops.aggregate_rewards.triton import launch_aggregate
 
 
 def rewards_and_advantages(scores, weights, mode, score_max, bystander, bystander_coef, lengths, length_limit,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d.triton._rewards_kernels import launch_advantages
+from pyl2d.ops._rewards.triton_kernels import launch_advantages
 
 
 def group_advantages(rewards, num_groups, group_ids, eps, scale, impute):

@@ -1,12 +1,13 @@
 """cpu backend of ``local_topk``: memory kNN and global candidates through ``score_topk``
-(pyl2d/_local_stages.py), then the C++ aggregation + ranking kernel
+(pyl2d/ops/local_topk/_stages.py), then the C++ aggregation + ranking kernel
 (csrc/local_topk_cpu.cpp)."""
 from __future__ import annotations
 
 import torch
 
-from pyl2d import _codes, _ext, _local_stages
-from pyl2d.cpu.score_topk import score_topk
+from pyl2d import _codes, _ext
+from pyl2d.ops.local_topk import _stages as _local_stages
+from pyl2d.ops.score_topk.cpu import score_topk
 
 
 

@@ -10,9 +10,9 @@ import torch
 
 from pyl2d._topk import candidates_needed, drop_excluded
 from pyl2d._fallbacks import last_token_index
-from pyl2d.triton import _search
-from pyl2d.triton.pool_hidden import pool_hidden
-from pyl2d.triton.score_topk import score_topk
+from pyl2d.ops.score_topk import _triton_search as _search
+from pyl2d.ops.pool_hidden.triton import pool_hidden
+from pyl2d.ops.score_topk.triton import score_topk
 
 
 def pooled_score_topk(hidden, attention_mask, items, k, metric="ip", mode="last", normalize=False,

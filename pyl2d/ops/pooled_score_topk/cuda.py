@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from pyl2d import _ext
-from pyl2d.cuda.pool_hidden import pool_hidden
-from pyl2d.cuda.score_topk import score_topk, topk_from_rows, vector_aligned
+from pyl2d.ops.pool_hidden.cuda import pool_hidden
+from pyl2d.ops.score_topk.cuda import score_topk, topk_from_rows, vector_aligned
 from pyl2d._fallbacks import last_token_index
 
 

@@ -1,9 +1,8 @@
-"""cpu backend for ``pooled_score_topk``: the C++ pooling kernel, then the fused C++
-scoring kernel on the pooled [B, D] queries (the B x N score matrix is never formed)."""
+"""Reference for ``pooled_score_topk``: exactly pooling then scoring."""
 from __future__ import annotations
 
-from pyl2d.cpu.pool_hidden import pool_hidden
-from pyl2d.cpu.score_topk import score_topk
+from pyl2d.ops.pool_hidden.reference import pool_hidden
+from pyl2d.ops.score_topk.reference import score_topk
 
 
 def pooled_score_topk(hidden, attention_mask, items, k, metric="ip", mode="last", normalize=False,

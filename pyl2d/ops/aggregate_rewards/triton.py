@@ -6,7 +6,7 @@ import triton
 
 from pyl2d import _platform
 from pyl2d import _codes
-from pyl2d.triton._rewards_kernels import aggregate_kernel, f32
+from pyl2d.ops._rewards.triton_kernels import aggregate_kernel, f32
 
 
 def launch_aggregate(out, scores, weights, mode, score_max, bystander, bystander_coef, lengths, length_limit,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d.cpu._rewards import advantages_into, aggregate_into
+from pyl2d.ops._rewards.cpu import advantages_into, aggregate_into
 
 
 def rewards_and_advantages(scores, weights, mode, score_max, bystander, bystander_coef, lengths, length_limit,

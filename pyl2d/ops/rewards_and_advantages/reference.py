@@ -1,8 +1,8 @@
 """Reference for ``rewards_and_advantages``: the two references composed."""
 from __future__ import annotations
 
-from pyl2d.reference.aggregate_rewards import aggregate_rewards
-from pyl2d.reference.group_advantages import group_advantages
+from pyl2d.ops.aggregate_rewards.reference import aggregate_rewards
+from pyl2d.ops.group_advantages.reference import group_advantages
 
 
 def rewards_and_advantages(scores, weights, mode, score_max, bystander, bystander_coef, lengths, length_limit,

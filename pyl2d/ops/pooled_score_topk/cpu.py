@@ -1,8 +1,9 @@
-"""Reference for ``pooled_score_topk``: exactly pooling then scoring."""
+"""cpu backend for ``pooled_score_topk``: the C++ pooling kernel, then the fused C++
+scoring kernel on the pooled [B, D] queries (the B x N score matrix is never formed)."""
 from __future__ import annotations
 
-from pyl2d.reference.pool_hidden import pool_hidden
-from pyl2d.reference.score_topk import score_topk
+from pyl2d.ops.pool_hidden.cpu import pool_hidden
+from pyl2d.ops.score_topk.cpu import score_topk
 
 
 def pooled_score_topk(hidden, attention_mask, items, k, metric="ip", mode="last", normalize=False,

@@ -7,7 +7,7 @@ import triton
 
 from pyl2d import _platform
 from pyl2d._fallbacks import expected_scores
-from pyl2d.triton._rewards_kernels import score_from_hidden_kernel
+from pyl2d.ops._rewards.triton_kernels import score_from_hidden_kernel
 
 # The kernel keeps an [S, BLOCK_D] tile in registers; more score tokens than this (never the
 # case for a rubric) go through torch: a gather and a small matmul.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pyl2d.cpu._rewards import advantages_into
+from pyl2d.ops._rewards.cpu import advantages_into
 
 
 def group_advantages(rewards, num_groups, group_ids, eps, scale, impute):

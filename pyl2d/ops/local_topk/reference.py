@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from pyl2d._codes import NORM_EPS
-from pyl2d.reference.score_topk import mask_excluded, select_topk, similarity
+from pyl2d.ops.score_topk.reference import mask_excluded, select_topk, similarity
 
 
 def paired_similarity(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:

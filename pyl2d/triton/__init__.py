@@ -1,1 +1,0 @@
-"""triton backend: one module per op, each exposing a function named like the op."""
