@@ -53,3 +53,19 @@ def data_dir():
     if not DATA_DIR.is_dir():
         pytest.skip(f"real data not found at {DATA_DIR} (set PYL2D_DATA)")
     return DATA_DIR
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """The cuda backend's kernel buffers start as NaN (floats) / -7 (ints), so an element a
+    kernel forgets to write shows up; returns the list of buffers made."""
+    from pyl2d.ops.score_topk import cuda as cuda_score_topk
+    made = []
+
+    def new_buffer(shape, dtype, device):
+        t = torch.full(shape, float("nan") if dtype.is_floating_point else -7, dtype=dtype, device=device)
+        made.append(t)
+        return t
+
+    monkeypatch.setattr(cuda_score_topk, "new_buffer", new_buffer)
+    return made

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
-from pyl2d import _backend
+from pyl2d import _backend, _ext
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # Relative to the score scale (max |score| of the oracle); inputs are identical across
@@ -155,3 +156,20 @@ def make_mask(b, t, padding, generator):
     mask = (torch.rand(b, t, generator=generator) > 0.4).long()  # gaps anywhere
     mask[torch.arange(b), torch.randint(0, t, (b,), generator=generator)] = 1
     return mask
+
+
+# The cuda backend's smoke tests (in each op's test file) need a GPU and the CUDA kernels.
+needs_cuda_kernels = pytest.mark.skipif(
+    not (torch.cuda.is_available() and _ext.has_cuda_kernels()),
+    reason="needs a CUDA device and pyl2d._C built with PYL2D_CUDA=ON")
+
+
+def assert_fully_written(buffers):
+    """Every kernel buffer made under the ``poisoned`` fixture was overwritten."""
+    assert buffers, "no kernel buffer was allocated"
+    for t in buffers:
+        torch.cuda.synchronize()
+        if t.dtype.is_floating_point:
+            assert not torch.isnan(t).any(), f"unwritten elements in a {tuple(t.shape)} {t.dtype} buffer"
+        else:
+            assert not (t == -7).any(), f"unwritten elements in a {tuple(t.shape)} {t.dtype} buffer"

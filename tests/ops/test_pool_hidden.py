@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 import pyl2d
 from pyl2d.ops.pool_hidden.reference import pool_hidden as reference_pool
-from helpers import DTYPES, backends, make_mask, randn
+from helpers import DTYPES, assert_fully_written, backends, make_mask, needs_cuda_kernels, randn
 
 BACKENDS = backends("cpu", op="pool_hidden", include_torch=True)
 # Output is rounded to the hidden dtype; backends may sum in another order, so allow ~1 ulp.
@@ -94,3 +94,30 @@ def test_gpu_matches_reference(backend, dtype, mode):
             out = pyl2d.pool_hidden(hidden.cuda(), mask.cuda(), mode, normalize, backend=backend)
             ref = reference_pool(hidden, mask, mode, normalize)
             torch.testing.assert_close(out.cpu().float(), ref.float(), **POOL_TOL[dtype])
+
+
+# ---- cuda backend smoke tests: poisoned kernel buffers (an element a kernel forgets to write
+# shows up), awkward shapes, every dtype and metric; need a GPU and PYL2D_CUDA=ON.
+
+@pytest.mark.gpu
+@needs_cuda_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("mode,normalize", [("last", False), ("last", True), ("mean", False), ("mean", True)])
+@pytest.mark.parametrize("padding", ["left", "right", "gaps"])
+@pytest.mark.parametrize("shape", [(1, 1, 8), (5, 17, 1000), (33, 64, 2049)], ids=str)
+def test_cuda_smoke(poisoned, dtype, mode, normalize, padding, shape):
+    b, t, d = shape
+    g = torch.Generator().manual_seed(hash((shape, padding)) % 2**31)
+    hidden = randn(b, t, d + 1, dtype=dtype, generator=g)[:, :, :d]  # row strides not multiples of 16 bytes
+    mask = make_mask(b, t, padding, g)
+    hidden_gpu = torch.empty_strided(hidden.shape, hidden.stride(), dtype=dtype, device="cuda")
+    hidden_gpu.copy_(hidden)
+    got = pyl2d.pool_hidden(hidden_gpu, mask.cuda(), mode, normalize, backend="cuda")
+    assert_fully_written(poisoned)
+    want = reference_pool(hidden, mask, mode, normalize)
+    assert got.dtype == dtype and got.shape == (b, d)
+    if mode == "last" and not normalize:
+        assert torch.equal(got.cpu(), want)
+    else:  # float32 sums in another order: a few float32 ulps, or one ulp of a 16-bit dtype
+        tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+        torch.testing.assert_close(got.cpu().float(), want.float(), rtol=tol, atol=tol)

@@ -4,9 +4,11 @@ import torch
 
 import pyl2d
 from pyl2d.ops.pool_hidden.reference import pool_hidden as reference_pool
-from helpers import DTYPES, REL_TOL, assert_topk_matches, backends, make_mask, oracle_scores, randn
+from helpers import (DTYPES, REL_TOL, assert_fully_written, assert_topk_matches, backends, make_mask, needs_cuda_kernels,
+                     oracle_scores, randn)
 
 BACKENDS = backends("cpu", op="pooled_score_topk", include_torch=True)
+METRICS = ["ip", "cosine", "l2"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -58,3 +60,28 @@ def test_gpu_matches_pool_then_score(backend, dtype, metric):
     pooled = reference_pool(hidden, mask)
     full = oracle_scores(pooled.cuda().float(), items.cuda().float(), metric).cpu()
     assert_topk_matches(scores, ids, full, k, rel_tol=REL_TOL[dtype], msg=backend)
+
+
+# ---- cuda backend smoke tests: poisoned kernel buffers (an element a kernel forgets to write
+# shows up), awkward shapes, every dtype and metric; need a GPU and PYL2D_CUDA=ON.
+
+@pytest.mark.gpu
+@needs_cuda_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("mode,normalize", [("last", False), ("last", True), ("mean", False)])
+def test_cuda_smoke(poisoned, dtype, metric, mode, normalize):
+    g = torch.Generator().manual_seed(hash((metric, mode, normalize)) % 2**31)
+    b, t, n, d, k = 70, 9, 1009, 1000, 10
+    hidden = randn(b, t, d + 8, dtype=dtype, generator=g).cuda()[:, :, 4:4 + d]  # strided, misaligned
+    mask = make_mask(b, t, "left" if metric == "ip" else "right", g)
+    items = randn(n, d, dtype=dtype, generator=g)
+    exclude = torch.randint(-1, n, (b, 5), generator=g)
+    scores, ids = pyl2d.pooled_score_topk(hidden, mask.cuda(), items.cuda(), k, metric, mode, normalize,
+                                          exclude=exclude.cuda(), backend="cuda")
+    assert_fully_written(poisoned)
+    pooled = reference_pool(hidden.cpu(), mask, mode, normalize)
+    slack = 0.0 if (mode == "last" and not normalize) else {torch.float32: 1e-5, torch.float16: 2e-3,
+                                                             torch.bfloat16: 1.6e-2}[dtype]
+    assert_topk_matches(scores, ids, oracle_scores(pooled, items, metric), k, exclude=exclude,
+                        rel_tol=REL_TOL[dtype] + slack, msg="pooled")

@@ -1,11 +1,16 @@
 """score_topk on every available backend against the float64 oracle."""
+import time
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
 import pyl2d
-from helpers import (DTYPES, REL_TOL, assert_topk_matches, backends, integer_tie_case, oracle_scores, oracle_topk,
-                     randn)
+from pyl2d import _ext
+from pyl2d.ops.score_topk import cuda as cuda_score_topk
+from pyl2d.ops.score_topk.reference import score_topk as reference_score_topk, similarity
+from helpers import (DTYPES, REL_TOL, assert_fully_written, assert_topk_matches, backends, integer_tie_case,
+                     needs_cuda_kernels, oracle_scores, oracle_topk, randn)
 
 METRICS = ["ip", "cosine", "l2"]
 CPU_BACKENDS = backends("cpu", op="score_topk", include_torch=True)
@@ -166,3 +171,132 @@ def test_gpu_matches_oracle(backend, shape, dtype, metric):
     scores, ids = pyl2d.score_topk(q.cuda(), x.cuda(), k, metric, exclude=exclude.cuda(), backend=backend)
     full = oracle_scores(q.cuda().float(), x.cuda().float(), metric) if n * b > 5e6 else oracle_scores(q, x, metric)
     assert_topk_matches(scores, ids, full.cpu(), k, exclude=exclude, rel_tol=REL_TOL[dtype], msg=backend)
+
+
+# ---- cuda backend smoke tests: poisoned kernel buffers (an element a kernel forgets to write
+# shows up), awkward shapes, every dtype and metric; need a GPU and PYL2D_CUDA=ON.
+# (B, N, D, k): tails in every tile dimension, odd D (scalar loads), k = 1, k = N, the 64- and
+# 128-query block variants (k <= ~120 for 16-bit inputs), k at the kernel's limit (256) and
+# above it (fallback), several query blocks.
+CUDA_SHAPES = [(1, 1009, 1000, 10), (7, 1009, 1000, 1), (65, 1009, 2049, 17), (3, 100, 64, 100),
+          (130, 3001, 1024, 128), (129, 2000, 40, 256), (5, 257, 64, 257), (200, 131, 72, 33),
+          (300, 5000, 256, 100)]
+
+
+@pytest.mark.gpu
+@needs_cuda_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("shape", CUDA_SHAPES, ids=lambda s: "B{}_N{}_D{}_k{}".format(*s))
+@pytest.mark.parametrize("with_exclude", [False, True], ids=["plain", "exclude"])
+def test_cuda_smoke(poisoned, dtype, metric, shape, with_exclude):
+    b, n, d, k = shape
+    g = torch.Generator().manual_seed(hash((shape, metric, with_exclude)) % 2**31)
+    q = randn(b, d, dtype=dtype, generator=g)
+    x = randn(n, d, dtype=dtype, generator=g, scale=2.0)
+    exclude = None
+    if with_exclude:
+        exclude = torch.randint(-1, n, (b, 9), generator=g)
+        exclude[:, 0] = exclude[:, 1]  # duplicates
+        exclude[0, :] = -1             # a row with nothing excluded
+    scores, ids = pyl2d.score_topk(q.cuda(), x.cuda(), k, metric,
+                                   exclude=None if exclude is None else exclude.cuda(), backend="cuda")
+    if k <= _ext.require().cuda_score_topk_max_k:
+        assert_fully_written(poisoned)
+    assert_topk_matches(scores, ids, oracle_scores(q, x, metric), k, exclude=exclude, rel_tol=REL_TOL[dtype],
+                        msg=f"cuda {dtype} {metric} {shape}")
+
+
+@pytest.mark.gpu
+@needs_cuda_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("metric", METRICS)
+def test_cuda_strided_inputs_and_norms(poisoned, dtype, metric):
+    g = torch.Generator().manual_seed(7)
+    b, n, d, k = 70, 777, 203, 20
+    q_big = randn(b, d + 5, dtype=dtype, generator=g).cuda()
+    q = q_big[:, 3:3 + d]                       # row stride d + 5, misaligned start
+    x = randn(d, n, dtype=dtype, generator=g).cuda().T  # column-major: copied by the backend
+    norms = torch.linalg.vector_norm(x.float(), dim=1)
+    exclude = torch.randint(0, n, (b, 4), generator=g, dtype=torch.int32).cuda()
+    scores, ids = pyl2d.score_topk(q, x, k, metric, exclude=exclude, item_norms=norms, backend="cuda")
+    assert_fully_written(poisoned)
+    assert_topk_matches(scores, ids, oracle_scores(q.cpu(), x.cpu(), metric), k, exclude=exclude,
+                        rel_tol=REL_TOL[dtype], msg="strided")
+
+
+@pytest.mark.gpu
+@needs_cuda_kernels
+def test_cuda_all_items_excluded_gives_empty_slots(poisoned):
+    g = torch.Generator().manual_seed(8)
+    q, x = randn(3, 40, generator=g).cuda(), randn(12, 40, generator=g).cuda()
+    exclude = torch.arange(12).repeat(3, 1)
+    exclude[1, 5:] = -1
+    scores, ids = pyl2d.score_topk(q, x, 10, "l2", exclude=exclude.cuda(), backend="cuda")
+    assert_fully_written(poisoned)
+    assert torch.all(ids[0] == -1) and torch.all(torch.isneginf(scores[0]))
+    assert_topk_matches(scores, ids, oracle_scores(q.cpu(), x.cpu(), "l2"), 10, exclude=exclude)
+
+
+@pytest.mark.gpu
+@needs_cuda_kernels
+def test_cuda_launcher_rejects_bad_arguments():
+    """The host checks run before any launch (each field: tests/gpu/test_cuda_params.py)."""
+    lib = _ext.require()
+    fields = dict(q_base=torch.randn(1, 8), q_offsets=torch.zeros(1, dtype=torch.int64), items=torch.randn(10, 8),
+                  k=0, tiles_per_split=1, n_splits=1, ws_scores=torch.empty(1, 16),
+                  ws_ids=torch.empty(1, 16, dtype=torch.int64))
+    with pytest.raises(ValueError, match="k must be"):
+        _ext.call(lib.score_topk_stage1_cuda, lib.ScoreTopkStage1Params, **fields)
+    with pytest.raises(ValueError, match="dtype"):
+        _ext.call(lib.score_topk_stage1_cuda, lib.ScoreTopkStage1Params,
+                  **{**fields, "k": 5, "items": torch.zeros(10, 8, dtype=torch.int64)})
+
+
+@pytest.mark.gpu
+@needs_cuda_kernels
+def test_cuda_one_million_items_bf16(poisoned):
+    """B=256, N=1M, D=1024 bfloat16 with exclusions: checked against float32 torch scores on the GPU."""
+    b, n, d, k, e = 256, 1 << 20, 1024, 100, 50
+    g = torch.Generator(device="cuda").manual_seed(11)
+    q = torch.randn(b, d, device="cuda", generator=g).to(torch.bfloat16)
+    x = torch.randn(n, d, device="cuda", generator=g).to(torch.bfloat16)
+    exclude = torch.randint(-1, n, (b, e), device="cuda", generator=g)
+    for metric in ("ip", "l2"):
+        poisoned.clear()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        scores, ids = pyl2d.score_topk(q, x, k, metric, exclude=exclude, backend="cuda")
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        assert_fully_written(poisoned)
+        full = torch.cat([similarity(q, part, metric)
+                          for part in x.split(1 << 17)], 1)
+        rows = torch.arange(b, device="cuda")[:, None].expand_as(exclude)
+        keep = exclude >= 0
+        full[rows[keep], exclude[keep]] = float("-inf")
+        best = torch.topk(full, k, dim=1).values
+        tol = REL_TOL[torch.bfloat16] * best.abs().max().item() + 1e-6
+        assert (scores - best).abs().max().item() <= tol
+        assert (full.gather(1, ids) - scores).abs().max().item() <= tol
+        srt = ids.sort(dim=1).values
+        assert torch.all(srt[:, 1:] != srt[:, :-1]) and torch.all(ids >= 0)
+        print(f"\n1M x 1024 bf16 B={b} k={k} {metric}: {elapsed * 1e3:.1f} ms (first call, includes setup)")
+        del full
+
+
+@pytest.mark.gpu
+@needs_cuda_kernels
+def test_cuda_chunked_fallback_matches_reference(monkeypatch):
+    """The fallback for k above the kernel's limit is plain torch: check it in small chunks."""
+    monkeypatch.setattr(cuda_score_topk, "FALLBACK_CHUNK_BYTES", 20 * 6 * 150)  # 150 items per chunk
+    g = torch.Generator().manual_seed(12)
+    q, x = randn(6, 33, generator=g), randn(1000, 33, generator=g)
+    exclude = torch.randint(-1, 1000, (6, 30), generator=g)
+    exclude[2] = torch.arange(30)
+    for metric in METRICS:
+        for k in (1, 129, 400, 1000):
+            scores, ids = cuda_score_topk.chunked_topk(q, x, k, metric, exclude, None)
+            want_s, want_i = reference_score_topk(q, x, k, metric, exclude)
+            torch.testing.assert_close(scores, want_s, rtol=1e-5, atol=1e-5)
+            assert torch.equal(ids, want_i)
