@@ -57,6 +57,15 @@ def width(name: str, t: torch.Tensor) -> int:
     return t.shape[-1]
 
 
+def vectors(name: str, value, what: str) -> torch.Tensor:
+    """A [rows, D] float matrix of at least one row (one ``what``) of width D >= 1."""
+    tensor(name, value, ndim=2, dtypes=FLOAT_DTYPES)
+    if value.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it must hold at least one {what}")
+    width(name, value)
+    return value
+
+
 def flag(name: str, value) -> bool:
     """A boolean option: ``bool`` (or a numpy bool) only, so ``"no"`` or ``2`` is an error, not True."""
     if isinstance(value, bool):

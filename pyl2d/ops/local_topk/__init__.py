@@ -28,24 +28,15 @@ def _(queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, backen
 
 
 def check_local_args(queries, memory, memory_item_ids, item_reps, k, m, metric, exclude) -> None:
-    _checks.tensor("queries", queries, ndim=2, dtypes=_checks.FLOAT_DTYPES)
-    if queries.shape[0] == 0:
-        raise ValueError("queries is empty: it must hold at least one query")
-    _checks.width("queries", queries)
-    _checks.tensor("memory", memory, ndim=2, dtypes=_checks.FLOAT_DTYPES)
-    if memory.shape[0] == 0:
-        raise ValueError("memory is empty: it must hold at least one entry")
-    _checks.width("memory", memory)
+    _checks.vectors("queries", queries, "query")
+    _checks.vectors("memory", memory, "entry")
     if memory.shape[1] != queries.shape[1]:
         raise ValueError(f"memory has dimension {memory.shape[1]} but the queries have {queries.shape[1]}")
     _checks.tensor("memory_item_ids", memory_item_ids, ndim=1, dtypes=_checks.INDEX_DTYPES)
     if memory_item_ids.shape[0] != memory.shape[0]:
         raise ValueError(f"memory_item_ids has {memory_item_ids.shape[0]} entries but memory has "
                          f"{memory.shape[0]} rows")
-    _checks.tensor("item_reps", item_reps, ndim=2, dtypes=_checks.FLOAT_DTYPES)
-    if item_reps.shape[0] == 0:
-        raise ValueError("item_reps is empty: it must hold at least one item")
-    _checks.width("item_reps", item_reps)
+    _checks.vectors("item_reps", item_reps, "item")
     if item_reps.shape[1] != queries.shape[1]:
         raise ValueError(f"item_reps has dimension {item_reps.shape[1]} but the queries have {queries.shape[1]}")
     _checks.same_device([("queries", queries), ("memory", memory), ("memory_item_ids", memory_item_ids),

@@ -52,13 +52,10 @@ def score_from_hidden(hidden: torch.Tensor, lm_head_weight: torch.Tensor, score_
     NaN/Inf in ``hidden``, ``score_values`` or the score rows of ``lm_head_weight`` (the only
     rows read), and inputs whose float32 logits ``D * max|hidden| * max|row|`` could overflow.
     """
-    _checks.tensor("hidden", hidden, ndim=2, dtypes=_checks.FLOAT_DTYPES)
+    _checks.vectors("hidden", hidden, "row")
     _checks.tensor("lm_head_weight", lm_head_weight, ndim=2, dtypes=_checks.FLOAT_DTYPES)
     _checks.tensor("score_token_ids", score_token_ids, ndim=1, dtypes=_checks.INDEX_DTYPES)
     _checks.tensor("score_values", score_values, ndim=1, dtypes=_checks.FLOAT_DTYPES)
-    if hidden.shape[0] == 0:
-        raise ValueError("hidden is empty: it must hold at least one row")
-    _checks.width("hidden", hidden)
     if lm_head_weight.shape[1] != hidden.shape[1]:
         raise ValueError(f"lm_head_weight has dimension {lm_head_weight.shape[1]} but hidden has {hidden.shape[1]}")
     if score_token_ids.shape[0] == 0:

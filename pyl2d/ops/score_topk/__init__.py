@@ -30,10 +30,7 @@ def check_items(items: torch.Tensor, item_norms: torch.Tensor | None, dim: int |
                 ) -> tuple[float | None, float | None]:
     """Validate an item matrix (and its optional norms) against a query dimension; returns
     (max |items|, max item_norms), None where not checked (while tracing)."""
-    _checks.tensor("items", items, ndim=2, dtypes=_checks.FLOAT_DTYPES)
-    if items.shape[0] == 0:
-        raise ValueError("items is empty: it must hold at least one item")
-    _checks.width("items", items)
+    _checks.vectors("items", items, "item")
     if dim is not None and items.shape[1] != dim:
         raise ValueError(f"items has dimension {items.shape[1]} but the queries have {dim}")
     items_max = _checks.finite("items", items)
@@ -123,10 +120,7 @@ def score_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str =
     ``D * max|queries| * max|items|`` beyond half the float32 maximum): every backend
     rejects them alike rather than return inf/NaN scores.
     """
-    _checks.tensor("queries", queries, ndim=2, dtypes=_checks.FLOAT_DTYPES)
-    if queries.shape[0] == 0:
-        raise ValueError("queries is empty: it must hold at least one query")
-    _checks.width("queries", queries)
+    _checks.vectors("queries", queries, "query")
     query_max = _checks.finite("queries", queries)
     check_search("queries", queries, queries.shape[0], queries.shape[1], items, k, metric, exclude, item_norms,
                  query_max)
