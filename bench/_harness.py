@@ -1,12 +1,19 @@
-"""Timing, peak-memory and table helpers shared by the benchmark scripts.
+"""What the benchmark scripts ``bench/<op>.py`` share: timing, peak memory, the command line,
+the header line, markdown tables, ratios and the results file.
 
 CPU times are wall-clock medians (perf_counter) after a warm-up; GPU times are medians from
 ``triton.testing.do_bench`` (CUDA events). Peak memory is the extra memory a call needs:
 the process's peak RSS above its level before the call on CPU (Linux: VmHWM reset through
 /proc/self/clear_refs), ``torch.cuda.max_memory_allocated`` above the baseline on GPU.
+
+A script defines ``report(args) -> str`` (its markdown) and ends with
+``sys.exit(_harness.main("<op>", __doc__, report))``: ``main`` parses ``--device cpu|cuda``,
+``--quick``, ``--repeats`` and ``--out`` (plus the script's own flags), prints the report and,
+unless ``--quick``, writes it to ``bench/results/<op>_<cpu|gpu>_<date>.md`` (or ``--out``).
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import gc
 import os
@@ -90,7 +97,24 @@ def measure(fn: Callable[[], object], device: str, repeats: int = 5, warmup: int
     return statistics.median(times), peak
 
 
+def median_ms(fn: Callable[[], object], device: str, repeats: int) -> float:
+    """Median milliseconds of ``fn()``, time only: one warm-up call and ``repeats`` timed calls
+    on CPU; ``do_bench`` with a shorter warm-up than ``measure`` on GPU."""
+    if device == "cuda":
+        import triton.testing
+        return float(triton.testing.do_bench(fn, warmup=10, rep=max(50, repeats * 10), return_mode="median"))
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
 def machine_line(device: str) -> str:
+    """When and where: UTC date and time, the GPU or the CPU model with its cores, torch's
+    threads and the load average (on a shared machine every column runs under that load)."""
     if device == "cuda":
         name = torch.cuda.get_device_name()
     else:
@@ -101,8 +125,21 @@ def machine_line(device: str) -> str:
         except Exception:
             pass
         load = ", load average {:.1f}".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
-        name = f"{name}, {torch.get_num_threads()} threads{load}"
-    return f"{_dt.date.today().isoformat()}, {name}, torch {torch.__version__}"
+        name = f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{load}"
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return f"{now:%Y-%m-%d %H:%M} UTC; {name}; torch {torch.__version__}"
+
+
+def timing_line(device: str) -> str:
+    return "Median milliseconds ({})".format(
+        "CUDA events, triton.testing.do_bench" if device == "cuda" else "perf_counter")
+
+
+def ratio(x: float, places: int | None = None) -> str:
+    """A speed-up as text: ``places`` decimals, else one below 10x and none above."""
+    if places is not None:
+        return f"{x:.{places}f}x"
+    return f"{x:.1f}x" if x < 10 else f"{x:.0f}x"
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
@@ -121,3 +158,40 @@ def results_path(name: str) -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     os.makedirs(os.path.join(here, "results"), exist_ok=True)
     return os.path.join(here, "results", f"{name}_{_dt.date.today().isoformat()}.md")
+
+
+def device_tag(device: str) -> str:
+    """The results files' name for a device: cpu or gpu."""
+    return "gpu" if device == "cuda" else "cpu"
+
+
+def main(name: str, doc: str, report: Callable[[argparse.Namespace], str], argv: list[str] | None = None,
+         repeats: int | None = None, add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+         pin_mmap: bool = False) -> int:
+    """Parse the shared flags (and the script's, through ``add_args``), print ``report(args)``
+    and, for a full run or with ``--out``, write it to its results file. ``repeats`` is the
+    default of ``--repeats`` (None: the script picks one per device). ``pin_mmap``: re-exec
+    with ``fixed_mmap_threshold`` first, for scripts that report CPU peak memory."""
+    if pin_mmap:
+        fixed_mmap_threshold()
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes only (smoke test); prints, writes no file unless --out")
+    parser.add_argument("--repeats", type=int, default=repeats,
+                        help="timed calls per median" + (f" (default {repeats})" if repeats else ""))
+    parser.add_argument("--out", default=None,
+                        help=f"markdown file to write (default bench/results/{name}_<cpu|gpu>_<date>.md)")
+    if add_args is not None:
+        add_args(parser)
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA device")
+    text = report(args)
+    print(text, flush=True)
+    if args.out or not args.quick:
+        path = args.out or results_path(f"{name}_{device_tag(args.device)}")
+        with open(path, "w") as f:
+            f.write(text)
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
