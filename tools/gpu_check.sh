@@ -29,7 +29,7 @@ echo "tests exit $?"; grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests.log" | cut -c1-2
 stage "benchmarks"
 timeout "$T_BENCH" $PY bench/score_topk.py --device cuda ${BENCH_ARGS:---dtypes bfloat16,float32 --metrics ip,l2 --repeats 10} --out "$OUT/score_topk_gpu.md" > "$OUT/bench_score_topk.log" 2>&1
 echo "score_topk bench exit $?"
-for extra in ${EXTRA_BENCH-bench/perm_rewards.py bench/segment_mean.py bench/local_topk.py}; do
+for extra in ${EXTRA_BENCH-bench/rewards_and_advantages.py bench/score_from_hidden.py bench/segment_mean.py bench/local_topk.py}; do
   [ -f "$extra" ] || continue
   timeout 90 $PY "$extra" --device cuda >> "$OUT/bench_extra.log" 2>&1
   echo "$extra exit $?"
