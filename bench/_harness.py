@@ -166,20 +166,23 @@ def device_tag(device: str) -> str:
 
 
 def main(name: str, doc: str, report: Callable[[argparse.Namespace], str], argv: list[str] | None = None,
-         repeats: int | None = None, add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+         repeats: int | dict[str, int] | None = None, add_args: Callable[[argparse.ArgumentParser], None] | None = None,
          pin_mmap: bool = False) -> int:
     """Parse the shared flags (and the script's, through ``add_args``), print ``report(args)``
     and, for a full run or with ``--out``, write it to its results file. ``repeats`` is the
-    default of ``--repeats`` (None: the script picks one per device). ``pin_mmap``: re-exec
-    with ``fixed_mmap_threshold`` first, for scripts that report CPU peak memory."""
+    default of ``--repeats``, one number or one per device (``{"cpu": 3, "cuda": 20}``).
+    ``pin_mmap``: re-exec with ``fixed_mmap_threshold`` first, for scripts that report CPU peak
+    memory."""
     if pin_mmap:
         fixed_mmap_threshold()
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true",
                         help="small sizes only (smoke test); prints, writes no file unless --out")
-    parser.add_argument("--repeats", type=int, default=repeats,
-                        help="timed calls per median" + (f" (default {repeats})" if repeats else ""))
+    per_device = repeats if isinstance(repeats, dict) else {"cpu": repeats, "cuda": repeats}
+    default = (f"{per_device['cpu']}" if per_device["cpu"] == per_device["cuda"]
+               else f"{per_device['cpu']} on cpu, {per_device['cuda']} on cuda")
+    parser.add_argument("--repeats", type=int, default=None, help=f"timed calls per median (default {default})")
     parser.add_argument("--out", default=None,
                         help=f"markdown file to write (default bench/results/{name}_<cpu|gpu>_<date>.md)")
     if add_args is not None:
@@ -187,6 +190,8 @@ def main(name: str, doc: str, report: Callable[[argparse.Namespace], str], argv:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device")
+    if args.repeats is None:
+        args.repeats = per_device[args.device]
     text = report(args)
     print(text, flush=True)
     if args.out or not args.quick:

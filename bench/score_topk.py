@@ -2,14 +2,15 @@
 
     python bench/score_topk.py                       # CPU, the issue's sizes
     python bench/score_topk.py --device cuda         # GPU (adds the 1M-item sizes)
-    python bench/score_topk.py --quick               # small sizes, for a smoke run
+    python bench/score_topk.py --quick               # small sizes (smoke run, writes no file)
 
 Prints a markdown table of medians, speed-ups against the anchors measured in the same run,
-and peak extra memory, and writes it under bench/results/.
+and peak extra memory (CPU: peak RSS growth; GPU: max_memory_allocated; GPU rows add the H200
+bandwidth/compute floor), and writes it to bench/results/score_topk_<cpu|gpu>_<date>.md
+(or --out). CPU: perf_counter medians; GPU: CUDA-event medians from triton.testing.do_bench.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -21,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pyl2d  # noqa: E402
 from pyl2d import _backend  # noqa: E402
-from _harness import fixed_mmap_threshold, machine_line, markdown_table, measure, results_path  # noqa: E402
+import _harness  # noqa: E402
+from _harness import machine_line, markdown_table, measure  # noqa: E402
 
 CPU_SIZES = [(1, 100_000, 2048), (64, 100_000, 2048), (256, 14_239, 2048), (1024, 14_239, 2048)]
 GPU_SIZES = CPU_SIZES + [(1024, 1_000_000, 1024), (4096, 1_000_000, 1024)]
@@ -115,39 +117,30 @@ def run(device, sizes, dtypes, metrics, k, repeats, faiss_on):
     return header, rows
 
 
-def main(argv=None):
-    fixed_mmap_threshold()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+def add_args(ap):
     ap.add_argument("--dtypes", default=None, help="comma list of float32,bfloat16,float16")
     ap.add_argument("--metrics", default="ip,l2")
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     ap.add_argument("--sizes", default=None, help="e.g. 1x100000x2048,64x100000x2048")
     ap.add_argument("--no-faiss", action="store_true")
-    ap.add_argument("--out", default=None, help="markdown file to write (default bench/results/...)")
-    args = ap.parse_args(argv)
+
+
+def report(args):
     if args.sizes:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     else:
         sizes = QUICK_SIZES if args.quick else (GPU_SIZES if args.device == "cuda" else CPU_SIZES)
     dtypes = (args.dtypes or ("bfloat16,float16,float32" if args.device == "cuda" else "float32,bfloat16")).split(",")
-    repeats = args.repeats or (20 if args.device == "cuda" else 3)
+    repeats = args.repeats
     t0 = time.time()
     header, rows = run(args.device, sizes, dtypes, args.metrics.split(","), args.k, repeats, not args.no_faiss)
-    table = markdown_table(header, rows)
-    text = (f"# score_topk benchmark ({args.device})\n\n{machine_line(args.device)}; k={args.k}; "
-            f"medians of {repeats} runs; command: `python bench/score_topk.py {' '.join(argv or sys.argv[1:])}`; "
+    return (f"# score_topk benchmark ({args.device})\n\n{machine_line(args.device)}; k={args.k}; "
+            f"medians of {repeats} runs; command: `python bench/score_topk.py {' '.join(sys.argv[1:])}`; "
             f"took {time.time() - t0:.0f} s.\n\nSpeed-ups are (anchor time / method time), anchors measured in the "
             f"same run; 'torch best' is the faster of torch matmul+topk and cdist+topk in the same dtype.\n\n"
-            f"{table}\n")
-    print("\n" + table)
-    out = args.out or results_path(f"score_topk_{args.device}{'_quick' if args.quick else ''}")
-    with open(out, "w") as f:
-        f.write(text)
-    print(f"\nwrote {out}")
+            f"{markdown_table(header, rows)}\n")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_harness.main("score_topk", __doc__, report, repeats={"cpu": 3, "cuda": 20},
+                          add_args=add_args, pin_mmap=True))
