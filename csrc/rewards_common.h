@@ -1,5 +1,5 @@
 // Shared scalar code for the PERM reward ops (aggregate_rewards, group_advantages), used by
-// the C++ CPU backend; the CUDA kernels in kernels/rewards.cu mirror the same formulas.
+// the C++ CPU backend; the CUDA kernels (kernels/reward_common.cuh) mirror the same formulas.
 #pragma once
 #include <cmath>
 #include <cstdint>
