@@ -1,10 +1,10 @@
 // Host launcher for group_advantages' CUDA kernel in kernels/group_advantages.cu, plain and
 // fused with the aggregation (rewards_and_advantages) (plain C++: no CUDA, pybind11 or torch
-// types), called from csrc/group_advantages_cuda_bindings.cpp. Each takes one parameter struct of named fields
-// (csrc/native_args.h): tensors are TensorArgs of device memory torch allocated; `stream` is
-// the caller's cudaStream_t as an integer. Launchers validate their fields by name before any
-// CUDA call (std::invalid_argument), turn CUDA failures into std::runtime_error and allocate
-// no device memory.
+// types), called from csrc/group_advantages_cuda_bindings.cpp.
+// It takes one parameter struct of named fields (csrc/native_args.h): tensors are TensorArgs
+// of device memory torch allocated; `stream` is the caller's cudaStream_t as an integer. It
+// validates its fields by name before any CUDA call (std::invalid_argument), turns CUDA
+// failures into std::runtime_error and allocates no device memory.
 #pragma once
 #include <cstdint>
 

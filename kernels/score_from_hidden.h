@@ -1,9 +1,9 @@
 // Host launcher for score_from_hidden's CUDA kernel in kernels/score_from_hidden.cu (plain C++:
-// no CUDA, pybind11 or torch types), called from csrc/score_from_hidden_cuda_bindings.cpp. Each takes one parameter struct of named fields
-// (csrc/native_args.h): tensors are TensorArgs of device memory torch allocated; `stream` is
-// the caller's cudaStream_t as an integer. Launchers validate their fields by name before any
-// CUDA call (std::invalid_argument), turn CUDA failures into std::runtime_error and allocate
-// no device memory.
+// no CUDA, pybind11 or torch types), called from csrc/score_from_hidden_cuda_bindings.cpp.
+// It takes one parameter struct of named fields (csrc/native_args.h): tensors are TensorArgs
+// of device memory torch allocated; `stream` is the caller's cudaStream_t as an integer. It
+// validates its fields by name before any CUDA call (std::invalid_argument), turns CUDA
+// failures into std::runtime_error and allocates no device memory.
 #pragma once
 #include <cstdint>
 

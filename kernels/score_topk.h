@@ -1,9 +1,9 @@
 // Host launchers for score_topk's CUDA kernels in kernels/score_topk.cu (plain C++: no CUDA,
-// pybind11 or torch types), called from csrc/score_topk_cuda_bindings.cpp. Each takes one parameter struct of named fields
-// (csrc/native_args.h): tensors are TensorArgs of device memory torch allocated; `stream` is
-// the caller's cudaStream_t as an integer. Every launcher validates its fields by name before
-// any CUDA call (std::invalid_argument) and turns CUDA failures into std::runtime_error; none
-// allocates device memory.
+// pybind11 or torch types), called from csrc/score_topk_cuda_bindings.cpp. Each takes one
+// parameter struct of named fields (csrc/native_args.h): tensors are TensorArgs of device
+// memory torch allocated; `stream` is the caller's cudaStream_t as an integer. Every launcher
+// validates its fields by name before any CUDA call (std::invalid_argument) and turns CUDA
+// failures into std::runtime_error; none allocates device memory.
 #pragma once
 #include <cstdint>
 
