@@ -171,7 +171,7 @@ void check_indices(const Problem& p) {
 
 }  // namespace
 
-// local_topk's aggregation + ranking stage, by name (pyl2d/cpu/local_topk.py; bound below).
+// local_topk's aggregation + ranking stage, by name (pyl2d/ops/local_topk/cpu.py; bound below).
 struct LocalTopkParams {
   TensorArg queries;          // [B, D] float32/float16/bfloat16, unit inner stride
   TensorArg memory;           // [M, D], same dtype

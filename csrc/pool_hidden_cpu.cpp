@@ -75,7 +75,7 @@ void store_row(const float* src, int64_t n, DType dtype, void* dst) {
 
 }  // namespace
 
-// pool_hidden's named arguments (pyl2d/ops/pool_hidden.py; bound below).
+// pool_hidden's named arguments (pyl2d/ops/pool_hidden/cpu.py; bound below).
 struct PoolHiddenParams {
   TensorArg hidden;          // [B, T, D] float32/float16/bfloat16, unit inner stride
   TensorArg attention_mask;  // [B, T] uint8 0/1, contiguous

@@ -1,5 +1,6 @@
-// Shared scalar code for the PERM reward ops (aggregate_rewards, group_advantages), used by
-// the C++ CPU backend; the CUDA kernels in kernels/rewards.cu mirror the same formulas.
+// Shared scalar code for the PERM reward ops (aggregate_rewards, group_advantages,
+// score_from_hidden), used by their C++ CPU kernels (csrc/<op>_cpu.cpp); the CUDA kernels
+// (kernels/reward_common.cuh) mirror the same formulas.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -17,6 +18,11 @@ constexpr int kMean = codes::kRewardMean, kHarmonic = codes::kRewardHarmonic, kG
 using codes::kScaleBatch;
 using codes::kScaleGroup;
 using codes::kScaleNone;
+
+// Threads only pay off past about a millisecond of work: waking an OpenMP team costs
+// microseconds on an idle machine and far more on a loaded one. Rows (aggregate_rewards,
+// group_advantages) past which their loops go parallel.
+constexpr int64_t kParallelRows = int64_t(1) << 18;
 
 struct Half { uint16_t bits; };
 struct BFloat { uint16_t bits; };

@@ -362,7 +362,7 @@ int resolve_threads(int64_t requested) {
 
 }  // namespace
 
-// score_topk's named arguments (pyl2d/ops/score_topk.py; bound below).
+// score_topk's named arguments (pyl2d/ops/score_topk/cpu.py; bound below).
 struct ScoreTopkParams {
   TensorArg queries;     // [B, D] float32/float16/bfloat16, unit inner stride
   TensorArg items;       // [N, D], same dtype

@@ -1,16 +1,15 @@
-// Python bindings for the CUDA launchers in kernels/ (score_topk stage 1, row norms,
-// pool_hidden): each entry point takes one parameter struct of named fields (kernels/launchers.h).
+// Python bindings for score_topk's CUDA launchers in kernels/score_topk.cu (stage 1, row
+// norms): each entry point takes one parameter struct of named fields (kernels/score_topk.h).
 // Compiles to nothing unless the extension is built with CUDA (PYL2D_WITH_CUDA).
 #ifdef PYL2D_WITH_CUDA
 #include <pybind11/pybind11.h>
 
-#include "launchers.h"
+#include "score_topk.h"
 #include "registry.h"
 
 namespace py = pybind11;
 
 PYL2D_REGISTER_BINDINGS(score_topk_cuda, [](py::module_& m) {
-  using pyl2d::cuda::PoolHiddenCudaParams;
   using pyl2d::cuda::RowNormsParams;
   using pyl2d::cuda::ScoreTopkStage1Params;
   const auto release = py::call_guard<py::gil_scoped_release>();
@@ -34,7 +33,7 @@ PYL2D_REGISTER_BINDINGS(score_topk_cuda, [](py::module_& m) {
       .def_readwrite("ws_ids", &ScoreTopkStage1Params::ws_ids)
       .def_readwrite("stream", &ScoreTopkStage1Params::stream);
   m.def("score_topk_stage1_cuda", &pyl2d::cuda::score_topk_stage1, release, py::arg("params"),
-        "Per-(query, item split) top-k candidates of score_topk (see kernels/launchers.h). Internal.");
+        "Per-(query, item split) top-k candidates of score_topk (see kernels/score_topk.h). Internal.");
   m.def("score_topk_block_queries_cuda", &pyl2d::cuda::score_topk_block_queries, py::arg("dtype_code"),
         py::arg("k"), py::arg("batch"), "Queries per thread block of score_topk stage 1. Internal.");
 
@@ -44,18 +43,6 @@ PYL2D_REGISTER_BINDINGS(score_topk_cuda, [](py::module_& m) {
       .def_readwrite("out", &RowNormsParams::out)
       .def_readwrite("stream", &RowNormsParams::stream);
   m.def("row_norms_cuda", &pyl2d::cuda::row_norms, release, py::arg("params"),
-        "float32 L2 norm (or sum of squares) of each row (see kernels/launchers.h). Internal.");
-
-  pyl2d::bind_params<PoolHiddenCudaParams>(m, "PoolHiddenCudaParams", "Named arguments of pool_hidden_cuda.")
-      .def_readwrite("hidden", &PoolHiddenCudaParams::hidden)
-      .def_readwrite("mode", &PoolHiddenCudaParams::mode)
-      .def_readwrite("last_index", &PoolHiddenCudaParams::last_index)
-      .def_readwrite("real", &PoolHiddenCudaParams::real)
-      .def_readwrite("normalize", &PoolHiddenCudaParams::normalize)
-      .def_readwrite("pooled", &PoolHiddenCudaParams::pooled)
-      .def_readwrite("out", &PoolHiddenCudaParams::out)
-      .def_readwrite("stream", &PoolHiddenCudaParams::stream);
-  m.def("pool_hidden_cuda", &pyl2d::cuda::pool_hidden, release, py::arg("params"),
-        "pool_hidden into a float32 workspace, then normalise and round (see kernels/launchers.h). Internal.");
+        "float32 L2 norm (or sum of squares) of each row (see kernels/score_topk.h). Internal.");
 });
 #endif  // PYL2D_WITH_CUDA

@@ -57,7 +57,7 @@ void mean_rows(const typename T::storage* values, int64_t row_stride, int64_t co
 
 }  // namespace
 
-// segment_mean's named arguments (pyl2d/ops/segment_mean.py; bound below).
+// segment_mean's named arguments (pyl2d/ops/segment_mean/cpu.py; bound below).
 struct SegmentMeanParams {
   TensorArg values;       // [M, D] float32/float16/bfloat16, unit inner stride
   TensorArg segment_ids;  // [M] int32/int64 in [0, S), contiguous

@@ -5,7 +5,7 @@
 
 #include "common.cuh"
 #include "codes.h"
-#include "launchers.h"
+#include "pool_hidden.h"
 
 namespace pyl2d {
 namespace cuda {

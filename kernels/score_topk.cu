@@ -21,7 +21,7 @@
 
 #include "common.cuh"
 #include "codes.h"
-#include "launchers.h"
+#include "score_topk.h"
 
 namespace pyl2d {
 namespace cuda {

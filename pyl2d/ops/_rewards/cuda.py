@@ -1,4 +1,4 @@
-"""Argument marshalling for the CUDA reward launchers (pyl2d._C *_cuda, kernels/rewards.h)."""
+"""Argument marshalling for the CUDA reward launchers (pyl2d._C *_cuda, kernels/<op>.h)."""
 from __future__ import annotations
 
 import torch
@@ -12,7 +12,7 @@ def _f32(t):
 
 
 def reward_fields(scores, weights, mode, score_max, bystander, bystander_coef, lengths, length_limit, length_coef):
-    """The aggregation fields by name (kernels/rewards.h: RewardFields)."""
+    """The aggregation fields by name (kernels/reward_fields.h: RewardFields)."""
     return dict(scores=_ext.ensure_inner_contiguous(scores), weights=_f32(weights), mode=_codes.REWARD_MODE_CODES[mode],
                 score_max=float(score_max), bystander=_f32(bystander), bystander_coef=float(bystander_coef),
                 lengths=_f32(lengths) if lengths is not None and length_limit is not None else None,

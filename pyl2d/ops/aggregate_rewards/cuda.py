@@ -1,4 +1,4 @@
-"""CUDA ``aggregate_rewards``: one thread per row (kernels/rewards.cu)."""
+"""CUDA ``aggregate_rewards``: one thread per row (kernels/aggregate_rewards.cu)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""CUDA ``group_advantages``: one thread block per group, block reductions (kernels/rewards.cu)."""
+"""CUDA ``group_advantages``: one thread block per group, block reductions (kernels/group_advantages.cu)."""
 from __future__ import annotations
 
 import torch

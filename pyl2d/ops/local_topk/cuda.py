@@ -1,7 +1,7 @@
 """cuda backend of ``local_topk``: memory kNN and global candidates through ``score_topk``
 (pyl2d/ops/local_topk/_stages.py, which proves C = k + m + E global candidates exact), local scores
 of each item's mean over the nearest entries and candidate masking in CUDA
-(kernels/l2d_aggregate.cu), then one ``topk`` over packed keys for the k best."""
+(kernels/local_topk.cu), then one ``topk`` over packed keys for the k best."""
 from __future__ import annotations
 
 import torch

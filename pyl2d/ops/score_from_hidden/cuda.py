@@ -1,4 +1,4 @@
-"""CUDA ``score_from_hidden``: one block per row, a warp per score token (kernels/rewards.cu)."""
+"""CUDA ``score_from_hidden``: one block per row, a warp per score token (kernels/score_from_hidden.cu)."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,5 @@
 """cuda backend of ``segment_mean``: rows grouped by segment with a stable sort (CSR), then
-one block per (segment, 128 columns) sums its rows in float32 (kernels/l2d_aggregate.cu)."""
+one block per (segment, 128 columns) sums its rows in float32 (kernels/segment_mean.cu)."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,5 @@
-// Host launchers for the L2D aggregation kernels (segment_mean, local_topk), called from
-// csrc/l2d_aggregate_cuda_bindings.cpp. Plain C++: no CUDA, pybind11 or torch types. Each
+// Host launchers for local_topk's CUDA stages in kernels/local_topk.cu, called from
+// csrc/local_topk_cuda_bindings.cpp. Plain C++: no CUDA, pybind11 or torch types. Each
 // takes one parameter struct of named fields (csrc/native_args.h): tensors are TensorArgs of
 // device memory torch allocated (no launcher allocates); `stream` is the caller's cudaStream_t
 // as an integer. Launchers validate their fields by name before any CUDA call
@@ -11,18 +11,6 @@
 
 namespace pyl2d {
 namespace cuda {
-
-// means[s, :] = mean of the rows of `values` listed in order[ends[s] - counts[s] .. ends[s]);
-// zero rows for empty segments.
-struct SegmentMeanCudaParams {
-  TensorArg values;  // [M, D] float32/float16/bfloat16, unit inner stride
-  TensorArg order;   // [M] int64, contiguous: row indices grouped by segment
-  TensorArg ends;    // [S] int64, contiguous: one past each segment's last position in order
-  TensorArg counts;  // [S] int64, contiguous: rows per segment
-  TensorArg means;   // [S, D] float32, contiguous, written
-  uintptr_t stream = 0;
-};
-void segment_mean(const SegmentMeanCudaParams& p);
 
 // local_topk's local scores. For query b and position j of its m nearest memory entries
 // sorted by item (rows: memory indices, items, group_end: one past the group when j starts
