@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+import pyl2d
 from pyl2d import _ext
 
 lib = _ext.load()
@@ -68,10 +69,14 @@ def test_env_selects_the_path():
 
 @pytest.mark.parametrize("env,variant,amx", _paths(), ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items())
                          if isinstance(v, dict) else None)
-def test_every_supported_path_matches_the_oracle(env, variant, amx):
+def test_every_supported_path_matches_the_oracle(env, variant, amx, tmp_path):
     tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = _SCRIPT.format(tests=tests, variant=variant, amx=amx)
-    run_env = {**os.environ, **env}
+    # The child imports the pyl2d this process tested (installed or source tree), not
+    # whatever its working directory holds.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pyl2d.__file__)))
+    run_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
     run_env.pop("PYL2D_BACKEND", None)
-    proc = subprocess.run([sys.executable, "-c", script], env=run_env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", script], env=run_env, capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
