@@ -32,6 +32,30 @@ def chunk_scores(queries: torch.Tensor, items: torch.Tensor, metric: str,
     return -((q * q).sum(1)[:, None] - 2.0 * dots + x_sq[None, :]).clamp_min(0.0).sqrt()
 
 
+# Elements per chunk of the rows when summing their squares: 64 MiB of float32 at most.
+NORM_TERM_CHUNK_ELEMENTS = 1 << 24
+
+
+def norm_terms(rows: torch.Tensor, metric: str, given: torch.Tensor | None = None) -> torch.Tensor | None:
+    """[N] float32 term of each row that the search kernels' epilogues read: |x| for cosine,
+    |x|^2 for l2 (a sum of squares, never a rounded norm squared again, so equal distances
+    give equal scores and tie by id), None for ip. ``given``: the rows' L2 norms, when the
+    caller has them. No float32 copy of ``rows``: the l2 sums run over bounded chunks."""
+    if metric == "ip":
+        return None
+    if given is not None:
+        norms = given.to(torch.float32)
+        return (norms * norms if metric == "l2" else norms).contiguous()
+    if metric == "cosine":
+        return torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32)
+    out = torch.empty(rows.shape[0], dtype=torch.float32, device=rows.device)
+    step = max(1, NORM_TERM_CHUNK_ELEMENTS // max(1, rows.shape[1]))
+    for start in range(0, rows.shape[0], step):
+        part = rows[start:start + step].to(torch.float32)
+        out[start:start + step] = (part * part).sum(1)
+    return out
+
+
 def expected_scores(hidden: torch.Tensor, lm_head_weight: torch.Tensor, score_token_ids: torch.Tensor,
                     score_values: torch.Tensor) -> torch.Tensor:
     """[R] float32 expected score under the softmax over the score tokens' logits."""

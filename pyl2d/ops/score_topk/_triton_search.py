@@ -13,7 +13,7 @@ import torch
 import triton
 
 from pyl2d import _codes, _platform
-from pyl2d._fallbacks import chunk_scores
+from pyl2d._fallbacks import chunk_scores, norm_terms
 from pyl2d._topk import merge_candidates, pack_keys
 from pyl2d.ops.score_topk import _triton_configs as _configs
 from pyl2d.ops.score_topk._triton_kernel import EMPTY_KEY, score_topk_kernel
@@ -22,8 +22,6 @@ from pyl2d.ops.score_topk._triton_kernel import EMPTY_KEY, score_topk_kernel
 MAX_FUSED_ITEMS = 2**31 - 2**20
 # Fallback: score at most this many (query, item) pairs at once.
 FALLBACK_PAIRS = 1 << 24
-# Elements per chunk of the items' squared norms (l2): 64 MiB of fp32 at most.
-SUMSQ_CHUNK_ELEMENTS = 1 << 24
 
 
 def _next_pow2(x: int) -> int:
@@ -48,25 +46,6 @@ def selection_width(c: int) -> int:
 
 def fused_supported(c: int, n_items: int) -> bool:
     return selection_width(c) <= _configs.MAX_KP and n_items <= MAX_FUSED_ITEMS
-
-
-def item_norm_terms(items: torch.Tensor, item_norms: torch.Tensor | None, metric: str) -> torch.Tensor | None:
-    """fp32 per-item terms the kernel's epilogue reads: |x| for cosine, |x|^2 for l2, None
-    for ip. The l2 term is a sum of squares, never a rounded norm squared again, so equal
-    distances give equal scores and tie by id. Computed in bounded chunks, no fp32 copy."""
-    if metric == "ip":
-        return None
-    if item_norms is not None:
-        norms = item_norms.to(torch.float32)
-        return (norms * norms if metric == "l2" else norms).contiguous()
-    if metric == "cosine":
-        return torch.linalg.vector_norm(items, dim=1, dtype=torch.float32)
-    out = torch.empty(items.shape[0], dtype=torch.float32, device=items.device)
-    rows = max(1, SUMSQ_CHUNK_ELEMENTS // max(1, items.shape[1]))
-    for start in range(0, items.shape[0], rows):
-        part = items[start:start + rows].to(torch.float32)
-        out[start:start + rows] = (part * part).sum(1)
-    return out
 
 
 def _sm_count(device: torch.device) -> int:
@@ -150,7 +129,7 @@ def best_candidates(q_base: torch.Tensor, q_rows: torch.Tensor, q_stride_d: int,
     only as an alignment hint). The fused kernel handles ``c`` up to ``_configs.MAX_KP``."""
     n_items, dim = items.shape
     kp = selection_width(c)
-    norms = item_norm_terms(items, item_norms, metric)
+    norms = norm_terms(items, metric, item_norms)
     cfg = _configs.pick(items.dtype, dim, batch, kp)
     splits, per_split = _plan_splits(batch, n_items, cfg, items.device)
     out_scores = torch.empty((batch, splits, kp), dtype=torch.float32, device=items.device)

@@ -7,8 +7,9 @@ import torch
 from pyl2d import _codes, _ext
 
 
-def call_kernel(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str,
-                exclude: torch.Tensor | None, item_norms: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def score_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str = "ip",
+               exclude: torch.Tensor | None = None, item_norms: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the C++ kernel on validated CPU tensors; outputs are allocated here."""
     lib = _ext.require()
     b = queries.shape[0]
@@ -23,6 +24,3 @@ def call_kernel(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str,
               num_threads=torch.get_num_threads())
     return scores, ids
 
-
-def score_topk(queries, items, k, metric="ip", exclude=None, item_norms=None):
-    return call_kernel(queries, items, k, metric, exclude, item_norms)

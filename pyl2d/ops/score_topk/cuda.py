@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from pyl2d import _codes, _ext
-from pyl2d._fallbacks import chunk_scores
+from pyl2d._fallbacks import chunk_scores, norm_terms
 from pyl2d._topk import merge_candidates
 
 # Extra memory per step of the fallback and of the item-norm computation.
@@ -27,16 +27,6 @@ def new_buffer(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device)
     """Uninitialised output/workspace memory for a kernel (tests swap in poisoned buffers to
     catch elements a kernel forgets to write)."""
     return torch.empty(shape, dtype=dtype, device=device)
-
-
-def row_norm_terms(t: torch.Tensor, metric: str) -> torch.Tensor:
-    """float32 norm term of each row with torch, in chunks (for the few query rows): the L2
-    norm for cosine, the sum of squares for l2 (see kernels/score_topk.cu: apply_metric)."""
-    rows = max(1, FALLBACK_CHUNK_BYTES // (4 * max(1, t.shape[1])))
-    chunks = [c.to(torch.float32) for c in t.split(rows)]
-    if metric == "l2":
-        return torch.cat([(c * c).sum(1) for c in chunks])
-    return torch.cat([torch.linalg.vector_norm(c, dim=1) for c in chunks])
 
 
 def vector_aligned(t: torch.Tensor, *strides: int) -> bool:
@@ -106,13 +96,13 @@ def topk_from_rows(base: torch.Tensor, row_offsets: torch.Tensor, batch: int, ro
     device = items.device
     q_norms = x_norms = None
     if metric != "ip":
-        q_norms = row_norm_terms(query_rows(), metric).contiguous()
+        q_norms = norm_terms(query_rows(), metric)
     ex = sorted_exclude(exclude)
     row_offsets = row_offsets.to(torch.int64).contiguous()
     with torch.cuda.device(device):
         if metric != "ip":
             if item_norms is not None:
-                x_norms = (item_norms * item_norms if metric == "l2" else item_norms).contiguous()
+                x_norms = norm_terms(items, metric, item_norms)
             else:  # one pass over the items in a CUDA kernel, no float32 copy
                 x_norms = new_buffer((n,), torch.float32, device)
                 _ext.call(lib.row_norms_cuda, lib.RowNormsParams, x=items, squared=metric == "l2", out=x_norms,
