@@ -10,6 +10,8 @@ import sys
 
 from pyl2d.l2d.argtypes import device, file, folder, non_negative_int, positive_float, positive_int
 
+MINUTES_HELP = ("optional wall-clock cap on each model's training (default: none, so that results do not "
+                "depend on the machine's speed)")
 DATA_HELP = ("a folder with valid.csv (training: fine-tuning and the memory), test.csv (evaluation) and "
              "items.txt (the catalog), in the D3/BIGRec CSV format")
 
@@ -38,8 +40,12 @@ def add_commands(subparsers) -> None:
                     "popularity. Prints a Recall/NDCG/latency table and saves an accuracy-vs-latency plot.")
     p.add_argument("--output-dir", default=field_default(DemoRun, "output_dir"), type=folder,
                    help="where the model, memory, results.json and plot go")
-    p.add_argument("--minutes", type=positive_float, default=field_default(DemoRun, "minutes"),
-                   help="training time budget")
+    p.add_argument("--epochs", type=positive_float, default=field_default(DemoRun, "epochs"),
+                   help="training epochs per seed")
+    p.add_argument("--seeds", type=positive_int, default=field_default(DemoRun, "seeds"),
+                   help="models trained (seeds --seed, --seed + 1, ...); the table shows mean ± std")
+    p.add_argument("--seed", type=non_negative_int, default=field_default(DemoRun, "seed"), help="first seed")
+    p.add_argument("--minutes", type=positive_float, default=field_default(DemoRun, "minutes"), help=MINUTES_HELP)
     p.add_argument("--users", type=positive_int, default=field_default(DemoRun, "users"), help="synthetic users")
     p.add_argument("--items", type=positive_int, default=field_default(DemoRun, "items"), help="synthetic catalog size")
     p.add_argument("--time-queries", type=positive_int, default=field_default(DemoRun, "time_queries"),
@@ -89,6 +95,9 @@ def add_commands(subparsers) -> None:
                    help="accuracy-vs-latency PNG (default: <work-dir>/accuracy_vs_latency.png)")
     _eval_args(p)
     _train_args(p)
+    p.add_argument("--seeds", type=positive_int, default=field_default(EvalRun, "seeds"),
+                   help="without --model: train and evaluate this many models (seeds --seed, --seed + 1, ...) and "
+                        "report mean ± std; with one, each score's ± is a bootstrap interval over test queries")
     _memory_args(p)
     _common(p)
     p.set_defaults(func=_eval)
@@ -143,8 +152,8 @@ def _train_args(p) -> None:
 
     d = TrainConfig()
     g = p.add_argument_group("tiny-model training")
-    g.add_argument("--minutes", type=positive_float, default=d.max_minutes, help="training time budget")
-    g.add_argument("--epochs", type=positive_float, default=d.epochs, help="epochs (whichever limit comes first)")
+    g.add_argument("--epochs", type=positive_float, default=d.epochs, help="training epochs")
+    g.add_argument("--minutes", type=positive_float, default=d.max_minutes, help=MINUTES_HELP)
     g.add_argument("--vocab-size", type=positive_int, default=d.vocab_size)
     g.add_argument("--hidden-size", type=positive_int, default=d.hidden_size)
     g.add_argument("--layers", type=positive_int, default=d.num_layers)
@@ -244,8 +253,9 @@ def _log(msg: str) -> None:
 def _demo_run(args):
     from pyl2d.l2d.pipeline_config import DemoRun
 
-    return DemoRun(output_dir=args.output_dir, minutes=args.minutes, users=args.users, items=args.items,
-                   time_queries=args.time_queries, runtime=_runtime(args))
+    return DemoRun(output_dir=args.output_dir, epochs=args.epochs, seeds=args.seeds, seed=args.seed,
+                   minutes=args.minutes, users=args.users, items=args.items, time_queries=args.time_queries,
+                   runtime=_runtime(args))
 
 
 def _train_run(args):
@@ -269,7 +279,7 @@ def _eval_run(args):
     training = _train_config(args) if args.model is None and not args.memory else None
     return EvalRun(data=args.data, model=args.model, memory=args.memory, work_dir=args.work_dir, output=args.output,
                    plot=args.plot, max_history=args.max_history, evaluation=_eval_config(args), training=training,
-                   build=_memory_config(args), runtime=_runtime(args))
+                   seeds=args.seeds, build=_memory_config(args), runtime=_runtime(args))
 
 
 def _recommend_run(args):

@@ -222,6 +222,42 @@ def prefix_augment(samples: Iterable[Sample], min_history: int = 1) -> list[Samp
     return out
 
 
+def latest_rows(samples: Sequence[Sample]) -> list[int]:
+    """Indices of the rows that end a user's sequence in ``samples``: no other row continues
+    them. D3/BIGRec rows of one user are (h -> t), (h + t -> t'), ...: a row is continued
+    when another row's history is the longest suffix of h + (t,) that the data's history
+    length allows. Holding out only such rows keeps them out of the training data even after
+    :func:`prefix_augment` (no remaining row holds their history followed by their target),
+    which is what a validation split needs; no user id column is required."""
+    longest = max((len(s.history_ids) for s in samples), default=0)
+    histories = {s.history_ids for s in samples}
+    out = []
+    for index, s in enumerate(samples):
+        sequence = (*s.history_ids, s.target_id)
+        if sequence[-longest:] not in histories if longest else True:
+            out.append(index)
+    return out
+
+
+def split_validation(samples: Sequence[Sample], fraction: float = 0.15, seed: int = 0
+                     ) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation): a seeded random ``fraction`` of the rows held out for choosing
+    settings, taken among the rows that end a user's sequence (:func:`latest_rows`), so the
+    validation rows are each user's newest, as the test rows are, and never leak into the
+    training rows or their prefixes. Raises ValueError when too few rows end a sequence."""
+    import random
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+    candidates = [i for i in latest_rows(samples) if samples[i].history_ids]
+    wanted = round(fraction * len(samples))
+    if wanted < 1 or wanted > len(candidates):
+        raise ValueError(f"cannot hold out {fraction:.0%} of {len(samples)} rows for validation: only "
+                         f"{len(candidates)} rows end a user's sequence")
+    held = set(random.Random(seed).sample(candidates, wanted))
+    return ([s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held])
+
+
 def sample_from_history(history_ids: Sequence[int], catalog: Catalog) -> Sample:
     """A query-only sample from item ids (target unknown: id -1)."""
     if len(history_ids) == 0:

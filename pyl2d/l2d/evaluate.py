@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from pyl2d.l2d import metrics
+from pyl2d.l2d import metrics, spread
 from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
 from pyl2d.l2d.data import Catalog, Sample
 from pyl2d.l2d.memory import ItemMemory
@@ -40,6 +40,7 @@ class EvalConfig:
     time_queries: int = 64
     max_test: int | None = None
     seed: int = 0
+    timing: bool = True  # False: no latency measurement (ms fields None), e.g. for a run's later seeds
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -127,11 +128,14 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
         kept = metrics.drop_history(ranked, samples)
         ranks = metrics.hit_ranks(kept, targets)
         excl_length = length if method == "beam" else max_k
-        record = {"method": method, **metrics.summarize(ranks, excl_length, config.ks)}
+        record = {"method": method, **metrics.summarize(ranks, excl_length, config.ks),
+                  "interval": spread.bootstrap_intervals(ranks, excl_length, config.ks)}
         k_timing = min(TIMING_K, config.beams) if method == "beam" else TIMING_K
-        ms, best_bs, by_bs = metrics.ms_per_query(
-            lambda batch: runner.recommend(batch, k_timing, exclude_history=True), samples,
-            config.batch_sizes, config.time_queries)
+        ms, best_bs, by_bs = None, None, {}
+        if config.timing:
+            ms, best_bs, by_bs = metrics.ms_per_query(
+                lambda batch: runner.recommend(batch, k_timing, exclude_history=True), samples,
+                config.batch_sizes, config.time_queries)
         record.update(ms_per_query=ms, batch_size=best_bs, ms_by_batch_size={str(k): v for k, v in by_bs.items()})
         target_titles = [s.target_title for s in samples]
         record["no_exclusion"] = {
@@ -143,21 +147,32 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
         record["unique_title"] = metrics.summarize(ranks[unique], excl_length, config.ks)
         record["seconds"] = time.perf_counter() - start
         records.append(record)
-        log(f"  {method:<11} R@10 {metrics.fmt(record.get('recall@10'))}  "
-            f"{ms:.2f} ms/query (batch {best_bs})  [{record['seconds']:.0f} s]")
+        timing = f"{ms:.2f} ms/query (batch {best_bs})  " if ms is not None else ""
+        log(f"  {method:<11} R@10 {metrics.fmt(record.get('recall@10'))}  {timing}[{record['seconds']:.0f} s]")
     return {"records": records, "info": info}
+
+
+def _cell(record: dict, key: str, *nested: str) -> str:
+    """``record[nested...][key]`` formatted, with its ± (:func:`spread.spread_of`) if known."""
+    values = record
+    for name in nested:
+        values = values.get(name, {})
+    value = values.get(key)
+    text = metrics.fmt(value)
+    plus = spread.spread_of(record, key, *nested) if value is not None else None
+    return f"{text} ± {plus:.4f}" if plus is not None else text
 
 
 def format_table(result: dict, ks: Sequence[int] = metrics.KS) -> str:
     """A Markdown table, history excluded throughout: item-level Recall/NDCG, title-level and
-    unique-title Recall@10, and ms per query at the best batch size."""
+    unique-title Recall@10, and ms per query at the best batch size; each score with its ±
+    (:func:`spread.spread_label` says which) where known."""
     head = ["method"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks] + ["title R@10", "uniq R@10", "ms/query (batch)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["records"]:
-        cells = [r["method"]] + [metrics.fmt(r.get(f"recall@{k}")) for k in ks]
-        cells += [metrics.fmt(r.get(f"ndcg@{k}")) for k in ks]
-        cells += [metrics.fmt(r["title_level"].get("recall@10")), metrics.fmt(r["unique_title"].get("recall@10")),
-                  f"{r['ms_per_query']:.2f} ({r['batch_size']})"]
+        cells = [r["method"]] + [_cell(r, f"recall@{k}") for k in ks] + [_cell(r, f"ndcg@{k}") for k in ks]
+        cells += [_cell(r, "recall@10", "title_level"), _cell(r, "recall@10", "unique_title"),
+                  "-" if r["ms_per_query"] is None else f"{r['ms_per_query']:.2f} ({r['batch_size']})"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -167,16 +182,16 @@ def format_no_exclusion_table(result: dict, ks: Sequence[int] = metrics.KS) -> s
     head = ["method"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks] + ["title R@10"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["records"]:
-        s = r["no_exclusion"]
-        cells = [r["method"]] + [metrics.fmt(s.get(f"recall@{k}")) for k in ks] + [metrics.fmt(s.get(f"ndcg@{k}")) for k in ks]
-        cells.append(metrics.fmt(s.get("title_level", {}).get("recall@10")))
+        cells = [r["method"]] + [_cell(r, f"recall@{k}", "no_exclusion") for k in ks]
+        cells += [_cell(r, f"ndcg@{k}", "no_exclusion") for k in ks]
+        cells.append(_cell(r, "recall@10", "no_exclusion", "title_level"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def save_plot(result: dict, path: str, k: int = 10, title: str = "") -> bool:
-    """Accuracy (item-level Recall@k) against ms per query, log x axis. False (and nothing
-    written) when matplotlib is not installed."""
+    """Accuracy (item-level Recall@k, with its ± as an error bar) against ms per query, log x
+    axis. False (and nothing written) when matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -186,14 +201,16 @@ def save_plot(result: dict, path: str, k: int = 10, title: str = "") -> bool:
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in result["records"]:
         y = r.get(f"recall@{k}")
-        if y is None:
+        if y is None or r["ms_per_query"] is None:
             continue
-        ax.scatter(r["ms_per_query"], y, s=40)
+        err = spread.spread_of(r, f"recall@{k}")
+        ax.errorbar(r["ms_per_query"], y, yerr=err, fmt="o", markersize=6, capsize=4)
         ax.annotate(r["method"], (r["ms_per_query"], y), textcoords="offset points", xytext=(5, 5))
     ax.set_xscale("log")
     ax.set_xlabel("milliseconds per query (best batch size, log scale)")
     ax.set_ylabel(f"Recall@{k} (item level, history excluded)")
-    ax.set_title(title or "accuracy vs latency")
+    ax.set_title(title or "accuracy vs latency", fontsize=10)
+    fig.text(0.01, 0.01, "error bars: " + spread.spread_label(result), fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -20,14 +20,14 @@ from typing import Callable
 from pyl2d.l2d.evaluate import EvalConfig
 from pyl2d.l2d.pipeline_config import (BuildMemoryRun, DemoRun, EvalRun, MemoryConfig, PathLike, RecommendRun,
                                        RuntimeConfig, TrainRun, field_default)
-from pyl2d.l2d.train import DEMO_CONFIG, TrainConfig
+from pyl2d.l2d.train import DEMO_CONFIG, TRAINING_INFO, TrainConfig
 
 Log = Callable[[str], None]
 DEMO_M = 200  # nearest memory entries for L2D-local in the demo (its memory is small)
 
 __all__ = ["BuildMemoryRun", "DemoRun", "EvalRun", "MemoryConfig", "RecommendRun", "RuntimeConfig", "TrainRun",
            "field_default", "load_dataset", "prompt_template", "run_build_memory", "run_demo", "run_eval",
-           "run_recommend", "run_train"]
+           "run_recommend", "run_train", "seed_list"]
 
 
 # -- steps ----------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def prompt_template(model_path: PathLike | None = None, max_history: int | None 
     from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
 
     template = DEFAULT_PROMPT
-    info = pathlib.Path(model_path, "pyl2d_training.json") if model_path else None
+    info = pathlib.Path(model_path, TRAINING_INFO) if model_path else None
     if info is not None and info.is_file():
         template = PromptTemplate(**json.loads(info.read_text())["template"])
     if max_history:
@@ -102,7 +102,10 @@ def _report(result: dict, output: PathLike | None, plot: PathLike, title: str, l
     """Log both tables; write the JSON (records, and info next to it) and the plot."""
     from pyl2d.l2d.evaluate import format_no_exclusion_table, format_table, save_plot
 
-    log("\nHistory excluded (item level; title R@10: D3-style title hit among the same history-excluded list; "
+    from pyl2d.l2d.spread import spread_label
+
+    log(f"\nScores: {spread_label(result)}.")
+    log("History excluded (item level; title R@10: D3-style title hit among the same history-excluded list; "
         "uniq R@10: targets with a unique title):")
     log(format_table(result))
     log("\nHistory not excluded (item level; title R@10: D3-style title hit):")
@@ -117,9 +120,8 @@ def _report(result: dict, output: PathLike | None, plot: PathLike, title: str, l
         log("matplotlib is not installed: no plot (pip install matplotlib)")
 
 
-def _evaluate(dataset, model_path, memory_path, work_dir: pathlib.Path, *, evaluation: EvalConfig,
-              memory: MemoryConfig, runtime: RuntimeConfig, max_history: int | None, output, plot, title: str,
-              log: Log) -> dict:
+def _evaluate_one(dataset, model_path, memory_path, work_dir: pathlib.Path, *, evaluation: EvalConfig,
+                  memory: MemoryConfig, runtime: RuntimeConfig, max_history: int | None, log: Log) -> dict:
     from pyl2d.l2d.evaluate import evaluate
 
     model, tokenizer, item_memory = _load_or_build(model_path, dataset, memory_path, work_dir, memory, runtime,
@@ -127,16 +129,54 @@ def _evaluate(dataset, model_path, memory_path, work_dir: pathlib.Path, *, evalu
     result = evaluate(model, tokenizer, item_memory, dataset.train, dataset.test, dataset.catalog,
                       config=evaluation, log=log)
     result["info"].update(data=dataset.name, model=str(model_path), memory=str(memory_path or work_dir / "memory"))
-    _report(result, output, plot or str(work_dir / "accuracy_vs_latency.png"), title, log)
     return result
+
+
+def _train_or_reuse(dataset, model_path: pathlib.Path, training: TrainConfig, max_history: int | None,
+                    runtime: RuntimeConfig, log: Log) -> None:
+    """Train into ``model_path`` unless it already holds the model this training would give."""
+    from pyl2d.l2d.train import train_model, trained_with
+
+    template = prompt_template(None, max_history)
+    if trained_with(model_path, dataset.train, training, template):
+        log(f"reusing the model at {model_path} (trained on the same data with the same config and seed)")
+        return
+    train_model(dataset.catalog, dataset.train, model_path, training, template, progress=runtime.progress, log=log)
+
+
+def seed_list(first: int, count: int) -> list[int]:
+    """The seeds of a ``--seeds count`` run: ``first, first + 1, ...``."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"seeds must be a positive int, got {count!r}")
+    return list(range(first, first + count))
+
+
+def _train_and_evaluate(dataset, work_dir: pathlib.Path, training: TrainConfig, seeds: int, *,
+                        evaluation: EvalConfig, memory: MemoryConfig, runtime: RuntimeConfig,
+                        max_history: int | None, log: Log) -> dict:
+    """Train one model per seed (``<work_dir>/model``, or ``<work_dir>/seed-<s>/model`` for
+    several), build its memory, evaluate; the seeds' results combined."""
+    from pyl2d.l2d.spread import combine_seeds
+
+    seeds_used = seed_list(training.seed, seeds)
+    results = []
+    for seed in seeds_used:
+        timed = evaluation if not results else dataclasses.replace(evaluation, timing=False)  # latency: seed 1 only
+        seed_dir = work_dir / f"seed-{seed}" if len(seeds_used) > 1 else work_dir
+        if len(seeds_used) > 1:
+            log(f"\n== seed {seed} ({len(results) + 1} of {len(seeds_used)}) ==")
+        _train_or_reuse(dataset, seed_dir / "model", dataclasses.replace(training, seed=seed), max_history,
+                        runtime, log)
+        results.append(_evaluate_one(dataset, seed_dir / "model", None, seed_dir, evaluation=timed,
+                                     memory=memory, runtime=runtime, max_history=max_history, log=log))
+    return combine_seeds(results, seeds_used)
 
 
 # -- pipelines ------------------------------------------------------------------------------
 def run_demo(config: DemoRun | None = None, log: Log = print) -> dict:
-    """Synthetic data, a tiny model, its memory, every method evaluated: the evaluation result
-    ({"records", "info"}); model, memory, results.json and the plot are in ``output_dir``."""
-    from pyl2d.l2d.train import train_model
-
+    """Synthetic data, a tiny model per seed, its memory, every method evaluated: the
+    evaluation result ({"records", "info"}); models, memories, results.json and the plot are
+    in ``output_dir``."""
     config = config or DemoRun()
     _setup(config.runtime)
     start = time.perf_counter()
@@ -145,13 +185,14 @@ def run_demo(config: DemoRun | None = None, log: Log = print) -> dict:
     dataset = load_dataset(None, n_users=config.users, n_items=config.items)
     log(f"synthetic data: {len(dataset.catalog)} items, {len(dataset.train)} training and "
         f"{len(dataset.test)} test rows")
-    training = TrainConfig(**{**DEMO_CONFIG, "max_minutes": config.minutes})
-    train_model(dataset.catalog, dataset.train, out / "model", training, progress=config.runtime.progress, log=log)
-    result = _evaluate(dataset, out / "model", out / "memory", out,
-                       evaluation=EvalConfig(m=DEMO_M, time_queries=config.time_queries),
-                       memory=MemoryConfig(overwrite=True), runtime=config.runtime, max_history=None,
-                       output=str(out / "results.json"), plot=str(out / "accuracy_vs_latency.png"),
-                       title="pyl2d demo (synthetic data)", log=log)
+    training = TrainConfig(**{**DEMO_CONFIG, "epochs": config.epochs, "max_minutes": config.minutes,
+                              "seed": config.seed})
+    result = _train_and_evaluate(dataset, out, training, config.seeds,
+                                 evaluation=EvalConfig(m=DEMO_M, time_queries=config.time_queries),
+                                 memory=MemoryConfig(overwrite=True), runtime=config.runtime, max_history=None,
+                                 log=log)
+    _report(result, str(out / "results.json"), str(out / "accuracy_vs_latency.png"), "pyl2d demo (synthetic data)",
+            log)
     log(f"demo finished in {time.perf_counter() - start:.0f} s")
     return result
 
@@ -176,24 +217,32 @@ def run_build_memory(config: BuildMemoryRun, log: Log = print):
 
 
 def run_eval(config: EvalRun, log: Log = print) -> dict:
-    """Evaluate L2D and the baselines (training a model and building a memory when not given):
-    {"records": one dict per method, "info": what was evaluated}."""
-    from pyl2d.l2d.train import train_model
-
+    """Evaluate L2D and the baselines (training a model per seed and building its memory when
+    no model is given): {"records": one dict per method, "info": what was evaluated}."""
     _setup(config.runtime)
     dataset = load_dataset(config.data)
     work_dir = pathlib.Path(config.work_dir or f"pyl2d-eval-{dataset.name}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    model_path = config.model
-    if model_path is None:
-        model_path = work_dir / "model"
+    plot = config.plot or str(work_dir / "accuracy_vs_latency.png")
+    title = f"pyl2d eval: {dataset.name}"
+    if config.model is None:
         if config.memory:
             raise ValueError("--memory needs --model (the memory must come from the model evaluated)")
-        train_model(dataset.catalog, dataset.train, model_path, config.training or TrainConfig(),
-                    prompt_template(None, config.max_history), progress=config.runtime.progress, log=log)
-    return _evaluate(dataset, model_path, config.memory, work_dir, evaluation=config.evaluation, memory=config.build,
-                     runtime=config.runtime, max_history=config.max_history, output=config.output, plot=config.plot,
-                     title=f"pyl2d eval: {dataset.name}", log=log)
+        result = _train_and_evaluate(dataset, work_dir, config.training or TrainConfig(), config.seeds,
+                                     evaluation=config.evaluation, memory=config.build, runtime=config.runtime,
+                                     max_history=config.max_history, log=log)
+    else:
+        if config.seeds != 1:
+            raise ValueError(f"--seeds {config.seeds} needs models to train (without --model); a given model "
+                             "has one seed, whose test-query spread is reported as a bootstrap interval")
+        from pyl2d.l2d.spread import combine_seeds
+
+        result = combine_seeds([_evaluate_one(dataset, config.model, config.memory, work_dir,
+                                              evaluation=config.evaluation, memory=config.build,
+                                              runtime=config.runtime, max_history=config.max_history, log=log)],
+                               [None])
+    _report(result, config.output, plot, title, log)
+    return result
 
 
 def run_recommend(config: RecommendRun, log: Log = print):

@@ -19,6 +19,8 @@ from pyl2d.l2d.recommender import L2DRecommender
 from pyl2d.l2d.synthetic import make_synthetic
 from pyl2d.l2d.train import DEMO_CONFIG, TrainConfig
 
+DEMO_SEEDS = 3  # the demo's seeds: enough for a standard deviation next to each score
+
 PathLike = str | pathlib.Path
 
 
@@ -60,10 +62,14 @@ class MemoryConfig:
 
 @dataclasses.dataclass
 class DemoRun:
-    """``pyl2d demo``: synthetic data, a tiny model trained for ``minutes``, its memory, and
-    every method evaluated; model, memory, results.json and the plot go to ``output_dir``."""
+    """``pyl2d demo``: synthetic data, a tiny model trained for ``epochs`` per seed (``seeds``
+    of them from ``seed``; ``minutes``: an optional wall-clock cap), its memory, and every
+    method evaluated; models, memories, results.json and the plot go to ``output_dir``."""
     output_dir: PathLike = "pyl2d-demo"
-    minutes: float = DEMO_CONFIG["max_minutes"]
+    epochs: float = DEMO_CONFIG["epochs"]
+    seeds: int = DEMO_SEEDS
+    seed: int = field_default(TrainConfig, "seed")
+    minutes: float | None = None
     users: int = _default_of(make_synthetic, "n_users")
     items: int = _default_of(make_synthetic, "n_items")
     time_queries: int = field_default(EvalConfig, "time_queries")
@@ -101,7 +107,8 @@ class EvalRun:
     one is trained (with ``training``, default ``TrainConfig()``) into ``work_dir``; without
     ``memory`` one is built there (or resumed). ``output``: also write the records as JSON
     (and the info next to it); ``plot``: default ``<work_dir>/accuracy_vs_latency.png``;
-    ``work_dir``: default ``./pyl2d-eval-<data name>``."""
+    ``work_dir``: default ``./pyl2d-eval-<data name>``. ``seeds``: train and evaluate that many
+    models (seeds ``training.seed``, +1, ...) and report mean and standard deviation."""
     data: PathLike
     model: PathLike | None = None
     memory: PathLike | None = None
@@ -111,6 +118,7 @@ class EvalRun:
     max_history: int | None = None
     evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     training: TrainConfig | None = None
+    seeds: int = 1
     build: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 

@@ -24,7 +24,18 @@ _GENRES = {
 }
 
 
-def _catalog(rng: random.Random, n_items: int, series_share: float) -> tuple[list[str], list[str], list[float], dict[int, int]]:
+_SYLLABLES = ("ka", "lo", "mi", "ren", "do", "sa", "vi", "tor", "el", "na", "bri", "zu", "quin", "ha", "mo", "xe")
+
+
+def _artist(rng: random.Random) -> str:
+    """An invented artist name ("Torvina Kel"): rare words a tiny model cannot just spell."""
+    def word(parts: int) -> str:
+        return "".join(rng.choice(_SYLLABLES) for _ in range(parts)).capitalize()
+    return f"{word(rng.randint(2, 3))} {word(rng.randint(1, 2))}"
+
+
+def _catalog(rng: random.Random, n_items: int, series_share: float, artist_share: float,
+             popularity_exponent: float) -> tuple[list[str], list[str], list[float], dict[int, int]]:
     """Titles, genre per item, popularity weight per item, and item -> next volume in its series."""
     genres = list(_GENRES)
     titles: list[str] = []
@@ -35,6 +46,8 @@ def _catalog(rng: random.Random, n_items: int, series_share: float) -> tuple[lis
         genre = genres[len(titles) % len(genres)]
         adjectives, nouns = _GENRES[genre]
         base = f"{rng.choice(adjectives)} {rng.choice(nouns)} {genre}"
+        if rng.random() < artist_share:
+            base = f"{_artist(rng)}: {base}"
         if rng.random() < series_share and len(titles) + 3 <= n_items:
             volumes = [f"{base}, Vol. {v}" for v in (1, 2, 3)]
             if any(v in used for v in volumes):
@@ -53,20 +66,29 @@ def _catalog(rng: random.Random, n_items: int, series_share: float) -> tuple[lis
             used.add(base)
     ranks = list(range(1, n_items + 1))
     rng.shuffle(ranks)
-    popularity = [1.0 / r ** 0.8 for r in ranks]
+    popularity = [1.0 / r ** popularity_exponent for r in ranks]
     return titles, genre_of, popularity, next_volume
 
 
 def make_synthetic(n_items: int = 400, n_users: int = 600, min_len: int = 5, max_len: int = 12,
-                   max_history: int = 10, seed: int = 0, series_share: float = 0.3) -> Dataset:
+                   max_history: int = 10, seed: int = 0, series_share: float = 0.3, artist_share: float = 0.0,
+                   popularity_exponent: float = 0.8) -> Dataset:
     """A :class:`Dataset` whose ``train`` holds every prefix of each user's sequence but the
-    last, and whose ``test`` holds each user's last item (the leave-one-out protocol)."""
+    last, and whose ``test`` holds each user's last item (the leave-one-out protocol).
+
+    ``artist_share`` of the items (and their series) get an invented artist name in front of
+    the title; ``popularity_exponent`` is the Zipf exponent of item popularity (larger: a
+    longer tail of items rarely or never seen as a training target)."""
     if n_items < 20:
         raise ValueError(f"n_items must be at least 20, got {n_items}")
     if not 2 <= min_len <= max_len <= n_items:
         raise ValueError(f"need 2 <= min_len <= max_len; <= n_items; got {min_len}, {max_len}")
     rng = random.Random(seed)
-    titles, genre_of, popularity, next_volume = _catalog(rng, n_items, series_share)
+    if not (0.0 <= series_share <= 1.0 and 0.0 <= artist_share <= 1.0 and popularity_exponent >= 0.0):
+        raise ValueError(f"need series_share and artist_share in [0, 1] and popularity_exponent >= 0; got "
+                         f"{series_share}, {artist_share}, {popularity_exponent}")
+    titles, genre_of, popularity, next_volume = _catalog(rng, n_items, series_share, artist_share,
+                                                         popularity_exponent)
     genres = list(_GENRES)
     by_genre = {g: [i for i in range(n_items) if genre_of[i] == g] for g in genres}
     train: list[Sample] = []

@@ -22,20 +22,24 @@ from pyl2d.l2d.data import Catalog, Sample, prefix_augment
 from pyl2d.l2d.hidden import _progress
 from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate, answer_token_ids, prompt_token_ids
 
+TRAINING_INFO = "pyl2d_training.json"  # written next to a trained model: config, template, data
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Model size and schedule. Training stops after ``epochs`` or ``max_minutes``, whichever
-    comes first; the learning rate follows a cosine over whichever budget is tighter."""
+    """Model size and schedule. Training runs ``epochs`` (the learning rate a cosine over
+    them), seeded by ``seed``: the same data and config give the same model on any machine up
+    to float rounding. ``max_minutes`` is an optional wall-clock cap on top (off by default:
+    a cap makes a slower or busier machine train a worse model); when set, the schedule
+    follows whichever budget is tighter."""
     vocab_size: int = 4000
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 384
-    epochs: float = 6.0
-    max_minutes: float = 5.5
+    epochs: float = 4.0
+    max_minutes: float | None = None
     batch_size: int = 32
     learning_rate: float = 3e-3
     weight_decay: float = 0.01
@@ -55,8 +59,8 @@ class TrainConfig:
                              f"{self.warmup_steps}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
-        if not (self.epochs > 0 and self.max_minutes > 0):
-            raise ValueError("epochs and max_minutes must be positive")
+        if not self.epochs > 0 or (self.max_minutes is not None and not self.max_minutes > 0):
+            raise ValueError(f"epochs and max_minutes must be positive, got {self.epochs}, {self.max_minutes}")
 
 
 DEMO_CONFIG = dict(vocab_size=1000, hidden_size=96, num_layers=2, num_heads=4, intermediate_size=256,
@@ -140,6 +144,29 @@ def _answer_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Ten
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
+def training_fingerprint(samples: Sequence[Sample], template: PromptTemplate) -> str:
+    """A short hash of what a model is trained on (rows and prompt template)."""
+    from pyl2d.l2d.memory import data_fingerprint
+
+    return data_fingerprint(samples, template)
+
+
+def trained_with(output_dir: str | pathlib.Path, samples: Sequence[Sample], config: TrainConfig,
+                 template: PromptTemplate) -> bool:
+    """True when ``output_dir`` holds a model that :func:`train_model` finished with exactly
+    these samples, config and template (so training again would give the same model)."""
+    info_path = pathlib.Path(output_dir, TRAINING_INFO)
+    if not info_path.is_file() or not pathlib.Path(output_dir, "config.json").is_file():
+        return False
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (info.get("config") == dataclasses.asdict(config) and info.get("template") == dataclasses.asdict(template)
+            and info.get("data_fingerprint") == training_fingerprint(samples, template)
+            and info.get("steps") == info.get("total_steps"))
+
+
 def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | pathlib.Path,
                 config: TrainConfig | None = None, template: PromptTemplate = DEFAULT_PROMPT,
                 progress: bool = True, log=print) -> pathlib.Path:
@@ -150,6 +177,7 @@ def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | p
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     output_dir = pathlib.Path(output_dir)
+    pathlib.Path(output_dir, TRAINING_INFO).unlink(missing_ok=True)  # the model there is about to change
     data = prefix_augment(samples) if config.prefix_augmentation else list(samples)
     tokenizer = train_tokenizer(tokenizer_corpus(catalog, data, template), config.vocab_size)
     examples = sft_examples(data, tokenizer, template, config.max_length)
@@ -165,14 +193,15 @@ def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | p
     n_params = sum(p.numel() for p in model.parameters())
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
     total_steps = max(1, int(steps_per_epoch * config.epochs))
+    cap = f", capped at {config.max_minutes:g} min" if config.max_minutes else ""
     log(f"training a {n_params / 1e6:.1f}M-parameter Llama on {len(examples)} samples "
-        f"(vocab {len(tokenizer)}; up to {config.epochs:g} epochs or {config.max_minutes:g} min)")
+        f"(vocab {len(tokenizer)}; {config.epochs:g} epochs = {total_steps} steps, seed {config.seed}{cap})")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate,
                                   betas=(0.9, 0.98))
-    budget = config.max_minutes * 60.0
+    budget = config.max_minutes * 60.0 if config.max_minutes else math.inf
     start = time.perf_counter()
     model.train()
     step, done, last_loss = 0, False, float("nan")
@@ -203,13 +232,17 @@ def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | p
     if hasattr(bar, "close"):
         bar.close()
     elapsed = time.perf_counter() - start
+    if step < total_steps:
+        log(f"the {config.max_minutes:g}-minute cap stopped training at step {step} of {total_steps}: "
+            "the model depends on this machine's speed")
     log(f"trained {step} steps ({step / steps_per_epoch:.2f} epochs) in {elapsed:.0f} s, last loss {last_loss:.3f}")
     model.eval()
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     info = {"config": dataclasses.asdict(config), "template": dataclasses.asdict(template),
-            "n_examples": len(examples), "steps": step, "epochs_done": step / steps_per_epoch,
+            "data_fingerprint": training_fingerprint(samples, template), "n_examples": len(examples), "steps": step, "total_steps": total_steps, "epochs_done": step / steps_per_epoch,
             "seconds": elapsed, "last_loss": last_loss, "parameters": n_params}
-    (output_dir / "pyl2d_training.json").write_text(json.dumps(info, indent=2))
+    # Written last: its presence says the model and tokenizer beside it are complete.
+    (output_dir / TRAINING_INFO).write_text(json.dumps(info, indent=2))
     return output_dir

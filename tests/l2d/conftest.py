@@ -7,7 +7,7 @@ from pyl2d.l2d.synthetic import make_synthetic
 from pyl2d.l2d.train import TrainConfig, train_model
 
 TINY = dict(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-            epochs=1.0, max_minutes=0.3, batch_size=16, warmup_steps=5)
+            epochs=1.0, batch_size=16, warmup_steps=5)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pyl2d.cli import build_parser, main
 from pyl2d.l2d.data import load_folder, write_folder
 from pyl2d.l2d.synthetic import make_synthetic
 
-TINY_TRAIN = ["--minutes", "0.1", "--epochs", "1", "--vocab-size", "300", "--hidden-size", "32", "--layers", "1",
+TINY_TRAIN = ["--epochs", "1", "--vocab-size", "300", "--hidden-size", "32", "--layers", "1",
               "--heads", "2", "--intermediate-size", "64", "--quiet", "--threads", "1"]
 
 
@@ -22,13 +22,14 @@ def test_help_lists_the_commands(capsys):
 
 
 def test_demo_smoke(tmp_path, capsys):
-    rc = main(["demo", "--output-dir", str(tmp_path), "--minutes", "0.1", "--users", "30", "--items", "40",
-               "--time-queries", "4", "--quiet", "--threads", "1"])
+    rc = main(["demo", "--output-dir", str(tmp_path), "--epochs", "1", "--seeds", "2", "--users", "30", "--items",
+               "40", "--time-queries", "4", "--quiet", "--threads", "1"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "| l2d-global |" in out and "| beam |" in out and "ms/query" in out
+    assert "| l2d-global |" in out and "| beam |" in out and "ms/query" in out and "over 2 seeds (0, 1)" in out
     records = json.loads((tmp_path / "results.json").read_text())
     assert [r["method"] for r in records] == ["l2d-global", "l2d-local", "grounded", "beam", "popularity"]
+    assert [r["seed"] for r in records[0]["per_seed"]] == [0, 1] and "recall@10" in records[0]["std"]
     pytest.importorskip("matplotlib")
     assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 0
 

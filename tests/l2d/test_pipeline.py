@@ -110,13 +110,13 @@ def test_eval_from_python_errors(tmp_path, tiny_data):
 
 def test_train_and_demo_from_python(tmp_path):
     tiny = TrainConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, epochs=1.0,
-                       max_minutes=0.05, batch_size=16, warmup_steps=5)
+                       batch_size=16, warmup_steps=5)
     lines = []
     model = run_train(TrainRun(output=tmp_path / "model", training=tiny, runtime=CPU), log=lines.append)
     assert (model / "pyl2d_training.json").is_file() and lines[-1] == f"model saved to {tmp_path / 'model'}"
 
     lines.clear()
-    result = run_demo(dataclasses.replace(DemoRun(), output_dir=tmp_path / "demo", minutes=0.05, users=30,
+    result = run_demo(dataclasses.replace(DemoRun(), output_dir=tmp_path / "demo", epochs=0.5, seeds=1, users=30,
                                           items=40, time_queries=2, runtime=CPU), log=lines.append)
     assert [r["method"] for r in result["records"]] == ["l2d-global", "l2d-local", "grounded", "beam", "popularity"]
     assert json.loads((tmp_path / "demo" / "results.json").read_text()) == result["records"]
@@ -127,3 +127,33 @@ def test_the_cli_restates_no_default():
     import inspect
 
     assert "getattr(args" not in inspect.getsource(cli)
+
+
+def test_training_is_reproducible_and_reused(tmp_path, tiny_data):
+    """Same data, config and seed: the same weights, so a rerun reuses the model instead of
+    training it again; another seed trains anew."""
+    from safetensors.torch import load_file
+
+    folder = write_folder(tiny_data, tmp_path / "data")
+    tiny = TrainConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, epochs=1.0,
+                       batch_size=16, warmup_steps=5)
+    a = run_train(TrainRun(output=tmp_path / "a", data=folder, training=tiny, runtime=CPU), log=lambda _: None)
+    b = run_train(TrainRun(output=tmp_path / "b", data=folder, training=tiny, runtime=CPU), log=lambda _: None)
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert all(wa[k].equal(wb[k]) for k in wa)
+
+    evaluation = EvalConfig(methods=("l2d-global", "popularity"), time_queries=1)
+    lines = []
+    first = run_eval(EvalRun(data=folder, work_dir=tmp_path / "w", training=tiny, seeds=2, evaluation=evaluation,
+                             runtime=CPU), log=lines.append)
+    assert not any(line.startswith("reusing the model") for line in lines)
+    lines.clear()
+    again = run_eval(EvalRun(data=folder, work_dir=tmp_path / "w", training=tiny, seeds=2, evaluation=evaluation,
+                             runtime=CPU), log=lines.append)
+    assert sum(line.startswith("reusing the model") for line in lines) == 2
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("ms_per_query", "ms_by_batch_size", "seconds",
+                                                                "per_seed", "batch_size", "std")}
+    assert [strip(r) for r in first["records"]] == [strip(r) for r in again["records"]]
+    assert first["info"]["seeds"] == [0, 1] and (tmp_path / "w" / "seed-1" / "model").is_dir()
+    with pytest.raises(ValueError, match="--seeds 2 needs models to train"):
+        run_eval(EvalRun(data=folder, model=a, work_dir=tmp_path / "w2", seeds=2, runtime=CPU), log=lambda _: None)

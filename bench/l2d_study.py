@@ -1,0 +1,298 @@
+"""L2D representation study: choose the hidden-state options on a validation split, report test.
+
+For one data folder (D3 format, e.g. ``../shared/data/amazon-cds``) and each seed:
+
+1. carve a validation split out of the training rows (``split_validation``: a fixed 15% of
+   the rows that end a user's sequence; the same for every seed), train the tiny model on the
+   rest (seeded, a fixed number of epochs) and keep it under ``--work-dir`` (reused when
+   rerun with the same settings);
+2. encode the memory (every prefix of the remaining training rows) and the validation and
+   test queries once, at every candidate layer;
+3. rank validation and test queries with every option combination of the grid below, from
+   those cached hidden states, through ``L2DRecommender.rank`` (the fused ops, every option a
+   pre-transform);
+4. run the paper's L2D and the baselines (grounded decoding, constrained beam search,
+   popularity) on the test queries with ``pyl2d.l2d.evaluate``.
+
+Everything is written to ``<work-dir>/study.json``; ``--report a.json b.json`` prints the
+Markdown of ``docs/results.md`` from the files of several data sets: options chosen on the
+validation rows only (mean over seeds), then their test scores next to the paper's L2D and the
+baselines. Run from the repository root::
+
+    python bench/l2d_study.py --data ../shared/data/amazon-cds --work-dir runs/study-cds --seeds 3
+    python bench/l2d_study.py --report runs/study-cds/study.json runs/study-office/study.json
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import pathlib
+import platform
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from pyl2d.l2d import metrics, spread  # noqa: E402
+from pyl2d.l2d.data import load_folder, prefix_augment, split_validation  # noqa: E402
+from pyl2d.l2d.evaluate import EvalConfig, evaluate  # noqa: E402
+from pyl2d.l2d.hidden import HiddenStateExtractor, load_model  # noqa: E402
+from pyl2d.l2d.memory import ItemMemory, data_fingerprint, model_fingerprint  # noqa: E402
+from pyl2d.l2d.pipeline import _train_or_reuse, prompt_template, seed_list  # noqa: E402
+from pyl2d.l2d.pipeline_config import RuntimeConfig  # noqa: E402
+from pyl2d.l2d.prompts import prompt_token_ids  # noqa: E402
+from pyl2d.l2d.recommender import L2DRecommender  # noqa: E402
+from pyl2d.l2d.representation import Representation  # noqa: E402
+from pyl2d.l2d.train import TrainConfig  # noqa: E402
+
+VALIDATION_FRACTION = 0.15
+SELECT_BY = "recall@10"  # the validation metric that picks the options
+KS = metrics.KS
+# The grid. Layers as Hugging Face numbers hidden_states (0 = embeddings); "final" = the
+# final normed state (the paper's); tuples = the mean of those states.
+LAYERS = {"final": None, "mid": (-2,), "mean-last-2": (-2, -1)}
+REPRESENTATIONS = {
+    "raw": Representation(),
+    "center": Representation(center=True),
+    "norm": Representation(normalize=True),
+    "center+norm": Representation(center=True, normalize=True),
+    "diag": Representation(center=True, whiten="diag"),
+    "pca": Representation(center=True, whiten="pca"),
+    "pca+norm": Representation(center=True, whiten="pca", normalize=True),
+    "abtt1": Representation(center=True, remove_top=1),
+}
+AGGREGATIONS = [("global", None, 1.0)] + [("local", m, w) for m in (100, 1000) for w in (1.0, 0.5)]
+PAPER = ("final", "raw", "global", None, 1.0), ("final", "raw", "local", 1000, 1.0)
+
+
+class _AllLayers(HiddenStateExtractor):
+    """Pools every hidden_states entry at once, concatenated along the feature axis."""
+
+    def _forward(self, input_ids, attention_mask):
+        position_ids = (attention_mask.cumsum(1) - 1).clamp_min(0)
+        out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                           use_cache=False, output_hidden_states=True, return_dict=True)
+        return torch.cat(list(out.hidden_states), dim=-1)
+
+
+def _states(extractor, prompts, n_states, hidden):
+    flat = extractor.encode_ids(prompt_token_ids(extractor.tokenizer, prompts))
+    return flat.view(len(prompts), n_states, hidden)
+
+
+def _layer_vectors(states: torch.Tensor, layer) -> torch.Tensor:
+    if layer is None:
+        return states[:, -1].contiguous()
+    return torch.stack([states[:, i] for i in layer]).mean(0).contiguous()
+
+
+def _ranks(rec: L2DRecommender, vectors, samples, length: int) -> torch.Tensor:
+    exclude = [list(s.history_ids) for s in samples]
+    width = max(len(e) for e in exclude)
+    ex = torch.tensor([e + [-1] * (width - len(e)) for e in exclude])
+    _, ids = rec.rank(vectors, length, ex)
+    return metrics.hit_ranks(ids, torch.tensor([s.target_id for s in samples]))
+
+
+def _scores(ranks: torch.Tensor, length: int) -> dict:
+    return {**metrics.summarize(ranks, length, KS), "interval": spread.bootstrap_intervals(ranks, length, KS)}
+
+
+def run_seed(args, dataset, train_rows, val_rows, test_rows, seed: int, log) -> dict:
+    work = pathlib.Path(args.work_dir) / f"seed-{seed}"
+    training = TrainConfig(epochs=args.epochs, seed=seed)
+    runtime = RuntimeConfig(device="cpu", threads=args.threads, progress=False)
+    sub = dataclasses.replace(dataset, train=train_rows)
+    _train_or_reuse(sub, work / "model", training, args.max_history, runtime, log)
+    model, tokenizer = load_model(str(work / "model"), device="cpu")
+    template = prompt_template(work / "model")
+    n_states = model.config.num_hidden_layers + 1
+    hidden = model.config.hidden_size
+    extractor = _AllLayers(model, tokenizer, batch_size=64, progress=False)
+    start = time.perf_counter()
+    memory_rows = prefix_augment(train_rows)
+    memory_states = _states(extractor, [template.prompt(s.history_titles, tokenizer) for s in memory_rows],
+                            n_states, hidden)
+    query_states = {name: _states(extractor, [template.prompt(s.history_titles, tokenizer) for s in rows],
+                                  n_states, hidden) for name, rows in (("val", val_rows), ("test", test_rows))}
+    log(f"seed {seed}: encoded {len(memory_rows)} memory rows and {len(val_rows)} + {len(test_rows)} queries at "
+        f"{n_states} layers in {time.perf_counter() - start:.0f} s")
+    item_ids = torch.tensor([s.target_id for s in memory_rows])
+    manifest = {"model_fingerprint": model_fingerprint(model), "template": dataclasses.asdict(template),
+                "pooling": "last", "data_fingerprint": data_fingerprint(memory_rows, template)}
+    length = max(KS)
+    grid = {}
+    start = time.perf_counter()
+    for layer_name, layer in LAYERS.items():
+        memory = ItemMemory(_layer_vectors(memory_states, layer), item_ids, len(dataset.catalog),
+                            {**manifest, "layer": "final" if layer is None else list(layer)})
+        queries = {split: _layer_vectors(states, layer) for split, states in query_states.items()}
+        for (rep_name, rep), (aggregation, m, weight) in itertools.product(REPRESENTATIONS.items(), AGGREGATIONS):
+            rec = L2DRecommender(model, tokenizer, memory, dataset.catalog, aggregation=aggregation, m=m or 1000,
+                                 representation=rep, local_weight=weight, check_model=False)
+            key = json.dumps([layer_name, rep_name, aggregation, m, weight])
+            grid[key] = {split: _scores(_ranks(rec, queries[split], rows, length), length)
+                         for split, rows in (("val", val_rows), ("test", test_rows))}
+    log(f"seed {seed}: {len(grid)} option combinations ranked in {time.perf_counter() - start:.0f} s")
+    final_memory = ItemMemory(memory_states[:, -1].contiguous(), item_ids, len(dataset.catalog),
+                              {**manifest, "layer": "final"})
+    baselines = evaluate(model, tokenizer, final_memory, train_rows, test_rows, dataset.catalog,
+                         config=EvalConfig(methods=("l2d-global", "l2d-local", "grounded", "beam", "popularity"),
+                                           time_queries=args.time_queries, seed=0), log=log)
+    return {"seed": seed, "grid": grid, "evaluate": baselines}
+
+
+def study(args) -> None:
+    torch.set_num_threads(args.threads)
+    dataset = load_folder(args.data)
+    train_rows, val_rows = split_validation(dataset.train, VALIDATION_FRACTION, seed=0)
+    test_rows = [s for s in dataset.test if s.history_ids]
+    if args.max_test and args.max_test < len(test_rows):
+        import random
+
+        keep = sorted(random.Random(0).sample(range(len(test_rows)), args.max_test))
+        test_rows = [test_rows[i] for i in keep]
+    work = pathlib.Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    out_path = work / "study.json"
+    done = json.loads(out_path.read_text()) if out_path.is_file() else {"runs": []}
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    log(f"{dataset.name}: {len(train_rows)} training rows, {len(val_rows)} validation rows, {len(test_rows)} test "
+        f"rows, {len(dataset.catalog)} items")
+    for seed in seed_list(args.seed, args.seeds):
+        if any(r["seed"] == seed for r in done["runs"]):
+            log(f"seed {seed}: already in {out_path}")
+            continue
+        done["runs"].append(run_seed(args, dataset, train_rows, val_rows, test_rows, seed, log))
+        done["info"] = {"data": dataset.name, "n_train": len(train_rows), "n_val": len(val_rows),
+                        "n_test": len(test_rows), "n_items": len(dataset.catalog), "epochs": args.epochs,
+                        "max_history": args.max_history, "select_by": SELECT_BY,
+                        "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+        tmp = out_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(done))
+        tmp.replace(out_path)  # a crash loses at most the seed being run
+        log(f"seed {seed}: written to {out_path}")
+
+
+# -- report ----------------------------------------------------------------------------------
+def _mean_std(values):
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+    return mean, std
+
+
+def _fmt(values, key) -> str:
+    vals = [v[key] for v in values]
+    if any(v is None for v in vals):
+        return "-"
+    mean, std = _mean_std(vals)
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+
+def _label(key: str) -> str:
+    layer, rep, aggregation, m, weight = json.loads(key)
+    agg = "global" if aggregation == "global" else f"local m={m}" + (f" w={weight:g}" if weight != 1.0 else "")
+    return f"{layer} / {rep} / {agg}"
+
+
+def report(paths) -> str:
+    studies = [json.loads(pathlib.Path(p).read_text()) for p in paths]
+    keys = list(studies[0]["runs"][0]["grid"])
+    paper = [json.dumps(list(p)) for p in PAPER]
+    val_score = {}
+    lines = []
+    for st in studies:
+        for key in keys:
+            val_score.setdefault(key, []).append(_mean_std([r["grid"][key]["val"][SELECT_BY] for r in st["runs"]])[0])
+    # A default must beat the paper's setting of its aggregation on every data set's validation split.
+    chosen = {}
+    for aggregation, base in (("global", paper[0]), ("local", paper[1])):
+        candidates = [k for k in keys if json.loads(k)[2] == aggregation]
+        wins = [k for k in candidates if all(v > b for v, b in zip(val_score[k], val_score[base]))]
+        chosen[aggregation] = max(wins, key=lambda k: sum(val_score[k])) if wins else base
+    for st in studies:
+        info, runs = st["info"], st["runs"]
+        seeds = [r["seed"] for r in runs]
+        lines.append(f"### {info['data']}\n")
+        lines.append(f"{info['n_train']} training rows, {info['n_val']} validation rows (carved from them), "
+                     f"{info['n_test']} test rows, {info['n_items']} items; seeds {seeds}; {info['epochs']:g} epochs; "
+                     f"history {info['max_history']}; CPU {info['cpu']}; {info['date']}. Scores: mean ± standard "
+                     f"deviation over the seeds.\n")
+        best_here = {a: max((k for k in keys if json.loads(k)[2] == a),
+                            key=lambda k: _mean_std([r["grid"][k]["val"][SELECT_BY] for r in runs])[0])
+                     for a in ("global", "local")}
+        rows = [("L2D-global, paper (final / raw)", paper[0]), ("L2D-local, paper (final / raw / m=1000)", paper[1]),
+                (f"L2D-global, best on this validation: {_label(best_here['global'])}", best_here["global"]),
+                (f"L2D-local, best on this validation: {_label(best_here['local'])}", best_here["local"]),
+                (f"L2D-global, chosen on both: {_label(chosen['global'])}", chosen["global"]),
+                (f"L2D-local, chosen on both: {_label(chosen['local'])}", chosen["local"])]
+        head = ["method", f"val {SELECT_BY}"] + [f"R@{k}" for k in KS] + [f"N@{k}" for k in (10, 20)]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        seen = set()
+        for name, key in rows:
+            if (name.split(",")[0], key) in seen:
+                continue
+            seen.add((name.split(",")[0], key))
+            vals = [r["grid"][key]["test"] for r in runs]
+            val = [r["grid"][key]["val"] for r in runs]
+            cells = [name, _fmt(val, SELECT_BY)] + [_fmt(vals, f"recall@{k}") for k in KS]
+            cells += [_fmt(vals, f"ndcg@{k}") for k in (10, 20)]
+            lines.append("| " + " | ".join(cells) + " |")
+        for method in ("grounded", "beam", "popularity"):
+            recs = [next(x for x in r["evaluate"]["records"] if x["method"] == method) for r in runs]
+            cells = [method, "-"] + [_fmt(recs, f"recall@{k}") for k in KS] + [_fmt(recs, f"ndcg@{k}") for k in (10, 20)]
+            lines.append("| " + " | ".join(cells) + " |")
+        ms = {m: _mean_std([next(x for x in r["evaluate"]["records"] if x["method"] == m)["ms_per_query"]
+                            for r in runs])[0] for m in ("l2d-global", "l2d-local", "grounded", "beam")}
+        lines.append("\nms/query (best batch size, mean over seeds): " +
+                     ", ".join(f"{m} {v:.2f}" for m, v in ms.items()))
+        ev_info = runs[0]["evaluate"]["info"]
+        lines.append(f"; {ev_info['test_targets_without_memory']:.1%} of the test targets never occur as a training "
+                     f"target, {ev_info['test_targets_with_unique_title']:.1%} have a unique title.\n")
+        top = sorted(keys, key=lambda k: -_mean_std([r["grid"][k]["val"][SELECT_BY] for r in runs])[0])[:8]
+        lines.append(f"Top 8 option combinations by validation {SELECT_BY} on {info['data']} (test for reference):\n")
+        lines.append(f"| layer / representation / aggregation | val {SELECT_BY} | test R@10 | test R@20 |")
+        lines.append("|---|---|---|---|")
+        for key in top:
+            val = [r["grid"][key]["val"] for r in runs]
+            vals = [r["grid"][key]["test"] for r in runs]
+            lines.append(f"| {_label(key)} | {_fmt(val, SELECT_BY)} | {_fmt(vals, 'recall@10')} | "
+                         f"{_fmt(vals, 'recall@20')} |")
+        lines.append("")
+    lines.append(f"Chosen on both validation splits (must beat the paper's setting of its aggregation on each): "
+                 f"global: {_label(chosen['global'])}; local: {_label(chosen['local'])}.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help="a D3-format data folder")
+    p.add_argument("--work-dir", help="models, and study.json, go here")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--epochs", type=float, default=TrainConfig().epochs)
+    p.add_argument("--max-history", type=int, default=5)
+    p.add_argument("--max-test", type=int, default=1000, help="random test rows (seed 0); 0: all")
+    p.add_argument("--time-queries", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report", nargs="+", metavar="STUDY_JSON", help="print the Markdown report of these studies")
+    args = p.parse_args(argv)
+    if args.report:
+        print(report(args.report))
+        return 0
+    if not args.data or not args.work_dir:
+        p.error("--data and --work-dir are required (or --report)")
+    if not pathlib.Path(args.data).is_dir():
+        print(f"l2d_study: data folder {args.data} not found (see ../shared/data/README.md); skipped")
+        return 0
+    study(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
