@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyl2d.l2d.representation import EIG_FLOOR, Representation, fit_transform, parse_representation
+from pyl2d.l2d.representation import Representation, fit_transform, parse_representation
+from helpers import oracle_transform
 
 
 def _data(m=300, d=10, seed=0, spread=1.0):
@@ -16,31 +17,6 @@ def _data(m=300, d=10, seed=0, spread=1.0):
     mix = torch.randn(d, d, generator=g, dtype=torch.float64)
     x = torch.randn(m, d, generator=g, dtype=torch.float64) * torch.logspace(-spread, spread, d, dtype=torch.float64)
     return (x @ mix + 3.0).to(torch.float32)
-
-
-def oracle(fit, x, rep):
-    """float64 numpy: ``rep`` fitted on ``fit`` (all rows) applied to ``x``."""
-    fit, y = fit.double().numpy(), x.double().numpy()
-    if not rep.center and not rep.normalize:
-        return y
-    if rep.center:
-        mean = fit.mean(0)
-        fit, y = fit - mean, y - mean
-    lam, vec = np.linalg.eigh(fit.T @ fit / fit.shape[0])
-    lam, vec = lam[::-1], vec[:, ::-1]
-    r = rep.remove_top
-    if r:
-        top = vec[:, :r]
-        fit, y = fit - fit @ top @ top.T, y - y @ top @ top.T
-    if rep.whiten == "diag":
-        var = fit.var(0)
-        y = y / np.sqrt(np.maximum(var, EIG_FLOOR * var.max()))
-    elif rep.whiten == "pca":
-        end = None if rep.whiten_dims is None else r + rep.whiten_dims
-        y = y @ vec[:, r:end] / np.sqrt(np.maximum(lam[r:end], EIG_FLOOR * lam.max()))
-    if rep.normalize:
-        y = y / np.linalg.norm(y, axis=1, keepdims=True)
-    return y
 
 
 REPS = ["center", "diag", "pca", "pca:4", "abtt:2", "abtt:1,diag", "abtt:2,pca:5", "norm", "center,norm",
@@ -55,7 +31,7 @@ def test_transform_matches_the_float64_oracle(text):
     t = fit_transform(x, rep)
     for rows in (x, queries):
         got = t(rows).double().numpy()
-        want = oracle(x, rows, rep)
+        want = oracle_transform(x, rows, rep)
         assert got.shape == want.shape
         if rep.whiten == "pca":  # eigenvector signs are arbitrary: compare what every metric sees
             got, want = got @ got.T, want @ want.T
