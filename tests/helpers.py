@@ -173,3 +173,33 @@ def assert_fully_written(buffers):
             assert not torch.isnan(t).any(), f"unwritten elements in a {tuple(t.shape)} {t.dtype} buffer"
         else:
             assert not (t == -7).any(), f"unwritten elements in a {tuple(t.shape)} {t.dtype} buffer"
+
+
+def oracle_transform(fit, x, rep):
+    """float64 numpy [n, D']: the L2D representation ``rep`` (pyl2d.l2d.representation)
+    fitted on the rows of ``fit`` (all of them) and applied to ``x``, from its definition."""
+    import numpy as np
+
+    from pyl2d.l2d.representation import EIG_FLOOR
+
+    fit, y = fit.double().numpy(), x.double().numpy()
+    if not rep.center and not rep.normalize:
+        return y
+    if rep.center:
+        mean = fit.mean(0)
+        fit, y = fit - mean, y - mean
+    lam, vec = np.linalg.eigh(fit.T @ fit / fit.shape[0])
+    lam, vec = lam[::-1], vec[:, ::-1]
+    r = rep.remove_top
+    if r:
+        top = vec[:, :r]
+        fit, y = fit - fit @ top @ top.T, y - y @ top @ top.T
+    if rep.whiten == "diag":
+        var = fit.var(0)
+        y = y / np.sqrt(np.maximum(var, EIG_FLOOR * var.max()))
+    elif rep.whiten == "pca":
+        end = None if rep.whiten_dims is None else r + rep.whiten_dims
+        y = y @ vec[:, r:end] / np.sqrt(np.maximum(lam[r:end], EIG_FLOOR * lam.max()))
+    if rep.normalize:
+        y = y / np.linalg.norm(y, axis=1, keepdims=True)
+    return y

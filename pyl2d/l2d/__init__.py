@@ -6,7 +6,9 @@ from pyl2d.l2d.hidden import HiddenStateExtractor, load_model
 from pyl2d.l2d.memory import ItemMemory, MemoryBusyError, MemoryFormatError, build_memory
 from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
 from pyl2d.l2d.recommender import L2DRecommender, Recommendations
+from pyl2d.l2d.representation import Representation, parse_representation
 
 __all__ = ["BeamSearchDecoder", "Catalog", "DEFAULT_PROMPT", "Dataset", "GroundedDecoder", "HiddenStateExtractor",
            "ItemMemory", "L2DRecommender", "MemoryBusyError", "MemoryFormatError", "PopularityRecommender",
-           "PromptTemplate", "Recommendations", "Sample", "build_memory", "load_catalog", "load_folder", "load_model", "load_samples", "prefix_augment"]
+           "PromptTemplate", "Recommendations", "Representation", "Sample", "build_memory", "load_catalog", "load_folder",
+           "load_model", "load_samples", "parse_representation", "prefix_augment"]

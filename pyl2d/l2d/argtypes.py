@@ -45,6 +45,23 @@ def positive_float(text: str) -> float:
     return value
 
 
+def layer_spec(text: str) -> int | tuple[int, ...] | None:
+    """Which hidden state: "final" (None: the final normed state), an index such as "-2"
+    (``hidden_states[-2]``), or indices joined by commas such as "-3,-2,-1" (their mean)."""
+    name = text.strip().lower()
+    if name == "final":
+        return None
+    parts = [p.strip() for p in name.split(",")]
+    try:
+        indices = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a layer: give 'final', a hidden_states index "
+                                         "like -2, or indices like -3,-2,-1 (their mean)") from None
+    if len(set(indices)) < len(indices):
+        raise argparse.ArgumentTypeError(f"{text!r} names a layer twice")
+    return indices if len(indices) > 1 else indices[0]
+
+
 def device(text: str) -> str:
     """``cpu``, ``cuda`` or ``cuda:N``, and only a CUDA device this machine has."""
     import torch

@@ -168,13 +168,14 @@ def _train_args(p) -> None:
 
 
 def _memory_args(p) -> None:
+    from pyl2d.l2d.argtypes import layer_spec
     from pyl2d.l2d.hidden import POOLINGS
     from pyl2d.l2d.pipeline_config import MemoryConfig
 
     d = MemoryConfig()
     g = p.add_argument_group("memory")
-    g.add_argument("--layer", type=int, default=d.layer,
-                   help="hidden_states index to use (default: the final normed state)")
+    g.add_argument("--layer", type=layer_spec, default=d.layer,
+                   help="hidden_states index, or indices for their mean, as --layer=-3,-2,-1 (default: final)")
     g.add_argument("--pooling", choices=POOLINGS, default=d.pooling)
     g.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="prefill batch size")
     g.add_argument("--shard-size", type=positive_int, default=d.shard_size, help="memory entries per shard")

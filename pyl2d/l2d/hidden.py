@@ -78,11 +78,45 @@ def hidden_size_of(model) -> int:
     return int(size)
 
 
+Layer = int | tuple[int, ...] | None
+
+
+def layer_from_manifest(value) -> Layer:
+    """The ``layer`` argument a memory manifest's "layer" entry stands for ("final", an int,
+    or a list of ints: :meth:`HiddenStateExtractor.describe` wrote it)."""
+    if value == "final":
+        return None
+    if isinstance(value, (list, tuple)):
+        return tuple(int(v) for v in value)
+    return int(value)
+
+
+def _check_layer(layer, n_layers: int | None) -> Layer:
+    """``layer`` validated (a list becomes a tuple); ValueError naming it."""
+    if layer is None:
+        return None
+    many = isinstance(layer, (tuple, list))
+    indices = tuple(layer) if many else (layer,)
+    if many and not indices:
+        raise ValueError("layer is an empty list; give None, an int or a non-empty list of ints")
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ValueError(f"layer must be None, an int or a list of ints, got {layer!r}")
+        if n_layers is not None and not -(n_layers + 1) <= i <= n_layers:
+            raise ValueError(f"layer={i} is out of range for a model with {n_layers} layers "
+                             f"(hidden_states has {n_layers + 1} entries)")
+    if many and n_layers is not None and len({i % (n_layers + 1) for i in indices}) < len(indices):
+        raise ValueError(f"layer={list(indices)} names a hidden_states entry twice")
+    return indices if many else layer
+
+
 class HiddenStateExtractor:
     """Pooled hidden states of prompts: ``layer=None`` is the final (normed) hidden state; an
-    int picks ``hidden_states[layer]`` as Hugging Face numbers them (0 = embeddings)."""
+    int picks ``hidden_states[layer]`` as Hugging Face numbers them (0 = embeddings); a tuple
+    (or list) of ints takes the mean of those entries, e.g. ``(-3, -2, -1)`` the mean of the
+    last three (averaged in float32, returned in the model's dtype)."""
 
-    def __init__(self, model, tokenizer, *, layer: int | None = None, pooling: str = "last",
+    def __init__(self, model, tokenizer, *, layer: Layer | list[int] = None, pooling: str = "last",
                  batch_size: int = 32, max_length: int | None = None, progress: bool = True):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
@@ -91,16 +125,13 @@ class HiddenStateExtractor:
         self.model = model
         self.decoder = decoder_of(model)
         self.tokenizer = tokenizer
-        self.layer = layer
+        n_layers = getattr(model.config, "num_hidden_layers", None)
+        self.layer = _check_layer(layer, n_layers)
         self.pooling = pooling
         self.batch_size = batch_size
         self.max_length = max_length
         self.progress = progress
         self.hidden_size = hidden_size_of(model)
-        n_layers = getattr(model.config, "num_hidden_layers", None)
-        if layer is not None and n_layers is not None and not -(n_layers + 1) <= layer <= n_layers:
-            raise ValueError(f"layer={layer} is out of range for a model with {n_layers} layers "
-                             f"(hidden_states has {n_layers + 1} entries)")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = 0 if pad is None else int(pad)
 
@@ -109,7 +140,14 @@ class HiddenStateExtractor:
         return next(self.model.parameters()).device
 
     def describe(self) -> dict:
-        return {"layer": "final" if self.layer is None else int(self.layer), "pooling": self.pooling}
+        """What the manifest records: layer "final", an int, or a list of ints (a mean)."""
+        if self.layer is None:
+            layer = "final"
+        elif isinstance(self.layer, tuple):
+            layer = [int(i) for i in self.layer]
+        else:
+            layer = int(self.layer)
+        return {"layer": layer, "pooling": self.pooling}
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         position_ids = (attention_mask.cumsum(1) - 1).clamp_min(0)
@@ -120,6 +158,11 @@ class HiddenStateExtractor:
             states = getattr(out, "hidden_states", None)
             if states is None:
                 raise ValueError(f"{type(self.model).__name__} returned no hidden_states; cannot take layer {self.layer}")
+            if isinstance(self.layer, tuple):
+                total = states[self.layer[0]].to(torch.float32)
+                for i in self.layer[1:]:
+                    total = total + states[i].to(torch.float32)
+                return (total / len(self.layer)).to(states[self.layer[0]].dtype)
             return states[self.layer]
         hidden = getattr(out, "last_hidden_state", None)
         if hidden is None:

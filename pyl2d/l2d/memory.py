@@ -105,6 +105,8 @@ class ItemMemory:
             raise ValueError(f"the memory was built with model {self.manifest.get('model_name') or '?'} "
                              f"(fingerprint {self.manifest['model_fingerprint']}) but this model's fingerprint is "
                              f"{fp}; rebuild it with `pyl2d build-memory`")
+        if isinstance(layer, (tuple, list)):  # the manifest stores a mean of layers as a list
+            layer = [int(i) for i in layer]
         for key, value in (("layer", layer), ("pooling", pooling)):
             if value is not None and self.manifest[key] != value:
                 raise ValueError(f"the memory was built with {key}={self.manifest[key]!r}, not {value!r}")

@@ -68,14 +68,16 @@ def check_manifest(manifest, path: pathlib.Path) -> None:
         raise MemoryFormatError(f"{path} has format version {version!r}; this pyl2d reads "
                                 f"{', '.join(map(str, READABLE_VERSIONS))} (rebuild it with `pyl2d build-memory`)")
     for key, kind in (("complete", bool), ("model_fingerprint", str), ("pooling", str), ("dtype", str),
-                      ("layer", (str, int)), ("template", dict), ("shards", list)):
+                      ("layer", (str, int, list)), ("template", dict), ("shards", list)):
         _expect(manifest, key, kind, path)
     for key in ("hidden_size", "num_items", "n_shards", "count", "shard_size"):
         if _expect(manifest, key, int, path) < (0 if key == "count" else 1):
             raise MemoryFormatError(f"{path}: {key!r} must be positive, got {manifest[key]}")
-    layer = manifest["layer"]  # a str or an int, checked above
-    if isinstance(layer, bool) or (isinstance(layer, str) and layer != "final"):
-        raise MemoryFormatError(f"{path}: layer must be 'final' or a hidden_states index, got {layer!r:.60}")
+    layer = manifest["layer"]  # a str, an int or a list (of ints: a mean of hidden states), checked above
+    if isinstance(layer, bool) or (isinstance(layer, str) and layer != "final") or (isinstance(layer, list) and (
+            not layer or any(isinstance(i, bool) or not isinstance(i, int) for i in layer))):
+        raise MemoryFormatError(f"{path}: layer must be 'final' or a hidden_states index (or a non-empty "
+                                f"list of them), got {layer!r:.60}")
     if manifest["pooling"] not in POOLINGS:
         raise MemoryFormatError(f"{path}: pooling {manifest['pooling']!r:.60} is not one of {', '.join(POOLINGS)}")
     if manifest["dtype"] not in DTYPES:

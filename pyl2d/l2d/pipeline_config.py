@@ -48,11 +48,12 @@ class RuntimeConfig:
 
 @dataclasses.dataclass
 class MemoryConfig:
-    """How an item memory is built: which hidden state (``layer=None``: the final normed one),
-    pooled how, prefilled in what batches, stored in what shards. ``prefix_memory`` stores
-    every prefix of each training history (what the tiny model is trained on); ``overwrite``
+    """How an item memory is built: which hidden state (``layer=None``: the final normed one;
+    an int: ``hidden_states[layer]``; a tuple of ints: the mean of those entries), pooled
+    how, prefilled in what batches, stored in what shards. ``prefix_memory`` stores every
+    prefix of each training history (what the tiny model is trained on); ``overwrite``
     replaces a memory built from something else."""
-    layer: int | None = None
+    layer: int | tuple[int, ...] | None = None
     pooling: str = "last"
     batch_size: int = field_default(EvalConfig, "batch_size")  # the CLI's --batch-size sets both
     shard_size: int = _default_of(build_memory, "shard_size")

@@ -4,6 +4,11 @@ The prompt's final hidden state is matched against item representations built fr
 memory: ``aggregation="global"`` uses each item's mean memory vector (``segment_mean``);
 ``"local"`` averages, per query, only the item's entries among the query's ``m`` nearest
 memory vectors and falls back to the global mean for items without one (``local_topk``).
+``local_weight`` < 1 blends the two for items with local entries
+(:mod:`pyl2d.l2d.interpolate`). ``representation`` transforms the hidden states before
+matching (:mod:`pyl2d.l2d.representation`: centring, whitening, all-but-the-top,
+normalising): fitted on the memory once at construction, applied to the memory before the
+per-item means and to every query, so the same fused ops run on the transformed vectors.
 Items that never occur as a training target have no memory entry and cannot be decoded;
 they are counted at construction and never returned. Queries are prompted with the template
 the memory was built with (stored in its manifest) unless another one is passed explicitly.
@@ -17,9 +22,11 @@ from typing import NamedTuple, Sequence
 import torch
 
 from pyl2d.l2d.data import Catalog, Sample, sample_from_history
-from pyl2d.l2d.hidden import HiddenStateExtractor
+from pyl2d.l2d.hidden import HiddenStateExtractor, layer_from_manifest
+from pyl2d.l2d.interpolate import check_local_weight, interpolated_topk
 from pyl2d.l2d.memory import ItemMemory
 from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
+from pyl2d.l2d.representation import LatentTransform, Representation, fit_transform
 from pyl2d.ops import local_topk, score_topk, segment_mean
 from pyl2d.ops.score_topk import METRICS as _OP_METRICS
 
@@ -59,30 +66,51 @@ class L2DRecommender:
     """Recommend by latent-space decoding. ``memory`` must come from ``model`` (checked).
 
     ``template`` defaults to the prompt template stored with the memory; pass one only to
-    deliberately query with another (a warning says it differs)."""
+    deliberately query with another (a warning says it differs).
+
+    ``representation`` (default: none, the paper) is fitted on the memory vectors here, once;
+    ``transform`` may pass one already fitted on this memory with the same representation
+    (from :func:`~pyl2d.l2d.representation.fit_transform` or another recommender's
+    ``.transform``) to skip the fit. ``local_weight`` (``aggregation="local"`` only; 1 = the
+    paper): items with entries among the query's m nearest score ``w * local + (1 - w) *
+    global``. Construction runs no model forward."""
 
     def __init__(self, model, tokenizer, memory: ItemMemory, catalog: Catalog, *, metric: str = DEFAULT_METRIC,
                  aggregation: str = "global", m: int = 1000, template: PromptTemplate | None = None,
-                 batch_size: int = 64, progress: bool = False, check_model: bool = True):
+                 batch_size: int = 64, progress: bool = False, check_model: bool = True,
+                 representation: Representation | None = None, local_weight: float = 1.0,
+                 transform: LatentTransform | None = None):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}; got {aggregation!r}")
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise ValueError(f"m must be a positive int, got {m!r}")
+        local_weight = check_local_weight(local_weight)
+        if aggregation != "local" and local_weight != 1.0:
+            raise ValueError(f"local_weight={local_weight} applies to aggregation='local' only")
+        representation = Representation() if representation is None else representation
+        if not isinstance(representation, Representation):
+            raise ValueError(f"representation must be a Representation or None, got {type(representation).__name__}")
+        if transform is not None and transform.representation != representation:
+            raise ValueError(f"transform was fitted for representation {transform.representation.describe()!r}, "
+                             f"not {representation.describe()!r}")
         if memory.num_items != len(catalog):
             raise ValueError(f"the memory was built for {memory.num_items} items but the catalog has {len(catalog)}")
         if check_model:
             memory.check_model(model)
-        layer = memory.manifest.get("layer", "final")
-        self.extractor = HiddenStateExtractor(model, tokenizer, layer=None if layer == "final" else int(layer),
+        layer = layer_from_manifest(memory.manifest.get("layer", "final"))
+        self.extractor = HiddenStateExtractor(model, tokenizer, layer=layer,
                                               pooling=memory.manifest.get("pooling", "last"),
                                               batch_size=batch_size, progress=progress)
         self.catalog, self.template = catalog, resolve_template(memory, template)
         self.metric, self.aggregation, self.m = metric, aggregation, min(m, len(memory))
+        self.representation, self.local_weight = representation, local_weight
         device = self.extractor.device
         self.dtype = memory.vectors.dtype
-        self.memory_vectors = memory.vectors.to(device)
+        raw = memory.vectors.to(device)
+        self.transform = fit_transform(raw, representation) if transform is None else transform
+        self.memory_vectors = self.transform(raw)  # the raw vectors themselves when there is no transform
         self.memory_item_ids = memory.item_ids.to(device)
         means, counts = segment_mean(self.memory_vectors, self.memory_item_ids, len(catalog))
         self.counts = counts
@@ -115,8 +143,17 @@ class L2DRecommender:
         tok = self.extractor.tokenizer
         return [self.template.prompt(s.history_titles, tok) for s in samples], [s.history_ids for s in samples]
 
+    def describe(self) -> str:
+        """A short stable label of the ranking options, e.g. "global/l2/raw" or
+        "local(m=50,w=0.5)/cosine/center+pca64" (for tables and JSON)."""
+        agg = self.aggregation
+        if agg == "local":
+            agg += f"(m={self.m}" + ("" if self.local_weight == 1.0 else f",w={self.local_weight:g}") + ")"
+        return f"{agg}/{self.metric}/{self.representation.describe()}"
+
     def encode(self, queries) -> torch.Tensor:
-        """[B, D] query hidden states (one prefill per prompt, batched)."""
+        """[B, D] raw query hidden states (one prefill per prompt, batched), in the memory's
+        dtype: what :meth:`rank` takes (``self.transform`` gives their transformed form)."""
         prompts, _ = self._as_samples(queries)
         return self.extractor.encode(prompts, desc="queries").to(self.extractor.device, self.dtype)
 
@@ -136,8 +173,20 @@ class L2DRecommender:
 
     # -- ranking ------------------------------------------------------------------------
     def rank(self, vectors: torch.Tensor, k: int, exclude: torch.Tensor | None = None):
-        """(scores [B, k], ids [B, k]) for query vectors; ``exclude`` [B, E] item ids, -1 pads."""
-        if self.aggregation == "local":
+        """(scores [B, k], ids [B, k]) for RAW query hidden states [B, D] (as :meth:`encode`
+        returns them; any float dtype and device), which are transformed here by the
+        recommender's representation: hidden states computed once can be ranked by many
+        recommenders built on the same memory. ``exclude`` [B, E] item ids, -1 pads."""
+        vectors = self.transform(vectors.to(self.memory_vectors.device)).to(self.dtype)
+        if exclude is not None:
+            exclude = exclude.to(vectors.device)
+        if self.aggregation == "local" and self.local_weight != 1.0:
+            k_eff = min(k, len(self.catalog))
+            scores, ids = interpolated_topk(vectors, self.memory_vectors, self.memory_item_ids, self.item_reps,
+                                            k_eff, self.m, self.metric, self.local_weight, exclude,
+                                            decodable_ids=self.decodable_ids, decodable_reps=self.decodable_reps,
+                                            decodable_norms=self.decodable_norms)
+        elif self.aggregation == "local":
             k_eff = min(k, len(self.catalog))
             scores, ids = local_topk(vectors, self.memory_vectors, self.memory_item_ids,
                                                        self.item_reps, k_eff, self.m, self.metric, exclude)

@@ -124,6 +124,8 @@ def test_shard_with_the_wrong_shape_is_rejected(mem):
     (lambda m: {k: v for k, v in m.items() if k != "num_items"}, "'num_items' must be int"),
     (lambda m: {**m, "dtype": "int8"}, "dtype 'int8'"),
     (lambda m: {**m, "layer": "penultimate"}, "layer must be 'final' or a hidden_states index"),
+    (lambda m: {**m, "layer": [-2, "x"]}, "layer must be 'final' or a hidden_states index"),
+    (lambda m: {**m, "layer": []}, "layer must be 'final' or a hidden_states index"),
     (lambda m: {**m, "pooling": "max"}, "pooling 'max' is not one of"),
     (lambda m: {**m, "format_version": 99}, "format version 99"),
     (lambda m: {**m, "template": {"bogus": 1}}, "prompt template is invalid"),
