@@ -69,6 +69,18 @@ AGGREGATIONS = [("global", None, 1.0)] + [("local", m, w) for m in (100, 1000) f
 PAPER = ("final", "raw", "global", None, 1.0), ("final", "raw", "local", 1000, 1.0)
 
 
+def _cpu_name() -> str:
+    """The CPU model and its widest SIMD (benchmark results must name the machine)."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                platform.machine())
+    simd = "AVX-512" if " avx512f" in text else "AVX2" if " avx2" in text else "no AVX2"
+    return f"{name} ({simd}, {len([l for l in text.splitlines() if l.startswith('processor')])} cores)"
+
+
 class _AllLayers(HiddenStateExtractor):
     """Pools every hidden_states entry at once, concatenated along the feature axis."""
 
@@ -171,7 +183,7 @@ def study(args) -> None:
         done["info"] = {"data": dataset.name, "n_train": len(train_rows), "n_val": len(val_rows),
                         "n_test": len(test_rows), "n_items": len(dataset.catalog), "epochs": args.epochs,
                         "max_history": args.max_history, "select_by": SELECT_BY,
-                        "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+                        "cpu": _cpu_name(), "date": time.strftime("%Y-%m-%d")}
         tmp = out_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(done))
         tmp.replace(out_path)  # a crash loses at most the seed being run

@@ -101,3 +101,24 @@ def file(text: str) -> str:
     if parent is not None and not parent.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
     return text
+
+
+def representation(text: str):
+    """``--representation``: a :class:`~pyl2d.l2d.representation.Representation` spec."""
+    from pyl2d.l2d.representation import parse_representation
+
+    try:
+        return parse_representation(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def unit_float(text: str) -> float:
+    """A finite number in [0, 1] (``--local-weight``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text}")
+    return value

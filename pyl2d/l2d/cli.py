@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyl2d.l2d.argtypes import device, file, folder, non_negative_int, positive_float, positive_int
+from pyl2d.l2d.argtypes import (device, file, folder, non_negative_int, positive_float, positive_int, representation,
+                                unit_float)
 
 MINUTES_HELP = ("optional wall-clock cap on each model's training (default: none, so that results do not "
                 "depend on the machine's speed)")
@@ -116,6 +117,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--metric", choices=METRICS, default=field_default(RecommendRun, "metric"))
     p.add_argument("--m", type=positive_int, default=field_default(RecommendRun, "m"),
                    help="nearest memory entries for local aggregation")
+    _representation_args(p, field_default(RecommendRun, "representation"), field_default(RecommendRun, "local_weight"))
     p.add_argument("--keep-history", action="store_true", help="allow items of the history in the results")
     _common(p)
     p.set_defaults(func=_recommend)
@@ -137,6 +139,14 @@ def _data_args(p) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--data", type=folder, help=DATA_HELP)
     g.add_argument("--synthetic", action="store_true", help="use the built-in synthetic data set (as the demo)")
+
+
+def _representation_args(g, default_representation, default_weight) -> None:
+    g.add_argument("--representation", type=representation, default=default_representation,
+                   help="pre-transform of memory and query states: raw, or tokens joined by commas from center, diag, "
+                        f"pca, pca:N, abtt:N, norm (default: {default_representation.describe()})")
+    g.add_argument("--local-weight", type=unit_float, default=default_weight,
+                   help="local aggregation: items with local entries score w * local + (1 - w) * global (1: the paper)")
 
 
 def _max_history_arg(g) -> None:
@@ -197,6 +207,7 @@ def _eval_args(p) -> None:
     g.add_argument("--methods", default=",".join(d.methods), help="comma-separated subset of " + ", ".join(METHODS))
     g.add_argument("--metric", choices=METRICS, default=d.metric, help="L2D similarity")
     g.add_argument("--m", type=positive_int, default=d.m, help="nearest memory entries for L2D-local")
+    _representation_args(g, d.representation, d.local_weight)
     g.add_argument("--beams", type=positive_int, default=d.beams, help="beams (= titles returned) for beam search")
 
 
@@ -232,7 +243,8 @@ def _eval_config(args):
     from pyl2d.l2d.evaluate import EvalConfig
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    return EvalConfig(methods=methods, metric=args.metric, m=args.m, beams=args.beams, batch_size=args.batch_size,
+    return EvalConfig(methods=methods, metric=args.metric, m=args.m, representation=args.representation,
+                      local_weight=args.local_weight, beams=args.beams, batch_size=args.batch_size,
                       time_queries=args.time_queries, max_test=args.max_test)
 
 
@@ -288,6 +300,7 @@ def _recommend_run(args):
 
     return RecommendRun(model=args.model, memory=args.memory, histories=_histories(args.history), data=_data(args),
                         k=args.k, aggregation=args.aggregation, metric=args.metric, m=args.m,
+                        representation=args.representation, local_weight=args.local_weight,
                         exclude_history=not args.keep_history, runtime=_runtime(args))
 
 

@@ -23,6 +23,7 @@ from pyl2d.l2d.data import Catalog, Sample
 from pyl2d.l2d.memory import ItemMemory
 from pyl2d.l2d.prompts import PromptTemplate
 from pyl2d.l2d.recommender import DEFAULT_METRIC, L2DRecommender, resolve_template
+from pyl2d.l2d.representation import Representation
 
 METHODS = ("l2d-global", "l2d-local", "grounded", "beam", "popularity")
 TIMING_K = 10
@@ -34,6 +35,8 @@ class EvalConfig:
     ks: Sequence[int] = metrics.KS
     metric: str = DEFAULT_METRIC
     m: int = 1000
+    representation: Representation = Representation()  # L2D's pre-transform (default: none, the paper)
+    local_weight: float = 1.0  # L2D-local: w * local + (1 - w) * global (1: the paper)
     beams: int = 10
     batch_size: int = 64
     batch_sizes: Sequence[int] = metrics.BATCH_SIZES
@@ -68,9 +71,11 @@ def _test_subset(test: Sequence[Sample], max_test: int | None, seed: int) -> lis
 
 def _build(method: str, model, tokenizer, memory, train, catalog, template, config, popularity):
     if method.startswith("l2d-"):
+        aggregation = method[4:]
         return L2DRecommender(model, tokenizer, memory, catalog, metric=config.metric,
-                              aggregation=method[4:], m=config.m, template=template,
-                              batch_size=config.batch_size, check_model=False)
+                              aggregation=aggregation, m=config.m, template=template,
+                              batch_size=config.batch_size, check_model=False, representation=config.representation,
+                              local_weight=config.local_weight if aggregation == "local" else 1.0)
     if method == "grounded":
         return GroundedDecoder(model, tokenizer, catalog, template, batch_size=config.batch_size)
     if method == "beam":
@@ -101,7 +106,8 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
         "items_without_memory": int((counts == 0).sum()),
         "test_targets_without_memory": float((counts[targets] == 0).double().mean()),
         "test_targets_with_unique_title": float(unique.double().mean()),
-        "metric": config.metric, "m": config.m, "beams": config.beams, "timing_k": TIMING_K,
+        "metric": config.metric, "m": config.m, "representation": config.representation.describe(),
+        "local_weight": config.local_weight, "beams": config.beams, "timing_k": TIMING_K,
         "timing_queries": config.time_queries, "batch_sizes": list(config.batch_sizes),
     }
     log(f"evaluating on {len(samples)} test queries; {info['test_targets_without_memory']:.1%} of their "

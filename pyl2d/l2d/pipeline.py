@@ -258,7 +258,8 @@ def run_recommend(config: RecommendRun, log: Log = print):
     model, tokenizer = load_model(str(config.model), device=config.runtime.device)
     memory = ItemMemory.load(config.memory)
     rec = L2DRecommender(model, tokenizer, memory, dataset.catalog, metric=config.metric,
-                         aggregation=config.aggregation, m=config.m)
+                         aggregation=config.aggregation, m=config.m, representation=config.representation,
+                         local_weight=config.local_weight if config.aggregation == "local" else 1.0)
     out = rec.recommend(histories, k=config.k, exclude_history=config.exclude_history)
     for history, ids, scores, titles in zip(histories, out.ids.tolist(), out.scores.tolist(), out.titles):
         log("history: " + " | ".join(dataset.catalog.title(i) for i in history))

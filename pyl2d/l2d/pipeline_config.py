@@ -16,6 +16,7 @@ from typing import Sequence
 from pyl2d.l2d.evaluate import EvalConfig
 from pyl2d.l2d.memory import build_memory
 from pyl2d.l2d.recommender import L2DRecommender
+from pyl2d.l2d.representation import Representation
 from pyl2d.l2d.synthetic import make_synthetic
 from pyl2d.l2d.train import DEMO_CONFIG, TrainConfig
 
@@ -136,5 +137,7 @@ class RecommendRun:
     aggregation: str = "local"  # unlike L2DRecommender's default (global): the more accurate one
     metric: str = _default_of(L2DRecommender, "metric")
     m: int = _default_of(L2DRecommender, "m")
+    representation: Representation = field_default(EvalConfig, "representation")
+    local_weight: float = field_default(EvalConfig, "local_weight")
     exclude_history: bool = _default_of(L2DRecommender.recommend, "exclude_history")
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)

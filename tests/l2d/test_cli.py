@@ -97,6 +97,9 @@ def _parse_error(argv, capsys) -> str:
     (["--time-queries", "0"], "argument --time-queries: must be a positive integer"),
     (["--max-history", "0"], "argument --max-history: must be a positive integer"),
     (["--seed", "-1"], "argument --seed: must be >= 0"),
+    (["--seeds", "0"], "argument --seeds: must be a positive integer"),
+    (["--representation", "center,whiten"], "argument --representation: "),
+    (["--local-weight", "1.5"], "argument --local-weight: must be a number between 0 and 1, got 1.5"),
 ])
 def test_bad_eval_flags_name_the_flag(tmp_path, capsys, flags, message):
     assert message in _parse_error(["eval", "--data", str(tmp_path), *flags], capsys)

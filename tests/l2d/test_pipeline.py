@@ -11,6 +11,7 @@ from pyl2d.l2d.data import write_folder
 from pyl2d.l2d.evaluate import EvalConfig
 from pyl2d.l2d.pipeline import (BuildMemoryRun, DemoRun, EvalRun, MemoryConfig, RecommendRun, RuntimeConfig,
                                 TrainRun, run_build_memory, run_demo, run_eval, run_recommend, run_train)
+from pyl2d.l2d.representation import Representation
 from pyl2d.l2d.train import TrainConfig
 
 CPU = RuntimeConfig(device="cpu", threads=1, progress=False)
@@ -48,9 +49,13 @@ def test_recommend_flag_defaults_are_the_config_defaults():
 def test_flags_reach_the_config():
     args = _parse(["eval", "--data", "d", "--methods", "beam, popularity", "--metric", "ip", "--m", "7",
                    "--batch-size", "3", "--no-prefix-memory", "--pooling", "mean", "--heads", "8", "--lr", "0.5",
-                   "--no-prefix-augmentation", "--quiet", "--threads", "2", "--max-test", "5"])
+                   "--no-prefix-augmentation", "--quiet", "--threads", "2", "--max-test", "5",
+                   "--representation", "center,pca:4,norm", "--local-weight", "0.25", "--seeds", "3"])
     run = cli._eval_run(args)
-    assert run.evaluation == EvalConfig(methods=("beam", "popularity"), metric="ip", m=7, batch_size=3, max_test=5)
+    assert run.evaluation == EvalConfig(methods=("beam", "popularity"), metric="ip", m=7, batch_size=3, max_test=5,
+                                        representation=Representation(center=True, whiten="pca", whiten_dims=4,
+                                                                      normalize=True), local_weight=0.25)
+    assert run.seeds == 3
     assert run.build == MemoryConfig(pooling="mean", batch_size=3, prefix_memory=False)
     assert run.training == TrainConfig(num_heads=8, learning_rate=0.5, prefix_augmentation=False)
     assert run.runtime == RuntimeConfig(threads=2, progress=False)
