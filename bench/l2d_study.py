@@ -211,6 +211,19 @@ def _label(key: str) -> str:
     return f"{layer} / {rep} / {agg}"
 
 
+def _single_changes(keys):
+    """The grid keys that differ from the paper's local setting in one option (plus the paper)."""
+    base = list(PAPER[1])
+    out = []
+    for key in keys:
+        fields = json.loads(key)
+        if fields[2] != "local":
+            continue
+        if sum(a != b for a, b in zip(fields, base)) <= 1:
+            out.append(key)
+    return out
+
+
 def report(paths) -> str:
     studies = [json.loads(pathlib.Path(p).read_text()) for p in paths]
     keys = list(studies[0]["runs"][0]["grid"])
@@ -237,35 +250,31 @@ def report(paths) -> str:
         best_here = {a: max((k for k in keys if json.loads(k)[2] == a),
                             key=lambda k: _mean_std([r["grid"][k]["val"][SELECT_BY] for r in runs])[0])
                      for a in ("global", "local")}
-        rows = [("L2D-global, paper (final / raw)", paper[0]), ("L2D-local, paper (final / raw / m=1000)", paper[1]),
-                (f"L2D-global, best on this validation: {_label(best_here['global'])}", best_here["global"]),
-                (f"L2D-local, best on this validation: {_label(best_here['local'])}", best_here["local"]),
-                (f"L2D-global, chosen on both: {_label(chosen['global'])}", chosen["global"]),
-                (f"L2D-local, chosen on both: {_label(chosen['local'])}", chosen["local"])]
-        head = ["method", f"val {SELECT_BY}"] + [f"R@{k}" for k in KS] + [f"N@{k}" for k in (10, 20)]
+        rows = [("L2D-global, paper", paper[0]), ("L2D-local, paper", paper[1]),
+                ("L2D-global, chosen", chosen["global"]), ("L2D-local, chosen", chosen["local"])]
+        rows += [(f"L2D-{a}, best on this validation", best_here[a]) for a in ("global", "local")
+                 if best_here[a] != chosen[a]]
+        head = ["method", "options", f"val {SELECT_BY}"] + [f"R@{k}" for k in KS] + [f"N@{k}" for k in (10, 20)]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
-        seen = set()
         for name, key in rows:
-            if (name.split(",")[0], key) in seen:
-                continue
-            seen.add((name.split(",")[0], key))
             vals = [r["grid"][key]["test"] for r in runs]
             val = [r["grid"][key]["val"] for r in runs]
-            cells = [name, _fmt(val, SELECT_BY)] + [_fmt(vals, f"recall@{k}") for k in KS]
+            cells = [name, _label(key), _fmt(val, SELECT_BY)] + [_fmt(vals, f"recall@{k}") for k in KS]
             cells += [_fmt(vals, f"ndcg@{k}") for k in (10, 20)]
             lines.append("| " + " | ".join(cells) + " |")
         for method in ("grounded", "beam", "popularity"):
             recs = [next(x for x in r["evaluate"]["records"] if x["method"] == method) for r in runs]
-            cells = [method, "-"] + [_fmt(recs, f"recall@{k}") for k in KS] + [_fmt(recs, f"ndcg@{k}") for k in (10, 20)]
+            cells = [method, "", "-"] + [_fmt(recs, f"recall@{k}") for k in KS]
+            cells += [_fmt(recs, f"ndcg@{k}") for k in (10, 20)]
             lines.append("| " + " | ".join(cells) + " |")
-        ms = {m: _mean_std([next(x for x in r["evaluate"]["records"] if x["method"] == m)["ms_per_query"]
-                            for r in runs])[0] for m in ("l2d-global", "l2d-local", "grounded", "beam")}
-        lines.append("\nms/query (best batch size, mean over seeds): " +
-                     ", ".join(f"{m} {v:.2f}" for m, v in ms.items()))
+        ms = {m: next(x for x in runs[0]["evaluate"]["records"] if x["method"] == m)["ms_per_query"]
+              for m in ("l2d-global", "l2d-local", "grounded", "beam")}
         ev_info = runs[0]["evaluate"]["info"]
-        lines.append(f"; {ev_info['test_targets_without_memory']:.1%} of the test targets never occur as a training "
-                     f"target, {ev_info['test_targets_with_unique_title']:.1%} have a unique title.\n")
+        lines.append("\nms/query (paper settings, best batch size, first seed): " +
+                     ", ".join(f"{m} {v:.2f}" for m, v in ms.items()) +
+                     f". {ev_info['test_targets_without_memory']:.1%} of the test targets never occur as a training "
+                     f"target; {ev_info['test_targets_with_unique_title']:.1%} have a unique title.\n")
         top = sorted(keys, key=lambda k: -_mean_std([r["grid"][k]["val"][SELECT_BY] for r in runs])[0])[:8]
         lines.append(f"Top 8 option combinations by validation {SELECT_BY} on {info['data']} (test for reference):\n")
         lines.append(f"| layer / representation / aggregation | val {SELECT_BY} | test R@10 | test R@20 |")
@@ -276,6 +285,25 @@ def report(paths) -> str:
             lines.append(f"| {_label(key)} | {_fmt(val, SELECT_BY)} | {_fmt(vals, 'recall@10')} | "
                          f"{_fmt(vals, 'recall@20')} |")
         lines.append("")
+    lines.append(f"Each option alone, the others at the paper's setting: validation {SELECT_BY}, mean over seeds "
+                 "((+): above the paper's setting on that data set).\n")
+    names = [st["info"]["data"] for st in studies]
+    lines.append("| option | " + " | ".join(f"{n} {a}" for n in names for a in ("global", "local")) + " |")
+    lines.append("|---|" + "---|" * (2 * len(names)))
+    for key in _single_changes(keys):
+        layer, rep, aggregation, m, weight = json.loads(key)
+        cells = []
+        for index in range(len(studies)):
+            for agg, base in (("global", paper[0]), ("local", paper[1])):
+                other = json.dumps([layer, rep, agg, (m or 1000) if agg == "local" else None,
+                                    weight if agg == "local" else 1.0])
+                if other not in val_score:
+                    cells.append("")
+                    continue
+                v, b = val_score[other][index], val_score[base][index]
+                cells.append(f"{v:.4f}" + (" (+)" if v > b else ""))
+        lines.append(f"| {_label(key)} | " + " | ".join(cells) + " |")
+    lines.append("")
     lines.append(f"Chosen on both validation splits (must beat the paper's setting of its aggregation on each): "
                  f"global: {_label(chosen['global'])}; local: {_label(chosen['local'])}.")
     return "\n".join(lines)
