@@ -22,7 +22,7 @@ from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRe
 from pyl2d.l2d.data import Catalog, Sample
 from pyl2d.l2d.memory import ItemMemory
 from pyl2d.l2d.prompts import PromptTemplate
-from pyl2d.l2d.recommender import DEFAULT_METRIC, L2DRecommender, resolve_template
+from pyl2d.l2d.recommender import DEFAULT_METRIC, DEFAULT_REPRESENTATION, L2DRecommender, resolve_template
 from pyl2d.l2d.representation import Representation
 
 METHODS = ("l2d-global", "l2d-local", "grounded", "beam", "popularity")
@@ -35,7 +35,7 @@ class EvalConfig:
     ks: Sequence[int] = metrics.KS
     metric: str = DEFAULT_METRIC
     m: int = 1000
-    representation: Representation = Representation()  # L2D's pre-transform (default: none, the paper)
+    representation: Representation = DEFAULT_REPRESENTATION  # L2D's pre-transform ("raw": the paper's)
     local_weight: float = 1.0  # L2D-local: w * local + (1 - w) * global (1: the paper)
     beams: int = 10
     batch_size: int = 64

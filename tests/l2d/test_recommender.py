@@ -34,11 +34,13 @@ class _nothing:
 
 
 def _brute_force_scores(rec, memory, tiny_data, samples, metric):
-    """Float64 global scores [len(samples), N]: -inf for undecodable and history items."""
-    q = rec.encode(samples).double()
+    """Float64 global scores [len(samples), N]: -inf for undecodable and history items. The
+    vectors are the recommender's transformed ones (the default representation; the transform
+    itself is checked against its own float64 oracle in test_representation.py)."""
+    q = rec.transform(rec.encode(samples)).double()
     counts = memory.item_counts()
     reps = torch.zeros(len(tiny_data.catalog), q.shape[1], dtype=torch.float64)
-    reps.index_add_(0, memory.item_ids, memory.vectors.double())
+    reps.index_add_(0, memory.item_ids, rec.transform(memory.vectors).double())
     reps /= counts.clamp_min(1)[:, None]
     if metric == "ip":
         s = q @ reps.T
@@ -240,19 +242,19 @@ def test_options_match_a_float64_brute_force(random_case, monkeypatch, backend, 
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_default_options_are_todays_path_bit_for_bit(random_case, monkeypatch, backend):
-    """No representation and local_weight=1: the raw memory itself, and exactly the ops'
-    results that L2DRecommender returned before these options existed."""
+def test_the_papers_options_are_the_plain_ops_bit_for_bit(random_case, monkeypatch, backend):
+    """representation "raw" and local_weight=1: the raw memory itself, and exactly the ops'
+    results (the path L2DRecommender took before these options existed)."""
     monkeypatch.setenv("PYL2D_BACKEND", backend)
     memory, queries = random_case[2], random_case[4]
     means, counts = segment_mean(memory.vectors, memory.item_ids, N_ITEMS)
-    for kw in ({}, {"local_weight": 1.0, "representation": Representation()}):
+    for kw in ({"representation": Representation()}, {"local_weight": 1.0, "representation": parse_representation("raw")}):
         rec = _random_rec(random_case, aggregation="local", m=9, **kw)
         assert rec.memory_vectors is memory.vectors and rec.transform.is_identity
         got = rec.rank(queries, 5, EXCLUDE)
         want = local_topk(queries, memory.vectors, memory.item_ids, means, 5, 9, "l2", EXCLUDE)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    rec = _random_rec(random_case)
+    rec = _random_rec(random_case, representation=Representation())
     seen = (counts > 0).nonzero().flatten()
     scores, sub = score_topk(queries, means[seen], 5, "l2", None, torch.linalg.vector_norm(means[seen], dim=1))
     got = rec.rank(queries, 5)
@@ -297,7 +299,8 @@ def test_options_are_stored_validated_and_labelled(random_case):
     assert rec.representation == rep and rec.local_weight == 0.35
     assert rec.memory_vectors.shape == (len(memory), 6) and rec.item_reps.shape == (N_ITEMS, 6)
     assert rec.describe() == "local(m=9,w=0.35)/l2/center+pca6+norm"
-    assert _random_rec(random_case).describe() == "global/l2/raw"
+    assert _random_rec(random_case).describe() == "global/l2/center+pca+norm"  # the default
+    assert _random_rec(random_case, representation=Representation()).describe() == "global/l2/raw"
     # a transform fitted once is reused by another recommender on the same memory
     again = _random_rec(random_case, representation=rep, aggregation="local", m=9, local_weight=0.35,
                         transform=rec.transform)
