@@ -69,13 +69,18 @@ def _test_subset(test: Sequence[Sample], max_test: int | None, seed: int) -> lis
     return usable
 
 
-def _build(method: str, model, tokenizer, memory, train, catalog, template, config, popularity):
+def _build(method: str, model, tokenizer, memory, train, catalog, template, config, popularity, shared: dict):
+    """The runner of ``method``; ``shared`` carries what the L2D methods can share (the
+    representation fitted on the memory once)."""
     if method.startswith("l2d-"):
         aggregation = method[4:]
-        return L2DRecommender(model, tokenizer, memory, catalog, metric=config.metric,
-                              aggregation=aggregation, m=config.m, template=template,
-                              batch_size=config.batch_size, check_model=False, representation=config.representation,
-                              local_weight=config.local_weight if aggregation == "local" else 1.0)
+        rec = L2DRecommender(model, tokenizer, memory, catalog, metric=config.metric,
+                             aggregation=aggregation, m=config.m, template=template,
+                             batch_size=config.batch_size, check_model=False, representation=config.representation,
+                             local_weight=config.local_weight if aggregation == "local" else 1.0,
+                             transform=shared.get("transform"))
+        shared["transform"] = rec.transform
+        return rec
     if method == "grounded":
         return GroundedDecoder(model, tokenizer, catalog, template, batch_size=config.batch_size)
     if method == "beam":
@@ -113,11 +118,12 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
     log(f"evaluating on {len(samples)} test queries; {info['test_targets_without_memory']:.1%} of their "
         f"targets never occur as a training target, {info['items_without_memory']} catalog items have no memory")
     records = []
+    shared: dict = {}
     for method in config.methods:
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the undecodable count is reported once, above
-            runner = _build(method, model, tokenizer, memory, train, catalog, template, config, popularity)
+            runner = _build(method, model, tokenizer, memory, train, catalog, template, config, popularity, shared)
         if method == "beam":
             length = config.beams
         else:
