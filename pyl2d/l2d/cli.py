@@ -21,7 +21,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, but not the uninformative None/False ones."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False) or "default" in (action.help or ""):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
