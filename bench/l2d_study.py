@@ -40,13 +40,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from pyl2d.l2d import metrics, spread  # noqa: E402
 from pyl2d.l2d.data import load_folder, prefix_augment, split_validation  # noqa: E402
 from pyl2d.l2d.evaluate import EvalConfig, evaluate  # noqa: E402
-from pyl2d.l2d.hidden import HiddenStateExtractor, load_model  # noqa: E402
+from pyl2d.l2d.hidden import HiddenStateExtractor, layer_mean, load_model  # noqa: E402
 from pyl2d.l2d.memory import ItemMemory, data_fingerprint, model_fingerprint  # noqa: E402
-from pyl2d.l2d.pipeline import _train_or_reuse, prompt_template, seed_list  # noqa: E402
+from pyl2d.l2d.pipeline import prompt_template, seed_list, train_or_reuse  # noqa: E402
 from pyl2d.l2d.pipeline_config import RuntimeConfig  # noqa: E402
 from pyl2d.l2d.prompts import prompt_token_ids  # noqa: E402
-from pyl2d.l2d.recommender import L2DRecommender  # noqa: E402
-from pyl2d.l2d.representation import Representation  # noqa: E402
+from pyl2d.l2d.recommender import L2DRecommender, pad_ids  # noqa: E402
+from pyl2d.l2d.representation import Representation, fit_transform  # noqa: E402
 from pyl2d.l2d.train import TrainConfig  # noqa: E402
 
 VALIDATION_FRACTION = 0.15
@@ -85,10 +85,7 @@ class _AllLayers(HiddenStateExtractor):
     """Pools every hidden_states entry at once, concatenated along the feature axis."""
 
     def _forward(self, input_ids, attention_mask):
-        position_ids = (attention_mask.cumsum(1) - 1).clamp_min(0)
-        out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                           use_cache=False, output_hidden_states=True, return_dict=True)
-        return torch.cat(list(out.hidden_states), dim=-1)
+        return torch.cat(list(self._decode(input_ids, attention_mask, all_states=True).hidden_states), dim=-1)
 
 
 def _states(extractor, prompts, n_states, hidden):
@@ -99,14 +96,11 @@ def _states(extractor, prompts, n_states, hidden):
 def _layer_vectors(states: torch.Tensor, layer) -> torch.Tensor:
     if layer is None:
         return states[:, -1].contiguous()
-    return torch.stack([states[:, i] for i in layer]).mean(0).contiguous()
+    return layer_mean([states[:, i] for i in range(states.shape[1])], layer).contiguous()
 
 
 def _ranks(rec: L2DRecommender, vectors, samples, length: int) -> torch.Tensor:
-    exclude = [list(s.history_ids) for s in samples]
-    width = max(len(e) for e in exclude)
-    ex = torch.tensor([e + [-1] * (width - len(e)) for e in exclude])
-    _, ids = rec.rank(vectors, length, ex)
+    _, ids = rec.rank(vectors, length, pad_ids([s.history_ids for s in samples]))
     return metrics.hit_ranks(ids, torch.tensor([s.target_id for s in samples]))
 
 
@@ -119,7 +113,7 @@ def run_seed(args, dataset, train_rows, val_rows, test_rows, seed: int, log) -> 
     training = TrainConfig(epochs=args.epochs, seed=seed)
     runtime = RuntimeConfig(device="cpu", threads=args.threads, progress=False)
     sub = dataclasses.replace(dataset, train=train_rows)
-    _train_or_reuse(sub, work / "model", training, args.max_history, runtime, log)
+    train_or_reuse(sub, work / "model", training, args.max_history, runtime, log)
     model, tokenizer = load_model(str(work / "model"), device="cpu")
     template = prompt_template(work / "model")
     n_states = model.config.num_hidden_layers + 1
@@ -143,9 +137,11 @@ def run_seed(args, dataset, train_rows, val_rows, test_rows, seed: int, log) -> 
         memory = ItemMemory(_layer_vectors(memory_states, layer), item_ids, len(dataset.catalog),
                             {**manifest, "layer": "final" if layer is None else list(layer)})
         queries = {split: _layer_vectors(states, layer) for split, states in query_states.items()}
+        transforms = {name: fit_transform(memory.vectors, rep) for name, rep in REPRESENTATIONS.items()}  # once each
         for (rep_name, rep), (aggregation, m, weight) in itertools.product(REPRESENTATIONS.items(), AGGREGATIONS):
             rec = L2DRecommender(model, tokenizer, memory, dataset.catalog, aggregation=aggregation, m=m or 1000,
-                                 representation=rep, local_weight=weight, check_model=False)
+                                 representation=rep, local_weight=weight, check_model=False,
+                                 transform=transforms[rep_name])
             key = json.dumps([layer_name, rep_name, aggregation, m, weight])
             grid[key] = {split: _scores(_ranks(rec, queries[split], rows, length), length)
                          for split, rows in (("val", val_rows), ("test", test_rows))}
@@ -191,17 +187,11 @@ def study(args) -> None:
 
 
 # -- report ----------------------------------------------------------------------------------
-def _mean_std(values):
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
-    return mean, std
-
-
 def _fmt(values, key) -> str:
     vals = [v[key] for v in values]
     if any(v is None for v in vals):
         return "-"
-    mean, std = _mean_std(vals)
+    mean, std = spread.mean_std(vals)
     return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
 
 
@@ -246,7 +236,8 @@ def report(paths) -> str:
     lines = []
     for st in studies:
         for key in keys:
-            val_score.setdefault(key, []).append(_mean_std([r["grid"][key]["val"][SELECT_BY] for r in st["runs"]])[0])
+            mean = spread.mean_std([r["grid"][key]["val"][SELECT_BY] for r in st["runs"]])[0]
+            val_score.setdefault(key, []).append(mean)
     # A default must beat the paper's setting of its aggregation on every data set's validation split.
     chosen = {}
     for aggregation, base in (("global", paper[0]), ("local", paper[1])):
@@ -265,7 +256,7 @@ def report(paths) -> str:
                      f"history {info['max_history']}; CPU {info['cpu']}; {info['date']}. Scores: mean ± standard "
                      f"deviation over the seeds.\n")
         best_here = {a: max((k for k in keys if json.loads(k)[2] == a),
-                            key=lambda k: _mean_std([r["grid"][k]["val"][SELECT_BY] for r in runs])[0])
+                            key=lambda k: spread.mean_std([r["grid"][k]["val"][SELECT_BY] for r in runs])[0])
                      for a in ("global", "local")}
         rows = [("L2D-global, paper", paper[0]), ("L2D-local, paper", paper[1])]
         rows += [(f"L2D-{a}, new default", default[a]) for a in ("global", "local") if default[a] not in paper]
@@ -294,7 +285,7 @@ def report(paths) -> str:
                      ", ".join(f"{m} {v:.2f}" for m, v in ms.items()) +
                      f". {ev_info['test_targets_without_memory']:.1%} of the test targets never occur as a training "
                      f"target; {ev_info['test_targets_with_unique_title']:.1%} have a unique title.\n")
-        top = sorted(keys, key=lambda k: -_mean_std([r["grid"][k]["val"][SELECT_BY] for r in runs])[0])[:8]
+        top = sorted(keys, key=lambda k: -spread.mean_std([r["grid"][k]["val"][SELECT_BY] for r in runs])[0])[:8]
         lines.append(f"Top 8 option combinations by validation {SELECT_BY} on {info['data']} (test for reference):\n")
         lines.append(f"| layer / representation / aggregation | val {SELECT_BY} | test R@10 | test R@20 |")
         lines.append("|---|---|---|---|")

@@ -19,6 +19,7 @@ import torch
 from pyl2d.l2d.data import Catalog, Sample
 from pyl2d.l2d.hidden import HiddenStateExtractor
 from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate, answer_token_ids, prompt_token_ids
+from pyl2d.l2d.recommender import pad_ids
 from pyl2d.ops import score_topk
 
 
@@ -43,12 +44,7 @@ def _pad_rows(rows: Sequence[Sequence[int]], k: int) -> torch.Tensor:
 
 
 def _exclude_tensor(samples: Sequence[Sample]) -> torch.Tensor:
-    width = max(1, max(len(s.history_ids) for s in samples))
-    out = torch.full((len(samples), width), -1, dtype=torch.int64)
-    for i, s in enumerate(samples):
-        if s.history_ids:
-            out[i, :len(s.history_ids)] = torch.tensor(s.history_ids)
-    return out
+    return pad_ids([s.history_ids for s in samples])
 
 
 def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ import ast
 import csv
 import dataclasses
 import pathlib
+import random
 import re
 import sys
 import warnings
@@ -230,13 +231,10 @@ def latest_rows(samples: Sequence[Sample]) -> list[int]:
     :func:`prefix_augment` (no remaining row holds their history followed by their target),
     which is what a validation split needs; no user id column is required."""
     longest = max((len(s.history_ids) for s in samples), default=0)
+    if longest == 0:
+        return list(range(len(samples)))
     histories = {s.history_ids for s in samples}
-    out = []
-    for index, s in enumerate(samples):
-        sequence = (*s.history_ids, s.target_id)
-        if sequence[-longest:] not in histories if longest else True:
-            out.append(index)
-    return out
+    return [i for i, s in enumerate(samples) if (*s.history_ids, s.target_id)[-longest:] not in histories]
 
 
 def split_validation(samples: Sequence[Sample], fraction: float = 0.15, seed: int = 0
@@ -245,8 +243,6 @@ def split_validation(samples: Sequence[Sample], fraction: float = 0.15, seed: in
     settings, taken among the rows that end a user's sequence (:func:`latest_rows`), so the
     validation rows are each user's newest, as the test rows are, and never leak into the
     training rows or their prefixes. Raises ValueError when too few rows end a sequence."""
-    import random
-
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
     candidates = [i for i in latest_rows(samples) if samples[i].history_ids]

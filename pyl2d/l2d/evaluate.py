@@ -166,10 +166,7 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
 
 def _cell(record: dict, key: str, *nested: str) -> str:
     """``record[nested...][key]`` formatted, with its ± (:func:`spread.spread_of`) if known."""
-    values = record
-    for name in nested:
-        values = values.get(name, {})
-    value = values.get(key)
+    value = spread.walk(record, nested).get(key)
     text = metrics.fmt(value)
     plus = spread.spread_of(record, key, *nested) if value is not None else None
     return f"{text} ± {plus:.4f}" if plus is not None else text

@@ -110,6 +110,14 @@ def _check_layer(layer, n_layers: int | None) -> Layer:
     return indices if many else layer
 
 
+def layer_mean(states: Sequence[torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
+    """The mean of ``states[i]`` for i in ``layers`` (summed in float32, in their dtype)."""
+    total = states[layers[0]].to(torch.float32)
+    for i in layers[1:]:
+        total = total + states[i].to(torch.float32)
+    return (total / len(layers)).to(states[layers[0]].dtype)
+
+
 class HiddenStateExtractor:
     """Pooled hidden states of prompts: ``layer=None`` is the final (normed) hidden state; an
     int picks ``hidden_states[layer]`` as Hugging Face numbers them (0 = embeddings); a tuple
@@ -149,21 +157,20 @@ class HiddenStateExtractor:
             layer = int(self.layer)
         return {"layer": layer, "pooling": self.pooling}
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, all_states: bool):
+        """The decoder stack's output for a left-padded batch (position ids from the mask)."""
         position_ids = (attention_mask.cumsum(1) - 1).clamp_min(0)
+        return self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False, output_hidden_states=all_states, return_dict=True)
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         want_all = self.layer is not None
-        out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                           use_cache=False, output_hidden_states=want_all, return_dict=True)
+        out = self._decode(input_ids, attention_mask, want_all)
         if want_all:
             states = getattr(out, "hidden_states", None)
             if states is None:
                 raise ValueError(f"{type(self.model).__name__} returned no hidden_states; cannot take layer {self.layer}")
-            if isinstance(self.layer, tuple):
-                total = states[self.layer[0]].to(torch.float32)
-                for i in self.layer[1:]:
-                    total = total + states[i].to(torch.float32)
-                return (total / len(self.layer)).to(states[self.layer[0]].dtype)
-            return states[self.layer]
+            return layer_mean(states, self.layer) if isinstance(self.layer, tuple) else states[self.layer]
         hidden = getattr(out, "last_hidden_state", None)
         if hidden is None:
             raise ValueError(f"{type(self.model).__name__}'s decoder returned no last_hidden_state")

@@ -27,7 +27,7 @@ DEMO_M = 200  # nearest memory entries for L2D-local in the demo (its memory is 
 
 __all__ = ["BuildMemoryRun", "DemoRun", "EvalRun", "MemoryConfig", "RecommendRun", "RuntimeConfig", "TrainRun",
            "field_default", "load_dataset", "prompt_template", "run_build_memory", "run_demo", "run_eval",
-           "run_recommend", "run_train", "seed_list"]
+           "run_recommend", "run_train", "seed_list", "train_or_reuse"]
 
 
 # -- steps ----------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def _evaluate_one(dataset, model_path, memory_path, work_dir: pathlib.Path, *, e
     return result
 
 
-def _train_or_reuse(dataset, model_path: pathlib.Path, training: TrainConfig, max_history: int | None,
+def train_or_reuse(dataset, model_path: pathlib.Path, training: TrainConfig, max_history: int | None,
                     runtime: RuntimeConfig, log: Log) -> None:
     """Train into ``model_path`` unless it already holds the model this training would give."""
     from pyl2d.l2d.train import train_model, trained_with
@@ -165,7 +165,7 @@ def _train_and_evaluate(dataset, work_dir: pathlib.Path, training: TrainConfig, 
         seed_dir = work_dir / f"seed-{seed}" if len(seeds_used) > 1 else work_dir
         if len(seeds_used) > 1:
             log(f"\n== seed {seed} ({len(results) + 1} of {len(seeds_used)}) ==")
-        _train_or_reuse(dataset, seed_dir / "model", dataclasses.replace(training, seed=seed), max_history,
+        train_or_reuse(dataset, seed_dir / "model", dataclasses.replace(training, seed=seed), max_history,
                         runtime, log)
         results.append(_evaluate_one(dataset, seed_dir / "model", None, seed_dir, evaluation=timed,
                                      memory=memory, runtime=runtime, max_history=max_history, log=log))

@@ -171,7 +171,7 @@ class L2DRecommender:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.catalog):
             raise ValueError(f"k={k!r} is out of range: it must be between 1 and the catalog size {len(self.catalog)}")
         vectors = self.extractor.encode(prompts, desc="queries").to(self.extractor.device, self.dtype)
-        exclude = _pad_ids(histories, vectors.device) if exclude_history and histories is not None else None
+        exclude = pad_ids(histories, vectors.device) if exclude_history and histories is not None else None
         scores, ids = self.rank(vectors, k, exclude)
         return Recommendations(ids, scores, [[self.catalog.title(i) if i >= 0 else None for i in row]
                                              for row in ids.tolist()])
@@ -211,7 +211,8 @@ class L2DRecommender:
         return scores, ids
 
 
-def _pad_ids(rows: Sequence[Sequence[int]], device) -> torch.Tensor:
+def pad_ids(rows: Sequence[Sequence[int]], device=None) -> torch.Tensor:
+    """[len(rows), max(1, longest)] int64 item ids, -1 padded: the ``exclude`` the ops take."""
     width = max(1, max(len(r) for r in rows))
     out = torch.full((len(rows), width), -1, dtype=torch.int64)
     for i, r in enumerate(rows):

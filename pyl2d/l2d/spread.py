@@ -54,7 +54,9 @@ def bootstrap_intervals(ranks: torch.Tensor, list_length: int, ks: Sequence[int]
     return out
 
 
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """(mean, sample standard deviation) of ``values``; None for both if any value is None or
+    NaN, and None for the deviation of a single value."""
     present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if len(present) != len(values) or not present:
         return None, None
@@ -74,7 +76,7 @@ def _combine(records: list[dict]) -> tuple[dict, dict]:
         if isinstance(first, dict):
             means[key], stds[key] = _combine([r[key] for r in records])
         elif first is None or isinstance(first, (int, float)) and not isinstance(first, bool):
-            means[key], stds[key] = _mean_std([r.get(key) for r in records])
+            means[key], stds[key] = mean_std([r.get(key) for r in records])
     return means, stds
 
 
@@ -106,7 +108,8 @@ def combine_seeds(results: Sequence[dict], seeds: Sequence[int]) -> dict:
     return {"records": records, "info": {**results[0]["info"], "seeds": list(seeds)}}
 
 
-def _walk(values: dict | None, path: Sequence[str]) -> dict:
+def walk(values: dict | None, path: Sequence[str]) -> dict:
+    """``values[path[0]][path[1]]...``, {} where a level is missing."""
     for name in path:
         values = (values or {}).get(name)
     return values or {}
@@ -116,8 +119,8 @@ def spread_of(record: dict, key: str, *nested: str) -> float | None:
     """The ± to print next to ``record[nested...][key]``: the standard deviation over seeds
     when there are several, else half the width of the bootstrap interval (None if neither)."""
     if record.get("std") is not None:
-        return _walk(record["std"], nested).get(key)
-    bounds = _walk(record.get("interval"), nested).get(key)
+        return walk(record["std"], nested).get(key)
+    bounds = walk(record.get("interval"), nested).get(key)
     return None if bounds is None else (bounds[1] - bounds[0]) / 2.0
 
 

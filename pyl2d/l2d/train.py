@@ -20,6 +20,8 @@ import torch
 
 from pyl2d.l2d.data import Catalog, Sample, prefix_augment
 from pyl2d.l2d.hidden import _progress
+from pyl2d.l2d.memory import data_fingerprint
+from pyl2d.l2d.memory_lock import write_atomic
 from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate, answer_token_ids, prompt_token_ids
 
 TRAINING_INFO = "pyl2d_training.json"  # written next to a trained model: config, template, data
@@ -29,8 +31,9 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
 @dataclasses.dataclass
 class TrainConfig:
     """Model size and schedule. Training runs ``epochs`` (the learning rate a cosine over
-    them), seeded by ``seed``: the same data and config give the same model on any machine up
-    to float rounding. ``max_minutes`` is an optional wall-clock cap on top (off by default:
+    them), seeded by ``seed``: the same data and config give the same model on the same machine
+    and thread count (another CPU rounds differently, and training amplifies that: see
+    docs/l2d.md). ``max_minutes`` is an optional wall-clock cap on top (off by default:
     a cap makes a slower or busier machine train a worse model); when set, the schedule
     follows whichever budget is tighter."""
     vocab_size: int = 4000
@@ -145,13 +148,6 @@ def _answer_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Ten
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
-def training_fingerprint(samples: Sequence[Sample], template: PromptTemplate) -> str:
-    """A short hash of what a model is trained on (rows and prompt template)."""
-    from pyl2d.l2d.memory import data_fingerprint
-
-    return data_fingerprint(samples, template)
-
-
 def trained_with(output_dir: str | pathlib.Path, samples: Sequence[Sample], config: TrainConfig,
                  template: PromptTemplate) -> bool:
     """True when ``output_dir`` holds a model that :func:`train_model` finished with exactly
@@ -164,7 +160,7 @@ def trained_with(output_dir: str | pathlib.Path, samples: Sequence[Sample], conf
     except (OSError, ValueError):
         return False
     return (info.get("config") == dataclasses.asdict(config) and info.get("template") == dataclasses.asdict(template)
-            and info.get("data_fingerprint") == training_fingerprint(samples, template)
+            and info.get("data_fingerprint") == data_fingerprint(samples, template)
             and info.get("steps") == info.get("total_steps"))
 
 
@@ -242,8 +238,9 @@ def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | p
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     info = {"config": dataclasses.asdict(config), "template": dataclasses.asdict(template),
-            "data_fingerprint": training_fingerprint(samples, template), "n_examples": len(examples), "steps": step, "total_steps": total_steps, "epochs_done": step / steps_per_epoch,
+            "data_fingerprint": data_fingerprint(samples, template), "n_examples": len(examples), "steps": step,
+            "total_steps": total_steps, "epochs_done": step / steps_per_epoch,
             "seconds": elapsed, "last_loss": last_loss, "parameters": n_params}
     # Written last: its presence says the model and tokenizer beside it are complete.
-    (output_dir / TRAINING_INFO).write_text(json.dumps(info, indent=2))
+    write_atomic(output_dir / TRAINING_INFO, json.dumps(info, indent=2).encode())
     return output_dir
