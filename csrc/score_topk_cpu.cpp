@@ -1,31 +1,33 @@
 // score_topk on CPU: each query's k best items by inner product, cosine or L2 without
 // materialising the queries x items score matrix.
 //
-// Work is split into (query block x item shard) units run by OpenMP threads, so a single
-// query still uses every core. A unit walks its shard in item tiles; per tile a kernel
-// fills a [query block x tile] block of dot products, in float32:
+// Two ways to get the dot products, chosen per machine and dtype in Python
+// (pyl2d/ops/score_topk/cpu.py, gemm_path):
+// - own kernels: work is split into many (query block x item chunk) tasks claimed one at a
+//   time by workers (parallel.h), so a single query still uses every core
+//   and a descheduled worker holds back only its current task. A task walks its chunk in
+//   item tiles; per tile a kernel fills a [query block x tile] block of dot products, in
+//   float32:
 //   - fp32 items: register-blocked SIMD kernel (simd_dot.h) reading the rows in place;
 //   - fp16/bf16, few queries: the same kernel widening item values in registers;
 //   - fp16/bf16, more queries: each D chunk of the tile widened once into thread scratch;
 //   - bf16 on CPUs with AMX: tile matrix multiply (amx_bf16.h).
-// Item norms (cosine, l2) are computed while the tile is hot unless given. Each query's
-// bounded top-k buffer then takes the few candidates that beat its threshold; the shards'
-// top-k lists are merged at the end. Extra memory is bounded by the tile, block and k
-// sizes, independent of the number of items.
+// - vendor GEMM: Python's callback fills a [B x tile] block of scores with torch.mm (MKL
+//   or oneDNN) per item tile of a few MiB, and the workers select from it, query
+//   chunks in parallel; only the norms, exclusion and selection are fused here.
+// Item norms (cosine, l2) are computed while the tile is hot unless given. Each worker
+// keeps one bounded top-k buffer per query for the whole call (topk_select.h), taking the
+// few candidates that beat its threshold; the workers' buffers are merged at the end.
+// Extra memory is bounded by the tile, block and k sizes (and threads x B x 2k keys),
+// independent of the number of items.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <cstdint>
-#include <exception>
 #include <limits>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#ifdef PYL2D_WITH_OPENMP
-#include <omp.h>
-#endif
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -36,6 +38,7 @@
 #include "registry.h"
 #include "simd_dot.h"
 #include "tensor_arg.h"
+#include "parallel.h"
 #include "topk_select.h"
 
 namespace py = pybind11;
@@ -45,9 +48,12 @@ namespace {
 
 using codes::kNormEps;
 constexpr int64_t kDirectHalfMaxQueries = 8;
-// Work units per thread (query blocks x item shards): more units balance better when the
-// cores are shared, each costs one extra k-list per query to merge.
-constexpr int64_t kUnitsPerThread = 4;  // 16 measured slower here
+// Tasks per worker (query blocks x item chunks): many small tasks keep every worker busy
+// when one of them is descheduled; a task costs no extra merging (buffers are per worker).
+constexpr int64_t kTasksPerThread = 16;
+// Below this many multiply-adds a call runs on the calling thread: waking workers would
+// cost more than they save.
+constexpr int64_t kMinParallelWork = int64_t(1) << 21;
 
 using Metric = codes::Metric;
 
@@ -167,7 +173,6 @@ struct ThreadScratch {
   std::vector<float> row;       // one fp32 item row (AMX path norms)
   std::vector<float> norms;     // norm terms of the tile's items (norm_term)
   std::vector<float> scores;    // dots of the block: [query][item] (SIMD) or [item][query] (AMX)
-  std::vector<TopKBuffer> topk;
   std::vector<float> thresholds;  // per query of the block: its top-k threshold (AMX selection)
 };
 
@@ -224,16 +229,18 @@ inline float metric_score(Metric metric, float dot, float qterm, float xterm) {
   return dot;
 }
 
-// Selection from S[query * lds + item] (SIMD layout): one query's row at a time.
-void select_by_query(const Problem& p, const QueryData& qd, int64_t q0, int64_t nq, int64_t j0, int nt, float* S,
-                     int64_t lds, ThreadScratch& ws) {
+// Selection from S[query * lds + item] (SIMD and vendor layout): one query's row at a
+// time into its buffer tops[i]; xterm holds the tile's item norm terms (l2, cosine).
+void select_by_query(const Problem& p, const simd::Kernels& K, const QueryData& qd, int64_t q0, int64_t nq,
+                     int64_t j0, int nt, float* S, int64_t lds, const float* xterm, TopKBuffer* tops) {
   for (int64_t i = 0; i < nq; ++i) {
     float* srow = S + i * lds;
     const int64_t b = q0 + i;
     if (p.metric != Metric::kIP)
-      for (int j = 0; j < nt; ++j) srow[j] = metric_score(p.metric, srow[j], qd.norm[b], ws.norms[j]);
-    TopKBuffer& top = ws.topk[i];
-    for (int j = 0; j < nt; ++j) {
+      for (int j = 0; j < nt; ++j) srow[j] = metric_score(p.metric, srow[j], qd.norm[b], xterm[j]);
+    TopKBuffer& top = tops[i];
+    for (int64_t j = K.next_at_least(srow, 0, nt, top.threshold()); j < nt;
+         j = K.next_at_least(srow, j + 1, nt, top.threshold())) {
       const int64_t id = j0 + j;
       if (top.admits(srow[j], id) && !excluded(p, b, id)) top.push(srow[j], id);
     }
@@ -243,7 +250,7 @@ void select_by_query(const Problem& p, const QueryData& qd, int64_t q0, int64_t 
 // Selection from S[item * lds + query] (AMX layout): one item's column of queries at a
 // time, against a contiguous array of (possibly stale, hence lower) query thresholds.
 void select_by_item(const Problem& p, const QueryData& qd, int64_t q0, int64_t nq, int64_t j0, int nt, float* S,
-                    int64_t lds, ThreadScratch& ws) {
+                    int64_t lds, ThreadScratch& ws, TopKBuffer* tops) {
   float* thr = ws.thresholds.data();
   for (int j = 0; j < nt; ++j) {
     float* col = S + j * lds;
@@ -252,7 +259,7 @@ void select_by_item(const Problem& p, const QueryData& qd, int64_t q0, int64_t n
       for (int64_t i = 0; i < nq; ++i) col[i] = metric_score(p.metric, col[i], qd.norm[q0 + i], ws.norms[j]);
     for (int64_t i = 0; i < nq; ++i) {
       if (col[i] < thr[i]) continue;
-      TopKBuffer& top = ws.topk[i];
+      TopKBuffer& top = tops[i];
       if (top.admits(col[i], id) && !excluded(p, q0 + i, id)) {
         top.push(col[i], id);
         thr[i] = top.threshold();
@@ -261,8 +268,10 @@ void select_by_item(const Problem& p, const QueryData& qd, int64_t q0, int64_t n
   }
 }
 
-void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const QueryData& qd, int64_t q0, int64_t nq,
-              int64_t i0, int64_t i1, ThreadScratch& ws, float* out_scores, int64_t* out_ids) {
+// One task of the own-kernel path: queries [q0, q0+nq) against items [i0, i1), into the
+// worker's buffers tops[0..nq) of those queries.
+void run_task(const Problem& p, const simd::Kernels& K, const Tiling& t, const QueryData& qd, int64_t q0, int64_t nq,
+              int64_t i0, int64_t i1, ThreadScratch& ws, TopKBuffer* tops) {
   const int64_t D = p.items.cols;
   const bool half = p.items.dtype != DType::kFloat32;
   // Small query blocks read fp16/bf16 items directly (widened in registers): a converted
@@ -275,9 +284,8 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
   ws.norms.resize(static_cast<size_t>(t.items_per_tile));
   ws.scores.resize(static_cast<size_t>(t.queries_per_block * t.items_per_tile));
   if (t.amx || direct16) ws.row.resize(static_cast<size_t>(D));
-  if (static_cast<int64_t>(ws.topk.size()) < nq) ws.topk.resize(static_cast<size_t>(nq));
-  for (int64_t i = 0; i < nq; ++i) ws.topk[i].reset(p.k);
-  ws.thresholds.assign(static_cast<size_t>(nq), -std::numeric_limits<float>::infinity());
+  ws.thresholds.resize(static_cast<size_t>(nq));
+  for (int64_t i = 0; i < nq; ++i) ws.thresholds[i] = tops[i].threshold();
 
   // Element strides of S for (query, item).
   const int64_t s_query = t.amx ? 1 : t.items_per_tile;
@@ -342,23 +350,13 @@ void run_unit(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
       for (int j = 0; j < nt; ++j) ws.norms[j] = given_norm_term(p.metric, p.item_norms[j0 + j]);
     // Scores, then selection, along S's contiguous dimension.
     if (s_item == 1) {
-      select_by_query(p, qd, q0, nq, j0, nt, S, s_query, ws);
+      select_by_query(p, K, qd, q0, nq, j0, nt, S, s_query, ws.norms.data(), tops);
     } else {
-      select_by_item(p, qd, q0, nq, j0, nt, S, s_item, ws);
+      select_by_item(p, qd, q0, nq, j0, nt, S, s_item, ws, tops);
     }
   }
-  for (int64_t i = 0; i < nq; ++i) ws.topk[i].write_sorted(out_scores + i * p.k, out_ids + i * p.k);
 }
 
-int resolve_threads(int64_t requested) {
-#ifdef PYL2D_WITH_OPENMP
-  const int avail = omp_get_max_threads();
-  return static_cast<int>(requested > 0 ? std::min<int64_t>(requested, 1024) : avail);
-#else
-  (void)requested;
-  return 1;
-#endif
-}
 
 }  // namespace
 
@@ -373,6 +371,10 @@ struct ScoreTopkParams {
   int64_t k = 0;
   int metric = 0;        // pyl2d._codes.METRICS
   int64_t num_threads = 0;
+  // Vendor-GEMM path (float32 only) when set: gemm(j0, nt) fills tile_scores[:, :nt] with
+  // the dot products of every query with items [j0, j0 + nt) (torch.mm), nt <= its width.
+  py::object gemm = py::none();
+  TensorArg tile_scores;  // [B, tile] float32, row stride tile
 };
 
 namespace {
@@ -413,11 +415,23 @@ void score_topk_cpu(const ScoreTopkParams& a) {
   float* out_scores = a.out_scores.data<float>();
   int64_t* out_ids = a.out_ids.data<int64_t>();
 
+  if (N > kMaxRankedId)
+    throw std::invalid_argument("items has " + std::to_string(N) + " rows; the cpu backend scores at most " +
+                                std::to_string(kMaxRankedId) + " per call (split the items)");
+
   const simd::Kernels& K = simd::kernels();
+  const bool vendor = !a.gemm.is_none();
+  if (vendor) {
+    if (p.items.dtype != DType::kFloat32) throw std::invalid_argument("the vendor-GEMM path takes float32 only");
+    expect(a.tile_scores, "tile_scores", 2, {DType::kFloat32});
+    if (a.tile_scores.size(0) != B || a.tile_scores.size(1) < 1 || a.tile_scores.stride(1) != 1)
+      throw std::invalid_argument("tile_scores must be [B, tile] with unit inner stride");
+  }
   // AMX computes 32 queries at a time: below that many the SIMD path wastes less.
-  const bool use_amx = p.items.dtype == DType::kBFloat16 && B > kDirectHalfMaxQueries && amx::available();
+  const bool use_amx = !vendor && p.items.dtype == DType::kBFloat16 && B > kDirectHalfMaxQueries && amx::available();
   const Tiling t = choose_tiling(B, D, use_amx);
-  const int threads = resolve_threads(a.num_threads);
+  int threads = resolve_threads(a.num_threads);
+  if (B * N * D < kMinParallelWork) threads = 1;
 
   // Queries as padded fp32 rows (B x D: independent of N) and their norms.
   QueryData qd;
@@ -442,80 +456,70 @@ void score_topk_cpu(const ScoreTopkParams& a) {
     qd.packed = qpacked.data();
   }
 
-  // Units: query blocks x item shards, enough of them to keep every thread busy.
-  const int64_t n_qblocks = (B + t.queries_per_block - 1) / t.queries_per_block;
-  const int64_t n_tiles = (N + t.items_per_tile - 1) / t.items_per_tile;
-  int64_t n_shards = 1;
-  if (threads > 1 && n_qblocks < kUnitsPerThread * threads)
-    n_shards = std::min<int64_t>(n_tiles, (kUnitsPerThread * threads + n_qblocks - 1) / n_qblocks);
-  const int64_t tiles_per_shard = (n_tiles + n_shards - 1) / n_shards;
-  n_shards = (n_tiles + tiles_per_shard - 1) / tiles_per_shard;
-  const int64_t n_units = n_qblocks * n_shards;
+  // One top-k buffer per (worker, query); the vendor path needs only worker 0's row.
+  std::vector<std::vector<TopKBuffer>> tops(static_cast<size_t>(vendor ? 1 : threads),
+                                            std::vector<TopKBuffer>(static_cast<size_t>(B)));
+  for (auto& row : tops)
+    for (auto& top : row) top.reset(k);
 
-  // Partial results per shard ([shards x B x k]); with one shard they are the output.
-  std::vector<float> part_scores;
-  std::vector<int64_t> part_ids;
-  if (n_shards > 1) {
-    part_scores.resize(static_cast<size_t>(n_shards * B * k));
-    part_ids.resize(static_cast<size_t>(n_shards * B * k));
-  }
-
-  std::exception_ptr error;
-  std::mutex error_lock;
-  auto guard = [&](auto&& fn) {
-    try {
-      fn();
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_lock);
-      if (!error) error = std::current_exception();
-    }
-  };
-
-#ifdef PYL2D_WITH_OPENMP
-#pragma omp parallel num_threads(threads)
-#endif
-  {
-    ThreadScratch ws;
-    if (use_amx) amx::configure();
-#ifdef PYL2D_WITH_OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-    for (int64_t u = 0; u < n_units; ++u) {
-      guard([&] {
-        const int64_t qb = u / n_shards, sh = u % n_shards;
-        const int64_t q0 = qb * t.queries_per_block;
-        const int64_t nq = std::min(t.queries_per_block, B - q0);
-        const int64_t i0 = sh * tiles_per_shard * t.items_per_tile;
-        const int64_t i1 = std::min(N, i0 + tiles_per_shard * t.items_per_tile);
-        float* os = n_shards > 1 ? part_scores.data() + (sh * B + q0) * k : out_scores + q0 * k;
-        int64_t* oi = n_shards > 1 ? part_ids.data() + (sh * B + q0) * k : out_ids + q0 * k;
-        run_unit(p, K, t, qd, q0, nq, i0, i1, ws, os, oi);
-      });
-    }
-    if (n_shards > 1) {
-      // Merge the shards' sorted lists per query (exclusions were applied already).
-      TopKBuffer top;
-#ifdef PYL2D_WITH_OPENMP
-#pragma omp for schedule(static)
-#endif
-      for (int64_t b = 0; b < B; ++b) {
-        guard([&] {
-          top.reset(k);
-          for (int64_t sh = 0; sh < n_shards; ++sh) {
-            const float* s = part_scores.data() + (sh * B + b) * k;
-            const int64_t* id = part_ids.data() + (sh * B + b) * k;
-            for (int64_t i = 0; i < k && id[i] >= 0; ++i) {
-              if (!top.admits(s[i], id[i])) break;  // the rest of this sorted list ranks lower
-              top.push(s[i], id[i]);
-            }
-          }
-          top.write_sorted(out_scores + b * k, out_ids + b * k);
+  if (vendor) {
+    const int64_t width = a.tile_scores.size(1), lds = a.tile_scores.stride(0);
+    float* S = a.tile_scores.data<float>();
+    std::vector<float> xterm(static_cast<size_t>(std::min(width, N)));
+    const int64_t q_chunk = std::max<int64_t>(1, B / (kTasksPerThread * threads));
+    const int64_t q_tasks = (B + q_chunk - 1) / q_chunk;
+    for (int64_t j0 = 0; j0 < N; j0 += width) {
+      const int64_t nt = std::min(width, N - j0);
+      {
+        py::gil_scoped_acquire gil;
+        a.gemm(j0, nt);
+      }
+      if (p.metric != Metric::kIP) {
+        const float* x = reinterpret_cast<const float*>(p.items.ptr);
+        const int64_t x_chunk = 256;
+        parallel_for((nt + x_chunk - 1) / x_chunk, threads, [&](int64_t task, int) {
+          for (int64_t j = task * x_chunk; j < std::min(nt, (task + 1) * x_chunk); ++j)
+            xterm[j] = p.item_norms ? given_norm_term(p.metric, p.item_norms[j0 + j])
+                                    : norm_term(p.metric, K.sumsq(x + (j0 + j) * p.items.row_stride, D));
         });
       }
+      parallel_for(q_tasks, threads, [&](int64_t task, int) {
+        const int64_t q0 = task * q_chunk, nq = std::min(q_chunk, B - q0);
+        select_by_query(p, K, qd, q0, nq, j0, static_cast<int>(nt), S + q0 * lds, lds, xterm.data(),
+                        &tops[0][q0]);
+      });
     }
-    if (use_amx) amx::release();
+  } else {
+    // Tasks: query blocks x item chunks, query-block-major, many per worker.
+    const int64_t n_qblocks = (B + t.queries_per_block - 1) / t.queries_per_block;
+    const int64_t n_tiles = (N + t.items_per_tile - 1) / t.items_per_tile;
+    int64_t n_chunks = 1;
+    if (threads > 1)
+      n_chunks = std::min<int64_t>(n_tiles, (kTasksPerThread * threads + n_qblocks - 1) / n_qblocks);
+    const int64_t tiles_per_chunk = (n_tiles + n_chunks - 1) / n_chunks;
+    n_chunks = (n_tiles + tiles_per_chunk - 1) / tiles_per_chunk;
+    std::vector<ThreadScratch> scratch(static_cast<size_t>(threads));
+    parallel_for(n_qblocks * n_chunks, threads, [&](int64_t task, int worker) {
+      const int64_t qb = task / n_chunks, ch = task % n_chunks;
+      const int64_t q0 = qb * t.queries_per_block;
+      const int64_t nq = std::min(t.queries_per_block, B - q0);
+      const int64_t i0 = ch * tiles_per_chunk * t.items_per_tile;
+      const int64_t i1 = std::min(N, i0 + tiles_per_chunk * t.items_per_tile);
+      if (use_amx) amx::configure();  // tile state is per thread
+      run_task(p, K, t, qd, q0, nq, i0, i1, scratch[static_cast<size_t>(worker)], &tops[worker][q0]);
+      if (use_amx) amx::release();
+    });
   }
-  if (error) std::rethrow_exception(error);
+
+  // Per query: merge the workers' buffers (exclusions were applied already), best first.
+  const int64_t m_chunk = std::max<int64_t>(1, B / (kTasksPerThread * threads));
+  parallel_for((B + m_chunk - 1) / m_chunk, threads, [&](int64_t task, int) {
+    for (int64_t b = task * m_chunk; b < std::min(B, (task + 1) * m_chunk); ++b) {
+      TopKBuffer& top = tops[0][b];
+      for (size_t w = 1; w < tops.size(); ++w) top.absorb(tops[w][b]);
+      top.write_sorted(out_scores + b * k, out_ids + b * k);
+    }
+  });
 }
 
 }  // namespace
@@ -532,7 +536,9 @@ PYL2D_REGISTER_BINDINGS(score_topk_cpu, [](py::module_& m) {
       .def_readwrite("out_ids", &ScoreTopkParams::out_ids)
       .def_readwrite("k", &ScoreTopkParams::k)
       .def_readwrite("metric", &ScoreTopkParams::metric)
-      .def_readwrite("num_threads", &ScoreTopkParams::num_threads);
+      .def_readwrite("num_threads", &ScoreTopkParams::num_threads)
+      .def_readwrite("gemm", &ScoreTopkParams::gemm)
+      .def_readwrite("tile_scores", &ScoreTopkParams::tile_scores);
   m.def("score_topk_cpu", &pyl2d::score_topk_cpu, py::call_guard<py::gil_scoped_release>(), py::arg("params"),
         "Fused similarity + top-k on CPU (internal; use pyl2d.score_topk): writes params.out_scores "
         "and params.out_ids.");

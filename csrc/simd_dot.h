@@ -1,5 +1,6 @@
 // SIMD building blocks for the CPU scoring kernels: blocked dot products between rows of
-// two float32 matrices, fp16/bf16 -> fp32 row conversion and sums of squares.
+// two float32 matrices, fp16/bf16 -> fp32 row conversion, sums of squares and the
+// threshold scan of top-k selection.
 //
 // The module is compiled for baseline x86-64 (or aarch64), so the fast variants are
 // compiled per function for AVX-512 and AVX2+FMA (GCC/Clang target attributes) and chosen
@@ -41,6 +42,9 @@ using Dots16Fn = void (*)(const float* q, int64_t ldq, int nq, const uint16_t* x
 using ToF32Fn = void (*)(const void* src, DType dtype, int64_t n, float* dst);
 // sum of squares of x[0..n).
 using SumSqFn = float (*)(const float* x, int64_t n);
+// The first j in [from, n) with s[j] >= thr, or n: top-k selection skips the scores that
+// cannot enter a query's top k a vector at a time (NaN never qualifies).
+using NextAtLeastFn = int64_t (*)(const float* s, int64_t from, int64_t n, float thr);
 
 struct Kernels {
   const char* name;
@@ -48,6 +52,7 @@ struct Kernels {
   Dots16Fn dots16;  // null where the variant has none
   ToF32Fn to_f32;
   SumSqFn sumsq;
+  NextAtLeastFn next_at_least;
 };
 
 // ----------------------------------------------------------------------------------------
@@ -86,6 +91,11 @@ inline void to_f32(const void* src, DType dtype, int64_t n, float* dst) {
 }
 
 inline float sumsq(const float* x, int64_t n) { return dot(x, x, n); }
+
+inline int64_t next_at_least(const float* s, int64_t from, int64_t n, float thr) {
+  while (from < n && !(s[from] >= thr)) ++from;
+  return from;
+}
 
 }  // namespace portable
 
@@ -273,6 +283,15 @@ PYL2D_AVX512 inline float sumsq(const float* x, int64_t n) {
   return r;
 }
 
+PYL2D_AVX512 inline int64_t next_at_least(const float* s, int64_t from, int64_t n, float thr) {
+  const __m512 t = _mm512_set1_ps(thr);
+  for (; from + 16 <= n; from += 16) {
+    const __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + from), t, _CMP_GE_OQ);
+    if (m) return from + __builtin_ctz(m);
+  }
+  return portable::next_at_least(s, from, n, thr);
+}
+
 }  // namespace avx512
 
 // ----------------------------------------------------------------------------------------
@@ -391,6 +410,15 @@ PYL2D_AVX2 inline float sumsq(const float* x, int64_t n) {
   return r;
 }
 
+PYL2D_AVX2 inline int64_t next_at_least(const float* s, int64_t from, int64_t n, float thr) {
+  const __m256 t = _mm256_set1_ps(thr);
+  for (; from + 8 <= n; from += 8) {
+    const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + from), t, _CMP_GE_OQ));
+    if (m) return from + __builtin_ctz(static_cast<unsigned>(m));
+  }
+  return portable::next_at_least(s, from, n, thr);
+}
+
 }  // namespace avx2
 #endif  // PYL2D_SIMD_X86
 
@@ -415,10 +443,12 @@ inline std::vector<std::string> supported_variants() {
 }
 
 inline Kernels select_kernels(const char* cap) {
-  const Kernels portable_k{"portable", portable::dots, nullptr, portable::to_f32, portable::sumsq};
+  const Kernels portable_k{"portable", portable::dots, nullptr, portable::to_f32, portable::sumsq,
+                           portable::next_at_least};
 #ifdef PYL2D_SIMD_X86
-  const Kernels avx2_k{"avx2", avx2::dots, nullptr, avx2::to_f32, avx2::sumsq};
-  const Kernels avx512_k{"avx512", avx512::dots, avx512::dots16, avx512::to_f32, avx512::sumsq};
+  const Kernels avx2_k{"avx2", avx2::dots, nullptr, avx2::to_f32, avx2::sumsq, avx2::next_at_least};
+  const Kernels avx512_k{"avx512", avx512::dots, avx512::dots16, avx512::to_f32, avx512::sumsq,
+                         avx512::next_at_least};
   const std::vector<std::string> have = supported_variants();
   const auto supports = [&](const char* v) { return std::find(have.begin(), have.end(), v) != have.end(); };
   const std::string want = cap ? cap : "";
