@@ -22,6 +22,7 @@
 #include "aggregate_rows.h"
 #include "codes.h"
 #include "native_args.h"
+#include "parallel.h"
 #include "registry.h"
 #include "tensor_arg.h"
 
@@ -185,6 +186,7 @@ struct LocalTopkParams {
   int64_t n_items = 0;
   int64_t k = 0;
   int metric = 0;             // pyl2d._codes.METRICS
+  int64_t num_threads = 0;    // torch.get_num_threads()
 };
 
 namespace {
@@ -233,27 +235,9 @@ void local_topk_cpu(const LocalTopkParams& a) {
   check_indices(p);
   aggregate::dispatch_float(q_dtype, "queries", [&](auto tag) {
     using T = decltype(tag);
-    bool failed = false;
-#ifdef PYL2D_WITH_OPENMP
-#pragma omp parallel
-#endif
-    {
-      Scratch scratch;
-#ifdef PYL2D_WITH_OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-      for (int64_t b = 0; b < p.batch; ++b) {
-        try {
-          rank_one_query<T>(p, b, scratch);
-        } catch (...) {  // only std::bad_alloc can get here
-#ifdef PYL2D_WITH_OPENMP
-#pragma omp atomic write
-#endif
-          failed = true;
-        }
-      }
-    }
-    if (failed) throw std::runtime_error("local_topk_cpu: out of memory");
+    const int threads = resolve_threads(a.num_threads);
+    std::vector<Scratch> scratch(static_cast<size_t>(threads));
+    parallel_for(p.batch, threads, [&](int64_t b, int worker) { rank_one_query<T>(p, b, scratch[worker]); });
   });
 }
 
@@ -274,7 +258,8 @@ PYL2D_REGISTER_BINDINGS(local_topk_cpu, [](py::module_& m) {
       .def_readwrite("out_ids", &LocalTopkParams::out_ids)
       .def_readwrite("n_items", &LocalTopkParams::n_items)
       .def_readwrite("k", &LocalTopkParams::k)
-      .def_readwrite("metric", &LocalTopkParams::metric);
+      .def_readwrite("metric", &LocalTopkParams::metric)
+      .def_readwrite("num_threads", &LocalTopkParams::num_threads);
   m.def("local_topk_cpu", &pyl2d::local_topk_cpu, py::call_guard<py::gil_scoped_release>(), py::arg("params"),
         "local_topk's aggregation + ranking stage (internal; use pyl2d.local_topk).");
 });

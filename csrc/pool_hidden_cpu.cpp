@@ -17,6 +17,7 @@
 #include "codes.h"
 #include "native_args.h"
 #include "registry.h"
+#include "parallel.h"
 #include "simd_dot.h"
 #include "tensor_arg.h"
 
@@ -129,44 +130,27 @@ void pool_hidden_cpu(const PoolHiddenParams& a) {
   const char* base = reinterpret_cast<const char*>(hidden_ptr);
   std::vector<float> pooled(static_cast<size_t>(B * D));
   const int64_t n_chunks = (D + kChunk - 1) / kChunk;
-  const int threads = static_cast<int>(std::max<int64_t>(1, num_threads));
-  (void)threads;  // unused without OpenMP
-
-  std::exception_ptr error;
-  std::mutex error_lock;
-#ifdef PYL2D_WITH_OPENMP
-#pragma omp parallel num_threads(threads)
-#endif
-  {
-    std::vector<float> tmp(static_cast<size_t>(kChunk));
-#ifdef PYL2D_WITH_OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-    for (int64_t u = 0; u < B * n_chunks; ++u) {
-      try {
-        const int64_t b = u / n_chunks, d0 = (u % n_chunks) * kChunk;
-        const int64_t len = std::min(kChunk, D - d0);
-        float* acc = pooled.data() + b * D + d0;
-        auto row = [&](int64_t t) { return base + (b * stride_b + t * stride_t + d0) * static_cast<int64_t>(esize); };
-        if (!mean) {
-          K.to_f32(row(last[b]), dtype, len, acc);
-        } else {
-          std::fill(acc, acc + len, 0.f);
-          for (int64_t t = 0; t < T; ++t) {
-            if (!mask[b * T + t]) continue;
-            K.to_f32(row(t), dtype, len, tmp.data());
-            for (int64_t i = 0; i < len; ++i) acc[i] += tmp[i];
-          }
-          const float c = static_cast<float>(count[b]);
-          for (int64_t i = 0; i < len; ++i) acc[i] /= c;
-        }
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_lock);
-        if (!error) error = std::current_exception();
+  const int threads = resolve_threads(num_threads);
+  std::vector<std::vector<float>> tmps(static_cast<size_t>(threads), std::vector<float>(static_cast<size_t>(kChunk)));
+  parallel_for(B * n_chunks, threads, [&](int64_t u, int worker) {
+    std::vector<float>& tmp = tmps[static_cast<size_t>(worker)];
+    const int64_t b = u / n_chunks, d0 = (u % n_chunks) * kChunk;
+    const int64_t len = std::min(kChunk, D - d0);
+    float* acc = pooled.data() + b * D + d0;
+    auto row = [&](int64_t t) { return base + (b * stride_b + t * stride_t + d0) * static_cast<int64_t>(esize); };
+    if (!mean) {
+      K.to_f32(row(last[b]), dtype, len, acc);
+    } else {
+      std::fill(acc, acc + len, 0.f);
+      for (int64_t t = 0; t < T; ++t) {
+        if (!mask[b * T + t]) continue;
+        K.to_f32(row(t), dtype, len, tmp.data());
+        for (int64_t i = 0; i < len; ++i) acc[i] += tmp[i];
       }
+      const float c = static_cast<float>(count[b]);
+      for (int64_t i = 0; i < len; ++i) acc[i] /= c;
     }
-  }
-  if (error) std::rethrow_exception(error);
+  });
 
   char* out = reinterpret_cast<char*>(out_ptr);
   for (int64_t b = 0; b < B; ++b) {

@@ -9,6 +9,7 @@
 
 #include "aggregate_rows.h"
 #include "native_args.h"
+#include "parallel.h"
 #include "registry.h"
 #include "tensor_arg.h"
 
@@ -40,19 +41,19 @@ void group_rows(const Id* ids, int64_t rows, int64_t segments, const int64_t* co
 
 template <typename T>
 void mean_rows(const typename T::storage* values, int64_t row_stride, int64_t cols, int64_t segments,
-               const int64_t* counts, const int64_t* ends, const int64_t* order, float* means) {
-#ifdef PYL2D_WITH_OPENMP
-#pragma omp parallel for schedule(dynamic, 16)
-#endif
-  for (int64_t s = 0; s < segments; ++s) {
-    float* out = means + s * cols;
-    for (int64_t d = 0; d < cols; ++d) out[d] = 0.0f;
-    const int64_t n = counts[s];
-    if (n == 0) continue;
-    for (int64_t j = ends[s] - n; j < ends[s]; ++j) aggregate::add_row<T>(out, values + order[j] * row_stride, cols);
-    const float inv = 1.0f / static_cast<float>(n);
-    for (int64_t d = 0; d < cols; ++d) out[d] *= inv;
-  }
+               const int64_t* counts, const int64_t* ends, const int64_t* order, float* means, int threads) {
+  constexpr int64_t kSegmentsPerTask = 16;
+  parallel_for((segments + kSegmentsPerTask - 1) / kSegmentsPerTask, threads, [&](int64_t task, int) {
+    for (int64_t s = task * kSegmentsPerTask; s < std::min(segments, (task + 1) * kSegmentsPerTask); ++s) {
+      float* out = means + s * cols;
+      for (int64_t d = 0; d < cols; ++d) out[d] = 0.0f;
+      const int64_t n = counts[s];
+      if (n == 0) continue;
+      for (int64_t j = ends[s] - n; j < ends[s]; ++j) aggregate::add_row<T>(out, values + order[j] * row_stride, cols);
+      const float inv = 1.0f / static_cast<float>(n);
+      for (int64_t d = 0; d < cols; ++d) out[d] *= inv;
+    }
+  });
 }
 
 }  // namespace
@@ -65,6 +66,7 @@ struct SegmentMeanParams {
   TensorArg counts;       // [S] int64; written
   TensorArg ends;         // [S] int64 workspace
   TensorArg order;        // [M] int64 workspace
+  int64_t num_threads = 0;  // torch.get_num_threads()
 };
 
 namespace {
@@ -103,7 +105,7 @@ void segment_mean_cpu(const SegmentMeanParams& a) {
   aggregate::dispatch_float(values_dtype, "values", [&](auto tag) {
     using T = decltype(tag);
     mean_rows<T>(reinterpret_cast<const typename T::storage*>(values), row_stride, cols, segments, cnt, ends, order,
-                 reinterpret_cast<float*>(means));
+                 reinterpret_cast<float*>(means), resolve_threads(a.num_threads));
   });
 }
 
@@ -118,7 +120,8 @@ PYL2D_REGISTER_BINDINGS(segment_mean_cpu, [](py::module_& m) {
       .def_readwrite("means", &SegmentMeanParams::means)
       .def_readwrite("counts", &SegmentMeanParams::counts)
       .def_readwrite("ends", &SegmentMeanParams::ends)
-      .def_readwrite("order", &SegmentMeanParams::order);
+      .def_readwrite("order", &SegmentMeanParams::order)
+      .def_readwrite("num_threads", &SegmentMeanParams::num_threads);
   m.def("segment_mean_cpu", &pyl2d::segment_mean_cpu, py::call_guard<py::gil_scoped_release>(), py::arg("params"),
         "Per-segment float32 mean of rows (internal; use pyl2d.segment_mean).");
 });

@@ -27,5 +27,6 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
     lib = _ext.require()
     _ext.call(lib.local_topk_cpu, lib.LocalTopkParams, queries=queries, memory=memory, memory_item_ids=item_of,
               nearest=nearest, cand_scores=cand_scores, cand_ids=cand_ids, exclude=excl, out_scores=scores,
-              out_ids=ids, n_items=item_reps.shape[0], k=k, metric=_codes.METRIC_CODES[metric])
+              out_ids=ids, n_items=item_reps.shape[0], k=k, metric=_codes.METRIC_CODES[metric],
+              num_threads=torch.get_num_threads())
     return scores, ids

@@ -17,5 +17,5 @@ def segment_mean(values, segment_ids, num_segments):
     order = torch.empty((rows,), dtype=torch.int64)
     lib = _ext.require()
     _ext.call(lib.segment_mean_cpu, lib.SegmentMeanParams, values=values, segment_ids=segment_ids, means=means,
-              counts=counts, ends=ends, order=order)
+              counts=counts, ends=ends, order=order, num_threads=torch.get_num_threads())
     return means, counts
