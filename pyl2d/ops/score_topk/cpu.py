@@ -15,9 +15,14 @@ import torch
 
 from pyl2d import _codes, _ext
 
-# The vendor path pays off once a GEMM has enough queries to be compute-bound; below this,
-# the own kernels stream each item row once and are as fast as the memory (bench/notes_cpu.md).
-VENDOR_MIN_QUERIES = 16
+# Where the vendor GEMM wins on a machine where it is strong (measured on an Intel Xeon with
+# AMX, 2 threads, fp32, k=10; bench/notes_cpu.md): from 128 queries at any D, from 64 at
+# D <= 256. Below that the own kernels, which stream each item row once for the whole query
+# block, were as fast or faster (own vs MKL: 21 vs 24 ms at 64x14239x2048, 4.5 vs 6.7 ms at
+# 32x14239x512), while MKL won 1.9 vs 2.8 ms at 64x14239x128 and 13.3 vs 14.5 at 128x14239x512.
+VENDOR_MIN_QUERIES = 128
+VENDOR_MIN_QUERIES_SMALL_D = 64
+VENDOR_SMALL_D = 256
 # Bytes of the [B, tile] score block the vendor path fills per item tile.
 VENDOR_TILE_BYTES = 16 << 20
 GEMM_PATHS = ("auto", "own", "vendor")
@@ -43,7 +48,7 @@ def vendor_gemm_wins() -> bool:
     return _cpu_vendor() == "GenuineIntel" and torch.backends.mkl.is_available()
 
 
-def gemm_path(dtype: torch.dtype, batch: int) -> str:
+def gemm_path(dtype: torch.dtype, batch: int, dim: int) -> str:
     """"own" or "vendor": where score_topk's dot products come from for this call. Only
     float32 has a vendor path: torch's CPU matmul rounds bf16/fp16 products to the input
     dtype (no float32 output), which would change the ranking."""
@@ -54,7 +59,8 @@ def gemm_path(dtype: torch.dtype, batch: int) -> str:
         return "own"
     if forced != "auto":
         return forced
-    return "vendor" if batch >= VENDOR_MIN_QUERIES and vendor_gemm_wins() else "own"
+    enough = batch >= VENDOR_MIN_QUERIES or (dim <= VENDOR_SMALL_D and batch >= VENDOR_MIN_QUERIES_SMALL_D)
+    return "vendor" if enough and vendor_gemm_wins() else "own"
 
 
 def score_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str = "ip",
@@ -69,7 +75,7 @@ def score_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str =
         exclude = _ext.ensure_inner_contiguous(exclude) if exclude.shape[1] > 0 else None
     queries, items = _ext.ensure_inner_contiguous(queries), _ext.ensure_inner_contiguous(items)
     vendor = {}
-    if gemm_path(items.dtype, b) == "vendor":
+    if gemm_path(items.dtype, b, items.shape[1]) == "vendor":
         width = max(256, min(items.shape[0], VENDOR_TILE_BYTES // (4 * b)))
         tile = torch.empty((b, width), dtype=torch.float32)
 

@@ -1,0 +1,186 @@
+"""The CPU promise (issue 9): ``backend="cpu"`` against torch ``matmul`` + ``topk`` at every
+size, k, dtype, metric and thread count, on a quiet machine and with one busy process.
+
+    python bench/cpu_topk.py                 # the full table (about 40 min on 2 cores)
+    python bench/cpu_topk.py --quick         # small sizes, 2 threads, quiet (smoke run)
+    python bench/cpu_topk.py --loads quiet --threads 2 --sizes 256x14239x128 --ks 1000
+
+Per row: pyl2d's cpu backend (``backend=None`` resolves to it on CPU) with the path it took
+(``own`` SIMD/AMX kernels or ``vendor`` GEMM, see pyl2d/ops/score_topk/cpu.py), torch's
+matmul + topk in the input dtype and, for bf16, torch's float32 path (upcast, then matmul +
+topk), all measured in the same run; "vs torch" is the faster torch path over pyl2d. B = 1
+rows add a streaming read of the item matrix (the faster of ``x.sum()`` and ``x.amax()``)
+as the memory floor. Peak extra memory is the RSS growth of one pyl2d call. The busy load
+is one extra Python process spinning on a core, started and stopped here. local_topk rows
+(m = 1000 over a 150k x 1024 memory) compare with its torch backend.
+
+Times are medians of ``--repeats`` calls after one warm-up call (which also measures
+memory). Rows print as they finish and the table is rewritten after each one, so an
+interrupted run keeps what it measured.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pyl2d  # noqa: E402
+from pyl2d import _ext  # noqa: E402
+from pyl2d.ops.score_topk import cpu as _cpu  # noqa: E402
+
+import _harness  # noqa: E402
+
+SIZES = [(b, n, d) for (n, d) in [(14_239, 128), (14_239, 2048), (100_000, 1024), (100_000, 2048)]
+         for b in (1, 64, 256, 1024)]
+QUICK_SIZES = [(1, 20_000, 256), (64, 4_001, 128), (256, 4_001, 512)]
+KS = (10, 100, 1000)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# local_topk: (B, memory rows, items, D, k, m), as in the issue's table.
+LOCAL = (64, 150_000, 14_239, 1024, 20, 1000)
+QUICK_LOCAL = (16, 20_000, 2_000, 128, 20, 200)
+
+
+def torch_matmul_topk(q, x, k, metric, xn):
+    """What one writes without pyl2d: one matmul in the inputs' dtype, the metric's cheap
+    epilogue (l2 ranks by 2 q.x - |x|^2; |q|^2 is constant per row), topk."""
+    s = q @ x.T
+    if metric == "l2":
+        s = 2 * s - (xn * xn).to(s.dtype)
+    return torch.topk(s, k, dim=1)
+
+
+def path_name(dtype, b, d) -> str:
+    lib = _ext.require()
+    if _cpu.gemm_path(dtype, b, d) == "vendor":
+        return "vendor GEMM"
+    if dtype == torch.bfloat16 and b > 8 and lib.cpu_has_amx():
+        return "own AMX"
+    return f"own {lib.cpu_simd_variant()}"
+
+
+@contextlib.contextmanager
+def load(kind: str):
+    """kind "busy": one other process spinning on a core for the duration."""
+    proc = None
+    if kind == "busy":
+        proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def timed(fn, repeats):
+    """(median ms, peak extra MiB): one warm-up call that measures memory, then repeats."""
+    ms, peak = _harness.measure(fn, "cpu", repeats, warmup=0)
+    return ms, peak
+
+
+def score_rows(sizes, ks, dtypes, metrics, repeats, threads, kind, emit):
+    for (b, n, d) in sizes:
+        g = torch.Generator().manual_seed(0)
+        x32 = torch.randn(n, d, generator=g)
+        q32 = torch.randn(b, d, generator=g)
+        for dname in dtypes:
+            x, q = x32.to(DTYPES[dname]), q32.to(DTYPES[dname])
+            xn = torch.linalg.vector_norm(x.float(), dim=1)
+            stream = None
+            if b == 1:
+                stream = min(_harness.median_ms(lambda: x.sum(), "cpu", repeats),
+                             _harness.median_ms(lambda: x.amax(), "cpu", repeats))
+            for metric in metrics:
+                for k in ks:
+                    ms, peak = timed(lambda: pyl2d.score_topk(q, x, k, metric, item_norms=xn, backend="cpu"), repeats)
+                    t_in = _harness.median_ms(lambda: torch_matmul_topk(q, x, k, metric, xn), "cpu", repeats)
+                    t_32 = None
+                    if dname != "float32":
+                        t_32 = _harness.median_ms(lambda: torch_matmul_topk(q.float(), x.float(), k, metric, xn),
+                                                  "cpu", repeats)
+                    best = min(t for t in (t_in, t_32) if t is not None)
+                    emit([kind, threads, "score_topk", f"{b}x{n}x{d}", dname, metric, k, path_name(x.dtype, b, d), ms,
+                          t_in, t_32, _harness.ratio(best / ms, 2), stream,
+                          None if stream is None else _harness.ratio(ms / stream, 2), peak])
+
+
+def local_rows(shape, dtypes, repeats, threads, kind, emit):
+    b, mem, n, d, k, m = shape
+    g = torch.Generator().manual_seed(0)
+    memory32 = torch.randn(mem, d, generator=g)
+    item_of = torch.randint(0, n, (mem,), generator=g)
+    q32 = torch.randn(b, d, generator=g)
+    for dname in dtypes:
+        memory, q = memory32.to(DTYPES[dname]), q32.to(DTYPES[dname])
+        reps = pyl2d.segment_mean(memory, item_of, n)[0].to(memory.dtype)  # the global representations
+        for metric in ("l2", "ip"):
+            ms, peak = timed(lambda: pyl2d.local_topk(q, memory, item_of, reps, k, m, metric, backend="cpu"), repeats)
+            t = _harness.median_ms(lambda: pyl2d.local_topk(q, memory, item_of, reps, k, m, metric, backend="torch"),
+                                   "cpu", repeats)
+            emit([kind, threads, f"local_topk m={m}", f"{b}x{mem}x{d} ({n} items)", dname, metric, k,
+                  path_name(memory.dtype, b, d), ms, t, None, _harness.ratio(t / ms, 2), None, None, peak])
+
+
+HEADER = ["load", "threads", "op", "B x N x D", "dtype", "metric", "k", "pyl2d path", "pyl2d ms", "torch ms",
+          "torch fp32 ms", "vs torch (best)", "stream read ms", "x stream", "peak extra MiB"]
+
+
+def add_args(ap):
+    ap.add_argument("--sizes", default=None, help="e.g. 1x100000x2048,256x14239x128")
+    ap.add_argument("--ks", default=None, help="comma list (default 10,100,1000)")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--metrics", default="ip,l2")
+    ap.add_argument("--threads", default=None, help="comma list (default 1,2; --quick: 2)")
+    ap.add_argument("--loads", default=None, help="comma list of quiet,busy (default both; --quick: quiet)")
+    ap.add_argument("--no-local", action="store_true", help="skip the local_topk rows")
+
+
+def report(args) -> str:
+    sizes = ([tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")] if args.sizes
+             else QUICK_SIZES if args.quick else SIZES)
+    ks = [int(v) for v in args.ks.split(",")] if args.ks else ([10, 100] if args.quick else list(KS))
+    dtypes = args.dtypes.split(",")
+    metrics = args.metrics.split(",")
+    threads = [int(v) for v in (args.threads or ("2" if args.quick else "1,2")).split(",")]
+    loads = (args.loads or ("quiet" if args.quick else "quiet,busy")).split(",")
+    out = args.out or (None if args.quick else _harness.results_path("cpu_topk_cpu"))
+    rows = []
+    t0 = time.time()
+    head = (f"# CPU top-k against torch (issue 9)\n\n{_harness.machine_line('cpu')}; SIMD "
+            f"{_ext.require().cpu_simd_variant()}, AMX {'on' if _ext.require().cpu_has_amx() else 'off'}, "
+            f"vendor GEMM rule {'on' if _cpu.vendor_gemm_wins() else 'off'} (PYL2D_CPU_GEMM="
+            f"{os.environ.get('PYL2D_CPU_GEMM', 'auto')}); medians of {args.repeats} calls after one warm-up; "
+            f"command: `python bench/cpu_topk.py {' '.join(sys.argv[1:])}`.\n\n"
+            "'vs torch (best)' is the faster of torch's paths (matmul + topk in the input dtype, and the float32 "
+            "path for bf16) over pyl2d's time, all measured in the same run; above 1.0x pyl2d is faster. "
+            "'x stream' is pyl2d's time over one streaming read of the item matrix.\n\n")
+
+    def emit(row):
+        rows.append(row)
+        print(" | ".join(str(round(v, 2)) if isinstance(v, float) else str(v) for v in row), flush=True)
+        if out:
+            with open(out + ".partial", "w") as f:
+                f.write(head + _harness.markdown_table(HEADER, rows) + "\n")
+
+    for kind in loads:
+        with load(kind):
+            for nthreads in threads:
+                torch.set_num_threads(nthreads)
+                score_rows(sizes, ks, dtypes, metrics, args.repeats, nthreads, kind, emit)
+                if not args.no_local:
+                    local_rows(QUICK_LOCAL if args.quick else LOCAL, dtypes, args.repeats, nthreads, kind, emit)
+    if out and os.path.exists(out + ".partial"):
+        os.remove(out + ".partial")
+    return head + _harness.markdown_table(HEADER, rows) + f"\n\nTook {time.time() - t0:.0f} s.\n"
+
+
+if __name__ == "__main__":
+    sys.exit(_harness.main("cpu_topk", __doc__, report, repeats=3, add_args=add_args, pin_mmap=True))
