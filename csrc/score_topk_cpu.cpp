@@ -53,7 +53,7 @@ constexpr int64_t kDirectHalfMaxQueries = 8;
 constexpr int64_t kTasksPerThread = 16;
 // Below this many multiply-adds a call runs on the calling thread: waking workers would
 // cost more than they save.
-constexpr int64_t kMinParallelWork = int64_t(1) << 21;
+constexpr int64_t kMinParallelWork = int64_t(1) << 16;
 
 using Metric = codes::Metric;
 
@@ -122,6 +122,8 @@ struct Problem {
   std::vector<int64_t> excl_ids;
   std::vector<int64_t> excl_begin;
 };
+
+bool has_exclusions(const Problem& p, int64_t b) { return p.excl_begin[b] != p.excl_begin[b + 1]; }
 
 bool excluded(const Problem& p, int64_t b, int64_t id) {
   const int64_t lo = p.excl_begin[b], hi = p.excl_begin[b + 1];
@@ -239,24 +241,57 @@ void select_by_query(const Problem& p, const simd::Kernels& K, const QueryData& 
     if (p.metric != Metric::kIP)
       for (int j = 0; j < nt; ++j) srow[j] = metric_score(p.metric, srow[j], qd.norm[b], xterm[j]);
     TopKBuffer& top = tops[i];
+    if (top.dense() && !has_exclusions(p, b)) {
+      top.offer(srow, 1, nt, j0);
+      continue;
+    }
     for (int64_t j = K.next_at_least(srow, 0, nt, top.threshold()); j < nt;
          j = K.next_at_least(srow, j + 1, nt, top.threshold())) {
       const int64_t id = j0 + j;
       if (top.admits(srow[j], id) && !excluded(p, b, id)) top.push(srow[j], id);
     }
+    top.saw(nt);
   }
 }
 
-// Selection from S[item * lds + query] (AMX layout): one item's column of queries at a
-// time, against a contiguous array of (possibly stale, hence lower) query thresholds.
+// Selection from S[item * lds + query] (AMX layout). Small k: one item's column of queries
+// at a time, against a contiguous array of (possibly stale, hence lower) query thresholds.
+// Large k: one query at a time down its strided column, so the pushes go to one buffer
+// while it is hot instead of to every query's buffer of the block in turn.
+constexpr int64_t kQueryMajorMinK = 64;
+
 void select_by_item(const Problem& p, const QueryData& qd, int64_t q0, int64_t nq, int64_t j0, int nt, float* S,
                     int64_t lds, ThreadScratch& ws, TopKBuffer* tops) {
+  if (p.metric != Metric::kIP)
+    for (int j = 0; j < nt; ++j) {
+      float* col = S + j * lds;
+      for (int64_t i = 0; i < nq; ++i) col[i] = metric_score(p.metric, col[i], qd.norm[q0 + i], ws.norms[j]);
+    }
+  if (p.k >= kQueryMajorMinK) {
+    for (int64_t i = 0; i < nq; ++i) {
+      TopKBuffer& top = tops[i];
+      if (top.dense() && !has_exclusions(p, q0 + i)) {
+        top.offer(S + i, lds, nt, j0);
+        continue;
+      }
+      float thr = top.threshold();
+      for (int j = 0; j < nt; ++j) {
+        const float s = S[j * lds + i];
+        if (s < thr) continue;
+        const int64_t id = j0 + j;
+        if (top.admits(s, id) && !excluded(p, q0 + i, id)) {
+          top.push(s, id);
+          thr = top.threshold();
+        }
+      }
+      top.saw(nt);
+    }
+    return;
+  }
   float* thr = ws.thresholds.data();
   for (int j = 0; j < nt; ++j) {
-    float* col = S + j * lds;
+    const float* col = S + j * lds;
     const int64_t id = j0 + j;
-    if (p.metric != Metric::kIP)
-      for (int64_t i = 0; i < nq; ++i) col[i] = metric_score(p.metric, col[i], qd.norm[q0 + i], ws.norms[j]);
     for (int64_t i = 0; i < nq; ++i) {
       if (col[i] < thr[i]) continue;
       TopKBuffer& top = tops[i];
