@@ -63,6 +63,20 @@ def _trim_heap() -> None:
         pass
 
 
+def peak_extra_mib(fn: Callable[[], object]) -> float | None:
+    """Calls ``fn()`` once on CPU and returns the process's peak RSS growth during the call in
+    MiB (None where /proc cannot reset the peak)."""
+    gc.collect()
+    _trim_heap()
+    if not _reset_peak_rss():
+        fn()
+        return None
+    before = _status_kb("VmRSS")
+    fn()
+    after = _status_kb("VmHWM")
+    return None if before is None or after is None else max(after - before, 0) / 1024
+
+
 def measure(fn: Callable[[], object], device: str, repeats: int = 5, warmup: int = 1) -> tuple[float, float | None]:
     """(median milliseconds, peak extra memory in MiB or None) of ``fn()``."""
     gc.collect()
@@ -80,15 +94,7 @@ def measure(fn: Callable[[], object], device: str, repeats: int = 5, warmup: int
         return float(ms), peak
     for _ in range(warmup):
         fn()
-    gc.collect()
-    _trim_heap()
-    peak = None
-    if _reset_peak_rss():
-        before = _status_kb("VmRSS")
-        fn()
-        after = _status_kb("VmHWM")
-        if before is not None and after is not None:
-            peak = max(after - before, 0) / 1024
+    peak = peak_extra_mib(fn)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -50,7 +50,7 @@ using codes::kNormEps;
 constexpr int64_t kDirectHalfMaxQueries = 8;
 // Tasks per worker (query blocks x item chunks): many small tasks keep every worker busy
 // when one of them is descheduled; a task costs no extra merging (buffers are per worker).
-constexpr int64_t kTasksPerThread = 16;
+constexpr int64_t kTasksPerThread = 64;
 // Below this many multiply-adds a call runs on the calling thread: waking workers would
 // cost more than they save.
 constexpr int64_t kMinParallelWork = int64_t(1) << 16;
