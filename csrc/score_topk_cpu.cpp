@@ -4,17 +4,17 @@
 // Two ways to get the dot products, chosen per machine and dtype in Python
 // (pyl2d/ops/score_topk/cpu.py, gemm_path):
 // - own kernels: work is split into many (query block x item chunk) tasks claimed one at a
-//   time by workers (parallel.h), so a single query still uses every core
-//   and a descheduled worker holds back only its current task. A task walks its chunk in
+//   time by the workers (parallel.h), so a single query still uses every core and a
+//   descheduled worker holds back only its current task. A task walks its chunk in
 //   item tiles; per tile a kernel fills a [query block x tile] block of dot products, in
 //   float32:
 //   - fp32 items: register-blocked SIMD kernel (simd_dot.h) reading the rows in place;
 //   - fp16/bf16, few queries: the same kernel widening item values in registers;
 //   - fp16/bf16, more queries: each D chunk of the tile widened once into thread scratch;
 //   - bf16 on CPUs with AMX: tile matrix multiply (amx_bf16.h).
-// - vendor GEMM: Python's callback fills a [B x tile] block of scores with torch.mm (MKL
-//   or oneDNN) per item tile of a few MiB, and the workers select from it, query
-//   chunks in parallel; only the norms, exclusion and selection are fused here.
+// - vendor GEMM (float32): Python's callback fills a [B x tile] block of scores with
+//   torch.mm (MKL) per item tile, and the workers select from it, query chunks in
+//   parallel; only the norms, exclusion and selection are fused here.
 // Item norms (cosine, l2) are computed while the tile is hot unless given. Each worker
 // keeps one bounded top-k buffer per query for the whole call (topk_select.h), taking the
 // few candidates that beat its threshold; the workers' buffers are merged at the end.
@@ -35,10 +35,10 @@
 #include "amx_bf16.h"
 #include "codes.h"
 #include "native_args.h"
+#include "parallel.h"
 #include "registry.h"
 #include "simd_dot.h"
 #include "tensor_arg.h"
-#include "parallel.h"
 #include "topk_select.h"
 
 namespace py = pybind11;
@@ -254,12 +254,11 @@ void select_by_query(const Problem& p, const simd::Kernels& K, const QueryData& 
   }
 }
 
-// Selection from S[item * lds + query] (AMX layout). Small k: one item's column of queries
-// at a time, against a contiguous array of (possibly stale, hence lower) query thresholds.
-// Large k: one query at a time down its strided column, so the pushes go to one buffer
-// while it is hot instead of to every query's buffer of the block in turn.
-constexpr int64_t kQueryMajorMinK = 64;
-
+// Selection from S[item * lds + query] (AMX layout). Queries whose buffer is dense (a
+// large k early on, no exclusions) offer their strided column at once, without a branch
+// per score; the others go one item's column of queries at a time, against a contiguous
+// array of (possibly stale, hence lower) query thresholds, where +inf marks a query the
+// first pass already took.
 void select_by_item(const Problem& p, const QueryData& qd, int64_t q0, int64_t nq, int64_t j0, int nt, float* S,
                     int64_t lds, ThreadScratch& ws, TopKBuffer* tops) {
   if (p.metric != Metric::kIP)
@@ -267,33 +266,24 @@ void select_by_item(const Problem& p, const QueryData& qd, int64_t q0, int64_t n
       float* col = S + j * lds;
       for (int64_t i = 0; i < nq; ++i) col[i] = metric_score(p.metric, col[i], qd.norm[q0 + i], ws.norms[j]);
     }
-  if (p.k >= kQueryMajorMinK) {
-    for (int64_t i = 0; i < nq; ++i) {
-      TopKBuffer& top = tops[i];
-      if (top.dense() && !has_exclusions(p, q0 + i)) {
-        top.offer(S + i, lds, nt, j0);
-        continue;
-      }
-      float thr = top.threshold();
-      for (int j = 0; j < nt; ++j) {
-        const float s = S[j * lds + i];
-        if (s < thr) continue;
-        const int64_t id = j0 + j;
-        if (top.admits(s, id) && !excluded(p, q0 + i, id)) {
-          top.push(s, id);
-          thr = top.threshold();
-        }
-      }
-      top.saw(nt);
-    }
-    return;
-  }
   float* thr = ws.thresholds.data();
+  bool any_sparse = false;
+  for (int64_t i = 0; i < nq; ++i) {
+    TopKBuffer& top = tops[i];
+    if (top.dense() && !has_exclusions(p, q0 + i)) {
+      top.offer(S + i, lds, nt, j0);
+      thr[i] = std::numeric_limits<float>::infinity();
+    } else {
+      thr[i] = top.threshold();
+      any_sparse = true;
+    }
+  }
+  if (!any_sparse) return;
   for (int j = 0; j < nt; ++j) {
     const float* col = S + j * lds;
     const int64_t id = j0 + j;
     for (int64_t i = 0; i < nq; ++i) {
-      if (col[i] < thr[i]) continue;
+      if (!(col[i] >= thr[i])) continue;  // also skips the queries offered above (+inf)
       TopKBuffer& top = tops[i];
       if (top.admits(col[i], id) && !excluded(p, q0 + i, id)) {
         top.push(col[i], id);
@@ -301,6 +291,8 @@ void select_by_item(const Problem& p, const QueryData& qd, int64_t q0, int64_t n
       }
     }
   }
+  for (int64_t i = 0; i < nq; ++i)
+    if (thr[i] != std::numeric_limits<float>::infinity()) tops[i].saw(nt);
 }
 
 // One task of the own-kernel path: queries [q0, q0+nq) against items [i0, i1), into the
@@ -320,7 +312,6 @@ void run_task(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
   ws.scores.resize(static_cast<size_t>(t.queries_per_block * t.items_per_tile));
   if (t.amx || direct16) ws.row.resize(static_cast<size_t>(D));
   ws.thresholds.resize(static_cast<size_t>(nq));
-  for (int64_t i = 0; i < nq; ++i) ws.thresholds[i] = tops[i].threshold();
 
   // Element strides of S for (query, item).
   const int64_t s_query = t.amx ? 1 : t.items_per_tile;
