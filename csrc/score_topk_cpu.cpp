@@ -500,21 +500,29 @@ void score_topk_cpu(const ScoreTopkParams& a) {
         py::gil_scoped_acquire gil;
         a.gemm(j0, nt);
       }
-      if (p.metric != Metric::kIP) {
+      // Each parallel region ends in a barrier, which waits for a descheduled worker on a
+      // busy machine: given norms are copied on this thread, and the last tile's region
+      // writes the results too.
+      if (p.metric != Metric::kIP && p.item_norms) {
+        for (int64_t j = 0; j < nt; ++j) xterm[j] = given_norm_term(p.metric, p.item_norms[j0 + j]);
+      } else if (p.metric != Metric::kIP) {
         const float* x = reinterpret_cast<const float*>(p.items.ptr);
         const int64_t x_chunk = 256;
         parallel_for((nt + x_chunk - 1) / x_chunk, threads, [&](int64_t task, int) {
           for (int64_t j = task * x_chunk; j < std::min(nt, (task + 1) * x_chunk); ++j)
-            xterm[j] = p.item_norms ? given_norm_term(p.metric, p.item_norms[j0 + j])
-                                    : norm_term(p.metric, K.sumsq(x + (j0 + j) * p.items.row_stride, D));
+            xterm[j] = norm_term(p.metric, K.sumsq(x + (j0 + j) * p.items.row_stride, D));
         });
       }
+      const bool last = j0 + nt >= N;
       parallel_for(q_tasks, threads, [&](int64_t task, int) {
         const int64_t q0 = task * q_chunk, nq = std::min(q_chunk, B - q0);
         select_by_query(p, K, qd, q0, nq, j0, static_cast<int>(nt), S + q0 * lds, lds, xterm.data(),
                         &tops[0][q0]);
+        if (last)
+          for (int64_t b = q0; b < q0 + nq; ++b) tops[0][b].write_sorted(out_scores + b * k, out_ids + b * k);
       });
     }
+    return;
   } else {
     // Tasks: query blocks x item chunks, query-block-major, many per worker.
     const int64_t n_qblocks = (B + t.queries_per_block - 1) / t.queries_per_block;
@@ -538,6 +546,7 @@ void score_topk_cpu(const ScoreTopkParams& a) {
   }
 
   // Per query: merge the workers' buffers (exclusions were applied already), best first.
+  // (The vendor path returned above: its one buffer per query is written by the last tile.)
   const int64_t m_chunk = std::max<int64_t>(1, B / (kTasksPerThread * threads));
   parallel_for((B + m_chunk - 1) / m_chunk, threads, [&](int64_t task, int) {
     for (int64_t b = task * m_chunk; b < std::min(B, (task + 1) * m_chunk); ++b) {
