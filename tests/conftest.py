@@ -26,10 +26,13 @@ def _kernel_paths() -> str:
     lib = _ext.load()
     if lib is None:
         return "pyl2d CPU kernels: not built (pyl2d._C missing)"
-    env = " ".join(f"{k}={os.environ[k]}" for k in ("PYL2D_SIMD", "PYL2D_AMX", "PYL2D_TEST_BACKENDS") if k in os.environ)
+    from pyl2d.ops.score_topk import cpu as score_topk_cpu
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("PYL2D_SIMD", "PYL2D_AMX", "PYL2D_CPU_GEMM", "PYL2D_TEST_BACKENDS")
+                   if k in os.environ)
     return (f"pyl2d CPU kernels: SIMD {lib.cpu_simd_variant()} (this CPU: {', '.join(lib.cpu_simd_supported())}), "
-            f"AMX {'on' if lib.cpu_has_amx() else 'off'} (this CPU: {'yes' if lib.cpu_amx_supported() else 'no'})"
-            + (f"; {env}" if env else ""))
+            f"AMX {'on' if lib.cpu_has_amx() else 'off'} (this CPU: {'yes' if lib.cpu_amx_supported() else 'no'}), "
+            f"fp32 vendor GEMM {'on' if score_topk_cpu.vendor_gemm_wins() else 'off'} for B >= "
+            f"{score_topk_cpu.VENDOR_MIN_QUERIES}" + (f"; {env}" if env else ""))
 
 
 def pytest_report_header(config):
