@@ -60,6 +60,14 @@ inline void parallel_for(int64_t n, int threads, const std::function<void(int64_
   for (int64_t t = 0; t < n; ++t) fn(t, 0);
 }
 
+// parallel_for over [0, n) in ranges of `chunk` items: fn(begin, end, worker) per task.
+inline void parallel_ranges(int64_t n, int64_t chunk, int threads,
+                            const std::function<void(int64_t, int64_t, int)>& fn) {
+  chunk = std::max<int64_t>(1, chunk);
+  parallel_for((n + chunk - 1) / chunk, threads,
+               [&](int64_t task, int worker) { fn(task * chunk, std::min(n, (task + 1) * chunk), worker); });
+}
+
 // The thread count a kernel runs with: the caller's request (torch.get_num_threads()), or
 // the OpenMP default when none was given.
 inline int resolve_threads(int64_t requested) {

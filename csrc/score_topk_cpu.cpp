@@ -384,6 +384,33 @@ void run_task(const Problem& p, const simd::Kernels& K, const Tiling& t, const Q
 }
 
 
+// Queries per task when B queries are split over `threads` workers.
+int64_t query_chunk(int64_t B, int threads) { return std::max<int64_t>(1, B / (kTasksPerThread * threads)); }
+
+// Own-kernel path: (query block x item chunk) tasks, query-block-major, many per worker,
+// each into its worker's buffers tops[worker].
+void search_own(const Problem& p, const simd::Kernels& K, const Tiling& t, const QueryData& qd, bool use_amx,
+                int threads, std::vector<std::vector<TopKBuffer>>& tops) {
+  const int64_t B = p.queries.rows, N = p.items.rows;
+  const int64_t n_qblocks = (B + t.queries_per_block - 1) / t.queries_per_block;
+  const int64_t n_tiles = (N + t.items_per_tile - 1) / t.items_per_tile;
+  int64_t n_chunks = 1;
+  if (threads > 1) n_chunks = std::min<int64_t>(n_tiles, (kTasksPerThread * threads + n_qblocks - 1) / n_qblocks);
+  const int64_t tiles_per_chunk = (n_tiles + n_chunks - 1) / n_chunks;
+  n_chunks = (n_tiles + tiles_per_chunk - 1) / tiles_per_chunk;
+  std::vector<ThreadScratch> scratch(static_cast<size_t>(threads));
+  parallel_for(n_qblocks * n_chunks, threads, [&](int64_t task, int worker) {
+    const int64_t qb = task / n_chunks, ch = task % n_chunks;
+    const int64_t q0 = qb * t.queries_per_block;
+    const int64_t nq = std::min(t.queries_per_block, B - q0);
+    const int64_t i0 = ch * tiles_per_chunk * t.items_per_tile;
+    const int64_t i1 = std::min(N, i0 + tiles_per_chunk * t.items_per_tile);
+    if (use_amx) amx::configure();  // tile state is per thread
+    run_task(p, K, t, qd, q0, nq, i0, i1, scratch[static_cast<size_t>(worker)], &tops[worker][q0]);
+    if (use_amx) amx::release();
+  });
+}
+
 }  // namespace
 
 // score_topk's named arguments (pyl2d/ops/score_topk/cpu.py; bound below).
@@ -404,6 +431,39 @@ struct ScoreTopkParams {
 };
 
 namespace {
+
+// Vendor-GEMM path: per item tile, Python's gemm callback fills a.tile_scores, then query
+// chunks select from it in parallel into tops (one buffer per query). Each parallel region
+// ends in a barrier, which waits for a descheduled worker on a busy machine: given norms are
+// copied on this thread, and the last tile's region writes the results too.
+void search_vendor(const Problem& p, const simd::Kernels& K, const QueryData& qd, const ScoreTopkParams& a,
+                   int threads, std::vector<TopKBuffer>& tops, float* out_scores, int64_t* out_ids) {
+  const int64_t B = p.queries.rows, N = p.items.rows, D = p.items.cols, k = p.k;
+  const int64_t width = a.tile_scores.size(1), lds = a.tile_scores.stride(0);
+  float* S = a.tile_scores.data<float>();
+  std::vector<float> xterm(static_cast<size_t>(std::min(width, N)));
+  for (int64_t j0 = 0; j0 < N; j0 += width) {
+    const int64_t nt = std::min(width, N - j0);
+    {
+      py::gil_scoped_acquire gil;
+      a.gemm(j0, nt);
+    }
+    if (p.metric != Metric::kIP && p.item_norms) {
+      for (int64_t j = 0; j < nt; ++j) xterm[j] = given_norm_term(p.metric, p.item_norms[j0 + j]);
+    } else if (p.metric != Metric::kIP) {
+      const float* x = reinterpret_cast<const float*>(p.items.ptr);
+      parallel_ranges(nt, 256, threads, [&](int64_t j1, int64_t j2, int) {
+        for (int64_t j = j1; j < j2; ++j) xterm[j] = norm_term(p.metric, K.sumsq(x + (j0 + j) * p.items.row_stride, D));
+      });
+    }
+    const bool last = j0 + nt >= N;
+    parallel_ranges(B, query_chunk(B, threads), threads, [&](int64_t q0, int64_t q1, int) {
+      select_by_query(p, K, qd, q0, q1 - q0, j0, static_cast<int>(nt), S + q0 * lds, lds, xterm.data(), &tops[q0]);
+      if (last)
+        for (int64_t b = q0; b < q1; ++b) tops[b].write_sorted(out_scores + b * k, out_ids + b * k);
+    });
+  }
+}
 
 void score_topk_cpu(const ScoreTopkParams& a) {
   Problem p;
@@ -487,69 +547,14 @@ void score_topk_cpu(const ScoreTopkParams& a) {
                                             std::vector<TopKBuffer>(static_cast<size_t>(B)));
   for (auto& row : tops)
     for (auto& top : row) top.reset(k);
-
   if (vendor) {
-    const int64_t width = a.tile_scores.size(1), lds = a.tile_scores.stride(0);
-    float* S = a.tile_scores.data<float>();
-    std::vector<float> xterm(static_cast<size_t>(std::min(width, N)));
-    const int64_t q_chunk = std::max<int64_t>(1, B / (kTasksPerThread * threads));
-    const int64_t q_tasks = (B + q_chunk - 1) / q_chunk;
-    for (int64_t j0 = 0; j0 < N; j0 += width) {
-      const int64_t nt = std::min(width, N - j0);
-      {
-        py::gil_scoped_acquire gil;
-        a.gemm(j0, nt);
-      }
-      // Each parallel region ends in a barrier, which waits for a descheduled worker on a
-      // busy machine: given norms are copied on this thread, and the last tile's region
-      // writes the results too.
-      if (p.metric != Metric::kIP && p.item_norms) {
-        for (int64_t j = 0; j < nt; ++j) xterm[j] = given_norm_term(p.metric, p.item_norms[j0 + j]);
-      } else if (p.metric != Metric::kIP) {
-        const float* x = reinterpret_cast<const float*>(p.items.ptr);
-        const int64_t x_chunk = 256;
-        parallel_for((nt + x_chunk - 1) / x_chunk, threads, [&](int64_t task, int) {
-          for (int64_t j = task * x_chunk; j < std::min(nt, (task + 1) * x_chunk); ++j)
-            xterm[j] = norm_term(p.metric, K.sumsq(x + (j0 + j) * p.items.row_stride, D));
-        });
-      }
-      const bool last = j0 + nt >= N;
-      parallel_for(q_tasks, threads, [&](int64_t task, int) {
-        const int64_t q0 = task * q_chunk, nq = std::min(q_chunk, B - q0);
-        select_by_query(p, K, qd, q0, nq, j0, static_cast<int>(nt), S + q0 * lds, lds, xterm.data(),
-                        &tops[0][q0]);
-        if (last)
-          for (int64_t b = q0; b < q0 + nq; ++b) tops[0][b].write_sorted(out_scores + b * k, out_ids + b * k);
-      });
-    }
+    search_vendor(p, K, qd, a, threads, tops[0], out_scores, out_ids);
     return;
-  } else {
-    // Tasks: query blocks x item chunks, query-block-major, many per worker.
-    const int64_t n_qblocks = (B + t.queries_per_block - 1) / t.queries_per_block;
-    const int64_t n_tiles = (N + t.items_per_tile - 1) / t.items_per_tile;
-    int64_t n_chunks = 1;
-    if (threads > 1)
-      n_chunks = std::min<int64_t>(n_tiles, (kTasksPerThread * threads + n_qblocks - 1) / n_qblocks);
-    const int64_t tiles_per_chunk = (n_tiles + n_chunks - 1) / n_chunks;
-    n_chunks = (n_tiles + tiles_per_chunk - 1) / tiles_per_chunk;
-    std::vector<ThreadScratch> scratch(static_cast<size_t>(threads));
-    parallel_for(n_qblocks * n_chunks, threads, [&](int64_t task, int worker) {
-      const int64_t qb = task / n_chunks, ch = task % n_chunks;
-      const int64_t q0 = qb * t.queries_per_block;
-      const int64_t nq = std::min(t.queries_per_block, B - q0);
-      const int64_t i0 = ch * tiles_per_chunk * t.items_per_tile;
-      const int64_t i1 = std::min(N, i0 + tiles_per_chunk * t.items_per_tile);
-      if (use_amx) amx::configure();  // tile state is per thread
-      run_task(p, K, t, qd, q0, nq, i0, i1, scratch[static_cast<size_t>(worker)], &tops[worker][q0]);
-      if (use_amx) amx::release();
-    });
   }
-
+  search_own(p, K, t, qd, use_amx, threads, tops);
   // Per query: merge the workers' buffers (exclusions were applied already), best first.
-  // (The vendor path returned above: its one buffer per query is written by the last tile.)
-  const int64_t m_chunk = std::max<int64_t>(1, B / (kTasksPerThread * threads));
-  parallel_for((B + m_chunk - 1) / m_chunk, threads, [&](int64_t task, int) {
-    for (int64_t b = task * m_chunk; b < std::min(B, (task + 1) * m_chunk); ++b) {
+  parallel_ranges(B, query_chunk(B, threads), threads, [&](int64_t b0, int64_t b1, int) {
+    for (int64_t b = b0; b < b1; ++b) {
       TopKBuffer& top = tops[0][b];
       for (size_t w = 1; w < tops.size(); ++w) top.absorb(tops[w][b]);
       top.write_sorted(out_scores + b * k, out_ids + b * k);

@@ -43,8 +43,8 @@ template <typename T>
 void mean_rows(const typename T::storage* values, int64_t row_stride, int64_t cols, int64_t segments,
                const int64_t* counts, const int64_t* ends, const int64_t* order, float* means, int threads) {
   constexpr int64_t kSegmentsPerTask = 16;
-  parallel_for((segments + kSegmentsPerTask - 1) / kSegmentsPerTask, threads, [&](int64_t task, int) {
-    for (int64_t s = task * kSegmentsPerTask; s < std::min(segments, (task + 1) * kSegmentsPerTask); ++s) {
+  parallel_ranges(segments, kSegmentsPerTask, threads, [&](int64_t s0, int64_t s1, int) {
+    for (int64_t s = s0; s < s1; ++s) {
       float* out = means + s * cols;
       for (int64_t d = 0; d < cols; ++d) out[d] = 0.0f;
       const int64_t n = counts[s];

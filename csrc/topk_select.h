@@ -2,14 +2,15 @@
 //
 // Order: score descending, ties to the lower item id. Each candidate is one 64-bit rank
 // key (the score's order-preserving bits, inverted, above the 32-bit id), so "ranks
-// before" is one unsigned compare and partial selection is std::nth_element on plain
-// integers. Candidates go into a buffer of 2k keys; when it fills, a radix select finds
-// the k-th best, a branchless pass keeps the best k and the k-th best becomes the
-// admission threshold, so most later candidates are rejected by one float compare. The
-// final k are put in order by an LSD radix sort. (std::nth_element and std::sort on random
-// keys mispredict about every other branch: 16 ns a key here against about 2.) The cost grows with the number of admitted candidates
-// (about k (1 + ln(N / k)) on random data), not with k times N; memory is O(k) per query.
-// Buffers of several workers for one query merge with absorb().
+// before" is one unsigned compare. Candidates go into a buffer of 2k keys; when it fills,
+// a radix select finds the k-th best, a branchless pass keeps the best k and the k-th best
+// becomes the admission threshold, so most later candidates are rejected by one float
+// compare. The final k are put in order by an LSD radix sort. (std::nth_element and
+// std::sort on random keys mispredict about every other branch: 16 ns a key here, against
+// about 2.) The cost grows with the number of admitted candidates (about k (1 + ln(N / k))
+// on random data), not with k times N; memory is O(k) per query, plus a thread-local radix
+// scratch as large as the largest 2k seen. Buffers of several workers for one query merge
+// with absorb().
 #pragma once
 #include <algorithm>
 #include <cstdint>

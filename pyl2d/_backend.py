@@ -187,3 +187,12 @@ def runs_eagerly(*tensors: torch.Tensor | None) -> bool:
     if torch.utils._python_dispatch._get_current_dispatch_mode() is not None:
         return False
     return all(t is None or (type(t) is torch.Tensor and t.device.type != "meta") for t in tensors)
+
+
+def call(op: str, custom_op: Callable, backend: str, *args):
+    """Run ``op`` on ``backend``: its implementation directly where ``runs_eagerly`` allows,
+    else through its torch.library ``custom_op`` (which takes the backend last)."""
+    tensors = [a for a in args if a is None or isinstance(a, torch.Tensor)]
+    if runs_eagerly(*tensors):
+        return implementation(op, backend)(*args)
+    return custom_op(*args, backend)

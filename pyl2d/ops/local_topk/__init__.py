@@ -91,7 +91,5 @@ def local_topk(queries: torch.Tensor, memory: torch.Tensor, memory_item_ids: tor
     """
     check_local_args(queries, memory, memory_item_ids, item_reps, k, m, metric, exclude)
     resolved = _backend.resolve(backend, queries.device, "local_topk")
-    if _backend.runs_eagerly(queries, memory, memory_item_ids, item_reps, exclude):
-        return _backend.implementation("local_topk", resolved)(queries, memory, memory_item_ids, item_reps, k, m,
-                                                               metric, exclude)
-    return _local_topk_op(queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, resolved)
+    return _backend.call("local_topk", _local_topk_op, resolved, queries, memory, memory_item_ids, item_reps, k, m,
+                         metric, exclude)

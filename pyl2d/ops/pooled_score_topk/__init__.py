@@ -37,8 +37,5 @@ def pooled_score_topk(hidden: torch.Tensor, attention_mask: torch.Tensor, items:
     check_search("hidden", hidden, hidden.shape[0], hidden.shape[2], items, k, metric, exclude, item_norms,
                  query_max)
     resolved = _backend.resolve(backend, hidden.device, "pooled_score_topk")
-    if _backend.runs_eagerly(hidden, attention_mask, items, exclude, item_norms):
-        return _backend.implementation("pooled_score_topk", resolved)(hidden, attention_mask, items, k, metric, mode,
-                                                                      bool(normalize), exclude, item_norms)
-    return _pooled_score_topk_op(hidden, attention_mask, items, k, metric, mode, bool(normalize), exclude,
-                                 item_norms, resolved)
+    return _backend.call("pooled_score_topk", _pooled_score_topk_op, resolved, hidden, attention_mask, items, k,
+                         metric, mode, bool(normalize), exclude, item_norms)

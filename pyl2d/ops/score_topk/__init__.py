@@ -125,6 +125,4 @@ def score_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str =
     check_search("queries", queries, queries.shape[0], queries.shape[1], items, k, metric, exclude, item_norms,
                  query_max)
     resolved = _backend.resolve(backend, queries.device, "score_topk")
-    if _backend.runs_eagerly(queries, items, exclude, item_norms):
-        return _backend.implementation("score_topk", resolved)(queries, items, k, metric, exclude, item_norms)
-    return _score_topk_op(queries, items, k, metric, exclude, item_norms, resolved)
+    return _backend.call("score_topk", _score_topk_op, resolved, queries, items, k, metric, exclude, item_norms)

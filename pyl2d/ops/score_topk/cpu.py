@@ -43,8 +43,8 @@ def _cpu_vendor() -> str:
 @functools.lru_cache(maxsize=None)
 def vendor_gemm_wins() -> bool:
     """Whether torch's float32 GEMM beats the own kernels on this machine: MKL on Intel CPUs
-    (2-4x faster than the own AVX-512 kernels at B >= 64, bench/results/score_topk_cpu_*),
-    but not on AMD, where the own AVX2 kernels measured 2-10x faster than torch matmul."""
+    (above the VENDOR_MIN_QUERIES* batches, bench/notes_cpu.md), but not on AMD, where the
+    own AVX2 kernels measured 2-10x faster than torch matmul + topk (issue 9's table)."""
     return _cpu_vendor() == "GenuineIntel" and torch.backends.mkl.is_available()
 
 
