@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pyl2d  # noqa: E402
-from pyl2d import _ext  # noqa: E402
+from pyl2d import _cpu_threads, _ext  # noqa: E402
 from pyl2d.ops.score_topk import cpu as _cpu  # noqa: E402
 
 import _harness  # noqa: E402
@@ -104,6 +104,31 @@ def rounds(fns: dict, repeats: int) -> dict:
     return out
 
 
+def one_thread(fn):
+    """``fn`` run with torch (and so pyl2d) at one thread: the same-run anchor for the
+    promise that the 2-thread call is never slower than the 1-thread one."""
+    def run():
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(before)
+    return run
+
+
+def with_one_thread(fns: dict, threads: int) -> dict:
+    return fns if threads == 1 else {**fns, "pyl2d 1 thread": one_thread(fns["pyl2d"])}
+
+
+def thread_columns(r: dict, threads: int) -> list:
+    """[threads the last pyl2d call used, pyl2d's 1-thread ms, 1-thread ms over this row's]."""
+    used = _cpu_threads.cpu_threads()
+    if threads == 1:
+        return [used, None, None]
+    return [used, r["pyl2d 1 thread"], _harness.ratio(r["pyl2d 1 thread"] / r["pyl2d"], 2)]
+
+
 def once_ms(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -137,12 +162,13 @@ def score_rows(sizes, ks, dtypes, metrics, repeats, threads, kind, emit):
                             fns["torch fp32"] = f32
                         else:
                             t_32 = probe
-                    r = rounds(fns, repeats)
+                    r = rounds(with_one_thread(fns, threads), repeats)
                     t_32 = r.get("torch fp32", t_32)
                     ms, t_in = r["pyl2d"], r["torch"]
                     best = min(t for t in (t_in, t_32) if t is not None)
-                    emit([kind, threads, "score_topk", f"{b}x{n}x{d}", dname, metric, k, path_name(x.dtype, b, d), ms,
-                          t_in, t_32, _harness.ratio(best / ms, 2), stream,
+                    emit([kind, threads, "score_topk", f"{b}x{n}x{d}", dname, metric, k, path_name(x.dtype, b, d),
+                          *thread_columns(r, threads)[:1], ms, t_in, t_32, _harness.ratio(best / ms, 2),
+                          *thread_columns(r, threads)[1:], stream,
                           None if stream is None else _harness.ratio(ms / stream, 2), r["peak"]])
 
 
@@ -156,16 +182,36 @@ def local_rows(shape, dtypes, repeats, threads, kind, emit):
         memory, q = memory32.to(DTYPES[dname]), q32.to(DTYPES[dname])
         reps = pyl2d.segment_mean(memory, item_of, n)[0].to(memory.dtype)  # the global representations
         for metric in ("l2", "ip"):
-            r = rounds({"pyl2d": lambda: pyl2d.local_topk(q, memory, item_of, reps, k, m, metric, backend="cpu"),
-                        "torch": lambda: pyl2d.local_topk(q, memory, item_of, reps, k, m, metric, backend="torch")},
-                       repeats)
+            fns = {"pyl2d": lambda: pyl2d.local_topk(q, memory, item_of, reps, k, m, metric, backend="cpu"),
+                   "torch": lambda: pyl2d.local_topk(q, memory, item_of, reps, k, m, metric, backend="torch")}
+            r = rounds(with_one_thread(fns, threads), repeats)
+            used, one, vs_one = thread_columns(r, threads)
             emit([kind, threads, f"local_topk m={m}", f"{b}x{mem}x{d} ({n} items)", dname, metric, k,
-                  path_name(memory.dtype, b, d), r["pyl2d"], r["torch"], None, _harness.ratio(r["torch"] / r["pyl2d"], 2),
-                  None, None, r["peak"]])
+                  path_name(memory.dtype, b, d), used, r["pyl2d"], r["torch"], None,
+                  _harness.ratio(r["torch"] / r["pyl2d"], 2), one, vs_one, None, None, r["peak"]])
 
 
-HEADER = ["load", "threads", "op", "B x N x D", "dtype", "metric", "k", "pyl2d path", "pyl2d ms", "torch ms",
-          "torch fp32 ms", "vs torch (best)", "stream read ms", "x stream", "peak extra MiB"]
+HEADER = ["load", "threads", "op", "B x N x D", "dtype", "metric", "k", "pyl2d path", "threads used", "pyl2d ms",
+          "torch ms", "torch fp32 ms", "vs torch (best)", "pyl2d 1-thread ms", "vs 1 thread", "stream read ms",
+          "x stream", "peak extra MiB"]
+COL = {name: i for i, name in enumerate(HEADER)}
+
+
+def summary(rows: list) -> str:
+    """Per load and thread count: rows at or above torch, and (2+ threads) rows slower than
+    pyl2d's own 1-thread call in the same run, strictly and beyond 5 % noise."""
+    lines = []
+    for key in dict.fromkeys((r[COL["load"]], r[COL["threads"]]) for r in rows):
+        group = [r for r in rows if (r[COL["load"]], r[COL["threads"]]) == key]
+        vs_torch = [float(r[COL["vs torch (best)"]].rstrip("x")) for r in group]
+        line = (f"- {key[0]}, {key[1]} thread(s): {sum(v >= 1.0 for v in vs_torch)} of {len(group)} rows >= 1.0x "
+                f"torch (lowest {min(vs_torch):.2f}x)")
+        if key[1] > 1:
+            vs_one = [float(r[COL["vs 1 thread"]].rstrip("x")) for r in group]
+            line += (f"; slower than pyl2d's 1-thread call in {sum(v < 1.0 for v in vs_one)} rows, beyond 5 % in "
+                     f"{sum(v < 0.95 for v in vs_one)} (lowest {min(vs_one):.2f}x)")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def add_args(ap):
@@ -215,7 +261,8 @@ def report(args) -> str:
                     local_rows(QUICK_LOCAL if args.quick else LOCAL, dtypes, args.repeats, nthreads, kind, emit)
     if out and os.path.exists(out + ".partial"):
         os.remove(out + ".partial")
-    return head + _harness.markdown_table(HEADER, rows) + f"\n\nTook {time.time() - t0:.0f} s.\n"
+    return (head + summary(rows) + "\n\n" + _harness.markdown_table(HEADER, rows)
+            + f"\n\nTook {time.time() - t0:.0f} s.\n")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ def test_exact_ids_at_large_k(path, dtype, metric, b, with_exclude, monkeypatch,
             full[r, row] = float("-inf")
     for nthreads in (1, 2):
         torch.set_num_threads(nthreads)
+        monkeypatch.setenv("PYL2D_CPU_THREADS", str(nthreads))  # whatever else loads the machine
         for k in (1, 64, 100, 1000, n):
             scores, ids = pyl2d.score_topk(q.to(dtype), x.to(dtype), k, metric, exclude=exclude, backend="cpu")
             want_scores, want_ids = oracle_topk(full, k)
@@ -72,6 +73,7 @@ def test_random_scores_agree_across_thread_counts(path, monkeypatch, threads):
     out = {}
     for nthreads in (1, 2):
         torch.set_num_threads(nthreads)
+        monkeypatch.setenv("PYL2D_CPU_THREADS", str(nthreads))  # whatever else loads the machine
         out[nthreads] = pyl2d.score_topk(q, x, 700, "l2", backend="cpu")
     assert torch.equal(out[1][1], out[2][1])
     torch.testing.assert_close(out[1][0], out[2][0], rtol=1e-6, atol=1e-5)

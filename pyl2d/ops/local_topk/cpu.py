@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from pyl2d import _codes, _ext
+from pyl2d._cpu_threads import cpu_threads
 from pyl2d.ops.local_topk import _stages as _local_stages
 from pyl2d.ops.score_topk.cpu import score_topk
 
@@ -28,5 +29,5 @@ def local_topk(queries, memory, memory_item_ids, item_reps, k, m, metric="l2", e
     _ext.call(lib.local_topk_cpu, lib.LocalTopkParams, queries=queries, memory=memory, memory_item_ids=item_of,
               nearest=nearest, cand_scores=cand_scores, cand_ids=cand_ids, exclude=excl, out_scores=scores,
               out_ids=ids, n_items=item_reps.shape[0], k=k, metric=_codes.METRIC_CODES[metric],
-              num_threads=torch.get_num_threads())
+              num_threads=cpu_threads())
     return scores, ids

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from pyl2d import _codes, _ext
+from pyl2d._cpu_threads import cpu_threads
 
 
 def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
@@ -14,5 +15,5 @@ def pool_hidden(hidden, attention_mask, mode="last", normalize=False):
     mask = (attention_mask != 0).to(torch.uint8).contiguous()
     out = torch.empty((b, d), dtype=hidden.dtype)
     _ext.call(lib.pool_hidden_cpu, lib.PoolHiddenParams, hidden=hidden, attention_mask=mask, out=out,
-              mode=_codes.POOL_MODE_CODES[mode], normalize=bool(normalize), num_threads=torch.get_num_threads())
+              mode=_codes.POOL_MODE_CODES[mode], normalize=bool(normalize), num_threads=cpu_threads())
     return out

@@ -14,6 +14,7 @@ import os
 import torch
 
 from pyl2d import _codes, _ext
+from pyl2d import _cpu_threads
 
 # Where the vendor GEMM wins on a machine where it is strong (measured on an Intel Xeon with
 # AMX, 2 threads, fp32, k=10; bench/notes_cpu.md): from 128 queries at any D, from 64 at
@@ -75,6 +76,7 @@ def score_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str =
         exclude = _ext.ensure_inner_contiguous(exclude) if exclude.shape[1] > 0 else None
     queries, items = _ext.ensure_inner_contiguous(queries), _ext.ensure_inner_contiguous(items)
     vendor = {}
+    threads = _cpu_threads.cpu_threads()
     if gemm_path(items.dtype, b, items.shape[1]) == "vendor":
         width = max(256, min(items.shape[0], VENDOR_TILE_BYTES // (4 * b)))
         tile = torch.empty((b, width), dtype=torch.float32)
@@ -82,9 +84,10 @@ def score_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str =
         def gemm(j0: int, nt: int) -> None:
             torch.mm(queries, items[j0:j0 + nt].T, out=tile[:, :nt])
         vendor = {"gemm": gemm, "tile_scores": tile}
-    _ext.call(lib.score_topk_cpu, lib.ScoreTopkParams,
-              queries=queries, items=items,
-              exclude=exclude, item_norms=None if item_norms is None else item_norms.contiguous(),
-              out_scores=scores, out_ids=ids, k=k, metric=_codes.METRIC_CODES[metric],
-              num_threads=torch.get_num_threads(), **vendor)
+    with _cpu_threads.torch_threads(threads):
+        _ext.call(lib.score_topk_cpu, lib.ScoreTopkParams,
+                  queries=queries, items=items,
+                  exclude=exclude, item_norms=None if item_norms is None else item_norms.contiguous(),
+                  out_scores=scores, out_ids=ids, k=k, metric=_codes.METRIC_CODES[metric],
+                  num_threads=threads, **vendor)
     return scores, ids

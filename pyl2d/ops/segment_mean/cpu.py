@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from pyl2d import _ext
+from pyl2d._cpu_threads import cpu_threads
 
 
 def segment_mean(values, segment_ids, num_segments):
@@ -17,5 +18,5 @@ def segment_mean(values, segment_ids, num_segments):
     order = torch.empty((rows,), dtype=torch.int64)
     lib = _ext.require()
     _ext.call(lib.segment_mean_cpu, lib.SegmentMeanParams, values=values, segment_ids=segment_ids, means=means,
-              counts=counts, ends=ends, order=order, num_threads=torch.get_num_threads())
+              counts=counts, ends=ends, order=order, num_threads=cpu_threads())
     return means, counts
