@@ -1,6 +1,6 @@
 // local_topk's aggregation + ranking stage on CPU (L2D local aggregation).
 //
-// Inputs per query b: its m nearest memory entries (indices into memory) and C global
+// Inputs per query b: its m nearest memory entries (indices into memory, -1 = empty slot) and C global
 // candidates (scores and item ids, from score_topk over the admissible item
 // representations; pyl2d/_local_stages.py proves that C = k + m + E of them make the
 // result exact). Here, per query: group the m entries by item, average each group's
@@ -99,7 +99,7 @@ void rank_one_query(const Problem& p, int64_t b, Scratch& s) {
   s.entries.clear();
   for (int64_t j = 0; j < p.m; ++j) {
     const int64_t row = p.nearest[b * p.m + j];
-    s.entries.emplace_back(p.mem_item_ids[row], row);
+    if (row >= 0) s.entries.emplace_back(p.mem_item_ids[row], row);  // -1: an empty slot
   }
   std::sort(s.entries.begin(), s.entries.end());
 
@@ -158,7 +158,8 @@ void rank_one_query(const Problem& p, int64_t b, Scratch& s) {
 void check_indices(const Problem& p) {
   for (int64_t i = 0; i < p.batch * p.m; ++i) {
     const int64_t row = p.nearest[i];
-    if (row < 0 || row >= p.mem_rows)
+    if (row == -1) continue;  // an empty slot (pyl2d.distributed: entries held by other ranks)
+    if (row < -1 || row >= p.mem_rows)
       throw std::invalid_argument("local_topk_cpu: nearest memory index " + std::to_string(row) + " out of range");
     const int64_t item = p.mem_item_ids[row];
     if (item < 0 || item >= p.n_items)
@@ -177,7 +178,7 @@ struct LocalTopkParams {
   TensorArg queries;          // [B, D] float32/float16/bfloat16, unit inner stride
   TensorArg memory;           // [M, D], same dtype
   TensorArg memory_item_ids;  // [M] int64 in [0, n_items)
-  TensorArg nearest;          // [B, m] int64: each query's m nearest memory rows
+  TensorArg nearest;          // [B, m] int64: each query's m nearest memory rows, -1 = empty slot
   TensorArg cand_scores;      // [B, C] float32: global candidates' scores
   TensorArg cand_ids;         // [B, C] int64
   TensorArg exclude;          // optional [B, E] int64, -1 = padding

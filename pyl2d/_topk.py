@@ -24,13 +24,18 @@ def pack_keys(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return (orderable_int32(scores.to(torch.float32)) << 32) | id_part
 
 
+def pad_candidates(scores: torch.Tensor, ids: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, C] candidates widened to ``width`` columns with empty slots (-inf, -1)."""
+    if scores.shape[1] >= width:
+        return scores, ids
+    pad = width - scores.shape[1]
+    return (torch.cat([scores, scores.new_full((scores.shape[0], pad), float("-inf"))], 1),
+            torch.cat([ids, ids.new_full((ids.shape[0], pad), -1)], 1))
+
+
 def merge_candidates(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Best k of per-row candidate lists ([B, C] each, any order, -1 ids are empty)."""
-    c = scores.shape[1]
-    if c < k:
-        pad = k - c
-        scores = torch.cat([scores, scores.new_full((scores.shape[0], pad), float("-inf"))], 1)
-        ids = torch.cat([ids, ids.new_full((ids.shape[0], pad), -1)], 1)
+    scores, ids = pad_candidates(scores, ids, k)
     keys = pack_keys(scores, ids)
     _, pos = torch.topk(keys, k, dim=1, sorted=True)
     out_scores = torch.gather(scores.to(torch.float32), 1, pos)
@@ -53,11 +58,7 @@ def drop_excluded(scores: torch.Tensor, ids: torch.Tensor, exclude: torch.Tensor
     kept_hit = torch.gather(hit, 1, order)
     out_scores = torch.gather(scores, 1, order).masked_fill(kept_hit, float("-inf"))
     out_ids = torch.gather(ids, 1, order).masked_fill(kept_hit, -1)
-    if out_scores.shape[1] < k:  # fewer candidates than k: pad
-        pad = k - out_scores.shape[1]
-        out_scores = torch.cat([out_scores, out_scores.new_full((out_scores.shape[0], pad), float("-inf"))], 1)
-        out_ids = torch.cat([out_ids, out_ids.new_full((out_ids.shape[0], pad), -1)], 1)
-    return out_scores, out_ids
+    return pad_candidates(out_scores, out_ids, k)  # fewer candidates than k: pad
 
 
 def candidates_needed(k: int, exclude: torch.Tensor | None, n: int) -> int:

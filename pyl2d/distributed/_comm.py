@@ -1,0 +1,91 @@
+"""The collectives the sharded ops use, on any torch.distributed backend (gloo on CPU, NCCL
+on GPU): an agreement check that turns mismatched arguments into the same clear error on
+every rank (instead of a hang or a wrong merge), and gathers of per-rank candidates."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+
+def require_group(group) -> tuple[int, int]:
+    """(rank, world size) in ``group`` (None: the default group), or a clear error."""
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError("pyl2d.distributed needs an initialised process group: call "
+                           "torch.distributed.init_process_group (torchrun sets up its environment)")
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def comm_device(group, like: torch.device) -> torch.device:
+    """Where tensors exchanged on ``group`` must live: CUDA for NCCL, else CPU."""
+    backend = str(dist.get_backend(group)).lower()
+    if "nccl" in backend:
+        return like if like.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather(t: torch.Tensor, group, device: torch.device) -> torch.Tensor:
+    """[W, *t.shape]: every rank's ``t`` (same shape on all ranks), on ``t``'s device."""
+    _, world = require_group(group)
+    src = t.to(device).contiguous()
+    out = [torch.empty_like(src) for _ in range(world)]
+    dist.all_gather(out, src, group=group)
+    return torch.stack(out).to(t.device)
+
+
+def gather_ints(values: Sequence[int], group, device: torch.device) -> list[list[int]]:
+    """Every rank's ``values`` (same length on all ranks), as [W][len] Python ints."""
+    t = torch.tensor(list(values), dtype=torch.int64)
+    return all_gather(t, group, device).cpu().tolist()
+
+
+def agree(fields: dict[str, int], group, device: torch.device) -> list[dict[str, int]]:
+    """Check that every rank passed the same ``fields`` (name -> int); raise the same
+    ValueError on all ranks, naming the field and the ranks' values, when they differ.
+    Returns every rank's fields (rank order)."""
+    names = list(fields)
+    rows = gather_ints([fields[n] for n in names], group, device)
+    for j, name in enumerate(names):
+        values = [row[j] for row in rows]
+        if len(set(values)) > 1:
+            listed = ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
+            raise ValueError(f"the ranks disagree on {name} ({listed}); every rank must pass the same queries, "
+                             "k, m, metric and exclude")
+    return [dict(zip(names, row)) for row in rows]
+
+
+def check_together(check, group) -> None:
+    """Run this rank's input ``check``; if it (or any other rank's) raised ValueError or
+    TypeError, every rank raises one ValueError naming the ranks and their messages. A rank
+    raising alone would leave the others waiting in the next collective."""
+    try:
+        check()
+        error = None
+    except (ValueError, TypeError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    flags = gather_ints([error is not None], group, comm_device(group, torch.device("cpu")))
+    failed = [r for r, (flag,) in enumerate(flags) if flag]
+    if not failed:
+        return
+    messages = [None] * len(flags)
+    dist.all_gather_object(messages, error, group=group)
+    raise ValueError("pyl2d.distributed: " + "; ".join(f"rank {r}: {messages[r]}" for r in failed))
+
+
+def gather_rows(local: torch.Tensor, group=None) -> tuple[torch.Tensor, list[int]]:
+    """All ranks' rows of ``local`` [n_r, ...] concatenated in rank order (ranks may hold
+    different counts, including none), and the counts: how data-parallel encoded queries
+    become the batch every rank searches."""
+    rank, world = require_group(group)
+    device = comm_device(group, local.device)
+    counts = [row[0] for row in gather_ints([local.shape[0]], group, device)]
+    tail = tuple(local.shape[1:])
+    shapes = gather_ints(list(tail) + [len(tail)], group, device)
+    if len({tuple(s) for s in shapes}) > 1:
+        raise ValueError(f"gather_rows: the ranks' rows differ in shape ({shapes})")
+    width = max(counts)
+    padded = local.new_zeros((width, *tail))
+    padded[:local.shape[0]] = local
+    gathered = all_gather(padded, group, device)
+    return torch.cat([gathered[r, :counts[r]] for r in range(world)]), counts

@@ -1,0 +1,32 @@
+"""pyl2d.distributed's sharded ops on 2 and 3 gloo processes: exactly the single-device
+op's results (random and tie-heavy inputs, exclusion, k up to the catalog, uneven shards,
+a rank with nothing), and mismatched arguments as one clear error on every rank."""
+import pytest
+
+import dist_cases
+from dist_spawn import run_ranks
+
+pytestmark = pytest.mark.distributed
+
+
+@pytest.mark.parametrize("world", (2, 3))
+def test_score_topk_equals_the_single_device_op(world):
+    assert all(n > 0 for n in run_ranks(world, dist_cases.score_topk_cases))
+
+
+@pytest.mark.parametrize("world", (2, 3))
+def test_local_topk_equals_the_single_device_op(world):
+    assert all(n > 0 for n in run_ranks(world, dist_cases.local_topk_cases))
+
+
+def test_disagreeing_ranks_all_get_the_error():
+    results = run_ranks(2, dist_cases.disagreement)
+    for errors in results:
+        assert len(errors) == 2
+        assert "disagree on k" in errors[0] and "rank 0: 2, rank 1: 3" in errors[0]
+        assert "rank 0" in errors[1] and "dimension 9" in errors[1]
+
+
+def test_gather_rows_with_uneven_counts():
+    rows, counts = run_ranks(3, dist_cases.gather)[1]
+    assert counts == [0, 1, 2] and rows == [[1.0, 1.0], [2.0, 2.0], [2.0, 2.0]]
