@@ -203,3 +203,34 @@ def oracle_transform(fit, x, rep):
     if rep.normalize:
         y = y / np.linalg.norm(y, axis=1, keepdims=True)
     return y
+
+
+def write_synthetic_memory(path, *, rows, dim, dtype="float16", shard_size=4096, num_items=1000, seed=0):
+    """A complete format-3 memory of random vectors written with the build's own file code,
+    without a model (for tests of loading and mapping at sizes no tiny model could encode)."""
+    import dataclasses
+    import json
+
+    from pyl2d.l2d import memory_file
+    from pyl2d.l2d.memory_format import FORMAT_VERSION
+    from pyl2d.l2d.prompts import DEFAULT_PROMPT
+
+    path.mkdir(parents=True)
+    layout = memory_file.Layout(rows, dim, dtype, shard_size)
+    data = path / memory_file.DATA_FILE
+    memory_file.create(data, layout)
+    g = torch.Generator().manual_seed(seed)
+    shards = []
+    for index in range(-(-rows // shard_size)):
+        begin, end = layout.rows(index)
+        ids = torch.randint(0, num_items, (end - begin,), generator=g)
+        vectors = torch.randn(end - begin, dim, generator=g).to(getattr(torch, dtype))
+        shards.append({"index": index, "count": end - begin,
+                       "sha256": memory_file.write_shard(data, layout, index, ids, vectors)})
+    manifest = {"format_version": FORMAT_VERSION, "model_fingerprint": "0" * 16, "model_name": "synthetic",
+                "model_info": {}, "data_fingerprint": "0" * 16, "layer": "final", "pooling": "last", "dtype": dtype,
+                "hidden_size": dim, "num_items": num_items, "shard_size": shard_size, "n_shards": len(shards),
+                "total": rows, "file": memory_file.DATA_FILE, "template": dataclasses.asdict(DEFAULT_PROMPT),
+                "shards": shards, "complete": True, "count": rows}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path

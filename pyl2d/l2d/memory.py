@@ -1,13 +1,12 @@
 """The L2D item memory: one hidden state per training sample, labelled with its target item.
 
-Built once by streaming the training prompts through the model, stored as safetensors shards
-(``vectors`` [n, D], ``item_ids`` [n] int64) plus ``manifest.json`` that records what produced
-them (model fingerprint, layer, pooling, dtype, hidden size, count, data fingerprint).
-Each shard is written under a temporary name, fsynced and renamed into place, and the
-manifest is rewritten (atomically too) after every shard, so a build that is interrupted
-resumes from the last complete shard and loses nothing. A build locks its folder
-(:mod:`pyl2d.l2d.memory_lock`); every shard is checked against its manifest entry, sha256
-included, on load and when a build resumes (:mod:`pyl2d.l2d.memory_format`).
+Built once by streaming the training prompts through the model (:mod:`pyl2d.l2d.memory_build`,
+in one process or data-parallel), stored as one safetensors file (``item_ids`` [n] int64,
+``vectors`` [n, D]; :mod:`pyl2d.l2d.memory_file`) plus ``manifest.json`` that records what
+produced it (model fingerprint, layer, pooling, dtype, hidden size, count, data fingerprint)
+and the sha256 of every shard of it. Loading maps the file: it costs O(manifest) RAM
+whatever the memory's size, and pages are read when an op touches them. Every shard is
+checked against its manifest entry on load (:mod:`pyl2d.l2d.memory_format`).
 """
 from __future__ import annotations
 
@@ -21,12 +20,13 @@ from typing import Sequence
 
 import torch
 
+from pyl2d.l2d import memory_file
 from pyl2d.l2d.data import Sample
-from pyl2d.l2d.hidden import HiddenStateExtractor, fingerprint_config, hidden_size_of
+from pyl2d.l2d.hidden import fingerprint_config, hidden_size_of
 from pyl2d.l2d.memory_format import (FORMAT_VERSION, MemoryFormatError, read_manifest, read_shard, shard_path,
                                      verify_shard_file)
-from pyl2d.l2d.memory_lock import BuildLock, MemoryBusyError, check_not_building, write_atomic
-from pyl2d.l2d.prompts import PromptTemplate, prompt_token_ids
+from pyl2d.l2d.memory_lock import MemoryBusyError, check_not_building
+from pyl2d.l2d.prompts import PromptTemplate
 
 MANIFEST = "manifest.json"
 _SHARD_NAME = re.compile(r"shard-\d{5}\.safetensors(\.tmp)?")
@@ -53,10 +53,6 @@ def data_fingerprint(samples: Sequence[Sample], template: PromptTemplate) -> str
     for s in samples:
         h.update(repr((s.history_ids, s.target_id)).encode())
     return h.hexdigest()[:16]
-
-
-def _write_manifest(path: pathlib.Path, payload: dict) -> None:
-    write_atomic(path, json.dumps(payload, indent=2).encode())
 
 
 @dataclasses.dataclass
@@ -145,6 +141,12 @@ class ItemMemory:
             PromptTemplate(**manifest["template"])
         except (TypeError, ValueError) as exc:
             raise MemoryFormatError(f"{path / MANIFEST}: its prompt template is invalid: {exc}") from None
+        if manifest["format_version"] >= 3:
+            return cls(*_read_single_file(path, manifest, verify), manifest["num_items"], manifest)
+        if len(manifest["shards"]) > 1:
+            warnings.warn(f"the memory at {path} is in format {manifest['format_version']}, one file per shard, so "
+                          "loading it copies every shard into RAM; rebuild it with `pyl2d build-memory` to map one "
+                          "file instead", stacklevel=3)
         vectors, ids = [], []
         for shard in manifest["shards"]:
             file = shard_path(path, shard["file"])
@@ -157,108 +159,29 @@ class ItemMemory:
                    torch.cat(ids) if len(ids) > 1 else ids[0], manifest["num_items"], manifest)
 
 
-def _kept_shards(path: pathlib.Path, old: dict, log) -> list[dict]:
-    """The longest prefix of ``old``'s shards whose files pass every check, sha256 included."""
-    kept = []
-    for index, shard in enumerate(old["shards"]):
-        if "sha256" not in shard:
-            log(f"{path} was written by an older pyl2d without shard checksums: recomputing from shard {index}")
-            break
-        try:
-            file = shard_path(path, shard["file"])
-            verify_shard_file(file, shard)
-            read_shard(file, shard, old)
-        except MemoryFormatError as exc:
-            log(f"{exc}: recomputing from shard {index}")
-            break
-        kept.append(shard)
-    return kept
+def _read_single_file(path: pathlib.Path, manifest: dict, verify: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vectors, item_ids) mapped from a format-3 memory's data file, after checking its size,
+    its header and (``verify``) every shard's sha256."""
+    file = shard_path(path, manifest["file"])
+    layout = memory_file.Layout(manifest["total"], manifest["hidden_size"], manifest["dtype"], manifest["shard_size"])
+    size = file.stat().st_size
+    if size != layout.size:
+        raise MemoryFormatError(f"{file} is {size} bytes but the manifest's {manifest['total']} entries of "
+                                f"{manifest['hidden_size']} {manifest['dtype']} make {layout.size} (truncated or "
+                                "replaced); rebuild the memory")
+    if not memory_file.is_usable(file, layout):
+        raise MemoryFormatError(f"{file}: its header does not match the manifest (dtype, shape or layout); "
+                                "rebuild the memory")
+    if verify:
+        for shard in manifest["shards"]:
+            if memory_file.shard_digest(file, layout, shard["index"]) != shard["sha256"]:
+                begin, end = layout.rows(shard["index"])
+                raise MemoryFormatError(f"{file} is corrupted in shard {shard['index']} (entries {begin}..{end - 1}): "
+                                        "its sha256 differs from the manifest's; rebuild the memory")
+    vectors, ids = memory_file.open_mapped(file)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= manifest["num_items"]):
+        raise MemoryFormatError(f"{file}: item ids fall outside 0..{manifest['num_items'] - 1}")
+    return vectors, ids
 
 
-def _remove_stale_shards(path: pathlib.Path, shards: list[dict]) -> None:
-    """Delete shard files of an earlier build that the manifest no longer lists."""
-    listed = {s["file"] for s in shards}
-    for file in path.iterdir():
-        if _SHARD_NAME.fullmatch(file.name) and file.name not in listed and file.is_file():
-            file.unlink()
-
-
-def build_memory(extractor: HiddenStateExtractor, samples: Sequence[Sample], num_items: int,
-                 path: str | pathlib.Path, template: PromptTemplate, *, shard_size: int = 4096,
-                 overwrite: bool = False, model_name: str = "", log=print) -> ItemMemory:
-    """Encode every sample's prompt and store (hidden state, target id) pairs under ``path``.
-
-    An existing complete memory made from the same model, data and settings is reused; an
-    incomplete one resumes after its last complete shard that passes its checks; one made
-    from anything else is an error unless ``overwrite``. The folder is locked for the whole
-    build: a concurrent build of it is a MemoryBusyError."""
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
-    usable = [s for s in samples if s.history_titles]
-    if not usable:
-        raise ValueError("no training sample has a non-empty history: nothing to put in the memory")
-    bad = [s.target_id for s in usable if not 0 <= s.target_id < num_items]
-    if bad:
-        raise ValueError(f"a training sample's target id {bad[0]} is outside the catalog of {num_items} items")
-    path = pathlib.Path(path)
-    with BuildLock(path):
-        return _build_locked(extractor, usable, num_items, path, template, shard_size, overwrite, model_name, log)
-
-
-def _build_locked(extractor, usable, num_items, path, template, shard_size, overwrite, model_name, log):
-    from safetensors.torch import save
-
-    model = extractor.model
-    settings = {
-        "format_version": FORMAT_VERSION,
-        "model_fingerprint": model_fingerprint(model),
-        "model_name": model_name or str(getattr(model.config, "_name_or_path", "")),
-        "model_info": fingerprint_config(model),
-        "data_fingerprint": data_fingerprint(usable, template),
-        "layer": extractor.describe()["layer"],
-        "pooling": extractor.pooling,
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-        "hidden_size": extractor.hidden_size,
-        "num_items": int(num_items),
-        "shard_size": int(shard_size),
-        "n_shards": (len(usable) + shard_size - 1) // shard_size,
-        "template": dataclasses.asdict(template),
-    }
-    manifest_path = path / MANIFEST
-    shards: list[dict] = []
-    if manifest_path.is_file() and not overwrite:
-        try:
-            old = read_manifest(manifest_path)
-        except MemoryFormatError as exc:
-            raise MemoryFormatError(f"{exc}; pass overwrite=True (--overwrite) to rebuild it") from None
-        differing = [k for k in settings if k != "format_version" and old.get(k) != settings[k]]
-        if differing:
-            raise ValueError(f"{path} holds a memory built with different {', '.join(differing)}; "
-                             "pass overwrite=True (--overwrite) or choose another path")
-        shards = _kept_shards(path, old, log)
-        if old["complete"] and len(shards) == settings["n_shards"]:
-            log(f"memory at {path} is already complete ({old['count']} entries)")
-            return ItemMemory._read(path, verify=False)  # every shard was just verified
-        if shards:
-            log(f"resuming the memory build at {path} after shard {len(shards)} of {settings['n_shards']}")
-
-    def save_manifest(complete: bool) -> None:
-        _write_manifest(manifest_path, {**settings, "shards": shards, "complete": complete,
-                                        "count": sum(s["count"] for s in shards)})
-
-    save_manifest(False)
-    for index in range(len(shards), settings["n_shards"]):
-        part = usable[index * shard_size:(index + 1) * shard_size]
-        prompts = [template.prompt(s.history_titles, extractor.tokenizer) for s in part]
-        vectors = extractor.encode_ids(prompt_token_ids(extractor.tokenizer, prompts),
-                                       desc=f"memory shard {index + 1}/{settings['n_shards']}")
-        ids = torch.tensor([s.target_id for s in part], dtype=torch.int64)
-        name = f"shard-{index:05d}.safetensors"
-        data = save({"vectors": vectors.contiguous(), "item_ids": ids})
-        write_atomic(path / name, data)
-        shards.append({"file": name, "count": len(part), "bytes": len(data),
-                       "sha256": hashlib.sha256(data).hexdigest()})
-        save_manifest(False)
-    save_manifest(True)
-    _remove_stale_shards(path, shards)
-    return ItemMemory._read(path, verify=True)
+from pyl2d.l2d.memory_build import build_memory  # noqa: E402  (builds return an ItemMemory)

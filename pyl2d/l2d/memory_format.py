@@ -1,10 +1,12 @@
 """Checks of an item memory's files: the manifest's shape, and every shard against its entry.
 
-Each problem is one :class:`MemoryFormatError` naming the file. A shard entry records its
-file name (a plain name inside the folder), entry count, byte size and the sha256 of its
-bytes, computed at build time from the bytes written; loading re-hashes each file in 1 MiB
-chunks (streaming speed: about a second per GB) before reading it. Manifests of format
-version 1 have no checksums: they load with a warning, every other check still applies.
+Each problem is one :class:`MemoryFormatError` naming the file. Format 3 (what builds
+write): one data file named by ``file`` (:mod:`pyl2d.l2d.memory_file`), each shard entry
+its ``index``, entry count and the sha256 of its byte ranges in that file. Formats 1 and 2
+(read for old memories): one safetensors file per shard, each entry its file name, count,
+byte size and (format 2) sha256. Loading re-hashes in 1 MiB chunks (streaming speed: about
+a second per GB) before reading. Format 1 has no checksums: it loads with a warning, every
+other check still applies.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import re
 
 from pyl2d._codes import POOL_MODES
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest is ~150 bytes per shard; anything larger is not one
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 POOLINGS = POOL_MODES
@@ -85,6 +87,9 @@ def check_manifest(manifest, path: pathlib.Path) -> None:
     shards, seen = manifest["shards"], set()
     if len(shards) > manifest["n_shards"]:
         raise MemoryFormatError(f"{path} lists {len(shards)} shards but n_shards is {manifest['n_shards']}")
+    if version >= 3:
+        _check_single_file(manifest, path)
+        return
     for i, shard in enumerate(shards):
         where = f"{path} shards[{i}]"
         if not isinstance(shard, dict):
@@ -105,6 +110,33 @@ def check_manifest(manifest, path: pathlib.Path) -> None:
         raise MemoryFormatError(f"{path}: its shards hold {total} entries but 'count' says {manifest['count']}")
     if manifest["complete"] and len(shards) != manifest["n_shards"]:
         raise MemoryFormatError(f"{path} says complete but lists {len(shards)} of {manifest['n_shards']} shards")
+
+
+def _check_single_file(manifest: dict, path: pathlib.Path) -> None:
+    """Format 3: one data file; shard entries (index, count, sha256) in index order."""
+    check_shard_name(_expect(manifest, "file", str, path), path)
+    if _expect(manifest, "total", int, path) < 1:
+        raise MemoryFormatError(f"{path}: 'total' must be positive, got {manifest['total']}")
+    size, n_shards, total = manifest["shard_size"], manifest["n_shards"], manifest["total"]
+    if n_shards != -(-total // size):
+        raise MemoryFormatError(f"{path}: n_shards is {n_shards} but {total} entries in shards of {size} make "
+                                f"{-(-total // size)}")
+    for i, shard in enumerate(manifest["shards"]):
+        where = f"{path} shards[{i}]"
+        if not isinstance(shard, dict):
+            raise MemoryFormatError(f"{where}: a shard entry is a JSON object, got {type(shard).__name__}")
+        if _expect(shard, "index", int, where) != i:
+            raise MemoryFormatError(f"{where}: index is {shard['index']}, expected {i} (entries in shard order)")
+        want = min(size, total - i * size)
+        if _expect(shard, "count", int, where) != want:
+            raise MemoryFormatError(f"{where}: count is {shard['count']}, expected {want}")
+        if not _SHA256.fullmatch(str(_expect(shard, "sha256", str, where))):
+            raise MemoryFormatError(f"{where}: sha256 {shard['sha256']!r:.80} is not a hex digest")
+    counted = sum(s["count"] for s in manifest["shards"])
+    if counted != manifest["count"]:
+        raise MemoryFormatError(f"{path}: its shards hold {counted} entries but 'count' says {manifest['count']}")
+    if manifest["complete"] and (len(manifest["shards"]) != n_shards or counted != total):
+        raise MemoryFormatError(f"{path} says complete but lists {len(manifest['shards'])} of {n_shards} shards")
 
 
 def check_shard_name(name: str, where) -> None:

@@ -28,3 +28,10 @@ def tiny_model(tiny_model_dir):
 
     torch.manual_seed(0)
     return load_model(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture
+def built_like():
+    from helpers import write_synthetic_memory
+
+    return write_synthetic_memory

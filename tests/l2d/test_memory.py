@@ -48,18 +48,44 @@ def test_interrupted_build_resumes_without_losing_work(tmp_path, tiny_model, tin
     with pytest.raises(KeyboardInterrupt):
         build_memory(ex, tiny_data.train, len(tiny_data.catalog), tmp_path / "m", DEFAULT_PROMPT, shard_size=16, **QUIET)
     manifest = json.loads((tmp_path / "m" / MANIFEST).read_text())
-    assert not manifest["complete"] and len(manifest["shards"]) == 2 and manifest["count"] == 32
+    assert not manifest["complete"] and manifest["shards"] == []
+    progress = (tmp_path / "m" / "progress-00000.jsonl").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in progress] == [0, 1]  # two shards written and recorded
     with pytest.raises(ValueError, match="incomplete"):
         ItemMemory.load(tmp_path / "m")
-    (tmp_path / "m" / "shard-00002.safetensors.tmp").write_bytes(b"half a shard")  # a torn write
+    with open(tmp_path / "m" / "progress-00000.jsonl", "a") as f:
+        f.write('{"index": 2, "count": 16, "sha')  # a torn write of the next entry
     calls["n"] = -100
     logs = []
     resumed = build_memory(ex, tiny_data.train, len(tiny_data.catalog), tmp_path / "m", DEFAULT_PROMPT,
                            shard_size=16, log=logs.append)
-    assert any("resuming" in line and "shard 2" in line for line in logs)
+    assert any("resuming" in line and "2 of" in line for line in logs)
+    assert any("torn write" in line for line in logs)
     assert calls["n"] == -100 + manifest["n_shards"] - 2  # only the missing shards were computed
     torch.testing.assert_close(resumed.vectors, full.vectors)
     assert torch.equal(resumed.item_ids, full.item_ids)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [".build.lock", MANIFEST, "memory.safetensors"]
+
+
+def test_load_maps_the_file_whatever_the_shard_count(tmp_path, built_like):
+    """A 64 MiB memory of 8 shards: loading costs almost no RAM, and the tensors are the file's."""
+    import gc
+    import resource  # noqa: F401  (Linux: /proc/self/statm below)
+
+    path = built_like(tmp_path / "big", rows=131_072, dim=256, dtype="float16", shard_size=16_384)
+
+    def rss_mib():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2**20
+    gc.collect()
+    before = rss_mib()
+    memory = ItemMemory.load(path, verify=False)
+    grown = rss_mib() - before
+    assert len(memory) == 131_072 and memory.manifest["n_shards"] == 8
+    assert grown < 16, f"loading raised RSS by {grown:.0f} MiB"
+    assert memory.vectors[-1].float().abs().sum() > 0  # the last shard's rows are there
+    memory.vectors[0, 0] = 1.0  # copy-on-write: the file itself never changes
+    assert ItemMemory.load(path).vectors.shape == (131_072, 256)  # and still verifies
 
 
 def test_mismatches_are_clear_errors(tmp_path, tiny_model, tiny_data):

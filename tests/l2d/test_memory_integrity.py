@@ -14,6 +14,7 @@ from pyl2d.l2d.memory import MANIFEST, ItemMemory, MemoryBusyError, MemoryFormat
 from pyl2d.l2d.prompts import DEFAULT_PROMPT
 
 QUIET = dict(log=lambda *_: None)
+pytestmark = pytest.mark.filterwarnings("ignore:.*one file per shard:UserWarning")  # format-2 copies, on purpose
 
 
 def _extractor(tiny_model, pooling="last"):
@@ -35,6 +36,32 @@ def mem(built, tmp_path):
     return shutil.copytree(built, tmp_path / "m")
 
 
+@pytest.fixture
+def old(mem):
+    """The same memory rewritten in format 2 (one safetensors file per shard, as pyl2d wrote
+    before format 3), which loading still accepts."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    manifest = _manifest(mem)
+    loaded = ItemMemory.load(mem)
+    shards = []
+    for entry in manifest["shards"]:
+        begin = entry["index"] * manifest["shard_size"]
+        data = save({"vectors": loaded.vectors[begin:begin + entry["count"]].contiguous(),
+                     "item_ids": loaded.item_ids[begin:begin + entry["count"]].contiguous()})
+        name = f"shard-{entry['index']:05d}.safetensors"
+        (mem / name).write_bytes(data)
+        shards.append({"file": name, "count": entry["count"], "bytes": len(data),
+                       "sha256": hashlib.sha256(data).hexdigest()})
+    del loaded
+    (mem / "memory.safetensors").unlink()
+    manifest = {k: v for k, v in manifest.items() if k not in ("file", "total")}
+    _write_manifest(mem, {**manifest, "format_version": 2, "shards": shards})
+    return mem
+
+
 def _manifest(mem):
     return json.loads((mem / MANIFEST).read_text())
 
@@ -51,14 +78,76 @@ def _rehash(mem, manifest, index):
     manifest["shards"][index].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
+def _flip(file, offset):
+    data = bytearray(file.read_bytes())
+    data[offset] ^= 0x40
+    file.write_bytes(bytes(data))
+
+
 def test_manifest_records_checksums_and_a_lock_file(built):
     manifest = _manifest(built)
-    assert manifest["format_version"] == 2
-    assert all(len(s["sha256"]) == 64 and s["bytes"] > 0 for s in manifest["shards"])
+    assert manifest["format_version"] == 3 and manifest["file"] == "memory.safetensors"
+    assert [s["index"] for s in manifest["shards"]] == list(range(manifest["n_shards"]))
+    assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
     assert (built / ".build.lock").is_file()
 
 
-def test_shard_listed_twice_is_rejected(mem):
+def test_flipped_byte_in_the_data_file_names_the_shard(mem):
+    manifest = _manifest(mem)
+    _flip(mem / "memory.safetensors", -3)  # the last row: the last shard
+    last = manifest["n_shards"] - 1
+    with pytest.raises(MemoryFormatError, match=rf"memory\.safetensors is corrupted in shard {last} \(entries "):
+        ItemMemory.load(mem)
+    assert len(ItemMemory.load(mem, verify=False)) == manifest["count"]  # verify=False skips hashing
+
+
+def test_truncated_data_file_is_a_format_error(mem):
+    file = mem / "memory.safetensors"
+    file.write_bytes(file.read_bytes()[:1000])
+    with pytest.raises(MemoryFormatError, match=r"memory\.safetensors is 1000 bytes but the manifest"):
+        ItemMemory.load(mem, verify=False)
+
+
+def test_data_file_with_another_header_is_rejected(mem):
+    file = mem / "memory.safetensors"
+    data = bytearray(file.read_bytes())
+    at = data.index(b'"F32"')
+    data[at:at + 5] = b'"I32"'
+    file.write_bytes(bytes(data))
+    with pytest.raises(MemoryFormatError, match="header does not match the manifest"):
+        ItemMemory.load(mem, verify=False)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: {**m, "shards": m["shards"][::-1]}, r"shards\[0\]: index is"),
+    (lambda m: {**m, "shards": [{**m["shards"][0], "count": 3}] + m["shards"][1:]}, r"shards\[0\]: count is 3"),
+    (lambda m: {**m, "total": m["total"] + 100}, "n_shards is"),
+    (lambda m: {**m, "file": "../memory.safetensors"}, "plain file name inside the memory folder"),
+    (lambda m: {**m, "shards": m["shards"][:-1], "count": m["count"] - m["shards"][-1]["count"]}, "says complete"),
+])
+def test_format_3_manifest_of_the_wrong_shape(mem, edit, message):
+    _write_manifest(mem, edit(_manifest(mem)))
+    with pytest.raises(MemoryFormatError, match=message):
+        ItemMemory.load(mem)
+
+
+def test_symlinked_data_file_cannot_escape(mem):
+    outside = mem.parent / "elsewhere.safetensors"
+    shutil.move(mem / "memory.safetensors", outside)
+    (mem / "memory.safetensors").symlink_to(outside)
+    with pytest.raises(MemoryFormatError, match="outside the memory folder"):
+        ItemMemory.load(mem)
+
+
+def test_format_2_memory_still_loads(old, built):
+    with pytest.warns(UserWarning, match="copies every shard into RAM"):
+        loaded = ItemMemory.load(old)
+    want = ItemMemory.load(built)
+    assert torch.equal(loaded.vectors, want.vectors) and torch.equal(loaded.item_ids, want.item_ids)
+
+
+def test_format_2_shard_listed_twice_is_rejected(old):
+    mem = old
     manifest = _manifest(mem)
     manifest["shards"].append(dict(manifest["shards"][0]))
     manifest["n_shards"] += 1
@@ -68,7 +157,8 @@ def test_shard_listed_twice_is_rejected(mem):
         ItemMemory.load(mem)
 
 
-def test_int32_shard_is_not_promoted(mem):
+def test_format_2_int32_shard_is_not_promoted(old):
+    mem = old
     from safetensors.torch import load_file, save_file
 
     manifest = _manifest(mem)
@@ -81,7 +171,8 @@ def test_int32_shard_is_not_promoted(mem):
         ItemMemory.load(mem)
 
 
-def test_flipped_byte_is_detected(mem):
+def test_format_2_flipped_byte_is_detected(old):
+    mem = old
     file = mem / "shard-00001.safetensors"
     data = bytearray(file.read_bytes())
     data[-3] ^= 0x40
@@ -91,7 +182,8 @@ def test_flipped_byte_is_detected(mem):
     assert len(ItemMemory.load(mem, verify=False)) == _manifest(mem)["count"]  # verify=False skips hashing
 
 
-def test_truncated_shard_is_a_format_error(mem):
+def test_format_2_truncated_shard_is_a_format_error(old):
+    mem = old
     file = mem / "shard-00000.safetensors"
     file.write_bytes(file.read_bytes()[:100])
     with pytest.raises(MemoryFormatError, match=r"shard-00000\.safetensors is 100 bytes"):
@@ -100,7 +192,8 @@ def test_truncated_shard_is_a_format_error(mem):
         ItemMemory.load(mem, verify=False)
 
 
-def test_shard_with_the_wrong_shape_is_rejected(mem):
+def test_format_2_shard_with_the_wrong_shape_is_rejected(old):
+    mem = old
     from safetensors.torch import load_file, save_file
 
     manifest = _manifest(mem)
@@ -132,7 +225,8 @@ def test_shard_with_the_wrong_shape_is_rejected(mem):
     (lambda m: {**m, "shards": [{k: v for k, v in m["shards"][0].items() if k != "sha256"}] + m["shards"][1:]},
      "'sha256' must be str"),
 ])
-def test_manifest_of_the_wrong_shape_is_one_clear_error(mem, edit, message):
+def test_format_2_manifest_of_the_wrong_shape_is_one_clear_error(old, edit, message):
+    mem = old
     _write_manifest(mem, edit(_manifest(mem)))
     with pytest.raises(MemoryFormatError, match=message) as info:
         ItemMemory.load(mem)
@@ -147,7 +241,8 @@ def test_manifest_that_is_not_json(mem, content):
 
 
 @pytest.mark.parametrize("name", ["../outside.safetensors", "/etc/passwd", "sub/shard.safetensors", ".."])
-def test_shard_paths_cannot_leave_the_folder(mem, name):
+def test_format_2_shard_paths_cannot_leave_the_folder(old, name):
+    mem = old
     (mem.parent / "outside.safetensors").write_bytes((mem / "shard-00000.safetensors").read_bytes())
     manifest = _manifest(mem)
     manifest["shards"][0]["file"] = name
@@ -156,7 +251,8 @@ def test_shard_paths_cannot_leave_the_folder(mem, name):
         ItemMemory.load(mem)
 
 
-def test_symlinked_shard_cannot_escape(mem):
+def test_format_2_symlinked_shard_cannot_escape(old):
+    mem = old
     outside = mem.parent / "elsewhere.safetensors"
     shutil.move(mem / "shard-00000.safetensors", outside)
     (mem / "shard-00000.safetensors").symlink_to(outside)
@@ -165,23 +261,24 @@ def test_symlinked_shard_cannot_escape(mem):
 
 
 def test_resumed_build_rechecks_the_shards_it_keeps(mem, tiny_model, tiny_data, built):
-    manifest = _manifest(mem)
-    manifest["complete"] = False
-    _write_manifest(mem, manifest)
-    file = mem / "shard-00001.safetensors"
-    data = bytearray(file.read_bytes())
-    data[-1] ^= 0x01
-    file.write_bytes(bytes(data))
+    ex = _extractor(tiny_model)
+    calls = []
+    real = ex.encode_ids
+    ex.encode_ids = lambda seqs, desc="": calls.append(desc) or real(seqs, desc)
+    _flip(mem / "memory.safetensors", -3)  # the last shard
     logs = []
-    resumed = build_memory(_extractor(tiny_model), tiny_data.train, len(tiny_data.catalog), mem, DEFAULT_PROMPT,
-                           shard_size=16, log=logs.append)
-    assert any("shard-00001.safetensors is corrupted" in line and "recomputing from shard 1" in line for line in logs)
+    resumed = build_memory(ex, tiny_data.train, len(tiny_data.catalog), mem, DEFAULT_PROMPT, shard_size=16,
+                           log=logs.append)
+    last = _manifest(mem)["n_shards"] - 1
+    assert any(f"shard {last} does not match its recorded sha256: recomputing it" in line for line in logs)
+    assert calls == [f"memory shard {last + 1}/{last + 1}"]  # only that shard was encoded again
     want = ItemMemory.load(built)
     torch.testing.assert_close(resumed.vectors, want.vectors)
-    assert _manifest(mem)["shards"][1]["sha256"] == _manifest(built)["shards"][1]["sha256"]
+    assert _manifest(mem)["shards"] == _manifest(built)["shards"]
 
 
-def test_old_manifest_without_checksums_loads_with_a_warning_and_is_rebuilt(mem, tiny_model, tiny_data):
+def test_old_manifest_without_checksums_loads_with_a_warning_and_is_rebuilt(old, tiny_model, tiny_data):
+    mem = old
     manifest = _manifest(mem)
     manifest["format_version"] = 1
     for shard in manifest["shards"]:
@@ -192,8 +289,9 @@ def test_old_manifest_without_checksums_loads_with_a_warning_and_is_rebuilt(mem,
     logs = []
     build_memory(_extractor(tiny_model), tiny_data.train, len(tiny_data.catalog), mem, DEFAULT_PROMPT,
                  shard_size=16, log=logs.append)
-    assert any("without shard checksums: recomputing from shard 0" in line for line in logs)
-    assert _manifest(mem)["format_version"] == 2 and all("sha256" in s for s in _manifest(mem)["shards"])
+    assert any("in format 1: rebuilding it in format 3" in line for line in logs)
+    assert _manifest(mem)["format_version"] == 3
+    assert not any(p.name.startswith("shard-") for p in mem.iterdir())  # the old shard files are gone
 
 
 def test_concurrent_build_into_the_same_folder_is_refused(tmp_path, tiny_model, tiny_data):
