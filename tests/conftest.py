@@ -58,6 +58,14 @@ def data_dir():
     return DATA_DIR
 
 
+@pytest.fixture(scope="session")
+def real_data():
+    """DATA_DIR, for session- and module-scoped fixtures (skips where it is absent)."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"real data not found at {DATA_DIR} (set PYL2D_DATA)")
+    return DATA_DIR
+
+
 @pytest.fixture
 def poisoned(monkeypatch):
     """The cuda backend's kernel buffers start as NaN (floats) / -7 (ints), so an element a

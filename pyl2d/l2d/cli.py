@@ -67,8 +67,10 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "build-memory", formatter_class=fmt, help="build (or resume) the L2D item memory of a model",
         description="Run every training prompt through the model (no LM head) and store its hidden state with "
-                    "the target item as safetensors shards plus a manifest. An interrupted build resumes from "
-                    "the last complete shard when run again with the same arguments.")
+                    "the target item in one safetensors file (written shard by shard) plus a manifest. An interrupted "
+                    "build resumes after the shards it finished when run again with the same arguments. Under "
+                    "torchrun (`torchrun --nproc-per-node W -m pyl2d build-memory ...`) each rank encodes its share "
+                    "of the shards on its own device; the result is the same memory.")
     _data_args(p)
     p.add_argument("--model", required=True, type=folder, help="a causal LM folder (save_pretrained)")
     p.add_argument("--output", required=True, type=folder, help="memory folder")

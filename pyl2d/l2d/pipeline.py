@@ -210,10 +210,22 @@ def run_train(config: TrainRun, log: Log = print) -> pathlib.Path:
 
 
 def run_build_memory(config: BuildMemoryRun, log: Log = print):
-    """Build (or resume) the memory of ``config.model`` in ``config.output``: the ItemMemory."""
+    """Build (or resume) the memory of ``config.model`` in ``config.output``: the ItemMemory.
+    Under a distributed launcher (torchrun: WORLD_SIZE > 1) every rank encodes its share
+    of the shards on its own device (:mod:`pyl2d.l2d.memory_build`); rank 0 logs."""
+    from pyl2d.distributed.launch import process_group
+
     _setup(config.runtime)
-    return _build(config.model, load_dataset(config.data), config.output, config.memory, config.runtime,
-                  config.max_history, log)[2]
+    with process_group(config.runtime.device) as (rank, world, device):
+        if rank == 0 and world > 1:
+            log(f"data-parallel memory build on {world} ranks (rank 0 on {device})")
+        runtime = dataclasses.replace(config.runtime, device=device, progress=config.runtime.progress and rank == 0)
+        return _build(config.model, load_dataset(config.data), config.output, config.memory, runtime,
+                      config.max_history, log if rank == 0 else _silent)[2]
+
+
+def _silent(*_args) -> None:
+    pass
 
 
 def run_eval(config: EvalRun, log: Log = print) -> dict:

@@ -21,6 +21,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from pyl2d._topk import pad_candidates
 from pyl2d.l2d.data import Catalog, Sample, sample_from_history
 from pyl2d.l2d.hidden import HiddenStateExtractor, layer_from_manifest
 from pyl2d.l2d.interpolate import check_local_weight, interpolated_topk
@@ -111,26 +112,30 @@ class L2DRecommender:
         self.catalog, self.template = catalog, resolve_template(memory, template)
         self.metric, self.aggregation, self.m = metric, aggregation, min(m, len(memory))
         self.representation, self.local_weight = representation, local_weight
-        device = self.extractor.device
         self.dtype = memory.vectors.dtype
+        self._index(memory, len(catalog), transform)
+        if self.n_undecodable:
+            warnings.warn(f"{self.n_undecodable} of {len(catalog)} catalog items never occur as a training "
+                          "target; L2D cannot recommend them", stacklevel=2)
+
+    def _index(self, memory: ItemMemory, n_items: int, transform: LatentTransform | None) -> None:
+        """The search structures: transformed memory, per-item means, the decodable items."""
+        device = self.extractor.device
         raw = memory.vectors.to(device)
-        self.transform = fit_transform(raw, representation) if transform is None else transform
+        self.transform = fit_transform(raw, self.representation) if transform is None else transform
         self.memory_vectors = self.transform(raw)  # the raw vectors themselves when there is no transform
         self.memory_item_ids = memory.item_ids.to(device)
-        means, counts = segment_mean(self.memory_vectors, self.memory_item_ids, len(catalog))
+        means, counts = segment_mean(self.memory_vectors, self.memory_item_ids, n_items)
         self.counts = counts
         self.item_reps = means.to(self.dtype)  # [N, D], zero rows for items without memory
         decodable = counts > 0
         self.decodable_ids = decodable.nonzero().flatten()  # ascending: ties still go to the lower id
         self.decodable_reps = self.item_reps[self.decodable_ids].contiguous()
         self.decodable_norms = torch.linalg.vector_norm(self.decodable_reps.float(), dim=1)
-        position = torch.full((len(catalog),), -1, dtype=torch.int64, device=device)
+        position = torch.full((n_items,), -1, dtype=torch.int64, device=device)
         position[self.decodable_ids] = torch.arange(self.decodable_ids.numel(), device=device)
         self._position = position
         self.n_undecodable = int((~decodable).sum())
-        if self.n_undecodable:
-            warnings.warn(f"{self.n_undecodable} of {len(catalog)} catalog items never occur as a training "
-                          "target; L2D cannot recommend them", stacklevel=2)
 
     # -- queries ------------------------------------------------------------------------
     def _as_samples(self, queries) -> tuple[list[str], list[tuple[int, ...]] | None]:
@@ -204,11 +209,7 @@ class L2DRecommender:
             scores, sub_ids = score_topk(vectors, self.decodable_reps, k_eff, self.metric, sub_exclude,
                                          self.decodable_norms if self.metric != "ip" else None)
             ids = torch.where(sub_ids >= 0, self.decodable_ids[sub_ids.clamp_min(0)], -1)
-        if ids.shape[1] < k:
-            pad = k - ids.shape[1]
-            ids = torch.cat([ids, ids.new_full((ids.shape[0], pad), -1)], 1)
-            scores = torch.cat([scores, scores.new_full((scores.shape[0], pad), float("-inf"))], 1)
-        return scores, ids
+        return pad_candidates(scores, ids, k)
 
 
 def pad_ids(rows: Sequence[Sequence[int]], device=None) -> torch.Tensor:
