@@ -150,3 +150,26 @@ def sharded_recommend(rank, world, model_dir, memory_path, data_dir, n_queries, 
         got = rec.recommend(data.test[lo:hi], k=20)
         out[name] = (got.ids.tolist(), rec.encode(data.test[lo:hi]) if hi > lo else None, rec.transform)
     return out
+
+
+def nccl_cases(rank, world):
+    """The sharded ops on CUDA tensors over NCCL (one GPU per rank) against the one-GPU op."""
+    device = torch.device("cuda", rank)
+    done = 0
+    for metric in ("ip", "l2"):
+        q, x = _data("ties", 300, 16, 7, metric, seed=done)
+        q, x = q.to(device), x.to(device)
+        lo, hi = pd.shard_bounds(300, world, rank)
+        for k in (1, 10, 300):
+            want = pyl2d.score_topk(q, x, k, metric)
+            got = pd.score_topk(q, x[lo:hi], k, metric)
+            assert torch.equal(got[1], want[1]), f"nccl score_topk {metric} k={k}"
+            done += 1
+        qm, mem, item_of, reps = _memory("ties", 200, 17, 12, 4, metric, seed=7)
+        qm, mem, item_of, reps = qm.to(device), mem.to(device), item_of.to(device), reps.to(device)
+        items, rows = pd.partition_by_item(item_of, 17, world, rank)
+        want = pyl2d.local_topk(qm, mem, item_of, reps, 5, 20, metric)
+        got = pd.local_topk(qm, mem[rows], item_of[rows], rows, items, reps[items], 5, 20, metric)
+        assert torch.equal(got[1], want[1]), f"nccl local_topk {metric}"
+        done += 1
+    return done

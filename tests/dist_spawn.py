@@ -1,4 +1,4 @@
-"""Run a function on W freshly spawned processes joined in a gloo process group (no
+"""Run a function on W freshly spawned processes joined in a gloo (or NCCL) process group (no
 pre-started service: the rendezvous is a file in a temporary folder) and collect what each
 rank returns; a rank that raises fails the test with its traceback, one that hangs is
 killed after ``timeout`` seconds."""
@@ -12,14 +12,16 @@ import traceback
 import torch.multiprocessing as mp
 
 
-def _entry(rank, world, folder, fn, args):
+def _entry(rank, world, folder, fn, args, backend="gloo"):
     import torch
     import torch.distributed as dist
     torch.set_num_threads(1)
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
     os.environ.setdefault("PYL2D_CPU_THREADS", "1")
     out = os.path.join(folder, f"rank{rank}.pkl")
     try:
-        dist.init_process_group("gloo", init_method=f"file://{os.path.join(folder, 'rendezvous')}",
+        dist.init_process_group(backend, init_method=f"file://{os.path.join(folder, 'rendezvous')}",
                                 rank=rank, world_size=world)
         result = ("ok", fn(rank, world, *args))
     except BaseException:  # noqa: BLE001 - reported to the parent
@@ -30,7 +32,8 @@ def _entry(rank, world, folder, fn, args):
         dist.destroy_process_group()
 
 
-def run_ranks(world: int, fn, *args, timeout: float = 240.0, allow_failure: bool = False) -> list:
+def run_ranks(world: int, fn, *args, timeout: float = 240.0, allow_failure: bool = False,
+              backend: str = "gloo") -> list:
     """[what fn(rank, world, *args) returned on each rank]. As torchrun does, when one rank
     dies the others are killed; with ``allow_failure`` that returns the exit codes
     ([None for a rank that was killed]) instead of failing."""
@@ -38,7 +41,7 @@ def run_ranks(world: int, fn, *args, timeout: float = 240.0, allow_failure: bool
 
     with tempfile.TemporaryDirectory() as folder:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_entry, args=(r, world, folder, fn, args)) for r in range(world)]
+        procs = [ctx.Process(target=_entry, args=(r, world, folder, fn, args, backend)) for r in range(world)]
         for p in procs:
             p.start()
         deadline = time.monotonic() + timeout

@@ -30,3 +30,10 @@ def test_disagreeing_ranks_all_get_the_error():
 def test_gather_rows_with_uneven_counts():
     rows, counts = run_ranks(3, dist_cases.gather)[1]
     assert counts == [0, 1, 2] and rows == [[1.0, 1.0], [2.0, 2.0], [2.0, 2.0]]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available() or __import__("torch").cuda.device_count() < 2,
+                    reason="NCCL needs one GPU per rank: at least 2 GPUs")
+def test_nccl_on_two_gpus_equals_the_one_gpu_op():
+    assert all(n > 0 for n in run_ranks(2, dist_cases.nccl_cases, backend="nccl"))
