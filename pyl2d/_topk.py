@@ -24,6 +24,12 @@ def pack_keys(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return (orderable_int32(scores.to(torch.float32)) << 32) | id_part
 
 
+def empty_candidates(rows: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[rows, width] empty slots: scores -inf (float32), ids -1 (int64)."""
+    return (torch.full((rows, width), float("-inf"), dtype=torch.float32, device=device),
+            torch.full((rows, width), -1, dtype=torch.int64, device=device))
+
+
 def pad_candidates(scores: torch.Tensor, ids: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, C] candidates widened to ``width`` columns with empty slots (-inf, -1)."""
     if scores.shape[1] >= width:

@@ -114,8 +114,7 @@ def score_topk(queries: torch.Tensor, local_items: torch.Tensor, k: int, metric:
         check_exclude(exclude, queries.shape[0], n_ids)
     _comm.check_together(check_global, group)
     b = queries.shape[0]
-    scores = torch.full((b, k), float("-inf"), dtype=torch.float32, device=queries.device)
-    ids = torch.full((b, k), -1, dtype=torch.int64, device=queries.device)
+    scores, ids = _topk.empty_candidates(b, k, queries.device)
     if n_local:
         if local_ids is None:
             start = sum(r[0] for r in sizes[:rank])
@@ -178,7 +177,7 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
                 raise ValueError("local_memory_item_ids holds an item that is not in local_item_ids: the memory "
                                  "must be sharded by item (pyl2d.distributed.partition_by_item)")
             check_local_args(queries, local_memory, _lookup(item_ids, local_memory_item_ids.to(torch.int64)),
-                                       local_item_reps, 1, 1, metric, None)
+                             local_item_reps, 1, 1, metric, None)
         _checks.choice("metric", metric, METRICS)
     _comm.check_together(check, group)
     _comm.agree({"queries rows": queries.shape[0], "queries dimension": queries.shape[1],
@@ -199,8 +198,7 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
     b = queries.shape[0]
 
     # 1. the global m nearest: each rank's own m best, merged; its m-th is the threshold.
-    near_scores = torch.full((b, m), float("-inf"), dtype=torch.float32, device=queries.device)
-    near_global = torch.full((b, m), -1, dtype=torch.int64, device=queries.device)
+    near_scores, near_global = _topk.empty_candidates(b, m, queries.device)
     near_local = None
     if local_memory.shape[0]:
         s, li = _single_score_topk(queries, local_memory, min(m, local_memory.shape[0]), metric, backend=backend)
@@ -208,9 +206,7 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
         near_local, (near_scores, near_global) = li, _topk.pad_candidates(s, gi, m)
     top_scores, top_ids = _merge(near_scores, near_global, m, group, device)
     if not owned:
-        empty = (torch.full((b, k), float("-inf"), device=queries.device),
-                 torch.full((b, k), -1, dtype=torch.int64, device=queries.device))
-        return _merge(*empty, k, group, device)
+        return _merge(*_topk.empty_candidates(b, k, queries.device), k, group, device)
     threshold = _topk.pack_keys(top_scores[:, -1:], top_ids[:, -1:])
     width = near_local.shape[1]
     mine = _topk.pack_keys(near_scores[:, :width], near_global[:, :width]) >= threshold
@@ -281,10 +277,9 @@ def _aggregate_torch(queries, memory, memory_item_ids, n_items, nearest, cand_sc
     else:
         shadowed = torch.zeros_like(cand_ids, dtype=torch.bool)
     keep = (cand_ids >= 0) & ~shadowed
-    scores = torch.cat([cand_scores.masked_fill(~keep, float("-inf")),
-                        torch.full((b, m), float("-inf"), device=queries.device)], 1)
-    ids = torch.cat([cand_ids.masked_fill(~keep, -1), torch.full((b, m), -1, dtype=torch.int64,
-                                                                  device=queries.device)], 1)
+    # the local scores go into m more columns, one per (query, item) group
+    scores, ids = _topk.pad_candidates(cand_scores.masked_fill(~keep, float("-inf")), cand_ids.masked_fill(~keep, -1),
+                                       cand_ids.shape[1] + m)
     order = torch.arange(keys.shape[0], device=queries.device)
     first = torch.zeros(b, dtype=torch.int64, device=queries.device)
     first.scatter_reduce_(0, pair_rows, order, reduce="amin", include_self=False)

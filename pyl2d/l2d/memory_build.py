@@ -171,12 +171,15 @@ def _write_manifest(manifest_path: pathlib.Path, settings: dict, shards: list[di
 
 def _append_progress(log_path: pathlib.Path, entry: dict) -> None:
     line = json.dumps(entry).encode() + b"\n"
+    created = not log_path.exists()
     with open(log_path, "ab") as f:
         if f.tell() and _last_byte(log_path) != b"\n":
             f.write(b"\n")  # end a torn line of an earlier run before appending
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+    if created:
+        memory_file.fsync_dir(log_path.parent)  # the new log's name is durable too
 
 
 def _last_byte(path: pathlib.Path) -> bytes:

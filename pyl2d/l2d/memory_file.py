@@ -63,7 +63,7 @@ class Layout:
                 (self.vectors_start + self.row_bytes * begin, self.row_bytes * (end - begin))]
 
 
-def _fsync_dir(folder: pathlib.Path) -> None:
+def fsync_dir(folder: pathlib.Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # pragma: no cover - not on every platform
@@ -83,7 +83,7 @@ def create(path: pathlib.Path, layout: Layout) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def is_usable(path: pathlib.Path, layout: Layout) -> bool:
