@@ -75,9 +75,31 @@ def test_backends_match_reference_every_dtype(backend, dtype, mode):
     by[5] = float("nan")
     lengths = torch.randint(0, 300, (37,), generator=g)
     args = (torch.tensor([1.0, 2.0, 0.0, 0.5], dtype=dtype), mode, 5.0, by, 0.3, lengths, 200.0, 0.01)
-    want = aggregate_rewards(s, *args, backend="torch")
-    assert_close(aggregate_rewards(s, *args, backend=backend), want)
-    assert math.isnan(want[5]) and math.isnan(want[1])
+    for policy in ("drop", "void"):
+        want = aggregate_rewards(s, *args, missing_terms=policy, backend="torch")
+        assert_close(aggregate_rewards(s, *args, missing_terms=policy, backend=backend), want)
+        assert math.isnan(want[1]) and math.isnan(want[5]) == (policy == "void")
+
+
+@pytest.mark.parametrize("backend", ["torch"] + BACKENDS)
+def test_a_missing_bystander_or_length_drops_out_of_its_row(backend):
+    """The PERM code's semantics (each term its own TRL reward function, summed with nansum):
+    a NaN bystander score or length removes only its own term; "void" keeps the strict form."""
+    nan = float("nan")
+    s = torch.tensor([[0.8, 0.6, nan], [0.8, 0.6, 0.4]])
+    alone = aggregate_rewards(s, score_max=1.0, backend=backend)
+    got = aggregate_rewards(s, score_max=1.0, bystander=torch.tensor([nan, 50.0]), bystander_coef=0.5,
+                            lengths=torch.tensor([nan, 30.0]), length_limit=20, length_coef=0.01, backend=backend)
+    assert got[0].item() == pytest.approx(alone[0].item())
+    assert got[1].item() == pytest.approx(alone[1].item() - 0.25 - 0.1)
+    strict = aggregate_rewards(s, score_max=1.0, bystander=torch.tensor([nan, 50.0]), bystander_coef=0.5,
+                               missing_terms="void", backend=backend)
+    assert math.isnan(strict[0].item()) and strict[1].item() == pytest.approx(got[1].item() + 0.1)
+    no_length = aggregate_rewards(s, score_max=1.0, lengths=torch.tensor([nan, 10.0]), length_limit=20,
+                                  length_coef=0.01, missing_terms="void", backend=backend)
+    assert math.isnan(no_length[0].item()) and no_length[1].item() == pytest.approx(alone[1].item())
+    with pytest.raises(ValueError, match="missing_terms"):
+        aggregate_rewards(s, missing_terms="ignore", backend=backend)
 
 
 @pytest.mark.parametrize("backend", ["torch"] + BACKENDS)

@@ -160,15 +160,21 @@ def test_fused_equals_composition(backend, scale, impute, grouping):
     s[torch.rand(24, 4, generator=g) < 0.3] = float("nan")
     s[3] = float("nan")
     by = torch.rand(24, generator=g) * 100
+    by[[5, 17]] = float("nan")  # missing bystander scores: dropped, or (void) the row
+    lengths = (torch.arange(24) * 10).float()
+    lengths[8] = float("nan")
     kw = dict(weights=torch.tensor([1.0, 1.0, 2.0, 0.5]), mode="harmonic", bystander=by, bystander_coef=0.25,
-              lengths=torch.arange(24) * 10, length_limit=150.0, length_coef=1e-3)
+              lengths=lengths, length_limit=150.0, length_coef=1e-3)
     groups = dict(group_size=4) if grouping == "size" else dict(group_index=torch.arange(24) % 5)
-    r_ref = aggregate_rewards(s, kw["weights"], kw["mode"], 5.0, by, 0.25, kw["lengths"], 150.0, 1e-3,
-                              backend="torch")
-    a_ref = group_advantages(r_ref, **groups, scale=scale, impute=impute, backend="torch")
-    rewards, adv = rewards_and_advantages(s, **groups, **kw, scale=scale, impute=impute, backend=backend)
-    torch.testing.assert_close(rewards, r_ref, rtol=2e-6, atol=2e-6, equal_nan=True)
-    assert_close(adv, a_ref)
+    for policy in ("drop", "void"):
+        r_ref = aggregate_rewards(s, kw["weights"], kw["mode"], 5.0, by, 0.25, lengths, 150.0, 1e-3,
+                                  missing_terms=policy, backend="torch")
+        a_ref = group_advantages(r_ref, **groups, scale=scale, impute=impute, backend="torch")
+        rewards, adv = rewards_and_advantages(s, **groups, **kw, scale=scale, impute=impute, missing_terms=policy,
+                                              backend=backend)
+        torch.testing.assert_close(rewards, r_ref, rtol=2e-6, atol=2e-6, equal_nan=True)
+        assert_close(adv, a_ref)
+        assert bool(torch.isnan(rewards[[5, 8, 17]]).all()) == (policy == "void")
 
 
 @settings(max_examples=20, deadline=None)

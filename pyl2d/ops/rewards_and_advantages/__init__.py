@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from pyl2d import _backend
-from pyl2d.ops.aggregate_rewards import check_aggregate_args
+from pyl2d.ops.aggregate_rewards import check_aggregate_args, resolve_missing_terms
 from pyl2d.ops.group_advantages import TRL_EPS, check_advantage_args, resolve_groups
 
 
@@ -39,13 +39,14 @@ def rewards_and_advantages(scores: torch.Tensor, group_size: int | None = None, 
                            mode: str = "mean", score_max: float = 5.0, bystander: torch.Tensor | None = None,
                            bystander_coef: float = 0.0, lengths: torch.Tensor | None = None,
                            length_limit: float | None = None, length_coef: float = 0.0, eps: float = TRL_EPS,
-                           scale: str = "group", impute: bool = False,
+                           scale: str = "group", impute: bool = False, missing_terms: str = "drop",
                            backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rewards [B], advantages [B]), both float32, equal to ``aggregate_rewards`` followed by
     ``group_advantages`` with the same arguments (and the same checks)."""
     score_max, bystander_coef, length_limit, length_coef = check_aggregate_args(
         scores, weights, mode, score_max, bystander, bystander_coef, lengths, length_limit, length_coef)
     eps = check_advantage_args(eps, scale, impute)
+    bystander, lengths = resolve_missing_terms(missing_terms, scores, bystander, lengths, length_limit)
     num_groups, ids = resolve_groups(scores.shape[0], scores.device, group_size, group_index)
     resolved = _backend.resolve(backend, scores.device, "rewards_and_advantages")
     return _rewards_and_advantages_op(scores, weights, mode, score_max, bystander, bystander_coef, lengths,
