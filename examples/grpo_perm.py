@@ -11,7 +11,10 @@ optional ``persona``, ``scenario`` and ``query`` columns:
         --data dialogues.jsonl --judge-url http://127.0.0.1:8000/v1 --judge-model Qwen/Qwen2.5-7B-Instruct
 
 The key is read from the environment by the judge at request time; it is never written into the
-run's config or logs.
+run's config or logs. ``--preset perm-paper`` (the default) uses the PERM paper's settings
+(harmonic mean, bystander coefficient 0.5, 0.001 per token beyond 768 tokens); ``--async``
+hands TRL the coroutine form of the reward (its async reward path). On a CPU-only machine:
+``--cpu --precision fp32 --max-completion-length 32 --num-generations 2 --max-steps 1``.
 """
 from __future__ import annotations
 
@@ -31,6 +34,12 @@ def main() -> None:
     parser.add_argument("--output-dir", default="runs/grpo-perm")
     parser.add_argument("--num-generations", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=500)
+    parser.add_argument("--max-completion-length", type=int, default=768)
+    parser.add_argument("--preset", default="perm-paper", help="PERMReward preset (pyl2d.perm.reward.PRESETS)")
+    parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16",
+                        help="training precision (fp32 on a CPU without bf16 support)")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU (tiny settings only)")
+    parser.add_argument("--async", dest="use_async", action="store_true", help="use the async reward path")
     args = parser.parse_args()
 
     from datasets import load_dataset
@@ -46,8 +55,7 @@ def main() -> None:
 
     judge = OpenAIJudge(args.judge_url, args.judge_model, api_key_env=args.api_key_env, concurrency=64,
                         timeout=60.0, max_retries=4)
-    reward = PERMReward(judge, mode="mean", bystander_coef=0.2, length_limit=512, length_coef=1e-3,
-                        missing_section="empty", name="perm")
+    reward = PERMReward.from_preset(args.preset, judge, missing_section="empty", name="perm")
     # Fail now, not hours into training, when the judge is down or refuses the key.
     reward(prompts=["hi"], completions=["# Analysis\nA greeting.\n# Response\nHello!"])
     if judge.fatal:
@@ -55,8 +63,11 @@ def main() -> None:
 
     config = GRPOConfig(output_dir=args.output_dir, num_generations=args.num_generations,
                         per_device_train_batch_size=args.num_generations, max_steps=args.max_steps,
-                        max_completion_length=512, learning_rate=1e-6, logging_steps=1, scale_rewards="group")
-    trainer = GRPOTrainer(model=args.policy, reward_funcs=[reward], args=config, train_dataset=dataset)
+                        max_completion_length=args.max_completion_length, learning_rate=1e-6, logging_steps=1,
+                        scale_rewards="group", use_cpu=args.cpu, bf16=args.precision == "bf16",
+                        fp16=args.precision == "fp16")
+    trainer = GRPOTrainer(model=args.policy, reward_funcs=[reward.as_async() if args.use_async else reward],
+                          args=config, train_dataset=dataset)
     trainer.train()
     print("invalid judge scores per perspective:", reward.counter.as_dict())
 

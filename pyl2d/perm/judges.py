@@ -368,7 +368,8 @@ class LocalJudge(Judge):
         return out
 
     async def ascore(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
-        return self.score_sync(list(requests))
+        """In a worker thread, so an async trainer's event loop keeps running meanwhile."""
+        return await asyncio.to_thread(self.score_sync, list(requests))
 
     def score(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
         return self.score_sync(list(requests))

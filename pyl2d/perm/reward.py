@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from pyl2d.ops.aggregate_rewards import MODES, aggregate_rewards
+from pyl2d.ops.aggregate_rewards import MISSING_TERMS, MODES, aggregate_rewards
 from pyl2d.perm.advantages import impute_group_mean
 from pyl2d.perm.judges import Judge, JudgeRequest
 from pyl2d.perm.parsing import MISSING_POLICIES, parse_completion
@@ -22,6 +22,10 @@ from pyl2d.perm.perspectives import DEFAULT_PERSPECTIVES, Perspective, check_per
 from pyl2d.perm.scores import OK, ScoreCounter
 
 DEFAULT_COLUMNS = {"persona": "persona", "scenario": "scenario", "query": "query"}
+# Run settings by name (``PERMReward.from_preset``). "perm-paper": the PERM paper's GRPO runs,
+# harmonic mean of the empathy perspectives, bystander coefficient 0.5, and a length penalty
+# of 0.001 per token beyond 768 tokens.
+PRESETS = {"perm-paper": {"mode": "harmonic", "bystander_coef": 0.5, "length_limit": 768, "length_coef": 0.001}}
 MISSING_SECTION = "missing_section"
 
 
@@ -77,6 +81,9 @@ class PERMReward:
             tokens from ``completion_ids`` (else whitespace-separated words).
         missing_section: "empty" (judge a missing section as empty text) or "invalid" (its
             perspectives score NaN without a judge call).
+        missing_terms: "drop" (default: a missing bystander score or length drops its term out of
+            the row, as in the PERM code, where each term is its own TRL reward function) or
+            "void" (the row is NaN); see ``aggregate_rewards``.
         impute_missing: replace a missing (NaN) judge score by the mean of the same perspective's
             valid scores for the other completions of the same prompt in the batch (its GRPO
             group), never by a batch-wide mean. Off by default: a NaN score then simply drops
@@ -87,11 +94,14 @@ class PERMReward:
     def __init__(self, judge: Judge, perspectives: Sequence[Perspective] = DEFAULT_PERSPECTIVES, *,
                  columns: Mapping[str, str] | None = None, mode: str = "mean", bystander_coef: float = 0.2,
                  length_limit: float | None = None, length_coef: float = 0.0, missing_section: str = "empty",
-                 impute_missing: bool = False, name: str = "perm", backend: str | None = None):
+                 impute_missing: bool = False, missing_terms: str = "drop", name: str = "perm",
+                 backend: str | None = None):
         if not hasattr(judge, "score"):
             raise ValueError(f"judge must be a Judge (with a score method), got {type(judge).__name__}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+        if missing_terms not in MISSING_TERMS:
+            raise ValueError(f"missing_terms must be one of {MISSING_TERMS}; got {missing_terms!r}")
         if missing_section not in MISSING_POLICIES:
             raise ValueError(f"missing_section must be one of {MISSING_POLICIES}; got {missing_section!r}")
         unknown = set(columns or {}) - set(DEFAULT_COLUMNS)
@@ -106,6 +116,7 @@ class PERMReward:
         self.length_coef = float(length_coef)
         self.missing_section = missing_section
         self.impute_missing = bool(impute_missing)
+        self.missing_terms = missing_terms
         self.backend = backend
         self.__name__ = name
         self.counter = ScoreCounter()  # cumulative score outcomes per perspective
@@ -113,6 +124,14 @@ class PERMReward:
         self.last_statuses: list[list[str]] = []  # [B][P] score statuses of the last call
         self.last_metrics: dict[str, float] = {}
         self._batch_counts: dict[str, collections.Counter] = {}
+
+    @classmethod
+    def from_preset(cls, preset: str, judge: Judge, **overrides) -> "PERMReward":
+        """A reward with a named preset's settings (``PRESETS``; e.g. "perm-paper"), any of
+        them overridden by keyword."""
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
+        return cls(judge, **{**PRESETS[preset], **overrides})
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.perspectives)
@@ -126,8 +145,9 @@ class PERMReward:
             raise ValueError(f"column {self.columns[key]!r} has {len(values)} values for {n} completions")
         return ["" if v is None else str(v) for v in values]
 
-    def score(self, prompts, completions, completion_ids=None, **kwargs) -> torch.Tensor:
-        """Raw per-perspective scores [B, P] (float64, NaN where invalid)."""
+    def _requests(self, prompts, completions, completion_ids, kwargs):
+        """The judge requests of a batch, where each result goes ([B, P] slots), and the
+        statuses of the slots that need no judge call."""
         check_lengths(prompts, completions, completion_ids)
         texts = [completion_text(c) for c in completions]
         n = len(texts)
@@ -136,7 +156,6 @@ class PERMReward:
         query = self._column(kwargs, "query", n)
         if self.columns["query"] not in kwargs and prompts is not None:
             query = [prompt_query(p) for p in prompts]
-        scores = torch.full((n, len(self.perspectives)), math.nan, dtype=torch.float64)
         statuses = [[MISSING_SECTION] * len(self.perspectives) for _ in range(n)]
         requests, slots = [], []
         batch_counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -150,7 +169,12 @@ class PERMReward:
                 msgs = p.messages(persona=persona[i], scenario=scenario[i], query=query[i], text=section or "")
                 requests.append(JudgeRequest(p, tuple(msgs)))
                 slots.append((i, j))
-        for (i, j), result in zip(slots, self.judge.score(requests)):
+        return requests, (n, slots, statuses, batch_counts)
+
+    def _collect(self, layout, results) -> torch.Tensor:
+        n, slots, statuses, batch_counts = layout
+        scores = torch.full((n, len(self.perspectives)), math.nan, dtype=torch.float64)
+        for (i, j), result in zip(slots, results):
             scores[i, j] = result.value
             statuses[i][j] = result.status
             batch_counts[self.perspectives[j].name][result.status] += 1
@@ -161,10 +185,40 @@ class PERMReward:
         self.last_statuses = statuses
         return scores
 
+    def score(self, prompts, completions, completion_ids=None, **kwargs) -> torch.Tensor:
+        """Raw per-perspective scores [B, P] (float64, NaN where invalid)."""
+        requests, layout = self._requests(prompts, completions, completion_ids, kwargs)
+        return self._collect(layout, self.judge.score(requests))
+
+    async def ascore(self, prompts, completions, completion_ids=None, **kwargs) -> torch.Tensor:
+        """:meth:`score` without blocking the running event loop (the judge's async path)."""
+        requests, layout = self._requests(prompts, completions, completion_ids, kwargs)
+        return self._collect(layout, await self.judge.ascore(requests))
+
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
         if completions is None:
             raise ValueError("completions is required")
-        scores = self.score(prompts, completions, completion_ids, **kwargs)
+        return self._rewards(self.score(prompts, completions, completion_ids, **kwargs), prompts, completions,
+                             completion_ids, kwargs)
+
+    async def acall(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
+        """The rewards, as :meth:`__call__`, awaiting the judge (for async trainers)."""
+        if completions is None:
+            raise ValueError("completions is required")
+        return self._rewards(await self.ascore(prompts, completions, completion_ids, **kwargs), prompts,
+                             completions, completion_ids, kwargs)
+
+    def as_async(self):
+        """This reward as a coroutine function (``async def``) under the same name: TRL's
+        GRPOTrainer runs such reward functions concurrently on its event loop (it detects
+        them with ``asyncio.iscoroutinefunction``), and the judge calls never block it."""
+        async def reward(prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
+            return await self.acall(prompts, completions, completion_ids, **kwargs)
+        reward.__name__ = reward.__qualname__ = self.__name__
+        reward.perm = self
+        return reward
+
+    def _rewards(self, scores: torch.Tensor, prompts, completions, completion_ids, kwargs) -> list[float]:
         n = scores.shape[0]
         if n == 0:
             return []
@@ -186,7 +240,8 @@ class PERMReward:
             else:
                 lengths = torch.tensor([len(completion_text(c).split()) for c in completions], dtype=torch.float32)
         rewards = aggregate_rewards(normalised, weights, self.mode, 1.0, bystander, self.bystander_coef, lengths,
-                                    self.length_limit, self.length_coef, backend=self.backend)
+                                    self.length_limit, self.length_coef, missing_terms=self.missing_terms,
+                                    backend=self.backend)
         self.last_metrics = self._metrics(self.last_scores, rewards)
         self._report(kwargs, self.last_scores)
         return [float(r) for r in rewards.tolist()]

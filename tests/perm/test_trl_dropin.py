@@ -1,5 +1,6 @@
-"""PERMReward plugs into TRL's GRPOTrainer unchanged: one real training step on CPU with a
-tiny random policy and a scripted judge. Skipped where TRL is not installed (optional)."""
+"""PERMReward plugs into TRL's GRPOTrainer unchanged (and, as ``as_async()``, into its
+coroutine reward path): one real training step on CPU with a tiny random policy and a
+scripted judge. TRL is a test dependency (pyproject's [test] extra), so CI runs these."""
 import math
 
 import pytest
@@ -35,8 +36,9 @@ def test_group_advantages_match_trl_nanstd(scale):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("conversational", [False, True])
-def test_grpo_step_with_perm_reward(tmp_path, conversational):
+@pytest.mark.parametrize("conversational,use_async", [(False, False), (True, False), (False, True)],
+                         ids=["text", "conversational", "async"])
+def test_grpo_step_with_perm_reward(tmp_path, conversational, use_async):
     model, tokenizer = tiny_lm()
     judge = ScriptedJudge(lambda r: "Total score: 60/100" if r.perspective.score_max == 100 else
                           f"Score: {1 + len(r.messages[-1]['content']) % 5}")
@@ -50,7 +52,8 @@ def test_grpo_step_with_perm_reward(tmp_path, conversational):
     config = trl.GRPOConfig(output_dir=str(tmp_path), num_generations=4, per_device_train_batch_size=4,
                             max_completion_length=8, max_steps=1, logging_steps=1, report_to=[], use_cpu=True,
                             bf16=False, save_strategy="no", learning_rate=1e-5)
-    trainer = trl.GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=[reward], args=config,
+    trainer = trl.GRPOTrainer(model=model, processing_class=tokenizer,
+                              reward_funcs=[reward.as_async() if use_async else reward], args=config,
                               train_dataset=dataset)
     trainer.train()
     logged = {k: v for entry in trainer.state.log_history for k, v in entry.items()}
