@@ -23,6 +23,7 @@ import random
 from typing import Callable, Mapping, Sequence
 
 from pyl2d.perm._http import ResponseTooLarge, api_key, check_url, connect_reason, read_body, shown_url
+from pyl2d.perm.logprob_scores import expected_score
 from pyl2d.perm.perspectives import Perspective
 from pyl2d.perm.scores import ERROR, OK, ParsedScore, parse_score
 
@@ -35,6 +36,9 @@ UNREACHABLE = "unreachable"    # no connection to the server
 FAILED = frozenset({ERROR, TIMEOUT, UNAUTHORIZED, UNREACHABLE})
 FATAL = frozenset({UNAUTHORIZED, UNREACHABLE})  # the judge as a whole is unusable
 MAX_RESPONSE_BYTES = 4 * 2 ** 20
+SCORINGS = ("text", "logprobs")
+# Tokens a score-only reply needs at most ("100", possibly a space and one digit per token).
+LOGPROB_MAX_TOKENS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +145,12 @@ class OpenAIJudge(TextJudge):
         backoff, max_backoff: the n-th retry waits uniform(0.5, 1) * min(max_backoff, backoff * 2**n)
             seconds, or the server's Retry-After when it is given and no longer than max_backoff.
         temperature, max_tokens, extra_body: sent with every request (extra_body is merged in).
+        scoring: "text" (the judge writes a judgement ending in "Score: N", parsed strictly)
+            or "logprobs" (the judge is asked for the number only, in at most
+            LOGPROB_MAX_TOKENS tokens, and the score is the expectation over the score
+            tokens' probabilities: pyl2d.perm.logprob_scores). A server that returns no
+            logprobs falls back to parsing the reply's text, with one warning.
+        top_logprobs: how many alternatives per position the server returns (logprobs scoring).
 
     ``fatal`` holds, after a batch, why the judge as a whole was unusable (the key refused, no
     connection), else None; ``stats`` counts retries and failures.
@@ -149,8 +159,12 @@ class OpenAIJudge(TextJudge):
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 16,
                  timeout: float = 60.0, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0,
                  temperature: float = 0.0, max_tokens: int = 512, extra_body: Mapping | None = None,
-                 max_response_bytes: int = MAX_RESPONSE_BYTES):
+                 max_response_bytes: int = MAX_RESPONSE_BYTES, scoring: str = "text", top_logprobs: int = 20):
         check_url(base_url, "base_url")
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}; got {scoring!r}")
+        if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or not 1 <= top_logprobs <= 20:
+            raise ValueError(f"top_logprobs must be an int from 1 to 20, got {top_logprobs!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
         if not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
@@ -174,7 +188,13 @@ class OpenAIJudge(TextJudge):
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
         self.max_response_bytes = max_response_bytes
-        self.body = {"temperature": temperature, "max_tokens": max_tokens, **dict(extra_body or {})}
+        self.scoring = scoring
+        if scoring == "logprobs":
+            self.body = {"temperature": temperature, "max_tokens": LOGPROB_MAX_TOKENS, "logprobs": True,
+                         "top_logprobs": top_logprobs, **dict(extra_body or {})}
+        else:
+            self.body = {"temperature": temperature, "max_tokens": max_tokens, **dict(extra_body or {})}
+        self._warned_no_logprobs = False
         self.stats: collections.Counter = collections.Counter()
         self.fatal: str | None = None
 
@@ -276,16 +296,51 @@ class OpenAIJudge(TextJudge):
         logger.warning("judge request failed after %d attempts: %s", self.max_retries + 1, reason)
         return None, failure
 
-    def _content(self, body: bytes) -> tuple[str | None, str]:
+    @property
+    def score_only(self) -> bool:
+        """Whether prompts should ask for the number alone (logprobs scoring)."""
+        return self.scoring == "logprobs"
+
+    def _content(self, body: bytes) -> tuple[object, str]:
+        """(reply, "ok"): the text, or for logprobs scoring (text, logprobs content or None)."""
         try:
-            text = json.loads(body)["choices"][0]["message"]["content"]
+            choice = json.loads(body)["choices"][0]
+            text = choice["message"]["content"]
             if not isinstance(text, str):
                 raise TypeError("content is not text")
-            return text, OK
+            if self.scoring != "logprobs":
+                return text, OK
+            content = (choice.get("logprobs") or {}).get("content")
+            return (text, content if isinstance(content, list) else None), OK
         except Exception:
             self.stats["bad_response"] += 1
             logger.warning("judge returned a malformed chat-completions body")
             return None, ERROR
+
+    def parse(self, requests: Sequence[JudgeRequest], replies) -> list[ParsedScore]:
+        if self.scoring != "logprobs":
+            return TextJudge.parse(requests, replies)
+        out = []
+        for request, (reply, status) in zip(requests, replies):
+            p = request.perspective
+            if status != OK:
+                out.append(ParsedScore(math.nan, status))
+                continue
+            text, content = reply
+            if content is None:
+                if not self._warned_no_logprobs:
+                    self._warned_no_logprobs = True
+                    logger.warning("judge at %s returned no logprobs: scoring its replies' text instead",
+                                   shown_url(self.url))
+                self.stats["no_logprobs"] += 1
+                out.append(parse_score(text, p.score_min, p.score_max))
+                continue
+            try:
+                out.append(expected_score(content, p.score_min, p.score_max))
+            except (AttributeError, TypeError, ValueError):  # a malformed logprobs list
+                self.stats["bad_response"] += 1
+                out.append(ParsedScore(math.nan, ERROR))
+        return out
 
 
 class LocalJudge(Judge):

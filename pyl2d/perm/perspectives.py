@@ -43,8 +43,10 @@ class Perspective:
     def is_bystander(self) -> bool:
         return self.role == "bystander"
 
-    def messages(self, *, persona: str, scenario: str, query: str, text: str) -> list[dict]:
-        """The chat messages asking a judge to score ``text`` (the section this perspective reads)."""
+    def messages(self, *, persona: str, scenario: str, query: str, text: str, score_only: bool = False) -> list[dict]:
+        """The chat messages asking a judge to score ``text`` (the section this perspective
+        reads): a short judgement then "Score: N", or (``score_only``, for scoring from
+        logprobs) the number alone."""
         what = "analysis" if self.section == "analysis" else "response"
         system = (f"You are an expert evaluator of empathetic support conversations, judging from the "
                   f"{self.role}'s perspective ({self.name}). Follow the rubric exactly.")
@@ -53,8 +55,10 @@ class Perspective:
             f"## The seeker\nPersona: {persona or '(not given)'}\nScenario: {scenario or '(not given)'}\n\n"
             f"## What the seeker said\n{query or '(not given)'}\n\n"
             f"## The supporter's {what}\n{text if text.strip() else '(empty)'}\n\n"
-            f"Explain your judgement in a few sentences, then end with a final line of the form\n"
-            f"Score: N\nwhere N is an integer from {self.score_min} to {self.score_max}."
+            + (f"Reply with the score only: one integer from {self.score_min} to {self.score_max}, nothing else."
+               if score_only else
+               f"Explain your judgement in a few sentences, then end with a final line of the form\n"
+               f"Score: N\nwhere N is an integer from {self.score_min} to {self.score_max}.")
         )
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 

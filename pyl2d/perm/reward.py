@@ -159,6 +159,7 @@ class PERMReward:
         statuses = [[MISSING_SECTION] * len(self.perspectives) for _ in range(n)]
         requests, slots = [], []
         batch_counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        score_only = bool(getattr(self.judge, "score_only", False))  # a judge scoring from logprobs
         for i, text in enumerate(texts):
             parsed = parse_completion(text)
             for j, p in enumerate(self.perspectives):
@@ -166,7 +167,8 @@ class PERMReward:
                 if section is None and self.missing_section == "invalid":
                     batch_counts[p.name][MISSING_SECTION] += 1
                     continue
-                msgs = p.messages(persona=persona[i], scenario=scenario[i], query=query[i], text=section or "")
+                msgs = p.messages(persona=persona[i], scenario=scenario[i], query=query[i], text=section or "",
+                                  score_only=score_only)
                 requests.append(JudgeRequest(p, tuple(msgs)))
                 slots.append((i, j))
         return requests, (n, slots, statuses, batch_counts)

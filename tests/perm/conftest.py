@@ -14,6 +14,7 @@ import functools
 import gzip
 import http.server
 import json
+import math
 import re
 import socket
 import threading
@@ -32,6 +33,21 @@ def gzip_bomb(prefix: bytes) -> bytes:
     return gzip.compress(prefix + b" " * BOMB_BYTES, compresslevel=9)
 
 
+def _position(token: str, alternatives: dict[str, float]) -> dict:
+    return {"token": token, "logprob": math.log(alternatives[token]),
+            "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alternatives.items()]}
+
+
+# Score-only replies with logprobs, as vLLM returns them: a 1-5 score in one token (expected
+# 0.7 * 4 + 0.2 * 5 + 0.1 * 3 = 4.1) and a 0-100 score split into digits as Qwen's tokenizer
+# does (10 * (0.6 * 7 + 0.3 * 6 + 0.1 * 8) + 0.5 * 0 + 0.5 * 5 = 70.5).
+LOGPROB_REPLIES = {
+    "narrow": ("4", {"content": [_position("4", {"4": 0.7, "5": 0.2, "3": 0.1})]}),
+    "wide": ("70", {"content": [_position("7", {"7": 0.6, "6": 0.3, "8": 0.1}),
+                                _position("0", {"0": 0.5, "5": 0.5})]}),
+}
+
+
 class ScriptedServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -41,6 +57,7 @@ class ScriptedServer(http.server.ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.attempts: collections.Counter = collections.Counter()
         self.auth_headers: list[str | None] = []
+        self.bodies: list[dict] = []  # every request body, in arrival order
         self.in_flight = 0
         self.max_in_flight = 0
         self.slow_seconds = 2.0
@@ -99,6 +116,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             srv.attempts[prompt] += 1
             attempt = srv.attempts[prompt]
             srv.auth_headers.append(self.headers.get("Authorization"))
+            srv.bodies.append(body)
             srv.in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
         try:
@@ -120,9 +138,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._send(200, b"<html>not json</html>")
             text = {"garbage": "I would rather not say.", "out_of_range": "Score: 9" if not wide else "Total: 250/100"}
             content = text.get(mode, good)
-            reply = {"id": "x", "object": "chat.completion", "model": body["model"],
-                     "choices": [{"index": 0, "finish_reason": "stop",
-                                  "message": {"role": "assistant", "content": content}}]}
+            choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+            if body.get("logprobs") and mode != "nologprobs":  # a score-only reply with its logprobs
+                content, choice["logprobs"] = LOGPROB_REPLIES["wide" if wide else "narrow"]
+                choice["message"]["content"] = content
+            elif body.get("logprobs"):
+                choice["message"]["content"] = "70" if wide else "4"
+            reply = {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [choice]}
             data = json.dumps(reply).encode()
             if mode == "drip":  # headers now, then one byte at a time
                 return self._stream(len(data), {}, (data[i:i + 1] for i in range(len(data))), srv.drip_seconds)

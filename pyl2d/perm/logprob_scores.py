@@ -1,0 +1,79 @@
+"""A judge's score as an expectation over its score tokens (G-Eval), from the ``logprobs``
+an OpenAI-compatible server (vLLM, SGLang, OpenAI) returns, instead of from generated text.
+
+The judge is asked for the score only (a few tokens at most). For each position of the
+reply's leading number, the server's ``top_logprobs`` give a distribution over the tokens
+that could stand there; the expectation is taken over those that are digit strings of the
+same width as the sampled one, renormalised over the ones seen:
+
+- a one-token score (the 1-5 rubrics, or "78" in a tokenizer with multi-digit tokens such as
+  Llama 3's): the usual sum p(s) * s over the in-range candidates;
+- digits split over several tokens ("7", "8" in Qwen's tokenizer, or "1", "0", "0"): the
+  expectation digit by digit along the sampled path, each position weighted by its place
+  value (sum_i 10^(digits after i) * E[digit_i]), clamped to the rubric's range. The later
+  positions' distributions are conditioned on the sampled earlier digits, so this is the
+  expectation given the sampled number's length and leading digits: an approximation, and
+  the reason 1-5 rubrics (one token) are the exact case.
+
+No digit candidate at the first position, or a reply that does not start with a number, is
+"missing"; a sampled number outside the range with no in-range candidate is "out_of_range"
+(the same accounting as text scoring).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from pyl2d.perm.scores import MISSING, OK, OUT_OF_RANGE, ParsedScore
+
+
+def _digits(token) -> str | None:
+    text = str(token).strip() if token is not None else ""
+    return text if text.isascii() and text.isdigit() else None
+
+
+def _distribution(position: dict, width: int) -> dict[int, float]:
+    """{value: probability} of the digit-string candidates of ``width`` characters."""
+    probs: dict[int, float] = {}
+    candidates = position.get("top_logprobs") or [position]
+    for cand in candidates:
+        digits = _digits(cand.get("token"))
+        logprob = cand.get("logprob")
+        if digits is None or len(digits) != width or not isinstance(logprob, (int, float)) or math.isnan(logprob):
+            continue
+        value = int(digits)
+        probs[value] = probs.get(value, 0.0) + math.exp(min(0.0, float(logprob)))
+    return probs
+
+
+def expected_score(content: Sequence[dict], low: int, high: int) -> ParsedScore:
+    """The expected score from a chat-completions ``choices[0].logprobs.content`` list."""
+    positions = []
+    for position in content:
+        digits = _digits(position.get("token"))
+        if digits is None:
+            if positions or str(position.get("token", "")).strip():
+                break
+            continue  # leading whitespace tokens
+        positions.append((position, len(digits)))
+    if not positions:
+        return ParsedScore(math.nan, MISSING)
+    if len(positions) == 1:
+        position, width = positions[0]
+        probs = {v: p for v, p in _distribution(position, width).items() if low <= v <= high}
+        if not probs:
+            return ParsedScore(math.nan, OUT_OF_RANGE if _distribution(position, width) else MISSING)
+        total = sum(probs.values())
+        return ParsedScore(sum(v * p for v, p in probs.items()) / total, OK)
+    value, place = 0.0, 0
+    for position, width in reversed(positions):
+        probs = _distribution(position, width)
+        if not probs:
+            return ParsedScore(math.nan, MISSING)
+        total = sum(probs.values())
+        value += 10 ** place * sum(v * p for v, p in probs.items()) / total
+        place += width
+    sampled = int("".join(_digits(p.get("token")) for p, _ in positions))
+    if not low <= sampled <= high and not low <= value <= high:
+        return ParsedScore(math.nan, OUT_OF_RANGE)
+    return ParsedScore(min(max(value, float(low)), float(high)), OK)

@@ -1,0 +1,69 @@
+"""Scores from logprobs (G-Eval over the score tokens) instead of generated text: the
+expectation rule on its own, and OpenAIJudge(scoring="logprobs") against the loopback server,
+including a server that returns no logprobs (text fallback, one warning)."""
+import logging
+import math
+
+import pytest
+
+from pyl2d.perm import OpenAIJudge, PERMReward
+from pyl2d.perm.logprob_scores import expected_score
+
+from .test_openai_judge import KEY_ENV, completion
+
+
+def pos(token, alternatives):
+    return {"token": token, "logprob": math.log(alternatives[token]),
+            "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alternatives.items()]}
+
+
+def test_one_token_score_is_the_expectation_over_in_range_tokens():
+    got = expected_score([pos("4", {"4": 0.6, "5": 0.2, "9": 0.1, "Score": 0.1})], 1, 5)
+    assert got.status == "ok" and got.value == pytest.approx((0.6 * 4 + 0.2 * 5) / 0.8)  # renormalised
+
+
+def test_multi_digit_token_and_split_digits():
+    llama = expected_score([pos("78", {"78": 0.5, "80": 0.5, "8": 0.2})], 0, 100)  # widths differ: "8" is ignored
+    assert llama.value == pytest.approx(79.0)
+    qwen = expected_score([pos("7", {"7": 1.0}), pos("8", {"8": 0.5, "6": 0.5})], 0, 100)
+    assert qwen.value == pytest.approx(77.0)
+    full = expected_score([pos("1", {"1": 0.9, "9": 0.1}), pos("0", {"0": 1.0}), pos("0", {"0": 1.0})], 0, 100)
+    assert full.status == "ok" and full.value == 100.0  # clamped to the range
+    spaced = expected_score([pos(" ", {" ": 1.0}), pos("3", {"3": 1.0}), pos("\n", {"\n": 1.0})], 1, 5)
+    assert spaced.value == 3.0
+
+
+def test_no_number_is_missing_and_out_of_range_is_counted():
+    assert expected_score([pos("I", {"I": 0.9, "The": 0.1})], 1, 5).status == "missing"
+    assert expected_score([], 1, 5).status == "missing"
+    assert expected_score([pos("9", {"9": 0.8, "8": 0.2})], 1, 5).status == "out_of_range"
+
+
+def test_openai_judge_scores_from_logprobs(judge_server, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    judge = OpenAIJudge(judge_server.base_url, "judge-model", api_key_env=KEY_ENV, scoring="logprobs", timeout=5)
+    reward = PERMReward(judge)
+    out = reward(prompts=["q"] * 2, completions=[completion("good")] * 2)
+    assert out == pytest.approx([4.1 / 5 + 0.2 * (0.705 - 1)] * 2, abs=1e-6)
+    assert reward.last_metrics["bystander/quality/mean"] == pytest.approx(70.5)
+    for body in judge_server.bodies:
+        assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["max_tokens"] == 4
+        assert "Reply with the score only" in body["messages"][-1]["content"]
+
+
+def test_server_without_logprobs_falls_back_to_text_with_one_warning(judge_server, monkeypatch, caplog):
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    judge_server.default_mode = "nologprobs"
+    judge = OpenAIJudge(judge_server.base_url, "judge-model", api_key_env=KEY_ENV, scoring="logprobs", timeout=5)
+    with caplog.at_level(logging.WARNING, logger="pyl2d.perm"):
+        out = PERMReward(judge)(prompts=["q"] * 3, completions=["# Analysis\na\n# Response\nb"] * 3)
+    assert out == pytest.approx([0.8 + 0.2 * (0.7 - 1)] * 3, abs=1e-6)  # the bare "4" / "70" replies
+    warnings = [r for r in caplog.records if "returned no logprobs" in r.getMessage()]
+    assert len(warnings) == 1 and judge.stats["no_logprobs"] == 12
+
+
+def test_bad_scoring_arguments():
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        OpenAIJudge("http://127.0.0.1:1/v1", "m", scoring="probs")
+    with pytest.raises(ValueError, match="top_logprobs"):
+        OpenAIJudge("http://127.0.0.1:1/v1", "m", scoring="logprobs", top_logprobs=50)
