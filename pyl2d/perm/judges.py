@@ -23,6 +23,7 @@ import random
 from typing import Callable, Mapping, Sequence
 
 from pyl2d.perm._http import ResponseTooLarge, api_key, check_url, connect_reason, read_body, shown_url
+from pyl2d.perm._servers import ServerPool
 from pyl2d.perm.logprob_scores import expected_score
 from pyl2d.perm.perspectives import Perspective
 from pyl2d.perm.scores import ERROR, OK, ParsedScore, parse_score
@@ -132,7 +133,10 @@ class OpenAIJudge(TextJudge):
 
     Args:
         base_url: the API root, e.g. "http://127.0.0.1:8000/v1" (``/chat/completions`` is appended
-            unless already there).
+            unless already there), or a list of them: servers of the same model, each request
+            sent to the least-loaded healthy one, a failing one benched for ``server_cooldown``
+            seconds (doubling while it keeps failing) and retried elsewhere
+            (``pyl2d/perm/_servers.py``; ``server_stats`` counts per server).
         model: the model name the server expects.
         api_key_env: name of the environment variable holding the API key (read per request;
             unset or empty means no Authorization header, as for a local vLLM).
@@ -159,8 +163,10 @@ class OpenAIJudge(TextJudge):
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 16,
                  timeout: float = 60.0, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0,
                  temperature: float = 0.0, max_tokens: int = 512, extra_body: Mapping | None = None,
-                 max_response_bytes: int = MAX_RESPONSE_BYTES, scoring: str = "text", top_logprobs: int = 20):
-        check_url(base_url, "base_url")
+                 max_response_bytes: int = MAX_RESPONSE_BYTES, scoring: str = "text", top_logprobs: int = 20,
+                 server_cooldown: float = 1.0):
+        if not (isinstance(server_cooldown, (int, float)) and 0 <= server_cooldown < math.inf):
+            raise ValueError(f"server_cooldown must be a finite number of seconds >= 0, got {server_cooldown!r}")
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}; got {scoring!r}")
         if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or not 1 <= top_logprobs <= 20:
@@ -178,8 +184,18 @@ class OpenAIJudge(TextJudge):
         if not isinstance(api_key_env, str) or not api_key_env:
             raise ValueError("api_key_env must name an environment variable")
         api_key(api_key_env)  # a malformed key is an error now, not a leaked header later
-        url = base_url.rstrip("/")
-        self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
+        if isinstance(base_url, str) or not isinstance(base_url, (list, tuple)):
+            urls = [base_url]
+        else:
+            urls = list(base_url)
+        if not urls:
+            raise ValueError("base_url must be a URL or a non-empty list of URLs")
+        for i, u in enumerate(urls):
+            check_url(u, "base_url" if len(urls) == 1 and u is base_url else f"base_url[{i}]")
+        chat = [u.rstrip("/") if u.rstrip("/").endswith("/chat/completions") else u.rstrip("/") + "/chat/completions"
+                for u in urls]
+        self.url = chat[0]
+        self.pool = ServerPool(chat, cooldown=server_cooldown, max_cooldown=max(server_cooldown, max_backoff))
         self.model = model
         self.api_key_env = api_key_env
         self.concurrency = concurrency
@@ -199,7 +215,8 @@ class OpenAIJudge(TextJudge):
         self.fatal: str | None = None
 
     def __repr__(self) -> str:
-        return (f"OpenAIJudge(url={shown_url(self.url)!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
+        urls = [shown_url(s.url) for s in self.pool.servers]
+        return (f"OpenAIJudge(url={urls[0] if len(urls) == 1 else urls!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
                 f"concurrency={self.concurrency}, timeout={self.timeout}, max_retries={self.max_retries})")
 
     def _headers(self) -> dict[str, str]:
@@ -230,9 +247,9 @@ class OpenAIJudge(TextJudge):
             replies = await asyncio.gather(*(self.post(client, semaphore, r, headers) for r in requests))
         return self.parse(requests, replies)
 
-    async def _attempt(self, client, payload: dict, headers: dict) -> tuple[int, str | None, bytes | None]:
+    async def _attempt(self, client, url: str, payload: dict, headers: dict) -> tuple[int, str | None, bytes | None]:
         """One HTTP exchange: (status code, Retry-After, body of a 2xx reply, capped)."""
-        async with client.stream("POST", self.url, json=payload, headers=headers) as resp:
+        async with client.stream("POST", url, json=payload, headers=headers) as resp:
             if not 200 <= resp.status_code < 300:
                 return resp.status_code, resp.headers.get("retry-after"), None
             return resp.status_code, None, await read_body(resp, self.max_response_bytes)
@@ -254,13 +271,25 @@ class OpenAIJudge(TextJudge):
 
         payload = {"model": self.model, "messages": [dict(m) for m in request.messages], **self.body}
         failure = ERROR
-        url = shown_url(self.url)
         for attempt in range(self.max_retries + 1):
             retry_after = None
+            server = self.pool.servers[0]
+            url = shown_url(server.url)
+            answered = False  # the server answered (well or not): not a server fault
+            started = []  # the server taken for this attempt, once the slot is held
+
+            def release(ok: bool, outcome: str) -> None:
+                if started:
+                    self.pool.done(started.pop(), ok, outcome)
             try:
                 async with semaphore:  # released while backing off
-                    code, retry_after, body = await asyncio.wait_for(self._attempt(client, payload, headers),
-                                                                     self.timeout)
+                    # Chosen once a slot is free, so the choice knows of the failures so far.
+                    server = self.pool.pick()
+                    url = shown_url(server.url)
+                    self.pool.start(server)
+                    started.append(server)
+                    code, retry_after, body = await asyncio.wait_for(
+                        self._attempt(client, server.url, payload, headers), self.timeout)
             except httpx.ConnectError as exc:
                 failure, reason = UNREACHABLE, f"could not connect to judge at {url} ({connect_reason(exc)})"
             except httpx.ConnectTimeout:
@@ -270,31 +299,46 @@ class OpenAIJudge(TextJudge):
             except httpx.TransportError as exc:
                 failure, reason = ERROR, f"connection error ({type(exc).__name__})"
             except ResponseTooLarge:
+                release(True, "too_large")
                 return self._give_up(ERROR, f"reply body over max_response_bytes={self.max_response_bytes}",
                                      "too_large")
-            except Exception as exc:  # anything else fails this prompt only, never the batch
+            except BaseException as exc:  # anything else fails this prompt only, never the batch
+                release(True, "error")
+                if not isinstance(exc, Exception):
+                    raise
                 return self._give_up(ERROR, type(exc).__name__)
             else:
-                if code == 429 or code >= 500:
+                answered = not (code == 429 or code >= 500)
+                if not answered:
                     failure, reason = ERROR, f"HTTP {code}"
                 elif code in (401, 403):
+                    release(True, "unauthorized")
                     hint = "" if "Authorization" in headers else f"; {self.api_key_env} is not set"
                     return self._give_up(UNAUTHORIZED, f"judge at {url} refused the API key (HTTP {code}){hint}")
                 elif not 200 <= code < 300:
+                    release(True, "http_error")
                     self.stats["http_error"] += 1
                     logger.warning("judge request rejected: HTTP %d (not retried)", code)
                     return None, ERROR
                 else:
+                    release(True, "ok")
                     return self._content(body)
+            release(answered, failure)
             self.stats[failure] += 1
             if attempt < self.max_retries:
                 self.stats["retries"] += 1
                 logger.debug("judge request %s; retry %d of %d", reason, attempt + 1, self.max_retries)
-                await asyncio.sleep(self._delay(attempt, retry_after))
-        if failure in FATAL and self.fatal is None:
-            self.fatal = reason
+                if len(self.pool.servers) == 1 or self.pool.all_benched():  # else: at once, elsewhere
+                    await asyncio.sleep(self._delay(attempt, retry_after))
+        if failure in FATAL and self.fatal is None and self.pool.all_benched():
+            self.fatal = reason if len(self.pool.servers) == 1 else f"no judge server answers (last: {reason})"
         logger.warning("judge request failed after %d attempts: %s", self.max_retries + 1, reason)
         return None, failure
+
+    @property
+    def server_stats(self) -> dict[str, dict[str, int]]:
+        """Requests and outcomes per judge server (URLs shown without credentials)."""
+        return self.pool.stats()
 
     @property
     def score_only(self) -> bool:

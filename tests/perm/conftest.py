@@ -10,6 +10,7 @@ gzip bomb. ``server.default_mode`` answers unmarked prompts. The server records 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import gzip
 import http.server
@@ -161,8 +162,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 srv.in_flight -= 1
 
 
-@pytest.fixture
-def judge_server():
+@contextlib.contextmanager
+def _serving():
     server = ScriptedServer()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -172,6 +173,18 @@ def judge_server():
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def judge_server():
+    with _serving() as server:
+        yield server
+
+
+@pytest.fixture
+def second_judge_server():
+    with _serving() as server:
+        yield server
 
 
 @pytest.fixture
