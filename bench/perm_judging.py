@@ -251,8 +251,7 @@ def report(args) -> str:
             f"generated token, prefix blocks of {BLOCK} tokens; one batch = {n_prompts} prompts x {n_gen} "
             f"generations x 4 perspectives = {n_requests} judge requests; command: "
             f"`python bench/perm_judging.py {' '.join(sys.argv[1:])}`.\n\n"
-            "Speed-ups are against text scoring, unordered prompts, one server (the first row's anchor is "
-            "the last text row).\n\n"
+            "Speed-ups are against text scoring, unordered prompts, one server.\n\n"
             + _harness.markdown_table(["scoring", "prefix-ordered", "servers", "batch wall s", "vs text/unordered/1",
                                        "generated judge tokens", "fewer tokens", "prompt tokens cached",
                                        "unscorable"], rows)

@@ -395,7 +395,9 @@ class LocalJudge(Judge):
     state, and ``score_from_hidden`` returns sum_s p(s) * s over the score tokens, p being the
     softmax over those tokens only. Every integer of a perspective's range must be a single token
     ("1".."5" are in every common vocabulary; a 0-100 bystander scale usually is not, so pass
-    ``perspectives`` with a coarser bystander or drop it)."""
+    ``perspectives`` with a coarser bystander or drop it). The score tokens' logits are the
+    model's own: an LM-head bias, logit scaling and final soft-capping are applied as its
+    forward applies them (``logit_terms``)."""
 
     def __init__(self, model, tokenizer, *, batch_size: int = 8, max_length: int = 4096,
                  answer_prefix: str = "Score: ", backend: str | None = None):
@@ -447,10 +449,41 @@ class LocalJudge(Judge):
                                            position_ids=positions)
         return out.last_hidden_state[:, -1]
 
+    def logit_terms(self) -> dict:
+        """What the model's own forward applies to ``hidden @ head.T`` beyond the product: the
+        LM head's bias (Phi), a logit scale (Cohere multiplies by ``logit_scale``), a divisor
+        (Granite's ``logits_scaling``) and a final soft cap (Gemma 2/3:
+        ``cap * tanh(logits / cap)``). Empty for the models whose logits are the product."""
+        config = getattr(self.model, "config", None)
+        bias = getattr(self.model.get_output_embeddings(), "bias", None)
+        terms = {"bias": bias,
+                 "scale": getattr(config, "logit_scale", None),
+                 "divide": getattr(config, "logits_scaling", None),
+                 "softcap": getattr(config, "final_logit_softcapping", None)}
+        return {k: v for k, v in terms.items() if v is not None and not (k in ("scale", "divide") and v == 1)}
+
+    @staticmethod
+    def _expected(hidden, head, ids, values, terms: dict):
+        """sum_s p(s) * s with the model's own logits for the score tokens (see logit_terms)."""
+        import torch
+
+        logits = hidden.float() @ head[ids].float().T
+        if terms.get("bias") is not None:
+            logits = logits + terms["bias"][ids].float()
+        if "scale" in terms:
+            logits = logits * float(terms["scale"])
+        if "divide" in terms:
+            logits = logits / float(terms["divide"])
+        if "softcap" in terms:
+            cap = float(terms["softcap"])
+            logits = torch.tanh(logits / cap) * cap
+        return torch.softmax(logits, dim=1) @ values.float()
+
     def score_sync(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
         from pyl2d.ops.score_from_hidden import score_from_hidden
 
         head = self.model.get_output_embeddings().weight
+        terms = self.logit_terms()
         out: list[ParsedScore] = [ParsedScore(math.nan, ERROR)] * len(requests)
         by_range = collections.defaultdict(list)
         for i, r in enumerate(requests):
@@ -460,8 +493,11 @@ class LocalJudge(Judge):
             for b0 in range(0, len(rows), self.batch_size):
                 chunk = rows[b0:b0 + self.batch_size]
                 hidden = self.final_hidden([self.prompt(requests[i]) for i in chunk]).to(head.dtype)
-                scores = score_from_hidden(hidden, head, ids.to(head.device), values.to(head.device),
-                                           backend=self.backend)
+                ids_d, values_d = ids.to(head.device), values.to(head.device)
+                if terms:  # a few score tokens: their exact logits in torch
+                    scores = self._expected(hidden, head, ids_d, values_d, terms)
+                else:  # logits = hidden @ head.T: the fused op
+                    scores = score_from_hidden(hidden, head, ids_d, values_d, backend=self.backend)
                 for i, s in zip(chunk, scores.tolist()):
                     out[i] = ParsedScore(s, OK) if math.isfinite(s) else ParsedScore(math.nan, ERROR)
         return out

@@ -185,3 +185,44 @@ def test_reward_imputes_missing_scores_from_the_same_prompt():
     # Reception of completion 2 takes prompt A's mean (5 from completion 1), not the batch's.
     assert imputed(prompts=prompts, completions=completions)[1] == pytest.approx((0.2 + 1.0) / 2)
     assert math.isnan(imputed.last_scores[1, 1])  # raw scores stay raw for logging
+
+
+def _tiny_arch(name, vocab_size):
+    import transformers
+
+    common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=0,
+                  eos_token_id=2, bos_token_id=None)
+    if name == "phi":  # LM head with a bias
+        config, cls = transformers.PhiConfig(**common), transformers.PhiForCausalLM
+    elif name == "gemma2":  # final logit soft-capping (small, so it matters)
+        config = transformers.Gemma2Config(**common, head_dim=8, final_logit_softcapping=0.05)
+        cls = transformers.Gemma2ForCausalLM
+    elif name == "cohere":  # logits multiplied by logit_scale
+        config, cls = transformers.CohereConfig(**common, logit_scale=3.0), transformers.CohereForCausalLM
+    else:  # granite: logits divided by logits_scaling
+        config, cls = transformers.GraniteConfig(**common, logits_scaling=0.25), transformers.GraniteForCausalLM
+    torch.manual_seed(1)
+    model = cls(config).eval()
+    head = model.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        with torch.no_grad():
+            head.bias.normal_(0, 2.0)  # a bias large enough to move the score
+    return model
+
+
+@pytest.mark.parametrize("arch", ["phi", "gemma2", "cohere", "granite"])
+def test_local_judge_applies_head_bias_scaling_and_softcap(tiny_lm, arch):
+    _, tokenizer = tiny_lm
+    model = _tiny_arch(arch, len(tokenizer))
+    judge = LocalJudge(model, tokenizer, batch_size=2)
+    assert judge.logit_terms(), arch
+    requests = _requests(["short", "a somewhat longer reply to judge", "mid"])
+    got = [s.value for s in judge.score(requests)]
+    ids, values = judge.score_tokens(EXPRESSION)
+    for request, value in zip(requests, got):
+        enc = tokenizer(judge.prompt(request), return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            logits = model(**enc).logits[0, -1]
+        want = float(torch.softmax(logits[ids].double(), 0) @ values.double())
+        assert value == pytest.approx(want, abs=1e-4), arch
