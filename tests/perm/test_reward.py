@@ -138,14 +138,21 @@ def test_local_judge_matches_full_vocabulary_logits(tiny_lm):
     judge = LocalJudge(model, tokenizer, batch_size=3)
     requests = _requests(["short", "a somewhat longer reply to judge", "mid length"])
     got = [s.value for s in judge.score(requests)]
+    for value, want in zip(got, _full_forward_scores(judge, model, tokenizer, requests)):
+        assert value == pytest.approx(want, abs=1e-4)  # left padding does not change the score
+        assert 1.0 <= value <= 5.0
+
+
+def _full_forward_scores(judge, model, tokenizer, requests):
+    """The expected score of each request from the model's full forward (all its logits)."""
     ids, values = judge.score_tokens(EXPRESSION)
-    for request, value in zip(requests, got):
+    out = []
+    for request in requests:
         enc = tokenizer(judge.prompt(request), return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
             logits = model(**enc).logits[0, -1]
-        want = float(torch.softmax(logits[ids].double(), 0) @ values.double())
-        assert value == pytest.approx(want, abs=1e-4)  # left padding does not change the score
-        assert 1.0 <= value <= 5.0
+        out.append(float(torch.softmax(logits[ids].double(), 0) @ values.double()))
+    return out
 
 
 def test_local_judge_in_perm_reward_and_single_token_rule(tiny_lm):
@@ -219,10 +226,4 @@ def test_local_judge_applies_head_bias_scaling_and_softcap(tiny_lm, arch):
     assert judge.logit_terms(), arch
     requests = _requests(["short", "a somewhat longer reply to judge", "mid"])
     got = [s.value for s in judge.score(requests)]
-    ids, values = judge.score_tokens(EXPRESSION)
-    for request, value in zip(requests, got):
-        enc = tokenizer(judge.prompt(request), return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            logits = model(**enc).logits[0, -1]
-        want = float(torch.softmax(logits[ids].double(), 0) @ values.double())
-        assert value == pytest.approx(want, abs=1e-4), arch
+    assert got == pytest.approx(_full_forward_scores(judge, model, tokenizer, requests), abs=1e-4), arch
