@@ -103,8 +103,10 @@ class _SimHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):  # /stats: the counters, for the benchmark
         srv = self.server
-        data = json.dumps({"generated": srv.generated, "prompt": srv.prompt_tokens,
-                           "uncached": srv.uncached_tokens}).encode()
+        self._reply({"generated": srv.generated, "prompt": srv.prompt_tokens, "uncached": srv.uncached_tokens})
+
+    def _reply(self, payload: dict) -> None:
+        data = json.dumps(payload).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -146,13 +148,8 @@ class _SimHandler(http.server.BaseHTTPRequestHandler):
             srv.generated += generated
             srv.prompt_tokens += len(toks)
             srv.uncached_tokens += uncached
-        data = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"], "choices": [choice],
-                           "usage": {"completion_tokens": generated}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._reply({"id": "x", "object": "chat.completion", "model": body["model"], "choices": [choice],
+                     "usage": {"completion_tokens": generated}})
 
 
 class Unordered(Judge):

@@ -160,6 +160,8 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
     device = _comm.comm_device(group, queries.device)
     item_ids = local_item_ids.to(torch.int64)
 
+    local_item_of = []  # each memory entry's position in local_item_ids, found by check()
+
     def check():
         _checks.vectors("queries", queries, "query")
         for name, t in (("local_memory", local_memory), ("local_item_reps", local_item_reps)):
@@ -173,11 +175,11 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
         _check_ascending_ids("local_memory_index", local_memory_index, local_memory.shape[0])
         _check_ascending_ids("local_item_ids", local_item_ids, local_item_reps.shape[0])
         if local_memory.shape[0]:
-            if (_lookup(item_ids, local_memory_item_ids.to(torch.int64)) < 0).any():
+            local_item_of.append(_lookup(item_ids, local_memory_item_ids.to(torch.int64)))
+            if (local_item_of[0] < 0).any():
                 raise ValueError("local_memory_item_ids holds an item that is not in local_item_ids: the memory "
                                  "must be sharded by item (pyl2d.distributed.partition_by_item)")
-            check_local_args(queries, local_memory, _lookup(item_ids, local_memory_item_ids.to(torch.int64)),
-                             local_item_reps, 1, 1, metric, None)
+            check_local_args(queries, local_memory, local_item_of[0], local_item_reps, 1, 1, metric, None)
         _checks.choice("metric", metric, METRICS)
     _comm.check_together(check, group)
     _comm.agree({"queries rows": queries.shape[0], "queries dimension": queries.shape[1],
@@ -213,7 +215,7 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
     nearest = torch.where(mine & (near_local >= 0), near_local, -1)
 
     # 2. the rank's own items: local means where they have entries among the m, else global.
-    local_item_of = torch.searchsorted(item_ids, local_memory_item_ids.to(torch.int64))
+    local_item_of = local_item_of[0]
     local_exclude = _to_local_ids(exclude, lambda e: _lookup(item_ids, e))
     search = _search(backend)
     cand_scores, cand_ids = _local_stages.global_candidates(queries, local_item_of, local_item_reps, k, m, metric,

@@ -84,10 +84,12 @@ def score_topk(queries: torch.Tensor, items: torch.Tensor, k: int, metric: str =
         def gemm(j0: int, nt: int) -> None:
             torch.mm(queries, items[j0:j0 + nt].T, out=tile[:, :nt])
         vendor = {"gemm": gemm, "tile_scores": tile}
-    with _cpu_threads.torch_threads(threads):
-        _ext.call(lib.score_topk_cpu, lib.ScoreTopkParams,
-                  queries=queries, items=items,
-                  exclude=exclude, item_norms=None if item_norms is None else item_norms.contiguous(),
-                  out_scores=scores, out_ids=ids, k=k, metric=_codes.METRIC_CODES[metric],
-                  num_threads=threads, **vendor)
+    args = dict(queries=queries, items=items, exclude=exclude,
+                item_norms=None if item_norms is None else item_norms.contiguous(), out_scores=scores, out_ids=ids,
+                k=k, metric=_codes.METRIC_CODES[metric], num_threads=threads, **vendor)
+    if vendor:  # torch.mm runs inside: cap torch's threads too
+        with _cpu_threads.torch_threads(threads):
+            _ext.call(lib.score_topk_cpu, lib.ScoreTopkParams, **args)
+    else:
+        _ext.call(lib.score_topk_cpu, lib.ScoreTopkParams, **args)
     return scores, ids
