@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _harness  # noqa: E402
 from pyl2d.perm import OpenAIJudge, PERMReward  # noqa: E402
+from pyl2d.perm._http import httpx_module  # noqa: E402
 from pyl2d.perm.judges import Judge, JudgeRequest  # noqa: E402
 
 BATCH = 64
@@ -243,7 +244,9 @@ def report(args) -> str:
                      f"{1 - r['uncached'] / r['prompt']:.0%}", r["invalid"]])
     rho = spearman(results[("text", True, 1)]["rewards"], results[("logprobs", True, 1)]["rewards"])
     n_requests = n_prompts * n_gen * 4
-    return (f"# PERM judging at GRPO scale (issue 11)\n\n{_harness.machine_line('cpu')}; simulated judge: "
+    client = httpx_module()
+    return (f"# PERM judging at GRPO scale (issue 11)\n\n{_harness.machine_line('cpu')}; HTTP client "
+            f"{client.__name__} {client.__version__}; simulated judge: "
             f"{BATCH} requests at once per server, {PREFILL_MS} ms per uncached prompt token, {DECODE_MS} ms per "
             f"generated token, prefix blocks of {BLOCK} tokens; one batch = {n_prompts} prompts x {n_gen} "
             f"generations x 4 perspectives = {n_requests} judge requests; command: "

@@ -1,7 +1,7 @@
 """Judges: given judge prompts, return one score per prompt (NaN + a status when invalid).
 
 - ``OpenAIJudge``: any OpenAI-compatible chat-completions server (vLLM, SGLang, hosted),
-  async over httpx with bounded concurrency, a wall-clock deadline and a body-size cap per
+  async over httpx2 (or httpx) with bounded concurrency, a wall-clock deadline and a body-size cap per
   attempt, and retries with jittered exponential backoff on 429, 5xx, timeouts and connection
   errors. Every prompt of a batch (all perspectives of all completions) is in flight together,
   up to ``concurrency``. The API key is read from an environment variable at request time and
@@ -22,7 +22,7 @@ import math
 import random
 from typing import Callable, Mapping, Sequence
 
-from pyl2d.perm._http import ResponseTooLarge, api_key, check_url, connect_reason, read_body, shown_url
+from pyl2d.perm._http import ResponseTooLarge, api_key, check_url, connect_reason, httpx_module, read_body, shown_url
 from pyl2d.perm._servers import ServerPool
 from pyl2d.perm.logprob_scores import expected_score
 from pyl2d.perm.perspectives import Perspective
@@ -237,8 +237,7 @@ class OpenAIJudge(TextJudge):
         return random.uniform(0.5, 1.0) * min(self.max_backoff, self.backoff * 2 ** attempt)
 
     async def ascore(self, requests: Sequence[JudgeRequest]) -> list[ParsedScore]:
-        import httpx
-
+        httpx = httpx_module()
         headers = self._headers()
         self.fatal = None
         semaphore = asyncio.Semaphore(self.concurrency)
@@ -267,7 +266,7 @@ class OpenAIJudge(TextJudge):
     async def post(self, client, semaphore: asyncio.Semaphore, request: JudgeRequest,
                    headers: dict[str, str]) -> tuple[str | None, str]:
         """One request with retries; (reply text or None, status)."""
-        import httpx
+        httpx = httpx_module()
 
         payload = {"model": self.model, "messages": [dict(m) for m in request.messages], **self.body}
         failure = ERROR

@@ -194,3 +194,22 @@ def refused_url():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture(params=["httpx2", "httpx"])
+def http_library(request, monkeypatch):
+    """Runs a test with each HTTP client library ``OpenAIJudge`` may use: httpx2 where
+    installed, httpx where not (Python 3.10). Yields the module in use."""
+    import sys
+
+    from pyl2d.perm import _http
+
+    if request.param == "httpx":
+        monkeypatch.setitem(sys.modules, "httpx2", None)  # `import httpx2` raises ImportError
+    else:
+        pytest.importorskip("httpx2")
+    _http.httpx_module.cache_clear()
+    module = _http.httpx_module()
+    assert module.__name__ == request.param
+    yield module
+    _http.httpx_module.cache_clear()

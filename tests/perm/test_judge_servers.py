@@ -28,7 +28,7 @@ def test_requests_spread_over_healthy_servers(judge_server, second_judge_server,
     assert sorted(s["ok"] for s in j.server_stats.values()) == sorted([a, b])
 
 
-def test_a_dead_server_is_failed_over(judge_server, refused_url, monkeypatch):
+def test_a_dead_server_is_failed_over(judge_server, refused_url, monkeypatch, http_library):
     monkeypatch.setenv(KEY_ENV, "sk-test")
     j = judge([refused_url, judge_server.base_url])
     out = PERMReward(j)(prompts=["q"] * 5, completions=[completion("good")] * 5)

@@ -50,7 +50,7 @@ def test_no_key_variable_means_no_authorization_header(judge_server, monkeypatch
     assert scores[0].value == 4.0 and judge_server.auth_headers == [None]
 
 
-def test_faults_give_nan_with_exact_counts_and_bounded_time(judge_server, secret_key, caplog, capsys):
+def test_faults_give_nan_with_exact_counts_and_bounded_time(judge_server, secret_key, caplog, capsys, http_library):
     caplog.set_level(logging.DEBUG)  # every logger, httpx and httpcore included
     # Generous timeout against the slow reply so a loaded CI box never times out a good one.
     judge_server.slow_seconds = 4.0
@@ -127,9 +127,8 @@ def test_judge_argument_errors():
         OpenAIJudge("http://127.0.0.1:1/v1", "m", max_retries=-1)
 
 
-def test_unexpected_client_error_fails_one_prompt_only(judge_server, secret_key, monkeypatch):
-    import httpx
-
+def test_unexpected_client_error_fails_one_prompt_only(judge_server, secret_key, monkeypatch, http_library):
+    httpx = http_library
     judge = make_judge(judge_server)
     real_send = httpx.AsyncClient.send
     calls = {"n": 0}
