@@ -38,7 +38,8 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from pyl2d.l2d import metrics, spread  # noqa: E402
-from pyl2d.l2d.data import load_folder, prefix_augment, split_validation  # noqa: E402
+from pyl2d.l2d.data import prefix_augment, split_validation  # noqa: E402
+from pyl2d.l2d.folders import load_folder  # noqa: E402
 from pyl2d.l2d.evaluate import EvalConfig, evaluate  # noqa: E402
 from pyl2d.l2d.hidden import HiddenStateExtractor, layer_mean, load_model  # noqa: E402
 from pyl2d.l2d.memory import ItemMemory, data_fingerprint, model_fingerprint  # noqa: E402

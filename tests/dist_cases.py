@@ -135,7 +135,7 @@ def sharded_recommend(rank, world, model_dir, memory_path, data_dir, n_queries, 
     """This rank's share of the first n_queries test samples through the sharded recommender:
     per option, its recommendations and the query vectors it encoded (the one-process
     reference ranks exactly these vectors, as encoding depends on the batch's padding)."""
-    from pyl2d.l2d.data import load_folder
+    from pyl2d.l2d.folders import load_folder
     from pyl2d.l2d.hidden import load_model
     from pyl2d.l2d.memory import ItemMemory
     from pyl2d.l2d.sharded import ShardedL2DRecommender

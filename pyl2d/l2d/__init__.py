@@ -1,7 +1,8 @@
 """L2D end to end on Hugging Face causal LMs: data, prompts, hidden states, the item memory,
 the recommender (one device or sharded over a process group), language-space baselines, metrics, tiny-model training and the CLI."""
 from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
-from pyl2d.l2d.data import Catalog, Dataset, Sample, load_catalog, load_folder, load_samples, prefix_augment
+from pyl2d.l2d.data import Catalog, Sample, load_catalog, load_samples, prefix_augment
+from pyl2d.l2d.folders import Dataset, DataSource, load_folder
 from pyl2d.l2d.hidden import HiddenStateExtractor, load_model
 from pyl2d.l2d.memory import ItemMemory, MemoryBusyError, MemoryFormatError, build_memory
 from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
@@ -9,7 +10,7 @@ from pyl2d.l2d.recommender import L2DRecommender, Recommendations
 from pyl2d.l2d.representation import Representation, parse_representation
 from pyl2d.l2d.sharded import ShardedL2DRecommender
 
-__all__ = ["BeamSearchDecoder", "Catalog", "DEFAULT_PROMPT", "Dataset", "GroundedDecoder", "HiddenStateExtractor",
+__all__ = ["BeamSearchDecoder", "Catalog", "DEFAULT_PROMPT", "DataSource", "Dataset", "GroundedDecoder", "HiddenStateExtractor",
            "ItemMemory", "L2DRecommender", "MemoryBusyError", "MemoryFormatError", "PopularityRecommender",
            "PromptTemplate", "Recommendations", "Representation", "Sample", "ShardedL2DRecommender", "build_memory", "load_catalog", "load_folder",
            "load_model", "load_samples", "parse_representation", "prefix_augment"]

@@ -13,8 +13,9 @@ from pyl2d.l2d.argtypes import (device, file, folder, non_negative_int, positive
 
 MINUTES_HELP = ("optional wall-clock cap on each model's training (default: none, so that results do not "
                 "depend on the machine's speed)")
-DATA_HELP = ("a folder with valid.csv (training: fine-tuning and the memory), test.csv (evaluation) and "
-             "items.txt (the catalog), in the D3/BIGRec CSV format")
+DATA_HELP = ("a data folder: D3/BIGRec (valid.csv and/or train.csv, test.csv, items.txt) or MiniOneRec "
+             "(train/, valid/, test/ CSVs and info/*.txt); the training split fine-tunes and builds the memory, "
+             "test.csv evaluates")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -86,6 +87,7 @@ def add_commands(subparsers) -> None:
                     "unique-title scores, and ms per query at the best batch size. Without --model, a tiny model "
                     "is first trained on valid.csv as `pyl2d demo` does.")
     p.add_argument("--data", required=True, type=folder, help=DATA_HELP)
+    _split_args(p)
     p.add_argument("--model", type=folder, default=field_default(EvalRun, "model"),
                    help="a causal LM folder to evaluate (default: train a tiny one into --work-dir)")
     p.add_argument("--memory", type=folder, default=field_default(EvalRun, "memory"),
@@ -141,6 +143,17 @@ def _data_args(p) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--data", type=folder, help=DATA_HELP)
     g.add_argument("--synthetic", action="store_true", help="use the built-in synthetic data set (as the demo)")
+    _split_args(p)
+
+
+def _split_args(p) -> None:
+    from pyl2d.l2d.folders import TRAIN_SPLITS
+
+    p.add_argument("--train-split", choices=TRAIN_SPLITS,
+                   help="the split(s) that train: fine-tuning and the memory (default: train where the folder has "
+                        "one, else valid, as D3 does)")
+    p.add_argument("--category", help="a MiniOneRec folder with several categories: the one to use (a file-name "
+                                      "prefix such as Office_Products)")
 
 
 def _representation_args(g, default_representation, default_weight) -> None:
@@ -221,8 +234,12 @@ def _runtime(args):
 
 
 def _data(args):
-    """The data folder, or None for the synthetic data set (--synthetic)."""
-    return None if args.synthetic else args.data
+    """The data folder as a DataSource, or None for the synthetic data set (--synthetic)."""
+    from pyl2d.l2d.folders import DataSource
+
+    if getattr(args, "synthetic", False):
+        return None
+    return DataSource(args.data, args.train_split, args.category)
 
 
 def _train_config(args):
@@ -292,7 +309,7 @@ def _eval_run(args):
 
     # The training flags matter (and are checked) only when there is a model to train.
     training = _train_config(args) if args.model is None and not args.memory else None
-    return EvalRun(data=args.data, model=args.model, memory=args.memory, work_dir=args.work_dir, output=args.output,
+    return EvalRun(data=_data(args), model=args.model, memory=args.memory, work_dir=args.work_dir, output=args.output,
                    plot=args.plot, max_history=args.max_history, evaluation=_eval_config(args), training=training,
                    seeds=args.seeds, build=_memory_config(args), runtime=_runtime(args))
 

@@ -1,8 +1,10 @@
-"""Recommendation data: D3/BIGRec-format CSV samples and the item catalog.
+"""Recommendation data: D3/BIGRec/MiniOneRec-format CSV samples and the item catalog (the
+folder layouts that hold them: :mod:`pyl2d.l2d.folders`).
 
 A sample is one (history -> next item) pair. The CSV columns used are ``history_item_title``,
-``item_title``, ``history_item_id``, ``item_id`` (lists as Python literals); every other
-column is ignored. Malformed rows (bytes that are not UTF-8 included) are skipped, counted
+``item_title``, ``history_item_id``, ``item_id`` (lists as Python literals; ids may be ints or
+quoted digit strings, as MiniOneRec writes them: ``['0', '17']``); every other column is
+ignored. Malformed rows (bytes that are not UTF-8 included) are skipped, counted
 and reported with their line numbers, because real exports contain a few; a file with no
 usable row is an error. In ``items.txt`` a title that is not valid UTF-8 keeps its line (the
 ids must stay dense) with the bad bytes replaced by U+FFFD, and the line is reported.
@@ -52,12 +54,17 @@ class LoadReport:
 
 
 class Catalog:
-    """The item catalog: dense ids 0..N-1 and their titles (titles need not be unique)."""
+    """The item catalog: dense ids 0..N-1 and their titles (titles need not be unique), and
+    each item's semantic id (``sids``, e.g. ``<a_60><b_159><c_203>``) where the catalog file
+    gives them (MiniOneRec, D3 Office), else None: kept as an attribute, never used to rank."""
 
-    def __init__(self, titles: Sequence[str]):
+    def __init__(self, titles: Sequence[str], sids: Sequence[str] | None = None):
         if len(titles) == 0:
             raise ValueError("the catalog is empty")
+        if sids is not None and len(sids) != len(titles):
+            raise ValueError(f"sids has {len(sids)} entries for {len(titles)} titles")
         self.titles: list[str] = list(titles)
+        self.sids: list[str] | None = None if sids is None else list(sids)
         self._by_title: dict[str, list[int]] = {}
         for item_id, title in enumerate(self.titles):
             self._by_title.setdefault(title, []).append(item_id)
@@ -106,6 +113,15 @@ def _parse_list(text: str, column: str) -> list:
     return list(value)
 
 
+def _item_id(value) -> int:
+    """An item id written as an int or a quoted string of digits ('17'); ValueError else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise ValueError(f"item id {value!r} is not an integer")
+
+
 def _parse_row(row: dict) -> Sample:
     missing = [c for c in REQUIRED_COLUMNS if row.get(c) in (None, "")]
     # An empty history literal "[]" is fine here; a missing field is not.
@@ -118,15 +134,17 @@ def _parse_row(row: dict) -> Sample:
     try:
         titles = _parse_list(row["history_item_title"], "history_item_title")
         ids = _parse_list(row["history_item_id"], "history_item_id")
-        target_id = int(row["item_id"])
+        target_id = _item_id(row["item_id"].strip().strip("'\""))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
         raise ValueError(f"cannot parse: {exc}".splitlines()[0][:120]) from None
     if len(titles) != len(ids):
         raise ValueError(f"history has {len(titles)} titles but {len(ids)} ids")
     if not all(isinstance(t, str) for t in titles):
         raise ValueError("history_item_title holds a non-string")
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
-        raise ValueError("history_item_id holds a non-integer")
+    try:
+        ids = [_item_id(x) for x in ids]
+    except ValueError:
+        raise ValueError("history_item_id holds a non-integer") from None
     return Sample(tuple(ids), tuple(titles), target_id, row["item_title"])
 
 
@@ -164,12 +182,14 @@ def load_samples(path: str | pathlib.Path, *, warn: bool = True) -> tuple[list[S
 
 
 def load_catalog(path: str | pathlib.Path) -> Catalog:
-    """Read ``title<TAB>id`` or ``sid<TAB>title<TAB>id`` lines; ids must be dense 0..N-1.
+    """Read ``title<TAB>id`` or ``sid<TAB>title<TAB>id`` lines (D3, MiniOneRec's
+    ``info/*.txt``); ids must be dense 0..N-1; semantic ids are kept as ``Catalog.sids``.
 
     A line that is not valid UTF-8 is kept with U+FFFD for its bad bytes (skipping it would
     leave a hole in the ids) and reported in a warning with its line number."""
     path = pathlib.Path(path)
     by_id: dict[int, str] = {}
+    sid_of: dict[int, str] = {}
     not_utf8: list[tuple[int, str]] = []
     with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
         for line_no, line in enumerate(f, 1):
@@ -192,6 +212,8 @@ def load_catalog(path: str | pathlib.Path) -> Catalog:
             if item_id in by_id:
                 raise ValueError(f"{path} line {line_no}: item id {item_id} appears twice")
             by_id[item_id] = title
+            if len(fields) == 3:
+                sid_of[item_id] = _printable(fields[0])
     if not by_id:
         raise ValueError(f"{path} holds no item")
     if not_utf8:
@@ -202,7 +224,10 @@ def load_catalog(path: str | pathlib.Path) -> Catalog:
     n = len(by_id)
     if min(by_id) != 0 or max(by_id) != n - 1:
         raise ValueError(f"{path}: item ids must be dense 0..{n - 1}; found {min(by_id)}..{max(by_id)}")
-    return Catalog([by_id[i] for i in range(n)])
+    if sid_of and len(sid_of) != n:
+        raise ValueError(f"{path}: {len(sid_of)} of {n} lines give a semantic id (sid<TAB>title<TAB>id); "
+                         "give it on every line or on none")
+    return Catalog([by_id[i] for i in range(n)], [sid_of[i] for i in range(n)] if sid_of else None)
 
 
 def prefix_augment(samples: Iterable[Sample], min_history: int = 1) -> list[Sample]:
@@ -263,45 +288,3 @@ def sample_from_history(history_ids: Sequence[int], catalog: Catalog) -> Sample:
         if not 0 <= int(x) < n:
             raise ValueError(f"history refers to item id {x}, outside the catalog of {n} items")
     return Sample(tuple(int(x) for x in history_ids), tuple(catalog.title(int(x)) for x in history_ids), -1, "")
-
-
-@dataclasses.dataclass
-class Dataset:
-    """A folder as in ``../shared/data``: ``valid.csv`` (training), ``test.csv``, ``items.txt``."""
-    catalog: Catalog
-    train: list[Sample]
-    test: list[Sample]
-    name: str = "data"
-
-
-def load_folder(folder: str | pathlib.Path) -> Dataset:
-    """Load ``valid.csv`` (used for training, as in the D3 setup), ``test.csv`` and ``items.txt``."""
-    folder = pathlib.Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"data folder {folder} not found")
-    for name in ("valid.csv", "test.csv", "items.txt"):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder} has no {name} (expected valid.csv, test.csv and items.txt)")
-    catalog = load_catalog(folder / "items.txt")
-    train, _ = load_samples(folder / "valid.csv")
-    test, _ = load_samples(folder / "test.csv")
-    catalog.check_ids(train, "valid.csv rows")
-    catalog.check_ids(test, "test.csv rows")
-    return Dataset(catalog, train, test, folder.name)
-
-
-def write_folder(dataset: Dataset, folder: str | pathlib.Path) -> pathlib.Path:
-    """Write ``valid.csv`` (the training rows), ``test.csv`` and ``items.txt`` in the format
-    :func:`load_folder` reads, e.g. to export the synthetic data set."""
-    folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("valid.csv", dataset.train), ("test.csv", dataset.test)):
-        with (folder / name).open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(REQUIRED_COLUMNS)
-            for s in rows:
-                writer.writerow([repr(list(s.history_titles)), s.target_title, repr(list(s.history_ids)), s.target_id])
-    with (folder / "items.txt").open("w", encoding="utf-8") as f:
-        for item_id, title in enumerate(dataset.catalog.titles):
-            f.write(f"{title}\t{item_id}\n")
-    return folder

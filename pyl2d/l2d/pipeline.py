@@ -38,15 +38,20 @@ def _setup(runtime: RuntimeConfig) -> None:
         torch.set_num_threads(runtime.threads)
 
 
-def load_dataset(data: PathLike | None, n_users: int | None = None, n_items: int | None = None):
-    """``data``'s D3/BIGRec folder, or (``data=None``) the built-in synthetic data set."""
-    from pyl2d.l2d.data import load_folder
+def load_dataset(data, n_users: int | None = None, n_items: int | None = None, log: Log | None = None):
+    """``data``'s folder (a path or a :class:`~pyl2d.l2d.folders.DataSource`: D3/BIGRec or
+    MiniOneRec), or (``data=None``) the built-in synthetic data set; ``log`` says what loaded."""
+    from pyl2d.l2d.folders import load_folder
     from pyl2d.l2d.synthetic import make_synthetic
 
     if not data:
         sizes = {k: v for k, v in (("n_users", n_users), ("n_items", n_items)) if v is not None}
         return make_synthetic(**sizes)
-    return load_folder(data)
+    dataset = load_folder(data)
+    if log is not None:
+        log(f"data {dataset.name}: {len(dataset.train)} training rows ({dataset.train_split}), "
+            f"{len(dataset.test)} test rows, {len(dataset.catalog)} items")
+    return dataset
 
 
 def prompt_template(model_path: PathLike | None = None, max_history: int | None = None):
@@ -202,7 +207,7 @@ def run_train(config: TrainRun, log: Log = print) -> pathlib.Path:
     from pyl2d.l2d.train import train_model
 
     _setup(config.runtime)
-    dataset = load_dataset(config.data)
+    dataset = load_dataset(config.data, log=log)
     train_model(dataset.catalog, dataset.train, config.output, config.training,
                 prompt_template(None, config.max_history), progress=config.runtime.progress, log=log)
     log(f"model saved to {config.output}")
@@ -220,7 +225,7 @@ def run_build_memory(config: BuildMemoryRun, log: Log = print):
         if rank == 0 and world > 1:
             log(f"data-parallel memory build on {world} ranks (rank 0 on {device})")
         runtime = dataclasses.replace(config.runtime, device=device, progress=config.runtime.progress and rank == 0)
-        return _build(config.model, load_dataset(config.data), config.output, config.memory, runtime,
+        return _build(config.model, load_dataset(config.data, log=log if rank == 0 else None), config.output, config.memory, runtime,
                       config.max_history, log if rank == 0 else _silent)[2]
 
 
@@ -232,7 +237,7 @@ def run_eval(config: EvalRun, log: Log = print) -> dict:
     """Evaluate L2D and the baselines (training a model per seed and building its memory when
     no model is given): {"records": one dict per method, "info": what was evaluated}."""
     _setup(config.runtime)
-    dataset = load_dataset(config.data)
+    dataset = load_dataset(config.data, log=log)
     work_dir = pathlib.Path(config.work_dir or f"pyl2d-eval-{dataset.name}")
     work_dir.mkdir(parents=True, exist_ok=True)
     plot = config.plot or str(work_dir / "accuracy_vs_latency.png")

@@ -14,6 +14,7 @@ import pathlib
 from typing import Sequence
 
 from pyl2d.l2d.evaluate import EvalConfig
+from pyl2d.l2d.folders import DataSource
 from pyl2d.l2d.memory import build_memory
 from pyl2d.l2d.recommender import L2DRecommender
 from pyl2d.l2d.representation import Representation
@@ -84,7 +85,7 @@ class TrainRun:
     None: the built-in synthetic data set), saved to ``output``. ``max_history`` overrides
     the prompt's history length."""
     output: PathLike
-    data: PathLike | None = None
+    data: PathLike | DataSource | None = None
     training: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     max_history: int | None = None
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
@@ -97,7 +98,7 @@ class BuildMemoryRun:
     the history length of the model's training template."""
     model: PathLike
     output: PathLike
-    data: PathLike | None = None
+    data: PathLike | DataSource | None = None
     max_history: int | None = None
     memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
@@ -111,7 +112,7 @@ class EvalRun:
     (and the info next to it); ``plot``: default ``<work_dir>/accuracy_vs_latency.png``;
     ``work_dir``: default ``./pyl2d-eval-<data name>``. ``seeds``: train and evaluate that many
     models (seeds ``training.seed``, +1, ...) and report mean and standard deviation."""
-    data: PathLike
+    data: PathLike | DataSource
     model: PathLike | None = None
     memory: PathLike | None = None
     work_dir: PathLike | None = None
@@ -132,7 +133,7 @@ class RecommendRun:
     model: PathLike
     memory: PathLike
     histories: Sequence[Sequence[int]]
-    data: PathLike | None = None
+    data: PathLike | DataSource | None = None
     k: int = _default_of(L2DRecommender.recommend, "k")
     aggregation: str = "local"  # unlike L2DRecommender's default (global): the more accurate one
     metric: str = _default_of(L2DRecommender, "metric")

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pyl2d.cli import build_parser, main
-from pyl2d.l2d.data import load_folder, write_folder
+from pyl2d.l2d.folders import load_folder, write_folder
 from pyl2d.l2d.synthetic import make_synthetic
 
 TINY_TRAIN = ["--epochs", "1", "--vocab-size", "300", "--hidden-size", "32", "--layers", "1",

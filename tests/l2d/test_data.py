@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 
-from pyl2d.l2d import data
+from pyl2d.l2d import data, folders
 from pyl2d.l2d.synthetic import make_synthetic
 
 HEADER = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "extra"]
@@ -142,6 +142,6 @@ def test_synthetic_is_deterministic_and_consistent():
 def test_real_data_loads(data_dir, name, n_items, n_valid, n_test):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ds = data.load_folder(data_dir / name)
+        ds = folders.load_folder(data_dir / name)
     assert (len(ds.catalog), len(ds.train), len(ds.test)) == (n_items, n_valid, n_test)
     assert all(ds.catalog.title(s.target_id) == s.target_title for s in ds.test[:500])

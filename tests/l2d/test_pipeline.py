@@ -7,7 +7,7 @@ import pytest
 
 from pyl2d.cli import build_parser
 from pyl2d.l2d import cli
-from pyl2d.l2d.data import write_folder
+from pyl2d.l2d.folders import write_folder
 from pyl2d.l2d.evaluate import EvalConfig
 from pyl2d.l2d.pipeline import (BuildMemoryRun, DemoRun, EvalRun, MemoryConfig, RecommendRun, RuntimeConfig,
                                 TrainRun, run_build_memory, run_demo, run_eval, run_recommend, run_train)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from pyl2d.l2d.data import write_folder
+from pyl2d.l2d.folders import write_folder
 from pyl2d.l2d.synthetic import make_synthetic
 
 BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench"

@@ -1,0 +1,86 @@
+"""Data folders as published: D3/BIGRec (with or without train.csv) and MiniOneRec (train/,
+valid/, test/ CSVs, info/*.txt catalogs, quoted ids, semantic-id columns), the explicit
+choice of the split that trains, and clear errors for what is not there."""
+import csv
+import pathlib
+
+import pytest
+
+from pyl2d.l2d.folders import DataSource, load_folder
+
+TITLES = ["Pen, \"blue\"", "Tape", "Stapler", "Ink", "Folder"]
+SIDS = ["<a_1><b_2><c_3>", "<a_1><b_2><c_4>", "<a_5><b_0><c_0>", "<a_7><b_1><c_1>", "<a_9><b_9><c_9>"]
+COLUMNS = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "history_item_sid",
+           "item_sid"]
+
+
+def _row(user: str, history: list[int], target: int) -> list[str]:
+    """A MiniOneRec row: ids as quoted strings, semantic ids beside the titles."""
+    return [user, repr([TITLES[i] for i in history]), TITLES[target], repr([str(i) for i in history]), str(target),
+            repr([SIDS[i] for i in history]), SIDS[target]]
+
+
+def write_minionerec(root: pathlib.Path, category: str = "Office_Products") -> pathlib.Path:
+    stem = f"{category}_5_2016-10-2018-11"
+    rows = {"train": [_row("u1", [0], 1), _row("u1", [0, 1], 2), _row("u2", [3], 4)],
+            "valid": [_row("u1", [0, 1, 2], 3)],
+            "test": [_row("u1", [0, 1, 2, 3], 4), _row("u2", [3, 4], 0)]}
+    for split, lines in rows.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        with open(root / split / f"{stem}.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(COLUMNS)
+            w.writerows(lines)
+    (root / "info").mkdir(exist_ok=True)
+    (root / "info" / f"{stem}.txt").write_text("".join(f"{s}\t{t}\t{i}\n" for i, (s, t) in enumerate(zip(SIDS, TITLES))))
+    return root
+
+
+def test_minionerec_folder_loads_unchanged(tmp_path):
+    ds = load_folder(write_minionerec(tmp_path / "Amazon"))
+    assert ds.train_split == "train"
+    assert [(s.history_ids, s.target_id) for s in ds.train] == [((0,), 1), ((0, 1), 2), ((3,), 4)]
+    assert [(s.history_ids, s.target_id) for s in ds.test] == [((0, 1, 2, 3), 4), ((3, 4), 0)]
+    assert ds.catalog.titles == TITLES and ds.catalog.sids == SIDS
+    assert ds.name == "Amazon-Office_Products_5_2016-10-2018-11"
+
+
+@pytest.mark.parametrize("split,n", [("valid", 1), ("train+valid", 4), ("train", 3)])
+def test_the_training_split_is_an_explicit_choice(tmp_path, split, n):
+    root = write_minionerec(tmp_path / "Amazon")
+    assert len(load_folder(root, train_split=split).train) == n
+    assert load_folder(DataSource(root, split)).train_split == split
+
+
+def test_several_categories_need_a_choice(tmp_path):
+    root = write_minionerec(tmp_path / "Amazon")
+    write_minionerec(root, "Industrial_and_Scientific")
+    with pytest.raises(ValueError, match="category"):
+        load_folder(root)
+    assert load_folder(root, category="Industrial").name.endswith("Industrial_and_Scientific_5_2016-10-2018-11")
+    with pytest.raises(FileNotFoundError, match="starting with 'Books'"):
+        load_folder(root, category="Books")
+
+
+def test_d3_folder_with_and_without_train_csv(tmp_path):
+    root = write_minionerec(tmp_path / "src")
+    d3 = tmp_path / "d3"
+    d3.mkdir()
+    for split in ("valid", "test"):
+        (d3 / f"{split}.csv").write_bytes((root / split / "Office_Products_5_2016-10-2018-11.csv").read_bytes())
+    (d3 / "items.txt").write_bytes((root / "info" / "Office_Products_5_2016-10-2018-11.txt").read_bytes())
+    ds = load_folder(d3)
+    assert ds.train_split == "valid" and len(ds.train) == 1  # D3's public folders train on valid.csv
+    with pytest.raises(FileNotFoundError, match="no train split"):
+        load_folder(d3, train_split="train")
+    (d3 / "train.csv").write_bytes((root / "train" / "Office_Products_5_2016-10-2018-11.csv").read_bytes())
+    assert load_folder(d3).train_split == "train" and len(load_folder(d3).train) == 3
+
+
+def test_bad_arguments_and_folders(tmp_path):
+    with pytest.raises(ValueError, match="train_split"):
+        load_folder(tmp_path, train_split="test")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_folder(tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="test.csv"):
+        load_folder(tmp_path)
