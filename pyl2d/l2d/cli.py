@@ -1,4 +1,5 @@
-"""``pyl2d demo | train | build-memory | eval | recommend``: L2D from the command line.
+"""``pyl2d demo | train | finetune | build-memory | eval | calc | recommend``: L2D from the
+command line.
 
 Only parsing and printing: the flags become the configs of :mod:`pyl2d.l2d.pipeline_config`
 (whose fields are the flags' defaults) and :mod:`pyl2d.l2d.pipeline` runs them, its log
@@ -98,6 +99,9 @@ def add_commands(subparsers) -> None:
                    help="also write the results as JSON (a list of records, one per method)")
     p.add_argument("--plot", type=file, default=field_default(EvalRun, "plot"),
                    help="accuracy-vs-latency PNG (default: <work-dir>/accuracy_vs_latency.png)")
+    p.add_argument("--calc-output", type=folder, default=None,
+                   help="also write each method's ranked titles as a calc.py result file (<method>.json: input, "
+                        "output, predict), the format of BIGRec/D3/MiniOneRec; `pyl2d calc` reads them back")
     _eval_args(p)
     _train_args(p)
     p.add_argument("--seeds", type=positive_int, default=field_default(EvalRun, "seeds"),
@@ -106,6 +110,16 @@ def add_commands(subparsers) -> None:
     _memory_args(p)
     _common(p)
     p.set_defaults(func=_eval)
+
+    p = subparsers.add_parser(
+        "calc", formatter_class=fmt, help="HR/NDCG@1..50 of calc.py result files (BIGRec/D3/MiniOneRec format)",
+        description="Score result files in the calc.py format of BIGRec, D3 and MiniOneRec (a JSON list of records "
+                    "with 'predict', the ranked titles, and 'output', the target title) as those projects do: exact "
+                    "title match on the whole list, no exclusion, HR@K and NDCG@K (1 / log2(rank + 2)) for K in 1, "
+                    "3, 5, 10, 20, 50. Reads pyl2d's own (`pyl2d eval --calc-output`) and theirs.")
+    p.add_argument("results", nargs="+", type=file, help="result JSON files")
+    p.add_argument("--catalog", type=file, help="items.txt / info/*.txt: also count predicted titles not in it")
+    p.set_defaults(func=_calc)
 
     p = subparsers.add_parser(
         "recommend", formatter_class=fmt, help="top-k items for a history of item ids",
@@ -233,13 +247,16 @@ def _runtime(args):
     return RuntimeConfig(device=args.device, threads=args.threads, progress=not args.quiet)
 
 
-def _data(args):
-    """The data folder as a DataSource, or None for the synthetic data set (--synthetic)."""
+def _source(args):
+    """--data, --train-split and --category as a DataSource."""
     from pyl2d.l2d.folders import DataSource
 
-    if getattr(args, "synthetic", False):
-        return None
     return DataSource(args.data, args.train_split, args.category)
+
+
+def _data(args):
+    """The data folder as a DataSource, or None for the synthetic data set (--synthetic)."""
+    return None if args.synthetic else _source(args)
 
 
 def _train_config(args):
@@ -264,7 +281,8 @@ def _eval_config(args):
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     return EvalConfig(methods=methods, metric=args.metric, m=args.m, representation=args.representation,
                       local_weight=args.local_weight, beams=args.beams, batch_size=args.batch_size,
-                      time_queries=args.time_queries, max_test=args.max_test)
+                      time_queries=args.time_queries, max_test=args.max_test,
+                      calc_output=args.calc_output)
 
 
 def _histories(texts) -> list[list[int]]:
@@ -309,7 +327,7 @@ def _eval_run(args):
 
     # The training flags matter (and are checked) only when there is a model to train.
     training = _train_config(args) if args.model is None and not args.memory else None
-    return EvalRun(data=_data(args), model=args.model, memory=args.memory, work_dir=args.work_dir, output=args.output,
+    return EvalRun(data=_source(args), model=args.model, memory=args.memory, work_dir=args.work_dir, output=args.output,
                    plot=args.plot, max_history=args.max_history, evaluation=_eval_config(args), training=training,
                    seeds=args.seeds, build=_memory_config(args), runtime=_runtime(args))
 
@@ -348,6 +366,23 @@ def _eval(args) -> int:
     from pyl2d.l2d.pipeline import run_eval
 
     run_eval(_eval_run(args), log=_log)
+    return 0
+
+
+def _calc(args) -> int:
+    from pyl2d.l2d import calc_convention
+    from pyl2d.l2d.data import load_catalog
+
+    known = set(load_catalog(args.catalog).titles) if args.catalog else None
+    rows = []
+    for path in args.results:
+        predictions, targets = calc_convention.read_results(path)
+        rows.append((str(path), calc_convention.scores(predictions, targets)))
+        unknown = "" if known is None else (
+            f", {sum(calc_convention.predicted_text(t) not in known for p in predictions for t in p)} predicted "
+            "titles not in the catalog")
+        _log(f"{path}: {len(predictions)} queries, lists of {min(map(len, predictions))}{unknown}")
+    _log(calc_convention.format_table(rows))
     return 0
 
 

@@ -5,19 +5,21 @@ excluding the history afterwards still leaves max(K) items (beam search: its ``b
 titles). From those lists, with the history items excluded (the headline numbers): item-level
 Recall/NDCG@K, title-level scores (D3 way, on the titles of the items left) and item-level
 scores on the targets whose title is unique; without exclusion (``no_exclusion``): item- and
-title-level scores. Latency is measured separately, on ``recommend(batch,
+title-level scores; and HR/NDCG@1..50 in the calc.py convention of BIGRec/D3/MiniOneRec
+(``calc``: :mod:`pyl2d.l2d.calc_convention`), whose result files ``calc_output`` writes. Latency is measured separately, on ``recommend(batch,
 k=10, exclude_history=True)`` at each batch size, and the best batch size is reported.
 """
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import random
 import time
 from typing import Sequence
 
 import torch
 
-from pyl2d.l2d import metrics, spread
+from pyl2d.l2d import calc_convention, metrics, spread
 from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
 from pyl2d.l2d.data import Catalog, Sample
 from pyl2d.l2d.memory import ItemMemory
@@ -44,6 +46,7 @@ class EvalConfig:
     max_test: int | None = None
     seed: int = 0
     timing: bool = True  # False: no latency measurement (ms fields None), e.g. for a run's later seeds
+    calc_output: str | None = None  # a folder: write <method>.json calc.py result files there
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -157,11 +160,27 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
         record["title_level"] = metrics.summarize(
             metrics.title_ranks(metrics.titles_of(kept, catalog), target_titles), excl_length, config.ks)
         record["unique_title"] = metrics.summarize(ranks[unique], excl_length, config.ks)
+        _add_calc(record, method, titles, samples, template, config.calc_output)
         record["seconds"] = time.perf_counter() - start
         records.append(record)
         timing = f"{ms:.2f} ms/query (batch {best_bs})  " if ms is not None else ""
         log(f"  {method:<11} R@10 {metrics.fmt(record.get('recall@10'))}  {timing}[{record['seconds']:.0f} s]")
     return {"records": records, "info": info}
+
+
+def _add_calc(record: dict, method: str, titles: list, samples: Sequence[Sample], template: PromptTemplate,
+              folder: str | None) -> None:
+    """``record["calc"]``: the calc.py-convention scores of the ranked titles (first 50, no
+    exclusion) with their bootstrap intervals; their result file in ``folder`` if given."""
+    lists = [["" if t is None else t for t in row[:max(calc_convention.KS)]] for row in titles]
+    targets = [s.target_title for s in samples]
+    record["calc"] = calc_convention.scores(lists, targets)
+    ranks = torch.tensor(calc_convention.first_hits(lists, targets), dtype=torch.int64)
+    bounds = spread.bootstrap_intervals(ranks, min(len(row) for row in lists), calc_convention.KS)
+    record["interval"]["calc"] = {key.replace("recall@", "hr@"): v for key, v in bounds.items() if v is not None}
+    if folder is not None:
+        inputs = [template.user_text(s.history_titles) for s in samples]
+        calc_convention.write_results(pathlib.Path(folder, f"{method}.json"), lists, targets, inputs)
 
 
 def _cell(record: dict, key: str, *nested: str) -> str:
@@ -194,6 +213,18 @@ def format_no_exclusion_table(result: dict, ks: Sequence[int] = metrics.KS) -> s
         cells = [r["method"]] + [_cell(r, f"recall@{k}", "no_exclusion") for k in ks]
         cells += [_cell(r, f"ndcg@{k}", "no_exclusion") for k in ks]
         cells.append(_cell(r, "recall@10", "no_exclusion", "title_level"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_calc_table(result: dict) -> str:
+    """A Markdown table of HR/NDCG@1,3,5,10,20,50 in the calc.py convention (title match,
+    history not excluded), each with its ± where known; "-" where K exceeds the list."""
+    ks = calc_convention.KS
+    head = ["method"] + [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["records"]:
+        cells = [r["method"]] + [_cell(r, f"{name}@{k}", "calc") for name in ("hr", "ndcg") for k in ks]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -105,7 +105,7 @@ def _load_or_build(model_path, dataset, memory_path, work_dir: pathlib.Path, mem
 
 def _report(result: dict, output: PathLike | None, plot: PathLike, title: str, log: Log) -> None:
     """Log both tables; write the JSON (records, and info next to it) and the plot."""
-    from pyl2d.l2d.evaluate import format_no_exclusion_table, format_table, save_plot
+    from pyl2d.l2d.evaluate import format_calc_table, format_no_exclusion_table, format_table, save_plot
 
     from pyl2d.l2d.spread import spread_label
 
@@ -115,6 +115,9 @@ def _report(result: dict, output: PathLike | None, plot: PathLike, title: str, l
     log(format_table(result))
     log("\nHistory not excluded (item level; title R@10: D3-style title hit):")
     log(format_no_exclusion_table(result))
+    log("\nHR/NDCG in the calc.py convention of BIGRec/D3/MiniOneRec (title match on the whole list, history not "
+        "excluded; see docs/l2d.md), to compare with published tables:")
+    log(format_calc_table(result))
     if output:
         pathlib.Path(output).write_text(json.dumps(result["records"], indent=2))
         pathlib.Path(output).with_suffix(".info.json").write_text(json.dumps(result["info"], indent=2))
@@ -168,6 +171,8 @@ def _train_and_evaluate(dataset, work_dir: pathlib.Path, training: TrainConfig, 
     for seed in seeds_used:
         timed = evaluation if not results else dataclasses.replace(evaluation, timing=False)  # latency: seed 1 only
         seed_dir = work_dir / f"seed-{seed}" if len(seeds_used) > 1 else work_dir
+        if evaluation.calc_output and len(seeds_used) > 1:  # one result file per method and seed
+            timed = dataclasses.replace(timed, calc_output=str(pathlib.Path(evaluation.calc_output, f"seed-{seed}")))
         if len(seeds_used) > 1:
             log(f"\n== seed {seed} ({len(results) + 1} of {len(seeds_used)}) ==")
         train_or_reuse(dataset, seed_dir / "model", dataclasses.replace(training, seed=seed), max_history,

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from pyl2d.cli import build_parser, main
+from pyl2d.l2d import calc_convention
 from pyl2d.l2d.folders import load_folder, write_folder
 from pyl2d.l2d.synthetic import make_synthetic
 
@@ -43,14 +44,23 @@ def test_folder_round_trip_train_build_eval_recommend(tmp_path, capsys):
     assert main(["train", "--data", str(folder), "--output", str(model), *TINY_TRAIN]) == 0
     assert main(["build-memory", "--data", str(folder), "--model", str(model), "--output", str(mem),
                  "--shard-size", "32", "--quiet", "--threads", "1"]) == 0
-    out_json = tmp_path / "r.json"
+    out_json, calc_dir = tmp_path / "r.json", tmp_path / "calc"
+    capsys.readouterr()
     assert main(["eval", "--data", str(folder), "--model", str(model), "--memory", str(mem), "--output",
                  str(out_json), "--methods", "l2d-global,l2d-local,popularity", "--m", "20",
-                 "--time-queries", "2", "--work-dir", str(tmp_path / "work"), "--quiet", "--threads", "1"]) == 0
+                 "--time-queries", "2", "--work-dir", str(tmp_path / "work"), "--quiet", "--threads", "1",
+                 "--calc-output", str(calc_dir)]) == 0
+    assert "calc.py convention" in capsys.readouterr().out
     records = json.loads(out_json.read_text())
     assert [r["method"] for r in records] == ["l2d-global", "l2d-local", "popularity"]
     for r in records:
         assert set(f"recall@{k}" for k in (5, 10, 20, 50)) <= set(r) and r["ms_per_query"] > 0
+        # 40 items: lists of 40, so K = 50 is left out as calc.py leaves out K past its beams.
+        assert set(r["calc"]) == {f"{m}@{k}" for m in ("hr", "ndcg") for k in (1, 3, 5, 10, 20)}
+        # calc.py's HR@K is the title-level recall without exclusion, on the same lists.
+        assert r["calc"]["hr@10"] == pytest.approx(r["no_exclusion"]["title_level"]["recall@10"])
+        predictions, targets = calc_convention.read_results(calc_dir / f"{r['method']}.json")
+        assert calc_convention.scores(predictions, targets) == pytest.approx(r["calc"])
     capsys.readouterr()
     assert main(["recommend", "--data", str(folder), "--model", str(model), "--memory", str(mem),
                  "--history", "1,2,3", "--k", "3", "--threads", "1"]) == 0

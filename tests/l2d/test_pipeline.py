@@ -7,7 +7,7 @@ import pytest
 
 from pyl2d.cli import build_parser
 from pyl2d.l2d import cli
-from pyl2d.l2d.folders import write_folder
+from pyl2d.l2d.folders import DataSource, write_folder
 from pyl2d.l2d.evaluate import EvalConfig
 from pyl2d.l2d.pipeline import (BuildMemoryRun, DemoRun, EvalRun, MemoryConfig, RecommendRun, RuntimeConfig,
                                 TrainRun, run_build_memory, run_demo, run_eval, run_recommend, run_train)
@@ -34,9 +34,11 @@ def test_train_and_build_memory_flag_defaults_are_the_config_defaults():
 
 def test_eval_flag_defaults_are_the_config_defaults():
     # Without --model the training flags are used, and default to TrainConfig()'s.
-    assert cli._eval_run(_parse(["eval", "--data", "d"])) == EvalRun(data="d", training=TrainConfig())
+    assert cli._eval_run(_parse(["eval", "--data", "d"])) == EvalRun(data=DataSource("d"), training=TrainConfig())
     # With one, they are not (a model is not trained).
-    assert cli._eval_run(_parse(["eval", "--data", "d", "--model", "m"])) == EvalRun(data="d", model="m")
+    assert cli._eval_run(_parse(["eval", "--data", "d", "--model", "m"])) == EvalRun(data=DataSource("d"), model="m")
+    assert cli._eval_run(_parse(["eval", "--data", "d", "--train-split", "train+valid", "--category", "Office"])).data \
+        == DataSource("d", "train+valid", "Office")
     assert EvalRun(data="d").evaluation == EvalConfig() and EvalRun(data="d").build == MemoryConfig()
 
 
