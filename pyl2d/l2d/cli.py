@@ -67,6 +67,21 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser(
+        "finetune", formatter_class=fmt, help="fine-tune a pretrained checkpoint (LoRA or full) to write the next title",
+        description="Supervised fine-tuning, BIGRec/D3 style, of a local causal LM checkpoint (save_pretrained "
+                    "folder, e.g. Qwen2.5 or Llama-3.2): the prompt from the history, the loss on the target title "
+                    "only, with TRL's SFTTrainer and peft. Saves the LoRA adapter (or the merged or fully fine-tuned "
+                    "weights), the tokenizer and the prompt template to --output; build-memory, eval and recommend "
+                    "take --model OUTPUT. A rerun resumes from the last checkpoint in OUTPUT/checkpoints.")
+    _data_args(p)
+    p.add_argument("--base", required=True, type=folder, help="the pretrained checkpoint folder")
+    p.add_argument("--output", required=True, type=folder, help="folder for the fine-tuned model")
+    _finetune_args(p)
+    _max_history_arg(p)
+    _common(p)
+    p.set_defaults(func=_finetune)
+
+    p = subparsers.add_parser(
         "build-memory", formatter_class=fmt, help="build (or resume) the L2D item memory of a model",
         description="Run every training prompt through the model (no LM head) and store its hidden state with "
                     "the target item in one safetensors file (written shard by shard) plus a manifest. An interrupted "
@@ -206,6 +221,30 @@ def _train_args(p) -> None:
     _max_history_arg(g)
 
 
+def _finetune_args(p) -> None:
+    from pyl2d.l2d.finetune import PRECISIONS, FinetuneConfig
+
+    d = FinetuneConfig()
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--full", action="store_true", help="fine-tune every weight instead of LoRA adapters")
+    g.add_argument("--lora-r", type=positive_int, default=d.lora_r, help="LoRA rank")
+    g.add_argument("--lora-alpha", type=positive_int, default=d.lora_alpha)
+    g.add_argument("--lora-dropout", type=unit_float, default=d.lora_dropout)
+    g.add_argument("--merge", action="store_true", help="save the LoRA model merged into plain weights")
+    g.add_argument("--epochs", type=positive_float, default=d.epochs)
+    g.add_argument("--lr", type=positive_float, default=d.learning_rate,
+                   help="learning rate (default: 2e-4 for LoRA, 2e-5 for --full)")
+    g.add_argument("--train-batch-size", type=positive_int, default=d.batch_size)
+    g.add_argument("--gradient-accumulation", type=positive_int, default=d.gradient_accumulation)
+    g.add_argument("--max-length", type=positive_int, default=d.max_length, help="tokens per example (prompt + title)")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="auto: bf16 on a GPU that supports it, fp32 on CPU")
+    g.add_argument("--prefix-augmentation", action="store_true",
+                   help="also train on every shorter prefix of each history")
+    g.add_argument("--save-steps", type=positive_int, default=d.save_steps, help="checkpoint every N steps")
+    g.add_argument("--seed", type=non_negative_int, default=d.seed)
+
+
 def _memory_args(p) -> None:
     from pyl2d.l2d.argtypes import layer_spec
     from pyl2d.l2d.hidden import POOLINGS
@@ -268,6 +307,16 @@ def _train_config(args):
                        prefix_augmentation=not args.no_prefix_augmentation, seed=args.seed)
 
 
+def _finetune_config(args):
+    from pyl2d.l2d.finetune import FinetuneConfig
+
+    return FinetuneConfig(lora=not args.full, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                          lora_dropout=args.lora_dropout, merge=args.merge, epochs=args.epochs, learning_rate=args.lr,
+                          batch_size=args.train_batch_size, gradient_accumulation=args.gradient_accumulation,
+                          max_length=args.max_length, precision=args.precision,
+                          prefix_augmentation=args.prefix_augmentation, save_steps=args.save_steps, seed=args.seed)
+
+
 def _memory_config(args):
     from pyl2d.l2d.pipeline_config import MemoryConfig
 
@@ -315,6 +364,13 @@ def _train_run(args):
                     max_history=args.max_history, runtime=_runtime(args))
 
 
+def _finetune_run(args):
+    from pyl2d.l2d.pipeline_config import FinetuneRun
+
+    return FinetuneRun(base=args.base, output=args.output, data=_data(args), finetuning=_finetune_config(args),
+                       max_history=args.max_history, runtime=_runtime(args))
+
+
 def _build_memory_run(args):
     from pyl2d.l2d.pipeline_config import BuildMemoryRun
 
@@ -352,6 +408,13 @@ def _train(args) -> int:
     from pyl2d.l2d.pipeline import run_train
 
     run_train(_train_run(args), log=_log)
+    return 0
+
+
+def _finetune(args) -> int:
+    from pyl2d.l2d.pipeline import run_finetune
+
+    run_finetune(_finetune_run(args), log=_log)
     return 0
 
 

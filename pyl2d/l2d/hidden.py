@@ -27,7 +27,12 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 
 def load_model(path: str, device: str | None = None, dtype: torch.dtype | None = None):
     """(model, tokenizer) from a saved checkpoint, in eval mode on ``device`` (default: CUDA
-    when available) with :func:`default_dtype`, the tokenizer set to left padding."""
+    when available) with :func:`default_dtype`, the tokenizer set to left padding.
+
+    A LoRA adapter folder (``adapter_config.json``, as ``pyl2d finetune`` or peft's
+    ``save_pretrained`` writes it) loads as a ``PeftModel`` over its base checkpoint (the
+    local path in ``base_model_name_or_path``); its tokenizer is the adapter folder's when
+    saved there, else the base's."""
     import os
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -35,19 +40,58 @@ def load_model(path: str, device: str | None = None, dtype: torch.dtype | None =
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model folder {path} not found (give a directory made by save_pretrained)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    dtype = dtype or default_dtype(device)
+    adapter = os.path.isfile(os.path.join(path, "adapter_config.json")) and not os.path.isfile(
+        os.path.join(path, "config.json"))
+    base = _adapter_base(path) if adapter else path
+    has_tokenizer = any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer = AutoTokenizer.from_pretrained(path if has_tokenizer else base, local_files_only=True)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or default_dtype(device), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, local_files_only=True)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, path, is_trainable=False)
     return model.to(device).eval(), tokenizer
 
 
+def _adapter_base(path: str) -> str:
+    """The base checkpoint folder of the LoRA adapter at ``path``; errors name the file."""
+    import json
+    import os
+
+    config_path = os.path.join(path, "adapter_config.json")
+    try:
+        base = json.loads(open(config_path, encoding="utf-8").read()).get("base_model_name_or_path")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{config_path} is not readable JSON ({exc})") from None
+    if not base:
+        raise ValueError(f"{config_path} names no base_model_name_or_path")
+    if not os.path.isabs(base):  # relative to the adapter folder, else to the working directory
+        beside = os.path.join(path, base)
+        base = beside if os.path.isdir(beside) else base
+    if not os.path.isdir(base):
+        raise FileNotFoundError(f"{config_path}: its base model {base} is not a local folder (pyl2d loads local "
+                                "checkpoints only; download it and point base_model_name_or_path at it)")
+    return base
+
+
+def unwrapped(model):
+    """The transformers model under a peft wrapper (``PeftModel``: its LoRA layers live in
+    that model's modules, so running it runs them), else ``model`` itself."""
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
+
+
 def decoder_of(model) -> torch.nn.Module:
-    """The decoder stack under a causal LM's head (``LlamaForCausalLM.model``, ...).
+    """The decoder stack under a causal LM's head (``LlamaForCausalLM.model``, ...), a
+    ``PeftModel``'s included (its LoRA layers are inside that stack).
 
     Raises ValueError for a model with no separable decoder: running it would compute the
     vocabulary projection, which L2D exists to avoid."""
+    model = unwrapped(model)
     base = getattr(model, "base_model", None)
     if base is None or base is model:
         get_decoder = getattr(model, "get_decoder", None)

@@ -1,5 +1,5 @@
-"""The L2D pipelines, callable from Python: what ``pyl2d demo | train | build-memory | eval |
-recommend`` run, each taking its config from :mod:`pyl2d.l2d.pipeline_config`.
+"""The L2D pipelines, callable from Python: what ``pyl2d demo | train | finetune | build-memory |
+eval | recommend`` run, each taking its config from :mod:`pyl2d.l2d.pipeline_config`.
 
 Each reports progress through ``log`` (one line per call; the CLI prints it) and shows tqdm
 bars unless ``runtime.progress`` is False. A memory build interrupted part-way resumes from
@@ -18,16 +18,16 @@ import time
 from typing import Callable
 
 from pyl2d.l2d.evaluate import EvalConfig
-from pyl2d.l2d.pipeline_config import (BuildMemoryRun, DemoRun, EvalRun, MemoryConfig, PathLike, RecommendRun,
-                                       RuntimeConfig, TrainRun, field_default)
+from pyl2d.l2d.pipeline_config import (BuildMemoryRun, DemoRun, EvalRun, FinetuneRun, MemoryConfig, PathLike,
+                                       RecommendRun, RuntimeConfig, TrainRun, field_default)
 from pyl2d.l2d.train import DEMO_CONFIG, TRAINING_INFO, TrainConfig
 
 Log = Callable[[str], None]
 DEMO_M = 200  # nearest memory entries for L2D-local in the demo (its memory is small)
 
-__all__ = ["BuildMemoryRun", "DemoRun", "EvalRun", "MemoryConfig", "RecommendRun", "RuntimeConfig", "TrainRun",
-           "field_default", "load_dataset", "prompt_template", "run_build_memory", "run_demo", "run_eval",
-           "run_recommend", "run_train", "seed_list", "train_or_reuse"]
+__all__ = ["BuildMemoryRun", "DemoRun", "EvalRun", "FinetuneRun", "MemoryConfig", "RecommendRun", "RuntimeConfig",
+           "TrainRun", "field_default", "load_dataset", "prompt_template", "run_build_memory", "run_demo", "run_eval",
+           "run_finetune", "run_recommend", "run_train", "seed_list", "train_or_reuse"]
 
 
 # -- steps ----------------------------------------------------------------------------------
@@ -216,6 +216,18 @@ def run_train(config: TrainRun, log: Log = print) -> pathlib.Path:
     train_model(dataset.catalog, dataset.train, config.output, config.training,
                 prompt_template(None, config.max_history), progress=config.runtime.progress, log=log)
     log(f"model saved to {config.output}")
+    return pathlib.Path(config.output)
+
+
+def run_finetune(config: FinetuneRun, log: Log = print) -> pathlib.Path:
+    """Fine-tune ``config.base`` on the training rows and save it to ``config.output`` (returned)."""
+    from pyl2d.l2d.finetune import finetune_model
+
+    _setup(config.runtime)
+    dataset = load_dataset(config.data, log=log)
+    finetune_model(config.base, dataset.catalog, dataset.train, config.output, config.finetuning,
+                   prompt_template(None, config.max_history), device=config.runtime.device,
+                   progress=config.runtime.progress, log=log)
     return pathlib.Path(config.output)
 
 

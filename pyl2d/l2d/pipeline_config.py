@@ -14,6 +14,7 @@ import pathlib
 from typing import Sequence
 
 from pyl2d.l2d.evaluate import EvalConfig
+from pyl2d.l2d.finetune import FinetuneConfig
 from pyl2d.l2d.folders import DataSource
 from pyl2d.l2d.memory import build_memory
 from pyl2d.l2d.recommender import L2DRecommender
@@ -87,6 +88,19 @@ class TrainRun:
     output: PathLike
     data: PathLike | DataSource | None = None
     training: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    max_history: int | None = None
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+
+@dataclasses.dataclass
+class FinetuneRun:
+    """``pyl2d finetune``: the local checkpoint ``base`` fine-tuned (LoRA by default) on
+    ``data``'s training rows (None: the synthetic data set) and saved to ``output`` with the
+    prompt template, which ``max_history`` overrides the history length of."""
+    base: PathLike
+    output: PathLike
+    data: PathLike | DataSource | None = None
+    finetuning: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     max_history: int | None = None
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 

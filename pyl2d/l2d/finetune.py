@@ -1,0 +1,219 @@
+"""Fine-tune a user's pretrained causal LM to write the next item's title, BIGRec/D3 style:
+the prompt from the history, the loss on the target title (and its end-of-sequence) only;
+full fine-tuning or LoRA, on TRL's ``SFTTrainer`` and ``peft`` (no training loop of our own).
+
+The examples are tokenized here, exactly as memory building and querying tokenize prompts
+(:func:`pyl2d.l2d.prompts.prompt_token_ids`), and handed to ``SFTTrainer`` pre-tokenized with
+a completion mask: the prompt a model is trained on is, token for token, the one L2D later
+reads its hidden state from. The template goes into ``pyl2d_training.json`` beside the model,
+so ``build-memory``, ``eval`` and ``recommend`` reuse it.
+
+A LoRA run saves the adapter (``adapter_config.json`` + weights, pointing at the base
+checkpoint by absolute path) and the tokenizer; ``merge=True`` saves the merged weights as a
+plain checkpoint instead. Checkpoints go to ``<output>/checkpoints`` every ``save_steps``, and a
+rerun with the same base, data and config resumes from the last one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import shutil
+from typing import Sequence
+
+from pyl2d.l2d.data import Catalog, Sample, prefix_augment
+from pyl2d.l2d.memory import data_fingerprint
+from pyl2d.l2d.memory_lock import write_atomic
+from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
+from pyl2d.l2d.train import TRAINING_INFO, sft_examples
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_REQUEST = "finetune_request.json"  # in <output>/checkpoints: what the checkpoints there were trained for
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """How to fine-tune. ``lora``: train LoRA adapters of rank ``lora_r`` on
+    ``target_modules`` ("all-linear": every linear layer but the LM head), else every weight.
+    ``learning_rate`` None: 2e-4 for LoRA, 2e-5 for full fine-tuning (the usual choices).
+    ``precision`` "auto": bf16 on a GPU that supports it, fp32 on CPU. ``merge``: save a LoRA
+    model merged into plain weights. ``prefix_augmentation``: also train on every shorter
+    prefix of each history (off: the rows as given, as BIGRec/D3 train)."""
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str | tuple[str, ...] = "all-linear"
+    epochs: float = 1.0
+    learning_rate: float | None = None
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    warmup_ratio: float = 0.03
+    max_length: int = 512
+    prefix_augmentation: bool = False
+    precision: str = "auto"
+    merge: bool = False
+    seed: int = 0
+    logging_steps: int = 10
+    save_steps: int = 500
+
+    def __post_init__(self):
+        for name in ("lora_r", "lora_alpha", "batch_size", "gradient_accumulation", "max_length", "logging_steps",
+                     "save_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not (isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs) and self.epochs > 0):
+            raise ValueError(f"epochs must be a positive number, got {self.epochs!r}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if not 0.0 <= self.lora_dropout < 1.0 or not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"lora_dropout and warmup_ratio must be in [0, 1), got {self.lora_dropout}, "
+                             f"{self.warmup_ratio}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.merge and not self.lora:
+            raise ValueError("merge applies to LoRA fine-tuning only (full fine-tuning saves plain weights)")
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 2e-5)
+
+
+def _precision(precision: str, device: str) -> str:
+    if precision != "auto":
+        return precision
+    import torch
+
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def _dataset(samples: Sequence[Sample], tokenizer, template: PromptTemplate, max_length: int):
+    """A ``datasets.Dataset`` of pre-tokenized prompt + answer + EOS with its completion mask."""
+    from datasets import Dataset
+
+    examples = sft_examples(samples, tokenizer, template, max_length)
+    if not examples:
+        raise ValueError("no training sample has a non-empty history")
+    return Dataset.from_dict({"input_ids": [ids for ids, _ in examples],
+                              "completion_mask": [[0] * n + [1] * (len(ids) - n) for ids, n in examples]})
+
+
+def _resume_point(checkpoints: pathlib.Path, request: dict) -> bool:
+    """True when ``checkpoints`` holds a checkpoint of this very request (resume from it);
+    checkpoints of another request are removed (they would resume the wrong run)."""
+    marker = checkpoints / _REQUEST
+    same = marker.is_file() and json.loads(marker.read_text()) == request
+    if not same and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    write_atomic(marker, json.dumps(request, indent=2, sort_keys=True).encode())
+    return same and any(p.is_dir() for p in checkpoints.glob("checkpoint-*"))
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def finetuned_with(output_dir: str | pathlib.Path, request: dict) -> bool:
+    """True when ``output_dir`` holds a model :func:`finetune_model` finished for ``request``
+    (same base, config, template and data): fine-tuning again would give the same model."""
+    info_path = pathlib.Path(output_dir, TRAINING_INFO)
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return all(info.get(key) == value for key, value in request.items())
+
+
+def _check_base(base: pathlib.Path) -> None:
+    if not base.is_dir():
+        raise FileNotFoundError(f"base model folder {base} not found (give a directory made by save_pretrained)")
+    if not (base / "config.json").is_file():
+        what = "a LoRA adapter; merge it first or fine-tune its base" if (base / "adapter_config.json").is_file() \
+            else "no config.json"
+        raise ValueError(f"base model folder {base} holds {what}")
+
+
+def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Sequence[Sample],
+                   output_dir: str | pathlib.Path, config: FinetuneConfig | None = None,
+                   template: PromptTemplate = DEFAULT_PROMPT, device: str | None = None, progress: bool = True,
+                   log=print) -> pathlib.Path:
+    """Fine-tune ``base_model`` (a local ``save_pretrained`` folder) on ``samples`` and save the
+    result (LoRA adapter, merged or full weights) with its tokenizer and template to
+    ``output_dir``; returns it. The info file says the first and last logged training loss."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    config = config or FinetuneConfig()
+    base = pathlib.Path(base_model).resolve()
+    _check_base(base)
+    output_dir = pathlib.Path(output_dir)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type
+    precision = _precision(config.precision, device)
+    if device == "cpu" and precision != "fp32":
+        raise ValueError(f"precision {precision} needs a GPU; use fp32 on CPU")
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer of {base} has no end-of-sequence token; the model could not end a title")
+    data = prefix_augment(samples) if config.prefix_augmentation else list(samples)
+    dataset = _dataset(data, tokenizer, template, config.max_length)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float32}[precision]  # fp16: AMP on fp32
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, local_files_only=True)
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 target_modules=list(config.target_modules) if not isinstance(config.target_modules, str)
+                                 else config.target_modules, task_type="CAUSAL_LM")
+    checkpoints = output_dir / "checkpoints"
+    request = json.loads(json.dumps({  # as it reads back from JSON (tuples become lists)
+        "base": str(base), "config": dataclasses.asdict(config), "template": dataclasses.asdict(template),
+        "data_fingerprint": data_fingerprint(samples, template)}))
+    if finetuned_with(output_dir, request):
+        log(f"reusing the model at {output_dir} (fine-tuned from the same base on the same data and config)")
+        return output_dir
+    pathlib.Path(output_dir, TRAINING_INFO).unlink(missing_ok=True)  # the model there is about to change
+    resume = _resume_point(checkpoints, request)
+    # Warmup as a step count (transformers 4 and 5 agree on warmup_steps, not on warmup_ratio).
+    steps = math.ceil(math.ceil(len(dataset) / config.batch_size) / config.gradient_accumulation * config.epochs)
+    args = SFTConfig(
+        output_dir=str(checkpoints), num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.lr,
+        warmup_steps=math.ceil(config.warmup_ratio * steps), lr_scheduler_type="cosine", logging_steps=config.logging_steps,
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=2, seed=config.seed,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu", report_to="none",
+        disable_tqdm=not progress, max_length=None, completion_only_loss=True, packing=False,
+        dataloader_pin_memory=device != "cpu")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    log(f"fine-tuning {base.name} ({'LoRA r=%d' % config.lora_r if config.lora else 'full'}: {trainable:,} of "
+        f"{total:,} parameters trained) on {len(dataset)} samples, {config.epochs:g} epochs, lr {config.lr:g}, "
+        f"{precision} on {device}" + (", resuming from the last checkpoint" if resume else ""))
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    model = trainer.model
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if config.lora and config.merge:
+        model = model.merge_and_unload()
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    info = {"kind": "finetune", **request, "n_examples": len(dataset),
+            "steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None, "train_loss": result.training_loss,
+            "trainable_parameters": trainable, "precision": precision}
+    # Written last: its presence says the model and tokenizer beside it are complete.
+    write_atomic(output_dir / TRAINING_INFO, json.dumps(info, indent=2).encode())
+    log(f"fine-tuned {trainer.state.global_step} steps, logged loss {_loss(info['first_loss'])} -> "
+        f"{_loss(info['last_loss'])}; "
+        f"saved to {output_dir}" + (" (LoRA adapter)" if config.lora and not config.merge else ""))
+    return output_dir

@@ -1,0 +1,114 @@
+"""`pyl2d finetune` on a tiny checkpoint saved with save_pretrained: LoRA fine-tuning on TRL's
+SFTTrainer lowers the loss on the titles, and the adapter folder then works everywhere a model
+does (build-memory, eval with every method, recommend); an in-memory PeftModel gives the
+merged model's hidden states without ever running the LM head."""
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from pyl2d.cli import main  # noqa: E402
+from pyl2d.l2d.folders import write_folder  # noqa: E402
+from pyl2d.l2d.hidden import HiddenStateExtractor, load_model  # noqa: E402
+from pyl2d.l2d.prompts import DEFAULT_PROMPT  # noqa: E402
+from pyl2d.l2d.synthetic import make_synthetic  # noqa: E402
+from pyl2d.l2d.train import TRAINING_INFO, tokenizer_corpus, train_tokenizer  # noqa: E402
+
+QUIET = ["--quiet", "--threads", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(n_items=40, n_users=40, min_len=4, max_len=7, seed=3)
+
+
+@pytest.fixture(scope="module")
+def base_checkpoint(tmp_path_factory, data):
+    """A 'pretrained' checkpoint as a user has one: a config-built Llama and a locally trained
+    tokenizer, saved with save_pretrained (no pyl2d files beside them)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("base")
+    tokenizer = train_tokenizer(tokenizer_corpus(data.catalog, data.train, DEFAULT_PROMPT), 300)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory, data, base_checkpoint):
+    folder = write_folder(data, tmp_path_factory.mktemp("data"))
+    out = tmp_path_factory.mktemp("lora") / "model"
+    assert main(["finetune", "--data", str(folder), "--base", str(base_checkpoint), "--output", str(out),
+                 "--epochs", "4", "--lr", "1e-2", "--train-batch-size", "16", *QUIET]) == 0
+    return folder, out
+
+
+def test_lora_finetune_lowers_the_loss_and_records_the_template(lora_dir):
+    _, out = lora_dir
+    info = json.loads((out / TRAINING_INFO).read_text())
+    assert info["kind"] == "finetune" and info["config"]["lora"] is True
+    assert info["last_loss"] < info["first_loss"]
+    assert info["template"]["template"] == DEFAULT_PROMPT.template
+    assert (out / "adapter_config.json").is_file() and not (out / "config.json").exists()
+
+
+def test_a_rerun_reuses_the_finished_model(lora_dir, base_checkpoint, capsys):
+    folder, out = lora_dir
+    assert main(["finetune", "--data", str(folder), "--base", str(base_checkpoint), "--output", str(out),
+                 "--epochs", "4", "--lr", "1e-2", "--train-batch-size", "16", *QUIET]) == 0
+    assert "reusing the model" in capsys.readouterr().out
+
+
+def test_the_adapter_folder_builds_a_memory_and_evaluates(lora_dir, tmp_path, capsys):
+    folder, out = lora_dir
+    mem = tmp_path / "mem"
+    assert main(["build-memory", "--data", str(folder), "--model", str(out), "--output", str(mem), *QUIET]) == 0
+    results = tmp_path / "r.json"
+    assert main(["eval", "--data", str(folder), "--model", str(out), "--memory", str(mem), "--output", str(results),
+                 "--methods", "l2d-global,l2d-local,grounded,beam", "--m", "20", "--beams", "5",
+                 "--time-queries", "2", "--max-test", "12", "--work-dir", str(tmp_path / "w"), *QUIET]) == 0
+    assert "calc.py convention" in capsys.readouterr().out
+    assert [r["method"] for r in json.loads(results.read_text())] == ["l2d-global", "l2d-local", "grounded", "beam"]
+    assert main(["recommend", "--data", str(folder), "--model", str(out), "--memory", str(mem), "--history", "1,2",
+                 "--k", "3", *QUIET]) == 0
+
+
+def test_an_in_memory_peft_model_matches_its_merged_weights_without_the_lm_head(lora_dir, data, base_checkpoint):
+    _, out = lora_dir
+    peft_model, tokenizer = load_model(str(out), device="cpu")
+    from peft import PeftModel
+
+    assert isinstance(peft_model, PeftModel)
+
+    def no_head(*_args):
+        raise AssertionError("the LM head ran during extraction")
+
+    handle = peft_model.get_output_embeddings().register_forward_hook(no_head)
+    prompts = [DEFAULT_PROMPT.prompt(s.history_titles, tokenizer) for s in data.test[:9]]
+    with_adapter = HiddenStateExtractor(peft_model, tokenizer, batch_size=4, progress=False).encode(prompts)
+    handle.remove()
+    merged = peft_model.merge_and_unload()
+    plain = HiddenStateExtractor(merged, tokenizer, batch_size=4, progress=False).encode(prompts)
+    torch.testing.assert_close(with_adapter, plain, rtol=1e-5, atol=1e-5)
+    base, _ = load_model(str(base_checkpoint), device="cpu")
+    untuned = HiddenStateExtractor(base, tokenizer, batch_size=4, progress=False).encode(prompts)
+    assert (untuned - plain).abs().max() > 1e-3  # the adapter changed the states: the match above means something
+
+
+def test_bad_bases_are_named(tmp_path, lora_dir, capsys):
+    folder, out = lora_dir
+    assert main(["finetune", "--data", str(folder), "--base", str(out), "--output", str(tmp_path / "x"), *QUIET]) == 2
+    assert "LoRA adapter" in capsys.readouterr().err
+    assert main(["finetune", "--data", str(folder), "--base", str(tmp_path / "none"), "--output",
+                 str(tmp_path / "y"), *QUIET]) == 2
+    assert "not found" in capsys.readouterr().err
