@@ -6,9 +6,10 @@ positively weighted score is NaN), plus ``bystander_coef * (bystander / 100 - 1)
 ``-length_coef * max(0, lengths - length_limit)``. Computed in float32.
 
 A NaN bystander score or length (the judge or the tokenizer gave none) drops its term out of
-the row by default (``missing_terms="drop"``), as in the PERM code, where each term is its own
-TRL reward function and TRL sums them with ``nansum``; ``missing_terms="void"`` makes such a
-row NaN instead (unscorable: never silently unpenalised)."""
+the row by default (``missing_terms="drop"``: the empathy reward still counts; in the PERM code
+each term is a TRL reward function of its own); ``missing_terms="void"`` makes such a row NaN
+instead (unscorable: never silently unpenalised). How this differs from the PERM code's
+imputation of unreadable scores: docs/perm.md."""
 from __future__ import annotations
 
 import math
