@@ -201,6 +201,8 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
         f"{precision} on {device}" + (", resuming from the last checkpoint" if resume else ""))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    if not trainer.is_world_process_zero():  # under a multi-process launcher, rank 0 saves
+        return output_dir
     model = trainer.model
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.lora and config.merge:
@@ -214,6 +216,6 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
     # Written last: its presence says the model and tokenizer beside it are complete.
     write_atomic(output_dir / TRAINING_INFO, json.dumps(info, indent=2).encode())
     log(f"fine-tuned {trainer.state.global_step} steps, logged loss {_loss(info['first_loss'])} -> "
-        f"{_loss(info['last_loss'])}; "
-        f"saved to {output_dir}" + (" (LoRA adapter)" if config.lora and not config.merge else ""))
+        f"{_loss(info['last_loss'])}; saved to {output_dir}" + (" (LoRA adapter)" if config.lora and not config.merge
+                                                                   else ""))
     return output_dir

@@ -84,3 +84,21 @@ def test_bad_arguments_and_folders(tmp_path):
         load_folder(tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match="test.csv"):
         load_folder(tmp_path)
+
+
+@pytest.mark.data
+def test_real_office_data_in_minionerec_layout(data_dir, tmp_path):
+    """amazon-office comes from MiniOneRec: laid out as MiniOneRec publishes it (links, never
+    copies), it loads to the same rows, catalog and semantic ids as the D3 layout."""
+    src = data_dir / "amazon-office"
+    stem = "Office_Products_5_2016-10-2018-11"
+    root = tmp_path / "Amazon"
+    for split, name in (("valid", "valid.csv"), ("test", "test.csv")):
+        (root / split).mkdir(parents=True)
+        (root / split / f"{stem}.csv").symlink_to(src / name)
+    (root / "info").mkdir()
+    (root / "info" / f"{stem}.txt").symlink_to(src / "items.txt")
+    d3, mini = load_folder(src), load_folder(root)
+    assert mini.train_split == "valid" and mini.train == d3.train and mini.test == d3.test
+    assert mini.catalog.titles == d3.catalog.titles and len(mini.catalog.sids) == 3459
+    assert mini.catalog.sids[0].startswith("<a_")
