@@ -99,6 +99,15 @@ def same_dtype(named: Iterable[tuple[str, torch.Tensor]]) -> None:
             )
 
 
+def positive_ints(config, names: Sequence[str]) -> None:
+    """Each attribute of ``config`` in ``names`` is an int >= 1 (a bool is not); else a
+    ValueError naming it (for config dataclasses' ``__post_init__``)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 def choice(name: str, value, options: Sequence) -> None:
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")

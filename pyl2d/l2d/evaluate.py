@@ -19,6 +19,7 @@ from typing import Sequence
 
 import torch
 
+from pyl2d._checks import positive_ints
 from pyl2d.l2d import calc_convention, metrics, spread
 from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
 from pyl2d.l2d.data import Catalog, Sample
@@ -54,10 +55,8 @@ class EvalConfig:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"ks must be positive, got {list(self.ks)}")
-        for name in ("m", "beams", "batch_size", "time_queries") + (("max_test",) if self.max_test is not None else ()):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_ints(self, ("m", "beams", "batch_size", "time_queries") + (("max_test",) if self.max_test is not None
+                                                                             else ()))
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError(f"batch_sizes must be positive, got {list(self.batch_sizes)}")
 

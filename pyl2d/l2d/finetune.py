@@ -22,6 +22,7 @@ import pathlib
 import shutil
 from typing import Sequence
 
+from pyl2d._checks import positive_ints
 from pyl2d.l2d.data import Catalog, Sample, prefix_augment
 from pyl2d.l2d.memory import data_fingerprint
 from pyl2d.l2d.memory_lock import write_atomic
@@ -59,11 +60,8 @@ class FinetuneConfig:
     save_steps: int = 500
 
     def __post_init__(self):
-        for name in ("lora_r", "lora_alpha", "batch_size", "gradient_accumulation", "max_length", "logging_steps",
-                     "save_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_ints(self, ("lora_r", "lora_alpha", "batch_size", "gradient_accumulation", "max_length",
+                             "logging_steps", "save_steps"))
         if not (isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs) and self.epochs > 0):
             raise ValueError(f"epochs must be a positive number, got {self.epochs!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:

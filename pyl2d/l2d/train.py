@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from pyl2d._checks import positive_ints
 from pyl2d.l2d.data import Catalog, Sample, prefix_augment
 from pyl2d.l2d.hidden import _progress
 from pyl2d.l2d.memory import data_fingerprint
@@ -52,11 +53,8 @@ class TrainConfig:
     max_length: int = 512
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "batch_size",
-                     "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_ints(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                             "batch_size", "max_length"))
         if not self.learning_rate > 0 or self.warmup_steps < 0:
             raise ValueError(f"learning_rate must be positive and warmup_steps >= 0, got {self.learning_rate}, "
                              f"{self.warmup_steps}")
