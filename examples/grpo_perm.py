@@ -1,4 +1,4 @@
-"""GRPO with the PERM empathetic reward in TRL (optional dependency: pip install "pyl2d[trl]").
+"""GRPO with the PERM empathetic reward in TRL (optional dependency: pip install "pyl2d-kernels[trl]").
 
 Serve a judge with any OpenAI-compatible server, e.g.
 
