@@ -18,7 +18,6 @@ Convention, as those scripts compute it:
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 from typing import Sequence
 
@@ -53,17 +52,18 @@ def scores(predictions: Sequence[Sequence[str]], targets: Sequence[str], ks: Seq
     """``{"hr@K": ..., "ndcg@K": ...}`` for each K of ``ks`` no longer than the shortest list."""
     if not predictions:
         raise ValueError("no query to score")
-    ranks = first_hits(predictions, targets)
-    shortest = min(len(p) for p in predictions)
-    out: dict[str, float] = {}
-    for name in ("hr", "ndcg"):
-        for k in ks:
-            if k > shortest:
-                continue
-            hits = [r for r in ranks if 0 <= r < k]
-            total = len(hits) if name == "hr" else sum(1.0 / math.log2(r + 2) for r in hits)
-            out[f"{name}@{k}"] = total / len(ranks)
-    return out
+    return scores_of_ranks(first_hits(predictions, targets), min(len(p) for p in predictions), ks)
+
+
+def scores_of_ranks(ranks: Sequence[int], list_length: int, ks: Sequence[int] = KS) -> dict[str, float]:
+    """:func:`scores` from the :func:`first_hits` ranks of lists of ``list_length`` titles:
+    pyl2d's Recall/NDCG (:mod:`pyl2d.l2d.metrics`, the same formulas) under calc.py's names."""
+    import torch
+
+    from pyl2d.l2d import metrics
+
+    summary = metrics.summarize(torch.as_tensor(list(ranks), dtype=torch.int64), list_length, ks)
+    return {key.replace("recall@", "hr@"): value for key, value in summary.items() if value is not None}
 
 
 def write_results(path: str | pathlib.Path, predictions: Sequence[Sequence[str]], targets: Sequence[str],

@@ -173,9 +173,10 @@ def _add_calc(record: dict, method: str, titles: list, samples: Sequence[Sample]
     exclusion) with their bootstrap intervals; their result file in ``folder`` if given."""
     lists = [["" if t is None else t for t in row[:max(calc_convention.KS)]] for row in titles]
     targets = [s.target_title for s in samples]
-    record["calc"] = calc_convention.scores(lists, targets)
     ranks = torch.tensor(calc_convention.first_hits(lists, targets), dtype=torch.int64)
-    bounds = spread.bootstrap_intervals(ranks, min(len(row) for row in lists), calc_convention.KS)
+    length = min(len(row) for row in lists)
+    record["calc"] = calc_convention.scores_of_ranks(ranks, length)
+    bounds = spread.bootstrap_intervals(ranks, length, calc_convention.KS)
     record["interval"]["calc"] = {key.replace("recall@", "hr@"): v for key, v in bounds.items() if v is not None}
     if folder is not None:
         inputs = [template.user_text(s.history_titles) for s in samples]

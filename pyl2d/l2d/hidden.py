@@ -61,10 +61,11 @@ def _adapter_base(path: str) -> str:
     """The base checkpoint folder of the LoRA adapter at ``path``; errors name the file."""
     import json
     import os
+    import pathlib
 
     config_path = os.path.join(path, "adapter_config.json")
     try:
-        base = json.loads(open(config_path, encoding="utf-8").read()).get("base_model_name_or_path")
+        base = json.loads(pathlib.Path(config_path).read_text(encoding="utf-8")).get("base_model_name_or_path")
     except (OSError, ValueError) as exc:
         raise ValueError(f"{config_path} is not readable JSON ({exc})") from None
     if not base:
