@@ -17,6 +17,15 @@ def launched_world_size() -> int:
         raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
 
 
+def launched_rank() -> int:
+    """RANK from the environment (0 when not launched by a distributed launcher): known before
+    any process group exists, so rank 0 alone can log or prepare folders from the start."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        raise ValueError(f"RANK={os.environ['RANK']!r} is not a number") from None
+
+
 @contextlib.contextmanager
 def process_group(device: str | None):
     """Yields (rank, world size, this rank's device): the launcher's process group, joined

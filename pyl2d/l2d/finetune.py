@@ -23,6 +23,7 @@ import shutil
 from typing import Sequence
 
 from pyl2d._checks import positive_ints
+from pyl2d.distributed.launch import launched_rank, launched_world_size
 from pyl2d.l2d.data import Catalog, Sample, prefix_augment
 from pyl2d.l2d.memory import data_fingerprint
 from pyl2d.l2d.memory_lock import write_atomic
@@ -100,16 +101,22 @@ def _dataset(samples: Sequence[Sample], tokenizer, template: PromptTemplate, max
                               "completion_mask": [[0] * n + [1] * (len(ids) - n) for ids, n in examples]})
 
 
-def _resume_point(checkpoints: pathlib.Path, request: dict) -> bool:
-    """True when ``checkpoints`` holds a checkpoint of this very request (resume from it);
-    checkpoints of another request are removed (they would resume the wrong run)."""
+def _resume_point(checkpoints: pathlib.Path, request: dict, prepare: bool = True) -> bool:
+    """True when ``checkpoints`` holds a checkpoint of this very request (resume from it).
+    ``prepare`` (one process only): remove checkpoints of another request (they would resume
+    the wrong run) and mark the folder with this one."""
     marker = checkpoints / _REQUEST
     same = marker.is_file() and json.loads(marker.read_text()) == request
-    if not same and checkpoints.exists():
-        shutil.rmtree(checkpoints)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    write_atomic(marker, json.dumps(request, indent=2, sort_keys=True).encode())
+    if prepare:
+        if not same and checkpoints.exists():
+            shutil.rmtree(checkpoints)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        write_atomic(marker, json.dumps(request, indent=2, sort_keys=True).encode())
     return same and any(p.is_dir() for p in checkpoints.glob("checkpoint-*"))
+
+
+def _silent(*_args) -> None:
+    pass
 
 
 def _loss(value: float | None) -> str:
@@ -148,6 +155,7 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
     from trl import SFTConfig, SFTTrainer
 
     config = config or FinetuneConfig()
+    log = log if launched_rank() == 0 else _silent  # under a launcher, rank 0 speaks for all
     base = pathlib.Path(base_model).resolve()
     _check_base(base)
     output_dir = pathlib.Path(output_dir)
@@ -172,16 +180,10 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
                                  target_modules=list(config.target_modules) if not isinstance(config.target_modules, str)
                                  else config.target_modules, task_type="CAUSAL_LM")
     checkpoints = output_dir / "checkpoints"
-    request = json.loads(json.dumps({  # as it reads back from JSON (tuples become lists)
-        "base": str(base), "config": dataclasses.asdict(config), "template": dataclasses.asdict(template),
-        "data_fingerprint": data_fingerprint(samples, template)}))
-    if finetuned_with(output_dir, request):
-        log(f"reusing the model at {output_dir} (fine-tuned from the same base on the same data and config)")
-        return output_dir
-    pathlib.Path(output_dir, TRAINING_INFO).unlink(missing_ok=True)  # the model there is about to change
-    resume = _resume_point(checkpoints, request)
     # Warmup as a step count (transformers 4 and 5 agree on warmup_steps, not on warmup_ratio).
-    steps = math.ceil(math.ceil(len(dataset) / config.batch_size) / config.gradient_accumulation * config.epochs)
+    processes = launched_world_size()  # each trains on its own share of every batch
+    steps = math.ceil(math.ceil(len(dataset) / (config.batch_size * processes)) / config.gradient_accumulation
+                      * config.epochs)
     args = SFTConfig(
         output_dir=str(checkpoints), num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.lr,
@@ -190,30 +192,49 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu", report_to="none",
         disable_tqdm=not progress, max_length=None, completion_only_loss=True, packing=False,
         dataloader_pin_memory=device != "cpu")
+    # The process count is part of the request: each process trains on its own batches, so
+    # the effective batch (and the model) changes with it.
+    request = json.loads(json.dumps({  # as it reads back from JSON (tuples become lists)
+        "base": str(base), "config": dataclasses.asdict(config), "template": dataclasses.asdict(template),
+        "data_fingerprint": data_fingerprint(samples, template), "processes": args.world_size}))
+    # Under a launcher (torchrun, accelerate) every rank runs this; rank 0 decides about the
+    # output folder first and the others then find it decided (no two ranks delete or write it).
+    with args.main_process_first(local=False, desc="preparing the output folder"):
+        if finetuned_with(output_dir, request):
+            log(f"reusing the model at {output_dir} (fine-tuned from the same base on the same data and config)")
+            return output_dir
+        if args.process_index == 0:
+            pathlib.Path(output_dir, TRAINING_INFO).unlink(missing_ok=True)  # the model there is about to change
+        resume = _resume_point(checkpoints, request, prepare=args.process_index == 0)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     log(f"fine-tuning {base.name} ({'LoRA r=%d' % config.lora_r if config.lora else 'full'}: {trainable:,} of "
         f"{total:,} parameters trained) on {len(dataset)} samples, {config.epochs:g} epochs, lr {config.lr:g}, "
-        f"{precision} on {device}" + (", resuming from the last checkpoint" if resume else ""))
+        f"{precision} on {device}" + (f" x {args.world_size} processes" if args.world_size > 1 else "")
+        + (", resuming from the last checkpoint" if resume else ""))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
+    if trainer.is_world_process_zero():  # under a multi-process launcher, rank 0 saves
+        _save(trainer, tokenizer, output_dir, config, {"kind": "finetune", **request, "n_examples": len(dataset),
+              "trainable_parameters": trainable, "precision": precision, "train_loss": result.training_loss}, log)
+    trainer.accelerator.wait_for_everyone()  # no rank returns before the model is there
+    return output_dir
+
+
+def _save(trainer, tokenizer, output_dir: pathlib.Path, config: FinetuneConfig, info: dict, log) -> None:
+    """The trained model (adapter, merged or full weights), its tokenizer, then the info file."""
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    if not trainer.is_world_process_zero():  # under a multi-process launcher, rank 0 saves
-        return output_dir
     model = trainer.model
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.lora and config.merge:
         model = model.merge_and_unload()
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    info = {"kind": "finetune", **request, "n_examples": len(dataset),
-            "steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None, "train_loss": result.training_loss,
-            "trainable_parameters": trainable, "precision": precision}
+    info = {**info, "steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None}
     # Written last: its presence says the model and tokenizer beside it are complete.
     write_atomic(output_dir / TRAINING_INFO, json.dumps(info, indent=2).encode())
     log(f"fine-tuned {trainer.state.global_step} steps, logged loss {_loss(info['first_loss'])} -> "
         f"{_loss(info['last_loss'])}; saved to {output_dir}" + (" (LoRA adapter)" if config.lora and not config.merge
                                                                    else ""))
-    return output_dir

@@ -220,11 +220,14 @@ def run_train(config: TrainRun, log: Log = print) -> pathlib.Path:
 
 
 def run_finetune(config: FinetuneRun, log: Log = print) -> pathlib.Path:
-    """Fine-tune ``config.base`` on the training rows and save it to ``config.output`` (returned)."""
+    """Fine-tune ``config.base`` on the training rows and save it to ``config.output`` (returned).
+    Under a launcher (``torchrun`` or ``accelerate launch``: WORLD_SIZE > 1) every process
+    trains data-parallel on its share of each batch, through the Trainer; rank 0 logs and saves."""
+    from pyl2d.distributed.launch import launched_rank
     from pyl2d.l2d.finetune import finetune_model
 
     _setup(config.runtime)
-    dataset = load_dataset(config.data, log=log)
+    dataset = load_dataset(config.data, log=log if launched_rank() == 0 else None)
     finetune_model(config.base, dataset.catalog, dataset.train, config.output, config.finetuning,
                    prompt_template(None, config.max_history), device=config.runtime.device,
                    progress=config.runtime.progress, log=log)

@@ -112,3 +112,36 @@ def test_bad_bases_are_named(tmp_path, lora_dir, capsys):
     assert main(["finetune", "--data", str(folder), "--base", str(tmp_path / "none"), "--output",
                  str(tmp_path / "y"), *QUIET]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_torchrun_finetunes_data_parallel_and_rank_0_alone_logs_and_saves(tmp_path, lora_dir, base_checkpoint):
+    """Under torchrun (2 CPU processes, gloo) the Trainer trains data-parallel: each rank
+    takes its share of every batch (half the steps of one process), rank 0 prepares the
+    folder, logs once and saves; a rerun on 2 processes reuses the model, and the process
+    count is part of what was asked for (the one-process model is not reused for it)."""
+    import os
+    import subprocess
+    import sys
+
+    folder, single = lora_dir
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "model"
+
+    def torchrun(output):
+        run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                              "-m", "pyl2d", "finetune", "--data", str(folder), "--base", str(base_checkpoint),
+                              "--output", str(output), "--epochs", "4", "--lr", "1e-2", "--train-batch-size", "16",
+                              *QUIET], env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.stdout
+
+    said = torchrun(out)
+    assert said.count("fine-tuning base") == 1 and "x 2 processes" in said
+    assert said.count("training rows") == 1
+    info = json.loads((out / TRAINING_INFO).read_text())
+    one = json.loads((single / TRAINING_INFO).read_text())
+    assert info["processes"] == 2 and one["processes"] == 1
+    assert info["steps"] * 2 == one["steps"]
+    assert info["last_loss"] < info["first_loss"] and (out / "adapter_model.safetensors").is_file()
+    assert json.loads((out / "checkpoints" / "finetune_request.json").read_text())["processes"] == 2
+    assert "reusing the model" in torchrun(out)
