@@ -34,7 +34,7 @@ from pyl2d.distributed import _comm
 from pyl2d.distributed._comm import gather_rows
 from pyl2d.ops import score_topk as _single_score_topk
 from pyl2d.ops.local_topk import _stages as _local_stages
-from pyl2d.ops.local_topk import check_local_args
+from pyl2d.ops.local_topk import check_local_args, check_local_shapes
 from pyl2d.ops.score_topk import METRICS, check_exclude, check_search
 
 __all__ = ["gather_rows", "local_topk", "partition_by_item", "score_topk", "shard_bounds"]
@@ -162,16 +162,9 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
 
     local_item_of = []  # each memory entry's position in local_item_ids, found by check()
 
-    def check():
-        _checks.vectors("queries", queries, "query")
-        for name, t in (("local_memory", local_memory), ("local_item_reps", local_item_reps)):
-            _checks.tensor(name, t, ndim=2, dtypes=_checks.FLOAT_DTYPES)
-            if t.shape[1] != queries.shape[1]:
-                raise ValueError(f"{name} has dimension {t.shape[1]} but the queries have {queries.shape[1]}")
-        _checks.tensor("local_memory_item_ids", local_memory_item_ids, ndim=1, dtypes=_checks.INDEX_DTYPES)
-        if local_memory_item_ids.shape[0] != local_memory.shape[0]:
-            raise ValueError(f"local_memory_item_ids has {local_memory_item_ids.shape[0]} entries but local_memory "
-                             f"has {local_memory.shape[0]} rows")
+    def check():  # this rank's shard, which may be empty; k, m and exclude against all ranks below
+        check_local_shapes(queries, local_memory, local_memory_item_ids, local_item_reps, metric, prefix="local_",
+                           allow_empty=True)
         _check_ascending_ids("local_memory_index", local_memory_index, local_memory.shape[0])
         _check_ascending_ids("local_item_ids", local_item_ids, local_item_reps.shape[0])
         if local_memory.shape[0]:
@@ -179,8 +172,8 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
             if (local_item_of[0] < 0).any():
                 raise ValueError("local_memory_item_ids holds an item that is not in local_item_ids: the memory "
                                  "must be sharded by item (pyl2d.distributed.partition_by_item)")
-            check_local_args(queries, local_memory, local_item_of[0], local_item_reps, 1, 1, metric, None)
-        _checks.choice("metric", metric, METRICS)
+            check_local_args(queries, local_memory, local_item_of[0], local_item_reps, 1, 1, metric, None,
+                             prefix="local_")
     _comm.check_together(check, group)
     _comm.agree({"queries rows": queries.shape[0], "queries dimension": queries.shape[1],
                  "k": _as_int(k), "m": _as_int(m),

@@ -27,35 +27,45 @@ def _(queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, backen
     return (queries.new_empty((b, k), dtype=torch.float32), queries.new_empty((b, k), dtype=torch.int64))
 
 
-def check_local_args(queries, memory, memory_item_ids, item_reps, k, m, metric, exclude) -> None:
+def check_local_shapes(queries, memory, memory_item_ids, item_reps, metric, *, prefix: str = "",
+                       allow_empty: bool = False) -> None:
+    """Shapes, dtypes, devices and the metric of :func:`local_topk`'s arguments, the memory
+    ones named with ``prefix`` (``pyl2d.distributed`` checks a rank's ``local_`` shard,
+    which may be empty: ``allow_empty``)."""
+    mem, ids, reps = f"{prefix}memory", f"{prefix}memory_item_ids", f"{prefix}item_reps"
     _checks.vectors("queries", queries, "query")
-    _checks.vectors("memory", memory, "entry")
-    if memory.shape[1] != queries.shape[1]:
-        raise ValueError(f"memory has dimension {memory.shape[1]} but the queries have {queries.shape[1]}")
-    _checks.tensor("memory_item_ids", memory_item_ids, ndim=1, dtypes=_checks.INDEX_DTYPES)
+    for name, t, what in ((mem, memory, "entry"), (reps, item_reps, "item")):
+        if allow_empty:
+            _checks.tensor(name, t, ndim=2, dtypes=_checks.FLOAT_DTYPES)
+        else:
+            _checks.vectors(name, t, what)
+        if t.shape[1] != queries.shape[1]:
+            raise ValueError(f"{name} has dimension {t.shape[1]} but the queries have {queries.shape[1]}")
+    _checks.tensor(ids, memory_item_ids, ndim=1, dtypes=_checks.INDEX_DTYPES)
     if memory_item_ids.shape[0] != memory.shape[0]:
-        raise ValueError(f"memory_item_ids has {memory_item_ids.shape[0]} entries but memory has "
-                         f"{memory.shape[0]} rows")
-    _checks.vectors("item_reps", item_reps, "item")
-    if item_reps.shape[1] != queries.shape[1]:
-        raise ValueError(f"item_reps has dimension {item_reps.shape[1]} but the queries have {queries.shape[1]}")
-    _checks.same_device([("queries", queries), ("memory", memory), ("memory_item_ids", memory_item_ids),
-                         ("item_reps", item_reps), ("exclude", exclude)])
-    _checks.same_dtype([("queries", queries), ("memory", memory)])
+        raise ValueError(f"{ids} has {memory_item_ids.shape[0]} entries but {mem} has {memory.shape[0]} rows")
+    _checks.same_device([("queries", queries), (mem, memory), (ids, memory_item_ids), (reps, item_reps)])
+    _checks.same_dtype([("queries", queries), (mem, memory)])
     _checks.choice("metric", metric, METRICS)
+
+
+def check_local_args(queries, memory, memory_item_ids, item_reps, k, m, metric, exclude, *,
+                     prefix: str = "") -> None:
+    check_local_shapes(queries, memory, memory_item_ids, item_reps, metric, prefix=prefix)
+    _checks.same_device([("queries", queries), ("exclude", exclude)])
     _checks.k_in_range(k, item_reps.shape[0])
     _checks.k_in_range(m, memory.shape[0], name="m", what="memory entries")
-    _checks.ids_in_range("memory_item_ids", memory_item_ids, item_reps.shape[0], allow_padding=False)
+    _checks.ids_in_range(f"{prefix}memory_item_ids", memory_item_ids, item_reps.shape[0], allow_padding=False)
     query_max = _checks.finite("queries", queries)
-    memory_max = _checks.finite("memory", memory)
-    reps_max = _checks.finite("item_reps", item_reps)
+    memory_max = _checks.finite(f"{prefix}memory", memory)
+    reps_max = _checks.finite(f"{prefix}item_reps", item_reps)
     check_exclude(exclude, queries.shape[0], item_reps.shape[0])
     # A local representation is a mean of memory rows, so bounded by max|memory|.
     d = queries.shape[1]
-    check_score_range(metric, d, "queries", query_max, "memory", memory_max)
-    check_score_range(metric, d, "queries", query_max, "item_reps", reps_max)
+    check_score_range(metric, d, "queries", query_max, f"{prefix}memory", memory_max)
+    check_score_range(metric, d, "queries", query_max, f"{prefix}item_reps", reps_max)
     if memory_max is not None:  # the float32 sums behind each local mean
-        _checks.fits_float32(m * memory_max, "memory", "the sums of the m nearest entries (m * max|memory|)")
+        _checks.fits_float32(m * memory_max, f"{prefix}memory", "the sums of the m nearest entries (m * max|memory|)")
 
 
 def local_topk(queries: torch.Tensor, memory: torch.Tensor, memory_item_ids: torch.Tensor,
