@@ -15,6 +15,7 @@ rerun with the same base, data and config resumes from the last one.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -115,6 +116,31 @@ def _resume_point(checkpoints: pathlib.Path, request: dict, prepare: bool = True
     return same and any(p.is_dir() for p in checkpoints.glob("checkpoint-*"))
 
 
+def _checkpointing_kwargs(config_class) -> dict:
+    """Non-reentrant activation checkpointing (TRL checkpoints by default): the reentrant kind
+    that transformers 4 picks fails under DDP ("marked a variable ready multiple times").
+    transformers 5 renamed the option; pass it by the name this version has."""
+    fields = getattr(config_class, "__dataclass_fields__", {})
+    name = "activation_checkpointing_kwargs" if "activation_checkpointing_kwargs" in fields \
+        else "gradient_checkpointing_kwargs"
+    return {name: {"use_reentrant": False}}
+
+
+@contextlib.contextmanager
+def _dataset_progress(show: bool):
+    """``datasets``' progress bars on (as they were) or off for the duration."""
+    from datasets.utils import logging
+
+    was = logging.is_progress_bar_enabled()
+    if not show:
+        logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            logging.enable_progress_bar()
+
+
 def _silent(*_args) -> None:
     pass
 
@@ -191,7 +217,7 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=2, seed=config.seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu", report_to="none",
         disable_tqdm=not progress, max_length=None, completion_only_loss=True, packing=False,
-        dataloader_pin_memory=device != "cpu")
+        dataloader_pin_memory=device != "cpu", **_checkpointing_kwargs(SFTConfig))
     # The process count is part of the request: each process trains on its own batches, so
     # the effective batch (and the model) changes with it.
     request = json.loads(json.dumps({  # as it reads back from JSON (tuples become lists)
@@ -206,8 +232,9 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
         if args.process_index == 0:
             pathlib.Path(output_dir, TRAINING_INFO).unlink(missing_ok=True)  # the model there is about to change
         resume = _resume_point(checkpoints, request, prepare=args.process_index == 0)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+    with _dataset_progress(progress and args.process_index == 0):  # TRL's preprocessing bars: rank 0's
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=peft_config)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     log(f"fine-tuning {base.name} ({'LoRA r=%d' % config.lora_r if config.lora else 'full'}: {trainable:,} of "
