@@ -42,8 +42,14 @@ def main() -> None:
     parser.add_argument("--async", dest="use_async", action="store_true", help="use the async reward path")
     args = parser.parse_args()
 
+    import trl
     from datasets import load_dataset
+    from packaging.version import Version
     from trl import GRPOConfig, GRPOTrainer
+
+    if args.use_async and Version(trl.__version__) < Version("0.27"):
+        parser.error(f"--async needs TRL 0.27 or later (this is {trl.__version__}): older GRPOTrainers "
+                     "do not await reward functions")
 
     from pyl2d.perm import OpenAIJudge, PERMReward
 

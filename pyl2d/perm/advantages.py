@@ -1,8 +1,8 @@
 """GRPO advantage presets on top of the ``group_advantages`` op, and group-mean imputation of
 missing judge scores.
 
-``trl_advantages`` is TRL's GRPOTrainer formula (contiguous groups of ``num_generations``,
-eps 1e-4); ``verl_advantages`` is verl's ``compute_grpo_outcome_advantage`` (an arbitrary
+``trl_advantages`` is TRL's GRPOTrainer formula as of TRL 1.6 (contiguous groups of
+``num_generations``, eps 1e-4; older TRL zeroes NaN rewards before grouping); ``verl_advantages`` is verl's ``compute_grpo_outcome_advantage`` (an arbitrary
 group index, eps 1e-6, and verl's rule for a group of one: mean 0, std 1, so its advantage is
 r / (1 + eps), or r without std scaling). NaN rewards give advantage 0 in both.
 """

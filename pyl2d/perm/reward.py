@@ -2,7 +2,7 @@
 
 Call it like any TRL reward function: ``reward(prompts=..., completions=..., completion_ids=...,
 **dataset_columns)`` returns one float per completion (NaN where nothing could be scored; TRL
-then treats it as missing). Each completion is split into its analysis and response sections,
+>= 1.6 then gives it advantage 0, older TRL reward 0, with a warning). Each completion is split into its analysis and response sections,
 every perspective's judge prompt of the whole batch goes to the judge at once, and the scores
 are aggregated by the ``aggregate_rewards`` op.
 """
@@ -27,6 +27,31 @@ DEFAULT_COLUMNS = {"persona": "persona", "scenario": "scenario", "query": "query
 # of 0.001 per token beyond 768 tokens.
 PRESETS = {"perm-paper": {"mode": "harmonic", "bystander_coef": 0.5, "length_limit": 768, "length_coef": 0.001}}
 MISSING_SECTION = "missing_section"
+
+
+TRL_UNSCORABLE = "1.6"  # the first TRL whose GRPOTrainer gives an all-NaN reward row advantage 0
+
+
+def _warn_if_trl_collapses_nan() -> bool:
+    """Warn (and return True) when the TRL that calls this reward predates TRL_UNSCORABLE:
+    its GRPOTrainer nansums the reward functions, so an unscorable completion gets reward 0,
+    a large penalty on PERM's positive scale, instead of advantage 0."""
+    import sys
+    import warnings
+
+    trl = sys.modules.get("trl")
+    version = getattr(trl, "__version__", None)
+    if version is None:
+        return False
+    from packaging.version import Version
+
+    if Version(version) >= Version(TRL_UNSCORABLE):
+        return False
+    warnings.warn(f"PERMReward returned NaN for completions it could not score, and TRL {version} turns NaN "
+                  f"rewards into 0 (a penalty, not 'no signal'); TRL >= {TRL_UNSCORABLE} gives them advantage 0. "
+                  "Upgrade TRL, or pass impute_missing=True to fill unreadable scores from the prompt's group.",
+                  RuntimeWarning, stacklevel=3)
+    return True
 
 
 def completion_text(completion) -> str:
@@ -124,6 +149,7 @@ class PERMReward:
         self.last_statuses: list[list[str]] = []  # [B][P] score statuses of the last call
         self.last_metrics: dict[str, float] = {}
         self._batch_counts: dict[str, collections.Counter] = {}
+        self._warned_nan = False
 
     @classmethod
     def from_preset(cls, preset: str, judge: Judge, **overrides) -> "PERMReward":
@@ -212,8 +238,8 @@ class PERMReward:
 
     def as_async(self):
         """This reward as a coroutine function (``async def``) under the same name: TRL's
-        GRPOTrainer runs such reward functions concurrently on its event loop (it detects
-        them with ``asyncio.iscoroutinefunction``), and the judge calls never block it."""
+        GRPOTrainer (0.27 or later; older ones do not await reward functions) runs such
+        reward functions concurrently on its event loop, and the judge calls never block it."""
         async def reward(prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
             return await self.acall(prompts, completions, completion_ids, **kwargs)
         reward.__name__ = reward.__qualname__ = self.__name__
@@ -246,11 +272,13 @@ class PERMReward:
                                     backend=self.backend)
         self.last_metrics = self._metrics(self.last_scores, rewards)
         self._report(kwargs, self.last_scores)
+        if "trainer_state" in kwargs and not self._warned_nan and bool(torch.isnan(rewards).any()):
+            self._warned_nan = _warn_if_trl_collapses_nan()
         return [float(r) for r in rewards.tolist()]
 
     def _report(self, kwargs, scores: torch.Tensor) -> None:
         """Hand per-perspective metrics and score columns to TRL's ``log_metric`` and
-        ``log_extra`` callbacks when the trainer passes them (recent GRPOTrainer does)."""
+        ``log_extra`` callbacks when the trainer passes them (GRPOTrainer does from TRL 1.0)."""
         log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
         if callable(log_metric):
             for key, value in self.last_metrics.items():

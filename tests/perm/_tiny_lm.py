@@ -13,7 +13,10 @@ def tiny_lm(seed: int = 0):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
-                                                     eos_token="<eos>")
+                                                     eos_token="<eos>",
+                                                     # as causal LMs' tokenizers: no token_type_ids (which
+                                                     # transformers 4's generate() rejects for Llama)
+                                                     model_input_names=["input_ids", "attention_mask"])
     tokenizer.chat_template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
                                "{% if add_generation_prompt %}[assistant] {% endif %}")
     torch.manual_seed(seed)

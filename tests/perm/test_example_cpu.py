@@ -17,7 +17,13 @@ EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "grpo_perm.
 @pytest.mark.slow
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_example_runs_one_step_on_cpu(tmp_path, judge_server, use_async):
+    import trl
+    from packaging.version import Version
+
     from tests.perm._tiny_lm import tiny_lm
+
+    if use_async and Version(trl.__version__) < Version("0.27"):
+        pytest.skip(f"TRL {trl.__version__} does not await reward functions (0.27 does); the example says so")
 
     model, tokenizer = tiny_lm()
     model.save_pretrained(tmp_path / "policy")

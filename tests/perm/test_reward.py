@@ -65,6 +65,27 @@ def test_judge_failures_are_nan_and_counted():
     assert all(reward.last_metrics[f"{p.name}/invalid"] == 1.0 for p in DEFAULT_PERSPECTIVES)
 
 
+@pytest.mark.parametrize("trl_version,warns", [("1.5.1", True), ("1.6.0", False), (None, False)])
+def test_unscorable_completions_under_a_trl_that_zeroes_nan_warn_once(monkeypatch, trl_version, warns):
+    """TRL < 1.6 nansums reward functions, so PERM's NaN (nothing could be scored) becomes a
+    reward of 0; called by such a trainer (it passes trainer_state) the reward says so, once."""
+    import sys
+    import types
+    import warnings
+
+    monkeypatch.setitem(sys.modules, "trl", types.SimpleNamespace(__version__=trl_version) if trl_version else None)
+    reward = PERMReward(ScriptedJudge("no score here"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            assert all(math.isnan(r) for r in reward(completions=["a", "b"], trainer_state=object()))
+        reward(completions=["a"])  # not from a trainer: no word either way
+    said = [w for w in caught if "turns NaN rewards into 0" in str(w.message)]
+    assert len(said) == (1 if warns else 0)
+    if warns:
+        assert "TRL 1.5.1" in str(said[0].message) and "impute_missing=True" in str(said[0].message)
+
+
 def test_length_penalty_and_logging_callbacks():
     metrics, extra = {}, {}
     reward = PERMReward(ScriptedJudge(SCRIPT), perspectives=[EXPRESSION], length_limit=3, length_coef=0.1)

@@ -4,6 +4,7 @@ scripted judge. TRL is a test dependency (pyproject's [test] extra), so CI runs 
 import math
 
 import pytest
+from packaging.version import Version
 
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
@@ -12,11 +13,14 @@ from pyl2d.perm import PERMReward, ScriptedJudge  # noqa: E402
 from tests.perm._tiny_lm import tiny_lm  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+TRL_VERSION = Version(trl.__version__)
 
 
 @pytest.mark.parametrize("scale", ["group", "batch", "none"])
 def test_group_advantages_match_trl_nanstd(scale):
     """Against TRL's own nanstd helper, with unscorable (NaN) rewards."""
+    if TRL_VERSION < Version("1.6"):
+        pytest.skip(f"TRL {trl.__version__} zeroes NaN rewards before grouping; the formula is TRL 1.6's")
     import torch
     from trl.trainer.utils import nanstd
 
@@ -39,6 +43,8 @@ def test_group_advantages_match_trl_nanstd(scale):
 @pytest.mark.parametrize("conversational,use_async", [(False, False), (True, False), (False, True)],
                          ids=["text", "conversational", "async"])
 def test_grpo_step_with_perm_reward(tmp_path, conversational, use_async):
+    if use_async and TRL_VERSION < Version("0.27"):
+        pytest.skip(f"TRL {trl.__version__}'s GRPOTrainer does not await reward functions (0.27 does)")
     model, tokenizer = tiny_lm()
     judge = ScriptedJudge(lambda r: "Total score: 60/100" if r.perspective.score_max == 100 else
                           f"Score: {1 + len(r.messages[-1]['content']) % 5}")
@@ -59,4 +65,5 @@ def test_grpo_step_with_perm_reward(tmp_path, conversational, use_async):
     logged = {k: v for entry in trainer.state.log_history for k, v in entry.items()}
     assert "rewards/perm/mean" in logged and math.isfinite(logged["rewards/perm/mean"])
     assert len(judge.calls) >= 4 * 4  # every completion judged from every perspective
-    assert any(k.startswith("perm/") for k in logged), sorted(logged)  # log_metric reached TRL
+    if TRL_VERSION >= Version("1.0"):  # TRL passes log_metric to reward functions from 1.0
+        assert any(k.startswith("perm/") for k in logged), sorted(logged)
