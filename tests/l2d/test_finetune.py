@@ -105,6 +105,41 @@ def test_an_in_memory_peft_model_matches_its_merged_weights_without_the_lm_head(
     assert (untuned - plain).abs().max() > 1e-3  # the adapter changed the states: the match above means something
 
 
+def test_a_run_interrupted_after_a_checkpoint_resumes_to_the_same_model(tmp_path, lora_dir, base_checkpoint, capsys):
+    """A crash after checkpoint-5 of 10 steps leaves checkpoints but no model: the rerun
+    resumes from checkpoint-5 (optimizer, scheduler, RNG and data position) and ends with the
+    uninterrupted run's adapter. A changed request does not resume checkpoints of another."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    folder, _ = lora_dir
+    out = tmp_path / "model"
+    args = ["finetune", "--data", str(folder), "--base", str(base_checkpoint), "--output", str(out),
+            "--epochs", "2", "--lr", "1e-2", "--train-batch-size", "32", "--save-steps", "5", *QUIET]
+    assert main(args) == 0
+    whole = load_file(out / "adapter_model.safetensors")
+    steps = json.loads((out / TRAINING_INFO).read_text())["steps"]
+    checkpoints = sorted((p.name for p in (out / "checkpoints").glob("checkpoint-*")),
+                         key=lambda name: int(name.split("-")[1]))
+    assert steps > 5 and checkpoints[-1] == f"checkpoint-{steps}" and "checkpoint-5" in checkpoints
+    for name in (TRAINING_INFO, "adapter_model.safetensors"):
+        (out / name).unlink()
+    for name in checkpoints:
+        if name != "checkpoint-5":
+            shutil.rmtree(out / "checkpoints" / name)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "resuming from the last checkpoint" in capsys.readouterr().out
+    resumed = load_file(out / "adapter_model.safetensors")
+    assert resumed.keys() == whole.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-5, atol=1e-6)
+    (out / TRAINING_INFO).unlink()
+    assert main([*args[:-len(QUIET)], "--lr", "5e-3", *QUIET]) == 0
+    assert "resuming" not in capsys.readouterr().out  # another request: its checkpoints were discarded
+
+
 def test_bad_bases_are_named(tmp_path, lora_dir, capsys):
     folder, out = lora_dir
     assert main(["finetune", "--data", str(folder), "--base", str(out), "--output", str(tmp_path / "x"), *QUIET]) == 2
