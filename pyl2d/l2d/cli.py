@@ -72,7 +72,9 @@ def add_commands(subparsers) -> None:
                     "folder, e.g. Qwen2.5 or Llama-3.2): the prompt from the history, the loss on the target title "
                     "only, with TRL's SFTTrainer and peft. Saves the LoRA adapter (or the merged or fully fine-tuned "
                     "weights), the tokenizer and the prompt template to --output; build-memory, eval and recommend "
-                    "take --model OUTPUT. A rerun resumes from the last checkpoint in OUTPUT/checkpoints.")
+                    "take --model OUTPUT. A rerun resumes from the last checkpoint in OUTPUT/checkpoints. "
+                    "Data-parallel on W devices: torchrun --nproc-per-node W -m pyl2d finetune ... (each process "
+                    "takes --train-batch-size rows per step).")
     _data_args(p)
     p.add_argument("--base", required=True, type=folder, help="the pretrained checkpoint folder")
     p.add_argument("--output", required=True, type=folder, help="folder for the fine-tuned model")
