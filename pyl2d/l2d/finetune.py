@@ -24,7 +24,6 @@ import shutil
 from typing import Sequence
 
 from pyl2d._checks import positive_ints
-from pyl2d.distributed.launch import launched_rank, launched_world_size
 from pyl2d.l2d.data import Catalog, Sample, prefix_augment
 from pyl2d.l2d.memory import data_fingerprint
 from pyl2d.l2d.memory_lock import write_atomic
@@ -180,6 +179,8 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from pyl2d.distributed.launch import launched_rank, launched_world_size
+
     config = config or FinetuneConfig()
     log = log if launched_rank() == 0 else _silent  # under a launcher, rank 0 speaks for all
     base = pathlib.Path(base_model).resolve()
@@ -189,6 +190,15 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
     precision = _precision(config.precision, device)
     if device == "cpu" and precision != "fp32":
         raise ValueError(f"precision {precision} needs a GPU; use fp32 on CPU")
+    # The process count is part of the request: each process trains on its own batches, so
+    # the effective batch (and the model) changes with it.
+    processes = launched_world_size()
+    request = json.loads(json.dumps({  # as it reads back from JSON (tuples become lists)
+        "base": str(base), "config": dataclasses.asdict(config), "template": dataclasses.asdict(template),
+        "data_fingerprint": data_fingerprint(samples, template), "processes": processes}))
+    if finetuned_with(output_dir, request):  # before loading anything (every rank only reads here)
+        log(f"reusing the model at {output_dir} (fine-tuned from the same base on the same data and config)")
+        return output_dir
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -207,7 +217,6 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
                                  else config.target_modules, task_type="CAUSAL_LM")
     checkpoints = output_dir / "checkpoints"
     # Warmup as a step count (transformers 4 and 5 agree on warmup_steps, not on warmup_ratio).
-    processes = launched_world_size()  # each trains on its own share of every batch
     steps = math.ceil(math.ceil(len(dataset) / (config.batch_size * processes)) / config.gradient_accumulation
                       * config.epochs)
     args = SFTConfig(
@@ -218,17 +227,9 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu", report_to="none",
         disable_tqdm=not progress, max_length=None, completion_only_loss=True, packing=False,
         dataloader_pin_memory=device != "cpu", **_checkpointing_kwargs(SFTConfig))
-    # The process count is part of the request: each process trains on its own batches, so
-    # the effective batch (and the model) changes with it.
-    request = json.loads(json.dumps({  # as it reads back from JSON (tuples become lists)
-        "base": str(base), "config": dataclasses.asdict(config), "template": dataclasses.asdict(template),
-        "data_fingerprint": data_fingerprint(samples, template), "processes": args.world_size}))
-    # Under a launcher (torchrun, accelerate) every rank runs this; rank 0 decides about the
-    # output folder first and the others then find it decided (no two ranks delete or write it).
+    # Under a launcher (torchrun, accelerate) every rank runs this; rank 0 prepares the output
+    # folder first and the others then find it prepared (no two ranks delete or write it).
     with args.main_process_first(local=False, desc="preparing the output folder"):
-        if finetuned_with(output_dir, request):
-            log(f"reusing the model at {output_dir} (fine-tuned from the same base on the same data and config)")
-            return output_dir
         if args.process_index == 0:
             pathlib.Path(output_dir, TRAINING_INFO).unlink(missing_ok=True)  # the model there is about to change
         resume = _resume_point(checkpoints, request, prepare=args.process_index == 0)
