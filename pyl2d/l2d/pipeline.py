@@ -256,6 +256,12 @@ def _silent(*_args) -> None:
 def run_eval(config: EvalRun, log: Log = print) -> dict:
     """Evaluate L2D and the baselines (training a model per seed and building its memory when
     no model is given): {"records": one dict per method, "info": what was evaluated}."""
+    # Argument errors first, so that a refused run leaves no work folder behind.
+    if config.model is None and config.memory:
+        raise ValueError("--memory needs --model (the memory must come from the model evaluated)")
+    if config.model is not None and config.seeds != 1:
+        raise ValueError(f"--seeds {config.seeds} needs models to train (without --model); a given model "
+                         "has one seed, whose test-query spread is reported as a bootstrap interval")
     _setup(config.runtime)
     dataset = load_dataset(config.data, log=log)
     work_dir = pathlib.Path(config.work_dir or f"pyl2d-eval-{dataset.name}")
@@ -263,15 +269,10 @@ def run_eval(config: EvalRun, log: Log = print) -> dict:
     plot = config.plot or str(work_dir / "accuracy_vs_latency.png")
     title = f"pyl2d eval: {dataset.name}"
     if config.model is None:
-        if config.memory:
-            raise ValueError("--memory needs --model (the memory must come from the model evaluated)")
         result = _train_and_evaluate(dataset, work_dir, config.training or TrainConfig(), config.seeds,
                                      evaluation=config.evaluation, memory=config.build, runtime=config.runtime,
                                      max_history=config.max_history, log=log)
     else:
-        if config.seeds != 1:
-            raise ValueError(f"--seeds {config.seeds} needs models to train (without --model); a given model "
-                             "has one seed, whose test-query spread is reported as a bootstrap interval")
         from pyl2d.l2d.spread import combine_seeds
 
         result = combine_seeds([_evaluate_one(dataset, config.model, config.memory, work_dir,

@@ -111,6 +111,7 @@ def test_eval_from_python_errors(tmp_path, tiny_data):
     with pytest.raises(ValueError, match="--memory needs --model"):
         run_eval(EvalRun(data=folder, memory=tmp_path / "mem", work_dir=tmp_path / "w", runtime=CPU),
                  log=lambda _: None)
+    assert not (tmp_path / "w").exists()  # a refused run leaves no work folder behind
     with pytest.raises(FileNotFoundError):
         run_eval(EvalRun(data=tmp_path / "missing", runtime=CPU), log=lambda _: None)
 
@@ -164,3 +165,4 @@ def test_training_is_reproducible_and_reused(tmp_path, tiny_data):
     assert first["info"]["seeds"] == [0, 1] and (tmp_path / "w" / "seed-1" / "model").is_dir()
     with pytest.raises(ValueError, match="--seeds 2 needs models to train"):
         run_eval(EvalRun(data=folder, model=a, work_dir=tmp_path / "w2", seeds=2, runtime=CPU), log=lambda _: None)
+    assert not (tmp_path / "w2").exists()
