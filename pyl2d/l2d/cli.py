@@ -399,39 +399,23 @@ def _recommend_run(args):
                         exclude_history=not args.keep_history, runtime=_runtime(args))
 
 
-def _demo(args) -> int:
-    from pyl2d.l2d.pipeline import run_demo
+def _pipeline(runner: str, make_config):
+    """The handler of a command that only parses: build its config from the flags and run
+    ``pyl2d.l2d.pipeline.<runner>`` on it (imported when the command runs)."""
+    def handle(args) -> int:
+        from pyl2d.l2d import pipeline
 
-    run_demo(_demo_run(args), log=_log)
-    return 0
-
-
-def _train(args) -> int:
-    from pyl2d.l2d.pipeline import run_train
-
-    run_train(_train_run(args), log=_log)
-    return 0
+        getattr(pipeline, runner)(make_config(args), log=_log)
+        return 0
+    return handle
 
 
-def _finetune(args) -> int:
-    from pyl2d.l2d.pipeline import run_finetune
-
-    run_finetune(_finetune_run(args), log=_log)
-    return 0
-
-
-def _build_memory(args) -> int:
-    from pyl2d.l2d.pipeline import run_build_memory
-
-    run_build_memory(_build_memory_run(args), log=_log)
-    return 0
-
-
-def _eval(args) -> int:
-    from pyl2d.l2d.pipeline import run_eval
-
-    run_eval(_eval_run(args), log=_log)
-    return 0
+_demo = _pipeline("run_demo", _demo_run)
+_train = _pipeline("run_train", _train_run)
+_finetune = _pipeline("run_finetune", _finetune_run)
+_build_memory = _pipeline("run_build_memory", _build_memory_run)
+_eval = _pipeline("run_eval", _eval_run)
+_recommend = _pipeline("run_recommend", _recommend_run)
 
 
 def _calc(args) -> int:
@@ -448,13 +432,6 @@ def _calc(args) -> int:
             "titles not in the catalog")
         _log(f"{path}: {len(predictions)} queries, lists of {min(map(len, predictions))}{unknown}")
     _log(calc_convention.format_table(rows))
-    return 0
-
-
-def _recommend(args) -> int:
-    from pyl2d.l2d.pipeline import run_recommend
-
-    run_recommend(_recommend_run(args), log=_log)
     return 0
 
 
