@@ -49,9 +49,12 @@ def model_fingerprint(model) -> str:
 
 
 def data_fingerprint(samples: Sequence[Sample], template: PromptTemplate) -> str:
+    """A short hash of what the prompts and targets are made of: the template and each
+    sample's ids and titles (a retitled item changes every prompt it appears in, so a memory
+    or model built from the old titles must not be taken for the new one's)."""
     h = hashlib.sha256(json.dumps(dataclasses.asdict(template), sort_keys=True).encode())
     for s in samples:
-        h.update(repr((s.history_ids, s.target_id)).encode())
+        h.update(json.dumps([s.history_ids, s.history_titles, s.target_id, s.target_title]).encode())
     return h.hexdigest()[:16]
 
 

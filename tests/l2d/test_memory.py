@@ -1,4 +1,5 @@
 """The item memory: save/load round trip, a build interrupted midway and resumed, mismatches."""
+import dataclasses
 import json
 
 import pytest
@@ -104,6 +105,14 @@ def test_mismatches_are_clear_errors(tmp_path, tiny_model, tiny_data):
     with pytest.raises(ValueError, match="different pooling"):
         build_memory(HiddenStateExtractor(model, tok, pooling="mean", progress=False), tiny_data.train,
                      len(tiny_data.catalog), tmp_path / "m", DEFAULT_PROMPT, **QUIET)
+    # Same ids, one item retitled: every prompt naming it changes, so the old memory is not reused.
+    first = tiny_data.train[0]
+    retitled = [dataclasses.replace(s, history_titles=tuple("renamed" if i == first.history_ids[0] else t
+                                                            for i, t in zip(s.history_ids, s.history_titles)))
+                for s in tiny_data.train]
+    assert retitled != list(tiny_data.train)
+    with pytest.raises(ValueError, match="different data_fingerprint"):
+        build_memory(ex, retitled, len(tiny_data.catalog), tmp_path / "m", DEFAULT_PROMPT, **QUIET)
     with pytest.raises(FileNotFoundError):
         ItemMemory.load(tmp_path / "nothing")
     with pytest.raises(ValueError, match="outside the catalog"):
