@@ -11,7 +11,7 @@ import re
 import urllib.parse
 import zlib
 
-_USERINFO = re.compile(r"(?<=//)[^/@]*@")
+_USERINFO = re.compile(r"(?<=//)[^/?#]*@")
 _KEY_CHARS = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a bearer token is made of
 
 
@@ -38,8 +38,25 @@ def httpx_module():
 
 
 def shown_url(url: str) -> str:
-    """``url`` without any ``user:password@`` part, for messages."""
-    return _USERINFO.sub("", url)
+    """``url`` without any ``user:password@`` part, for messages. The credentials end at the
+    authority's last ``@`` (a password may hold ``@``); a URL with an ``@`` left after that
+    (a password with ``/``, ``?`` or ``#`` in it, or an ``@`` in the query) is not shown at all,
+    since no rule tells its password from its path."""
+    shown = _USERINFO.sub("", url, count=1)
+    if "@" in shown:
+        scheme = urllib.parse.urlsplit(url).scheme if "://" in url else ""
+        return f"{scheme}://(URL not shown: it may hold credentials)" if scheme else "(URL not shown)"
+    return shown
+
+
+def chat_completions_url(url: str) -> str:
+    """The chat-completions endpoint under the API root ``url``: ``/chat/completions``
+    appended to its path (unless already there), a query string (``?api-version=...``) kept."""
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    return urllib.parse.urlunsplit(parts._replace(path=path, fragment=""))
 
 
 def check_url(url, name: str) -> str:

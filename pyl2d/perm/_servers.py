@@ -53,7 +53,10 @@ class ServerPool:
         return all(s.benched_until > now for s in self.servers)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per server (shown URL): requests and outcomes so far."""
+        """Per server (shown URL, with its index where two show alike): requests and outcomes
+        so far."""
         from pyl2d.perm._http import shown_url
 
-        return {shown_url(s.url): dict(s.counts) for s in self.servers}
+        shown = [shown_url(s.url) for s in self.servers]
+        return {(name if shown.count(name) == 1 else f"{name} [{i}]"): dict(s.counts)
+                for i, (name, s) in enumerate(zip(shown, self.servers))}

@@ -22,11 +22,12 @@ import math
 import random
 from typing import Callable, Mapping, Sequence
 
-from pyl2d.perm._http import ResponseTooLarge, api_key, check_url, connect_reason, httpx_module, read_body, shown_url
+from pyl2d.perm._http import (ResponseTooLarge, api_key, chat_completions_url, check_url, connect_reason, httpx_module,
+                              read_body, shown_url)
 from pyl2d.perm._servers import ServerPool
 from pyl2d.perm.logprob_scores import expected_score
 from pyl2d.perm.perspectives import Perspective
-from pyl2d.perm.scores import ERROR, OK, ParsedScore, parse_score
+from pyl2d.perm.scores import ERROR, OK, TRUNCATED, ParsedScore, parse_score
 
 logger = logging.getLogger("pyl2d.perm")
 
@@ -179,8 +180,13 @@ class OpenAIJudge(TextJudge):
             raise ValueError(f"max_response_bytes must be a positive int, got {max_response_bytes!r}")
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if not (backoff >= 0 and max_backoff >= 0):
-            raise ValueError("backoff and max_backoff must be >= 0")
+        for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+        try:
+            json.dumps(dict(extra_body or {}), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"extra_body must be a JSON object (a mapping of JSON values): {exc}") from None
         if not isinstance(api_key_env, str) or not api_key_env:
             raise ValueError("api_key_env must name an environment variable")
         api_key(api_key_env)  # a malformed key is an error now, not a leaked header later
@@ -192,8 +198,7 @@ class OpenAIJudge(TextJudge):
             raise ValueError("base_url must be a URL or a non-empty list of URLs")
         for i, u in enumerate(urls):
             check_url(u, "base_url" if len(urls) == 1 and u is base_url else f"base_url[{i}]")
-        chat = [u.rstrip("/") if u.rstrip("/").endswith("/chat/completions") else u.rstrip("/") + "/chat/completions"
-                for u in urls]
+        chat = [chat_completions_url(u) for u in urls]
         self.url = chat[0]
         self.pool = ServerPool(chat, cooldown=server_cooldown, max_cooldown=max(server_cooldown, max_backoff))
         self.model = model
@@ -293,7 +298,7 @@ class OpenAIJudge(TextJudge):
                 failure, reason = UNREACHABLE, f"could not connect to judge at {url} ({connect_reason(exc)})"
             except httpx.ConnectTimeout:
                 failure, reason = UNREACHABLE, f"could not connect to judge at {url} (timed out)"
-            except (TimeoutError, httpx.TimeoutException):
+            except (TimeoutError, asyncio.TimeoutError, httpx.TimeoutException):  # distinct before Python 3.11
                 failure, reason = TIMEOUT, f"timed out after {self.timeout:g} s"
             except httpx.TransportError as exc:
                 failure, reason = ERROR, f"connection error ({type(exc).__name__})"
@@ -320,8 +325,15 @@ class OpenAIJudge(TextJudge):
                     logger.warning("judge request rejected: HTTP %d (not retried)", code)
                     return None, ERROR
                 else:
-                    release(True, "ok")
-                    return self._content(body)
+                    reply = self._content(body)
+                    if reply[1] != ERROR:
+                        release(True, reply[1])
+                        if reply[1] == TRUNCATED:
+                            self.stats[TRUNCATED] += 1
+                        return reply
+                    # A 2xx without a chat completion in it is the server's fault, like a 5xx:
+                    # bench that server and retry (elsewhere when there are several).
+                    answered, failure, reason = False, ERROR, "a malformed chat-completions body"
             release(answered, failure)
             self.stats[failure] += 1
             if attempt < self.max_retries:
@@ -352,12 +364,12 @@ class OpenAIJudge(TextJudge):
             if not isinstance(text, str):
                 raise TypeError("content is not text")
             if self.scoring != "logprobs":
-                return text, OK
+                # A score-only reply (logprobs) is cut at its few tokens on purpose; a judgement is not.
+                return (text, TRUNCATED) if choice.get("finish_reason") == "length" else (text, OK)
             content = (choice.get("logprobs") or {}).get("content")
             return (text, content if isinstance(content, list) else None), OK
         except Exception:
             self.stats["bad_response"] += 1
-            logger.warning("judge returned a malformed chat-completions body")
             return None, ERROR
 
     def parse(self, requests: Sequence[JudgeRequest], replies) -> list[ParsedScore]:
@@ -380,7 +392,7 @@ class OpenAIJudge(TextJudge):
                 continue
             try:
                 out.append(expected_score(content, p.score_min, p.score_max))
-            except (AttributeError, TypeError, ValueError):  # a malformed logprobs list
+            except (AttributeError, TypeError, ValueError, ArithmeticError):  # a malformed logprobs list
                 self.stats["bad_response"] += 1
                 out.append(ParsedScore(math.nan, ERROR))
         return out

@@ -27,23 +27,31 @@ from typing import Sequence
 from pyl2d.perm.scores import MISSING, OK, OUT_OF_RANGE, ParsedScore
 
 
+# A longer number is no score: beyond this many digits, values would overflow a float.
+MAX_DIGITS = 15
+
+
 def _digits(token) -> str | None:
     text = str(token).strip() if token is not None else ""
     return text if text.isascii() and text.isdigit() else None
 
 
 def _distribution(position: dict, width: int) -> dict[int, float]:
-    """{value: probability} of the digit-string candidates of ``width`` characters."""
-    probs: dict[int, float] = {}
+    """{value: probability} of the digit-string candidates of ``width`` characters, relative
+    to the likeliest of them (so a reply whose logprobs all underflow exp() still has one)."""
+    logprobs: dict[int, list[float]] = {}
     candidates = position.get("top_logprobs") or [position]
     for cand in candidates:
         digits = _digits(cand.get("token"))
         logprob = cand.get("logprob")
-        if digits is None or len(digits) != width or not isinstance(logprob, (int, float)) or math.isnan(logprob):
+        if (digits is None or len(digits) != width or isinstance(logprob, bool)
+                or not isinstance(logprob, (int, float)) or not -math.inf < logprob < math.inf):
             continue
-        value = int(digits)
-        probs[value] = probs.get(value, 0.0) + math.exp(min(0.0, float(logprob)))
-    return probs
+        logprobs.setdefault(int(digits), []).append(min(0.0, float(logprob)))
+    if not logprobs:
+        return {}
+    top = max(max(lps) for lps in logprobs.values())
+    return {value: sum(math.exp(lp - top) for lp in lps) for value, lps in logprobs.items()}
 
 
 def expected_score(content: Sequence[dict], low: int, high: int) -> ParsedScore:
@@ -58,6 +66,8 @@ def expected_score(content: Sequence[dict], low: int, high: int) -> ParsedScore:
         positions.append((position, len(digits)))
     if not positions:
         return ParsedScore(math.nan, MISSING)
+    if sum(width for _, width in positions) > MAX_DIGITS:
+        return ParsedScore(math.nan, OUT_OF_RANGE)
     if len(positions) == 1:
         position, width = positions[0]
         probs = {v: p for v, p in _distribution(position, width).items() if low <= v <= high}

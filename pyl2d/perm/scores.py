@@ -2,7 +2,8 @@
 
 Accepted forms include ``Score: 4``, ``**Score:** 4``, ``Score: **4**``, ``score = 4``,
 ``Rating: 4``, ``4/5``, ``Score: 4/5`` and ``Total score: 78/100``; the last labelled score
-in the text wins (judges restate the rubric before concluding). A value outside the rubric's
+in the text wins (judges restate the rubric before concluding); a label is a whole word
+(``Subscore: 2`` is not one). A value outside the rubric's
 range, or a ``x/y`` whose denominator is not the rubric's maximum, is invalid, never clipped.
 A score is a plain ASCII number (``4``, ``4.5``, ``-1``); anything that runs on into more of a
 number or a range (``1e3``, ``3,5``, ``3-4``, ``3 to 4``, ``4th``) is "malformed", not read as
@@ -17,12 +18,15 @@ import math
 import re
 
 OK, MISSING, OUT_OF_RANGE, MALFORMED, ERROR = "ok", "missing", "out_of_range", "malformed", "error"
+# The judge stopped at its token limit (finish_reason "length"): a cut-off judgement may end
+# on a sub-score or half a number ("Score: 8" of 85), so it is not parsed.
+TRUNCATED = "truncated"
 
 _NUM = r"([-+]?[0-9]+(?:\.[0-9]+)?)"
 # Every optional piece starts with a literal, so no two whitespace runs compete: matching
 # stays linear in the text (a hostile reply is up to max_response_bytes long).
-_LABELLED = re.compile(
-    r"(?:(?:total|final|overall)\s+)?(?:score|rating)\s*(?:(?:\*\*|__)\s*)?[:=]\s*(?:(?:\*\*|__)\s*)?(?:\[\s*)*"
+_LABELLED = re.compile(  # a whole word: "Subscore: 2" is no verdict
+    r"(?<![A-Za-z0-9_])(?:(?:total|final|overall)\s+)?(?:score|rating)\s*(?:(?:\*\*|__)\s*)?[:=]\s*(?:(?:\*\*|__)\s*)?(?:\[\s*)*"
     + _NUM + r"\s*(?:\]\s*)*(?:(?:\*\*|__)\s*)?(?:(?:/|out\s+of)\s*([0-9]+))?",
     re.IGNORECASE,
 )

@@ -2,7 +2,8 @@
 
 The judge prompt embeds the text being judged, so a completion carries a marker such as
 ``[[judge:garbage]]`` that tells the server how to answer: well, with garbage, with 429 or
-500 (once, or always), with an out-of-range score, a broken body, or too slowly; or with
+500 (once, or always), with an out-of-range score, a broken body, a reply cut off at its
+token limit, or too slowly; or with
 hostile behaviour: 401/403, a body dripped at one byte per ``drip_seconds``, a huge body, a
 gzip bomb. ``server.default_mode`` answers unmarked prompts. The server records what it saw
 (Authorization headers, attempts per prompt, the most requests in flight).
@@ -59,6 +60,7 @@ class ScriptedServer(http.server.ThreadingHTTPServer):
         self.attempts: collections.Counter = collections.Counter()
         self.auth_headers: list[str | None] = []
         self.bodies: list[dict] = []  # every request body, in arrival order
+        self.paths: list[str] = []  # every request's path (and query)
         self.in_flight = 0
         self.max_in_flight = 0
         self.slow_seconds = 2.0
@@ -118,6 +120,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             attempt = srv.attempts[prompt]
             srv.auth_headers.append(self.headers.get("Authorization"))
             srv.bodies.append(body)
+            srv.paths.append(self.path)
             srv.in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
         try:
@@ -140,6 +143,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             text = {"garbage": "I would rather not say.", "out_of_range": "Score: 9" if not wide else "Total: 250/100"}
             content = text.get(mode, good)
             choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+            if mode == "truncated":  # cut off at max_tokens after a sub-score, before the verdict
+                choice.update(finish_reason="length", message={"role": "assistant", "content": "Accuracy score: 3"})
             if body.get("logprobs") and mode != "nologprobs":  # a score-only reply with its logprobs
                 content, choice["logprobs"] = LOGPROB_REPLIES["wide" if wide else "narrow"]
                 choice["message"]["content"] = content

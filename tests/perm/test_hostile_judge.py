@@ -128,6 +128,22 @@ def test_key_with_a_stray_cr_or_spaces_is_stripped(judge_server, monkeypatch, ca
     assert judge_server.auth_headers[-1] is None
 
 
+@pytest.mark.parametrize("url", ["http://admin:hunter@2secret@127.0.0.1:1/v1", "http://user:se/cret@127.0.0.1/v1",
+                                 "http://user:pw?d@127.0.0.1:1/v1"])
+def test_credentials_in_a_url_are_never_shown(url, caplog):
+    try:
+        judge = OpenAIJudge(url, "m", max_retries=0, timeout=1)
+    except ValueError as exc:
+        shown = [str(exc)]
+    else:
+        with caplog.at_level(logging.DEBUG, logger="pyl2d.perm"):
+            judge.score([request("good")])
+        shown = [repr(judge), str(judge.server_stats), str(judge.fatal), caplog.text]
+    for text in shown:
+        for secret in ("hunter", "2secret", "cret", "pw?d"):
+            assert secret not in text, text
+
+
 @pytest.mark.parametrize("url", ["http://[::1", "http://", "ftp://127.0.0.1/v1", "http://127.0.0.1:99999/v1",
                                  "http://127.0.0.1:port/v1", "127.0.0.1:8000", None])
 def test_malformed_url_is_rejected(url):

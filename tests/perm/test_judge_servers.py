@@ -41,6 +41,17 @@ def test_a_dead_server_is_failed_over(judge_server, refused_url, monkeypatch, ht
     assert j.server_stats[judge_server.base_url + "/chat/completions"]["ok"] == 20
 
 
+def test_a_server_answering_garbage_is_benched_and_its_prompts_retried_elsewhere(judge_server, second_judge_server,
+                                                                                monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    second_judge_server.default_mode = "badjson"  # fast, 200, and no chat completion in it
+    j = judge([judge_server.base_url, second_judge_server.base_url], server_cooldown=30)
+    out = PERMReward(j)(prompts=["q"] * 8, completions=["# Analysis\na\n# Response\nb"] * 8)
+    assert out == [GOOD] * 8
+    bad = j.server_stats[second_judge_server.base_url + "/chat/completions"]
+    assert bad.get("ok", 0) == 0 and bad["error"] >= 1, bad
+
+
 def test_a_recovered_server_takes_requests_again(judge_server, second_judge_server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-test")
     judge_server.default_mode = "always500"

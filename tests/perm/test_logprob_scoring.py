@@ -39,6 +39,23 @@ def test_no_number_is_missing_and_out_of_range_is_counted():
     assert expected_score([pos("9", {"9": 0.8, "8": 0.2})], 1, 5).status == "out_of_range"
 
 
+def lp(token, logprob, alternatives=()):
+    return {"token": token, "logprob": logprob,
+            "top_logprobs": [{"token": t, "logprob": v} for t, v in ((token, logprob), *alternatives)]}
+
+
+def test_hostile_logprobs_are_a_status_not_an_exception():
+    # Every logprob underflowing exp(): the relative probabilities still give the expectation.
+    tiny = expected_score([lp("4", -1e6, [("2", -1e6)])], 1, 5)
+    assert tiny.status == "ok" and tiny.value == pytest.approx(3.0)
+    assert expected_score([lp("4", -math.inf)], 1, 5).status == "missing"  # probability 0: nothing seen
+    assert expected_score([lp("4", math.nan)], 1, 5).status == "missing"
+    assert expected_score([lp("4", True)], 1, 5).status == "missing"  # a bool is no logprob
+    # Numbers far too long for a float are out of range, in one token or over many.
+    assert expected_score([lp("9" * 320, -0.1)] * 2, 0, 100).status == "out_of_range"
+    assert expected_score([lp("7", -0.1)] * 400, 0, 100).status == "out_of_range"
+
+
 def test_openai_judge_scores_from_logprobs(judge_server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-test")
     judge = OpenAIJudge(judge_server.base_url, "judge-model", api_key_env=KEY_ENV, scoring="logprobs", timeout=5)

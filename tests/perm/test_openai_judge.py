@@ -125,6 +125,26 @@ def test_judge_argument_errors():
         OpenAIJudge("http://127.0.0.1:1/v1", "m", timeout=0)
     with pytest.raises(ValueError, match="max_retries"):
         OpenAIJudge("http://127.0.0.1:1/v1", "m", max_retries=-1)
+    for name in ("backoff", "max_backoff"):  # an infinite wait would let a Retry-After hang the caller
+        for bad in (math.inf, -1.0, "1", True):
+            with pytest.raises(ValueError, match=name):
+                OpenAIJudge("http://127.0.0.1:1/v1", "m", **{name: bad})
+    with pytest.raises(ValueError, match="extra_body"):
+        OpenAIJudge("http://127.0.0.1:1/v1", "m", extra_body={"x": object()})
+
+
+def test_a_reply_cut_off_at_its_token_limit_is_truncated_not_parsed(judge_server, secret_key):
+    judge = make_judge(judge_server)
+    reward = PERMReward(judge)
+    assert math.isnan(reward(prompts=["q"], completions=[completion("truncated")])[0])
+    assert {s for row in reward.last_statuses for s in row} == {"truncated"}
+    assert judge.stats["truncated"] == judge_server.total_requests() == len(DEFAULT_PERSPECTIVES)  # not retried
+
+
+def test_a_query_string_in_the_url_is_kept_after_the_endpoint(judge_server, secret_key):
+    judge = OpenAIJudge(judge_server.base_url + "/?api-version=2024-02-01", "judge-model", api_key_env=KEY_ENV)
+    assert judge.score([JudgeRequest(DEFAULT_PERSPECTIVES[0], ({"role": "user", "content": "x"},))])[0].valid
+    assert judge_server.paths == ["/v1/chat/completions?api-version=2024-02-01"]
 
 
 def test_unexpected_client_error_fails_one_prompt_only(judge_server, secret_key, monkeypatch, http_library):
