@@ -174,6 +174,8 @@ def score_jsonl(config: ScoreRun, report: Callable[[str], None] = _stderr) -> Sc
     if problems and not rows:
         raise ValueError(f"--data {config.data} holds no usable row ({len(problems)} malformed; first: "
                          f"{problems[0]})")
+    if not rows:
+        raise ValueError(f"--data {config.data} holds no row (it is empty or blank)")
     rows = [(i, r) for i, r in rows if i not in skip]
     for problem in problems[:SHOWN_PROBLEMS]:
         report(f"skipping {problem}")

@@ -29,6 +29,9 @@ def read_rows(path: pathlib.Path, id_field: str, completion_field: str) -> tuple
                 continue
             if not isinstance(row, dict):
                 problems.append(f"{where}: expected a JSON object")
+            elif not _encodable(row):
+                problems.append(f"{where}: text holds an unpaired surrogate escape (\\ud800-\\udfff), "
+                                "which is no character and cannot be sent to a judge")
             elif not isinstance(row.get(completion_field), str):
                 problems.append(f"{where}: field {completion_field!r} is missing or not text")
             else:
@@ -39,6 +42,15 @@ def read_rows(path: pathlib.Path, id_field: str, completion_field: str) -> tuple
                 first_line[key] = lineno
                 rows.append((key, row))
     return rows, problems
+
+
+def _encodable(row: dict) -> bool:
+    """Whether every string in ``row`` is text UTF-8 can carry (JSON's ``\\ud800`` alone is not)."""
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def done_ids(path: pathlib.Path | None) -> set[str]:

@@ -24,6 +24,7 @@ and the returned dicts carry ``perm_unscorable`` so it shows in verl's logs.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 
@@ -31,7 +32,14 @@ from pyl2d.perm.reward import PERMReward
 
 _REWARDS: dict[tuple, PERMReward] = {}
 _LOCK = threading.Lock()
-_JUDGE_KEYS = ("judge_url", "judge_model", "api_key_env", "concurrency", "timeout", "max_retries")
+# reward_kwargs: judge_url / judge_model, then any keyword of OpenAIJudge or of PERMReward.
+_OWN_KEYS = ("judge_url", "judge_model", "preset", "nan_score")
+
+
+def _keywords(func) -> set[str]:
+    """The keyword-settable parameters of ``func`` (its signature is the one list of them)."""
+    params = inspect.signature(func).parameters.values()
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
 
 
 def make_compute_score(reward: PERMReward, nan_score: float = 0.0):
@@ -68,11 +76,17 @@ def _reward_from(kwargs: dict) -> PERMReward:
     key = tuple(sorted((k, repr(v)) for k, v in kwargs.items()))
     with _LOCK:
         if key not in _REWARDS:
-            judge_args = {k: kwargs[k] for k in _JUDGE_KEYS if k in kwargs}
-            if "judge_url" not in judge_args or "judge_model" not in judge_args:
+            if "judge_url" not in kwargs or "judge_model" not in kwargs:
                 raise ValueError("pyl2d.perm.verl.compute_score needs reward_kwargs judge_url and judge_model")
-            judge = OpenAIJudge(judge_args.pop("judge_url"), judge_args.pop("judge_model"), **judge_args)
-            options = {k: v for k, v in kwargs.items() if k not in _JUDGE_KEYS and k not in ("preset", "nan_score")}
+            judge_keys = _keywords(OpenAIJudge.__init__) - {"base_url", "model"}
+            reward_keys = _keywords(PERMReward.__init__) - {"judge"}
+            unknown = sorted(set(kwargs) - judge_keys - reward_keys - set(_OWN_KEYS))
+            if unknown:
+                raise ValueError(f"unknown reward_kwargs {unknown}; allowed: {sorted(_OWN_KEYS)}, the judge's "
+                                 f"{sorted(judge_keys)} and the reward's {sorted(reward_keys)}")
+            judge = OpenAIJudge(kwargs["judge_url"], kwargs["judge_model"],
+                                **{k: v for k, v in kwargs.items() if k in judge_keys})
+            options = {k: v for k, v in kwargs.items() if k in reward_keys}
             preset = kwargs.get("preset")
             _REWARDS[key] = (PERMReward.from_preset(preset, judge, **options) if preset
                              else PERMReward(judge, **options))
@@ -82,7 +96,8 @@ def _reward_from(kwargs: dict) -> PERMReward:
 def compute_score(data_source=None, solution_str=None, ground_truth=None, extra_info=None, *, data_sources=None,
                   solution_strs=None, ground_truths=None, extra_infos=None, **reward_kwargs):
     """verl's entry point (see the module docstring): the reward is configured by
-    ``reward_kwargs`` (judge_url, judge_model, preset, and any PERMReward argument)."""
+    ``reward_kwargs`` (judge_url, judge_model, preset, nan_score, and any keyword of
+    OpenAIJudge or PERMReward; another key is an error that lists them)."""
     reward = _reward_from(reward_kwargs)
     return make_compute_score(reward, float(reward_kwargs.get("nan_score", 0.0)))(
         data_source, solution_str, ground_truth, extra_info, data_sources=data_sources, solution_strs=solution_strs,

@@ -79,6 +79,20 @@ def test_non_utf8_row_is_skipped_with_file_and_line(judge_server, tmp_path, caps
     assert _ids(out) == ["a", "c"]
 
 
+def test_a_lone_surrogate_is_a_malformed_row_and_an_empty_file_an_error(judge_server, tmp_path, capsys):
+    data, out = tmp_path / "d.jsonl", tmp_path / "o.jsonl"
+    good = json.dumps({"id": "a", "completion": "# Analysis\nx\n# Response\ny"})
+    data.write_text(good + "\n" + '{"id": "b", "completion": "x \\ud83d y"}\n')  # valid JSON, no text
+    assert main(_args(judge_server, data, out)) == 1
+    err = capsys.readouterr().err
+    assert f"{data}:2: text holds an unpaired surrogate" in err and "judge request failed" not in err
+    assert _ids(out) == ["a"]
+    for text in ("", "\n  \n"):
+        data.write_text(text)
+        assert main(_args(judge_server, data, tmp_path / "o2.jsonl")) == 2
+        assert "holds no row (it is empty or blank)" in capsys.readouterr().err
+
+
 def _ids(path):
     ids = []
     for line in path.read_text().splitlines():

@@ -77,3 +77,16 @@ def test_verl_module_entry_needs_a_judge():
 
     with pytest.raises(ValueError, match="judge_url and judge_model"):
         verl.compute_score("esconv", GOOD, None, {})
+
+
+
+def test_verl_reward_kwargs_reach_the_judge_and_the_reward():
+    from pyl2d.perm import verl
+
+    config = dict(judge_url="http://127.0.0.1:1/v1", judge_model="m", scoring="logprobs", max_response_bytes=1024,
+                  backoff=0.1, bystander_coef=0.5, mode="harmonic")
+    reward = verl._reward_from(config)
+    assert reward.judge.scoring == "logprobs" and reward.judge.max_response_bytes == 1024
+    assert reward.judge.backoff == 0.1 and reward.bystander_coef == 0.5 and reward.mode == "harmonic"
+    with pytest.raises(ValueError, match=r"unknown reward_kwargs \['scorin'\]; allowed: .*'scoring'"):
+        verl._reward_from({**config, "scorin": "text"})
