@@ -99,6 +99,7 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
     import warnings
 
     config = config or EvalConfig()
+    memory.check_catalog(catalog)
     memory.check_model(model)
     template = resolve_template(memory, template)
     samples = _test_subset(test, config.max_test, config.seed)

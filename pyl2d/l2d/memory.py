@@ -93,6 +93,12 @@ class ItemMemory:
         """[num_items] int64: memory entries per item (0 = never a training target)."""
         return torch.bincount(self.item_ids, minlength=self.num_items)
 
+    def check_catalog(self, catalog) -> None:
+        """ValueError unless the memory was built for a catalog of ``len(catalog)`` items
+        (checked before anything sized by ``num_items`` is allocated)."""
+        if self.num_items != len(catalog):
+            raise ValueError(f"the memory was built for {self.num_items} items but the catalog has {len(catalog)}")
+
     def check_model(self, model, layer=None, pooling=None) -> None:
         """ValueError if this memory was not built with ``model`` (and layer/pooling, if given)."""
         size = hidden_size_of(model)

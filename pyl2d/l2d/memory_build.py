@@ -100,7 +100,7 @@ def _logged_entries(path: pathlib.Path, layout: memory_file.Layout, n_shards: in
                 index, count, digest = entry["index"], entry["count"], entry["sha256"]
                 ok = (type(index) is int and 0 <= index < n_shards and type(count) is int
                       and count == layout.rows(index)[1] - layout.rows(index)[0] and _SHA256.fullmatch(str(digest)))
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 ok = False
             if not ok:
                 log(f"{file}:{number}: not a progress entry (a torn write?); ignored")
@@ -130,7 +130,9 @@ def _prepare(path: pathlib.Path, settings: dict, overwrite: bool, log) -> _Plan:
             old = read_manifest(manifest_path)
         except MemoryFormatError as exc:
             raise MemoryFormatError(f"{exc}; pass overwrite=True (--overwrite) to rebuild it") from None
-        keys = [k for k in settings if k not in ("format_version", "file", "total")]
+        # model_name is how the model was spelled (model/, ./model): a label, not a setting;
+        # the model is identified by its fingerprint.
+        keys = [k for k in settings if k not in ("format_version", "file", "total", "model_name")]
         differing = [k for k in keys if old.get(k) != settings[k]]
         if differing:
             raise ValueError(f"{path} holds a memory built with different {', '.join(differing)}; "

@@ -45,7 +45,7 @@ def read_manifest(path: pathlib.Path) -> dict:
         raise MemoryFormatError(f"{path} is {size} bytes, too large to be a memory manifest")
     try:
         manifest = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # also an integer too long for int() (ValueError)
         raise MemoryFormatError(f"{path} is not valid JSON: {exc}") from None
     check_manifest(manifest, path)
     return manifest

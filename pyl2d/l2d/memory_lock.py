@@ -8,8 +8,10 @@ new one, never half of one. Without ``fcntl`` (Windows) there is no lock.
 """
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
+import stat
 
 try:
     import fcntl
@@ -39,6 +41,13 @@ def _busy(folder: pathlib.Path) -> MemoryBusyError:
                            f"(pid {_holder(folder / LOCK_FILE)}); wait for it to finish or stop it")
 
 
+def _check_regular(fd: int, path: pathlib.Path) -> None:
+    """A ValueError (which MemoryFormatError is) unless ``fd`` is a regular file."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise ValueError(f"{path} is not a regular file (a FIFO, device or socket in the lock's place); "
+                         "remove it")
+
+
 class BuildLock:
     """``with BuildLock(folder):`` the exclusive right to write ``folder`` (created if needed)."""
 
@@ -52,12 +61,21 @@ class BuildLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         if fcntl is None:
             return self
-        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a symlink: the build truncates this file
+            fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ValueError(f"{self.folder / LOCK_FILE} is a symlink; remove it") from None
+            raise
         try:
+            _check_regular(fd, self.folder / LOCK_FILE)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise _busy(self.folder) from None
+        except BaseException:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -74,11 +92,12 @@ def check_not_building(folder: str | pathlib.Path) -> None:
     folder = pathlib.Path(folder)
     if fcntl is None:
         return
-    try:
-        fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    try:  # non-blocking: opening a FIFO put in the lock's place must not wait for a writer
+        fd = os.open(folder / LOCK_FILE, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return  # no lock file: never built by this version, or a read-only copy
     try:
+        _check_regular(fd, folder / LOCK_FILE)
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         raise _busy(folder) from None

@@ -101,8 +101,7 @@ class L2DRecommender:
         if transform is not None and transform.representation != representation:
             raise ValueError(f"transform was fitted for representation {transform.representation.describe()!r}, "
                              f"not {representation.describe()!r}")
-        if memory.num_items != len(catalog):
-            raise ValueError(f"the memory was built for {memory.num_items} items but the catalog has {len(catalog)}")
+        memory.check_catalog(catalog)
         if check_model:
             memory.check_model(model)
         layer = layer_from_manifest(memory.manifest.get("layer", "final"))

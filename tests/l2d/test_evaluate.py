@@ -45,6 +45,18 @@ def test_title_recall_in_the_excluded_table_excludes_the_history(tiny_model, mon
     assert ev.format_no_exclusion_table({"records": [record]}).splitlines()[2].endswith("| 1.0000 |")
 
 
+def test_a_memory_for_another_catalog_size_is_refused_before_anything_is_sized_by_it(tiny_model):
+    model, tok = tiny_model
+    catalog = Catalog([f"Album {i}" for i in range(40)])
+    test = [Sample((0,), ("Album 0",), 1, "Album 1")]
+    for num_items in (41, 10 ** 13):  # off by one, or a hostile manifest (80 TB of counts)
+        memory = ItemMemory(torch.randn(40, 32), torch.arange(40), num_items,
+                            {"model_fingerprint": model_fingerprint(model),
+                             "template": dataclasses.asdict(DEFAULT_PROMPT)})
+        with pytest.raises(ValueError, match=f"built for {num_items} items but the catalog has 40"):
+            ev.evaluate(model, tok, memory, test, test, catalog, log=lambda *_: None)
+
+
 def test_bad_config_values_are_errors():
     for bad in (dict(max_test=0), dict(max_test=-3), dict(m=0), dict(time_queries=0), dict(batch_sizes=())):
         with pytest.raises(ValueError, match="must be (a )?positive"):

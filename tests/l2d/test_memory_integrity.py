@@ -233,7 +233,8 @@ def test_format_2_manifest_of_the_wrong_shape_is_one_clear_error(old, edit, mess
     assert str(mem / MANIFEST) in str(info.value)
 
 
-@pytest.mark.parametrize("content", [b"{\"format_version\": 2, \xff", b"[" * 100_000 + b"]" * 100_000])
+@pytest.mark.parametrize("content", [b"{\"format_version\": 2, \xff", b"[" * 100_000 + b"]" * 100_000,
+                                     b"{\"format_version\": " + b"9" * 5000 + b"}"])  # past int()'s digit limit
 def test_manifest_that_is_not_json(mem, content):
     (mem / MANIFEST).write_bytes(content)
     with pytest.raises(MemoryFormatError, match="not valid JSON"):
@@ -332,3 +333,41 @@ def test_build_lock_is_held_across_processes(tmp_path, tiny_model, tiny_data):
         holder.stdin.close()
         holder.wait(timeout=60)
     build_memory(_extractor(tiny_model), tiny_data.train[:20], len(tiny_data.catalog), path, DEFAULT_PROMPT, **QUIET)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_lock_file_that_is_no_regular_file_is_an_error_not_a_hang(mem, tiny_model, tiny_data, tmp_path, kind):
+    (mem / ".build.lock").unlink()
+    if kind == "fifo":
+        os.mkfifo(mem / ".build.lock")  # opening it for reading would wait for a writer forever
+    else:
+        (tmp_path / "elsewhere").write_text("keep")
+        (mem / ".build.lock").symlink_to(tmp_path / "elsewhere")  # the build truncates its lock file
+    if kind == "fifo":
+        with pytest.raises(ValueError, match="not a regular file"):
+            ItemMemory.load(mem)
+    with pytest.raises(ValueError, match="not a regular file" if kind == "fifo" else "is a symlink"):
+        build_memory(_extractor(tiny_model), tiny_data.train, len(tiny_data.catalog), mem, DEFAULT_PROMPT,
+                     shard_size=16, **QUIET)
+    if kind == "symlink":
+        assert (tmp_path / "elsewhere").read_text() == "keep"
+
+
+def test_a_progress_line_nested_too_deep_is_skipped_as_torn(mem, tiny_model, tiny_data, built):
+    manifest = _manifest(mem)
+    first = manifest["shards"][:1]
+    _write_manifest(mem, {**manifest, "complete": False, "shards": first, "count": first[0]["count"]})
+    (mem / "progress-00000.jsonl").write_text("[" * 1500 + "]" * 1500 + "\n")  # under the size bound
+    logs = []
+    build_memory(_extractor(tiny_model), tiny_data.train, len(tiny_data.catalog), mem, DEFAULT_PROMPT,
+                 shard_size=16, log=logs.append)
+    assert any("not a progress entry" in line for line in logs)
+    assert _manifest(mem)["shards"] == _manifest(built)["shards"]
+
+
+def test_a_resume_names_the_model_any_way(mem, tiny_model, tiny_data):
+    """The same model spelt ./model or /abs/model is the same model (its fingerprint says so)."""
+    manifest = _manifest(mem)
+    _write_manifest(mem, {**manifest, "model_name": "./elsewhere/spelt/differently"})
+    build_memory(_extractor(tiny_model), tiny_data.train, len(tiny_data.catalog), mem, DEFAULT_PROMPT,
+                 shard_size=16, model_name="model/", **QUIET)
