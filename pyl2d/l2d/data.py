@@ -4,9 +4,11 @@ folder layouts that hold them: :mod:`pyl2d.l2d.folders`).
 A sample is one (history -> next item) pair. The CSV columns used are ``history_item_title``,
 ``item_title``, ``history_item_id``, ``item_id`` (lists as Python literals; ids may be ints or
 quoted digit strings, as MiniOneRec writes them: ``['0', '17']``); every other column is
-ignored. Malformed rows (bytes that are not UTF-8 included) are skipped, counted
-and reported with their line numbers, because real exports contain a few; a file with no
-usable row is an error. In ``items.txt`` a title that is not valid UTF-8 keeps its line (the
+ignored (a required column named twice is an error). Malformed rows (bytes that are not
+UTF-8, ids outside the catalog and histories over ``MAX_LIST_FIELD`` characters included)
+are skipped, counted and reported with their line numbers, because real exports contain a
+few; a file with no usable row is an error. Rows that title an item otherwise than the
+catalog are kept and reported. In ``items.txt`` a title that is not valid UTF-8 keeps its line (the
 ids must stay dense) with the bad bytes replaced by U+FFFD, and the line is reported.
 """
 from __future__ import annotations
@@ -29,6 +31,9 @@ _BAD_BYTE = re.compile("[\udc80-\udcff]")
 
 # Titles can be long (HTML fragments, track lists); lift the csv module's 128 KiB field cap.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+# A history list longer than this is skipped as malformed (the public data sets' longest is
+# about 1 KB): parsing a list literal takes ~100x its size in memory.
+MAX_LIST_FIELD = 2 ** 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +91,11 @@ class Catalog:
     def title_is_unique(self, item_id: int) -> bool:
         return len(self._by_title[self.titles[item_id]]) == 1
 
+    def outside(self, sample: Sample) -> int | None:
+        """The first item id of ``sample`` outside this catalog, else None."""
+        n = len(self)
+        return next((x for x in (*sample.history_ids, sample.target_id) if not 0 <= x < n), None)
+
     def check_ids(self, samples: Iterable[Sample], what: str = "samples") -> None:
         """Raise ValueError if any sample refers to an id outside the catalog."""
         n = len(self)
@@ -107,6 +117,8 @@ def _printable(text: str) -> str:
 
 
 def _parse_list(text: str, column: str) -> list:
+    if len(text) > MAX_LIST_FIELD:
+        raise ValueError(f"{column} is {len(text)} characters long, over the {MAX_LIST_FIELD} a history may take")
     value = ast.literal_eval(text)
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"{column} is not a list")
@@ -115,11 +127,13 @@ def _parse_list(text: str, column: str) -> list:
 
 def _item_id(value) -> int:
     """An item id written as an int or a quoted string of digits ('17'); ValueError else."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    raise ValueError(f"item id {value!r} is not an integer")
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]+\s*", value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"item id {value!r} is not an integer")
+    if value < 0:
+        raise ValueError(f"item id {value} is negative")
+    return value
 
 
 def _parse_row(row: dict) -> Sample:
@@ -134,51 +148,84 @@ def _parse_row(row: dict) -> Sample:
     try:
         titles = _parse_list(row["history_item_title"], "history_item_title")
         ids = _parse_list(row["history_item_id"], "history_item_id")
-        target_id = _item_id(row["item_id"].strip().strip("'\""))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-        raise ValueError(f"cannot parse: {exc}".splitlines()[0][:120]) from None
+        raise ValueError(f"cannot parse: {str(exc) or type(exc).__name__}".splitlines()[0][:120]) from None
+    target_id = _item_id(row["item_id"].strip().strip("'\""))
     if len(titles) != len(ids):
         raise ValueError(f"history has {len(titles)} titles but {len(ids)} ids")
     if not all(isinstance(t, str) for t in titles):
         raise ValueError("history_item_title holds a non-string")
     try:
         ids = [_item_id(x) for x in ids]
-    except ValueError:
-        raise ValueError("history_item_id holds a non-integer") from None
+    except ValueError as exc:
+        raise ValueError(f"history_item_id: {exc}") from None
     return Sample(tuple(ids), tuple(titles), target_id, row["item_title"])
 
 
-def load_samples(path: str | pathlib.Path, *, warn: bool = True) -> tuple[list[Sample], LoadReport]:
+def load_samples(path: str | pathlib.Path, *, warn: bool = True, catalog: Catalog | None = None
+                 ) -> tuple[list[Sample], LoadReport]:
     """Read a D3-format CSV. Returns the samples and a report of skipped rows.
 
     Raises FileNotFoundError if the file is missing and ValueError if a required column is
-    absent or no row is usable. ``warn`` emits a warning when rows were skipped."""
+    absent or repeated, or no row is usable. With ``catalog``, a row naming an item outside it
+    is skipped too, and rows that title an item otherwise than the catalog does are reported.
+    ``warn`` emits a warning when rows were skipped or titled otherwise."""
     path = pathlib.Path(path)
     report = LoadReport(str(path))
     samples: list[Sample] = []
+    retitled: list[tuple[int, int, str]] = []  # (line, item id, this file's title)
     with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None:
-            raise ValueError(f"{path} is empty")
-        absent = [c for c in REQUIRED_COLUMNS if c not in reader.fieldnames]
-        if absent:
-            raise ValueError(f"{path} lacks the column(s) {', '.join(absent)} "
-                             f"(found {_printable(', '.join(reader.fieldnames))})")
-        start_line = reader.line_num + 1
-        for row in reader:
+        # csv.reader, not DictReader: it yields blank lines too, so every row's line is known.
+        reader = csv.reader(f)
+        header, start_line = None, 1
+        for fields in reader:
+            if header is None:
+                if fields:
+                    header = fields
+                    _check_header(path, header)
+                start_line = reader.line_num + 1
+                continue
+            line, start_line = start_line, reader.line_num + 1
+            if not fields:
+                continue
             report.n_rows += 1
             try:
-                if None in row:
+                if len(fields) > len(header):
                     raise ValueError("more fields than the header")
-                samples.append(_parse_row(row))
+                sample = _parse_row(dict(zip(header, fields)))
+                bad = None if catalog is None else catalog.outside(sample)
+                if bad is not None:
+                    raise ValueError(f"item id {bad} is outside the catalog of {len(catalog)} items")
             except ValueError as exc:
-                report.bad_rows.append((start_line, str(exc)))
-            start_line = reader.line_num + 1
+                report.bad_rows.append((line, str(exc)))
+                continue
+            samples.append(sample)
+            if catalog is not None:
+                retitled += [(line, i, t) for i, t in zip((*sample.history_ids, sample.target_id),
+                                                           (*sample.history_titles, sample.target_title))
+                             if t != catalog.titles[i]][:1]
+        if header is None:
+            raise ValueError(f"{path} is empty")
     if not samples:
         raise ValueError(f"{path} holds no usable row ({report.n_rows} rows read). " + report.summary())
     if report.bad_rows and warn:
         warnings.warn(report.summary(), stacklevel=2)
+    if retitled and warn:
+        line, item, title = retitled[0]
+        warnings.warn(f"{path}: {len(retitled)} rows title an item otherwise than the catalog (line {line}: item "
+                      f"{item} is {_printable(title)[:60]!r} here, {_printable(catalog.titles[item])[:60]!r} in the "
+                      "catalog); prompts use this file's titles, ranked lists the catalog's", stacklevel=2)
     return samples, report
+
+
+def _check_header(path: pathlib.Path, header: list[str]) -> None:
+    absent = [c for c in REQUIRED_COLUMNS if c not in header]
+    if absent:
+        raise ValueError(f"{path} lacks the column(s) {', '.join(absent)} (found {_printable(', '.join(header))})")
+    repeated = [c for c in REQUIRED_COLUMNS if header.count(c) > 1]
+    if repeated:
+        raise ValueError(f"{path}: the header names column {repeated[0]!r} {header.count(repeated[0])} times; "
+                         "which one holds the data is ambiguous")
 
 
 def load_catalog(path: str | pathlib.Path) -> Catalog:

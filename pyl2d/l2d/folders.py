@@ -55,6 +55,9 @@ def _one_file(folder: pathlib.Path, pattern: str, category: str | None, what: st
     found = sorted(p for p in folder.glob(pattern) if p.is_file())
     if category is not None:
         found = [p for p in found if p.name.startswith(category)]
+        # "Arts" is the category of Arts_5_....csv, not of Arts_Crafts_5_....csv.
+        exact = [p for p in found if p.stem == category or p.stem.split("_5_")[0] == category]
+        found = exact if len(exact) == 1 else found
     if len(found) == 1:
         return found[0]
     names = ", ".join(p.name for p in sorted(folder.glob(pattern))) or "none"
@@ -72,8 +75,15 @@ def _split_files(folder: pathlib.Path, category: str | None) -> tuple[dict[str, 
         if "test" not in files:
             raise FileNotFoundError(f"{folder}/test holds no CSV")
         stem = files["test"].stem
+        other = next((f for f in files.values() if f.stem != stem), None)
+        if other is not None:  # one category's rows trained, another's tested
+            raise ValueError(f"{folder}: the splits hold different categories ({other.relative_to(folder)} but "
+                             f"test/{files['test'].name}); pass category= (--category) to pick one they all hold")
         catalog = _one_file(folder / "info", "*.txt", category or stem.split("_5_")[0], "catalog (.txt)")
         return files, catalog, f"{folder.name}-{stem}"
+    if category is not None:
+        raise ValueError(f"category={category!r} (--category) picks a category of a MiniOneRec folder; {folder} is "
+                         "a D3/BIGRec folder of one data set")
     files = {split: folder / f"{split}.csv" for split in _SPLITS if (folder / f"{split}.csv").is_file()}
     for name in ("test.csv", "items.txt"):
         if not (folder / name).is_file():
@@ -102,11 +112,9 @@ def load_folder(folder: str | pathlib.Path | DataSource, train_split: str | None
     catalog = load_catalog(catalog_path)
     train: list[Sample] = []
     for split in train_split.split("+"):
-        rows, _ = load_samples(files[split])
-        catalog.check_ids(rows, f"{files[split].name} rows")
+        rows, _ = load_samples(files[split], catalog=catalog)
         train += rows
-    test, _ = load_samples(files["test"])
-    catalog.check_ids(test, f"{files['test'].name} rows")
+    test, _ = load_samples(files["test"], catalog=catalog)
     return Dataset(catalog, train, test, name, train_split)
 
 
@@ -114,6 +122,10 @@ def write_folder(dataset: Dataset, folder: str | pathlib.Path) -> pathlib.Path:
     """Write ``valid.csv`` (the training rows), ``test.csv`` and ``items.txt`` in the D3 format
     :func:`load_folder` reads, e.g. to export the synthetic data set."""
     folder = pathlib.Path(folder)
+    bad = next((i for i, t in enumerate(dataset.catalog.titles) if any(c in t for c in "\t\n\r")), None)
+    if bad is not None:  # items.txt is one title<TAB>id per line
+        raise ValueError(f"item {bad}'s title holds a tab or line break, which items.txt cannot hold: "
+                         f"{dataset.catalog.titles[bad][:60]!r}")
     folder.mkdir(parents=True, exist_ok=True)
     for name, rows in (("valid.csv", dataset.train), ("test.csv", dataset.test)):
         with (folder / name).open("w", newline="", encoding="utf-8") as f:

@@ -65,6 +65,47 @@ def test_rows_that_are_not_utf8_are_skipped_with_their_line(tmp_path):
     assert [s.target_id for s in samples] == [3, 4, 5] and samples[2].history_titles == ("\u00e9t\u00e9",)
 
 
+def test_line_numbers_count_blank_lines_and_reasons_are_exact(tmp_path):
+    p = tmp_path / "valid.csv"
+    p.write_text(",".join(HEADER) + "\n"
+                 "u1,['a'],c,[1],3,\n"        # line 2: fine
+                 "\n\n"                        # lines 3-4: blank
+                 "u2,['a'],c,[1],-1,\n"       # line 5: negative id
+                 "u3,['a'],c,[-2],3,\n"       # line 6: negative history id
+                 "u4,['a'],c,[1],abc,\n")     # line 7: not an integer
+    with pytest.warns(UserWarning, match="skipped 3 of 4 rows"):
+        _, report = data.load_samples(p)
+    assert report.bad_rows == [(5, "item id -1 is negative"), (6, "history_item_id: item id -2 is negative"),
+                               (7, "item id 'abc' is not an integer")]
+
+
+def test_a_repeated_column_and_an_oversized_history_are_refused(tmp_path):
+    p = tmp_path / "valid.csv"
+    write_rows(p, [["u1", "['a']", "c", "[1]", "3", "x", "0"]], header=HEADER + ["item_id"])
+    with pytest.raises(ValueError, match="names column 'item_id' 2 times"):
+        data.load_samples(p)
+    huge = repr(list(range(data.MAX_LIST_FIELD // 3)))
+    write_rows(p, [["u1", "['a']", "c", "[1]", "3", ""], ["u2", repr(["t"] * (data.MAX_LIST_FIELD // 3)), "c", huge,
+                                                           "3", ""]])
+    with pytest.warns(UserWarning, match="line 3: cannot parse: history_item_title is .* characters long"):
+        samples, _ = data.load_samples(p)
+    assert len(samples) == 1
+
+
+def test_rows_are_checked_against_the_catalog_with_their_line(tmp_path):
+    p = tmp_path / "test.csv"
+    write_rows(p, [["u1", "['a']", "b", "[0]", "1", ""],        # line 2: fine
+                   ["u2", "['a']", "b", "[0]", "9", ""],        # line 3: outside the catalog
+                   ["u3", "['a']", "Wrong", "[0]", "1", ""]])   # line 4: a title the catalog does not give
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples, report = data.load_samples(p, catalog=data.Catalog(["a", "b"]))
+    assert report.bad_rows == [(3, "item id 9 is outside the catalog of 2 items")] and len(samples) == 2
+    messages = [str(w.message) for w in caught]
+    assert any("1 rows title an item otherwise than the catalog (line 4: item 1 is 'Wrong' here, 'b' in" in m
+               for m in messages), messages
+
+
 def test_catalog_line_that_is_not_utf8_is_kept_and_reported(tmp_path):
     p = tmp_path / "items.txt"
     p.write_bytes(b"Fine\t0\nCaf\xe9 del Mar\t1\nLast\t2\n")

@@ -62,6 +62,24 @@ def test_several_categories_need_a_choice(tmp_path):
         load_folder(root, category="Books")
 
 
+def test_a_category_named_in_full_is_not_ambiguous_with_a_longer_one(tmp_path):
+    root = write_minionerec(tmp_path / "Amazon", "Arts")
+    write_minionerec(root, "Arts_Crafts")
+    assert load_folder(root, category="Arts").name.endswith("-Arts_5_2016-10-2018-11")
+    assert load_folder(root, category="Arts_Crafts").name.endswith("-Arts_Crafts_5_2016-10-2018-11")
+
+
+def test_splits_of_different_categories_are_an_error(tmp_path):
+    root = write_minionerec(tmp_path / "Amazon")
+    write_minionerec(tmp_path / "other", "Arts")
+    for split in ("valid", "test"):  # valid/ and test/ hold Arts only; train/ Office only
+        (root / split / "Office_Products_5_2016-10-2018-11.csv").unlink()
+        (tmp_path / "other" / split / "Arts_5_2016-10-2018-11.csv").rename(root / split / "Arts_5_2016-10-2018-11.csv")
+    (tmp_path / "other" / "info" / "Arts_5_2016-10-2018-11.txt").rename(root / "info" / "Arts_5_2016-10-2018-11.txt")
+    with pytest.raises(ValueError, match="the splits hold different categories"):
+        load_folder(root)
+
+
 def test_d3_folder_with_and_without_train_csv(tmp_path):
     root = write_minionerec(tmp_path / "src")
     d3 = tmp_path / "d3"
@@ -73,6 +91,8 @@ def test_d3_folder_with_and_without_train_csv(tmp_path):
     assert ds.train_split == "valid" and len(ds.train) == 1  # D3's public folders train on valid.csv
     with pytest.raises(FileNotFoundError, match="no train split"):
         load_folder(d3, train_split="train")
+    with pytest.raises(ValueError, match="picks a category of a MiniOneRec folder"):
+        load_folder(d3, category="Office_Products")  # silently ignored, it would read as applied
     (d3 / "train.csv").write_bytes((root / "train" / "Office_Products_5_2016-10-2018-11.csv").read_bytes())
     assert load_folder(d3).train_split == "train" and len(load_folder(d3).train) == 3
 
@@ -84,6 +104,11 @@ def test_bad_arguments_and_folders(tmp_path):
         load_folder(tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match="test.csv"):
         load_folder(tmp_path)
+    from pyl2d.l2d.data import Catalog
+    from pyl2d.l2d.folders import Dataset, write_folder
+
+    with pytest.raises(ValueError, match="item 1's title holds a tab or line break"):
+        write_folder(Dataset(Catalog(["a", "b\tc"]), [], []), tmp_path / "out")
 
 
 @pytest.mark.data
