@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
+import warnings
 
 # Modules that contribute subcommands; a module missing from this install is skipped.
 _COMMAND_MODULES = ("pyl2d.l2d.cli", "pyl2d.perm.cli")
@@ -27,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(prog, message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line for the person at the terminal: what, not which source line
+    raised it (the Python default shows pyl2d's own code)."""
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    print(f"{prog}: warning{kind}: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -34,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, f"pyl2d {args.command}")
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

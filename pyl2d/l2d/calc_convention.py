@@ -92,6 +92,8 @@ def read_results(path: str | pathlib.Path) -> tuple[list[list[str]], list]:
         raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to be a calc.py result file") from None
     if not isinstance(records, list) or not records:
         raise ValueError(f"{path}: expected a non-empty JSON list of records with 'predict' and 'output'")
     predictions, targets = [], []

@@ -326,6 +326,15 @@ def split_validation(samples: Sequence[Sample], fraction: float = 0.15, seed: in
     return ([s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held])
 
 
+def with_history(samples: Iterable[Sample], what: str) -> list[Sample]:
+    """The samples with a non-empty history (a prompt needs one); ValueError naming ``what``
+    ("training", "test") when there is none, before any work is spent on them."""
+    usable = [s for s in samples if s.history_titles]
+    if not usable:
+        raise ValueError(f"no {what} sample has a non-empty history")
+    return usable
+
+
 def sample_from_history(history_ids: Sequence[int], catalog: Catalog) -> Sample:
     """A query-only sample from item ids (target unknown: id -1)."""
     if len(history_ids) == 0:

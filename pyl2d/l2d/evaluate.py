@@ -22,7 +22,7 @@ import torch
 from pyl2d._checks import positive_ints
 from pyl2d.l2d import calc_convention, metrics, spread
 from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
-from pyl2d.l2d.data import Catalog, Sample
+from pyl2d.l2d.data import Catalog, Sample, with_history
 from pyl2d.l2d.memory import ItemMemory
 from pyl2d.l2d.prompts import PromptTemplate
 from pyl2d.l2d.recommender import DEFAULT_METRIC, DEFAULT_REPRESENTATION, L2DRecommender, resolve_template
@@ -62,9 +62,7 @@ class EvalConfig:
 
 
 def _test_subset(test: Sequence[Sample], max_test: int | None, seed: int) -> list[Sample]:
-    usable = [s for s in test if s.history_titles]
-    if not usable:
-        raise ValueError("no test sample has a non-empty history")
+    usable = with_history(test, "test")
     if max_test is not None and max_test < len(usable):
         keep = sorted(random.Random(seed).sample(range(len(usable)), max_test))
         usable = [usable[i] for i in keep]
@@ -254,6 +252,7 @@ def save_plot(result: dict, path: str, k: int = 10, title: str = "") -> bool:
     fig.text(0.01, 0.01, "error bars: " + spread.spread_label(result), fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True

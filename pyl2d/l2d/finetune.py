@@ -24,7 +24,7 @@ import shutil
 from typing import Sequence
 
 from pyl2d._checks import positive_ints
-from pyl2d.l2d.data import Catalog, Sample, prefix_augment
+from pyl2d.l2d.data import Catalog, Sample, prefix_augment, with_history
 from pyl2d.l2d.memory import data_fingerprint
 from pyl2d.l2d.memory_lock import write_atomic
 from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
@@ -182,6 +182,7 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
     from pyl2d.distributed.launch import launched_rank, launched_world_size
 
     config = config or FinetuneConfig()
+    with_history(samples, "training")
     log = log if launched_rank() == 0 else _silent  # under a launcher, rank 0 speaks for all
     base = pathlib.Path(base_model).resolve()
     _check_base(base)

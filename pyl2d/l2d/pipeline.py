@@ -17,6 +17,7 @@ import pathlib
 import time
 from typing import Callable
 
+from pyl2d.l2d.data import with_history
 from pyl2d.l2d.evaluate import EvalConfig
 from pyl2d.l2d.pipeline_config import (BuildMemoryRun, DemoRun, EvalRun, FinetuneRun, MemoryConfig, PathLike,
                                        RecommendRun, RuntimeConfig, TrainRun, field_default)
@@ -62,7 +63,12 @@ def prompt_template(model_path: PathLike | None = None, max_history: int | None 
     template = DEFAULT_PROMPT
     info = pathlib.Path(model_path, TRAINING_INFO) if model_path else None
     if info is not None and info.is_file():
-        template = PromptTemplate(**json.loads(info.read_text())["template"])
+        try:
+            template = PromptTemplate(**json.loads(info.read_text(encoding="utf-8"))["template"])
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # ValueError: bad JSON or template
+            why = f"no {exc} entry" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:200]
+            raise ValueError(f"{info}: not a pyl2d training record with a prompt template ({why}); "
+                             f"retrain, or remove the file to prompt with the default template") from None
     if max_history:
         template = dataclasses.replace(template, max_history=max_history)
     return template
@@ -119,6 +125,7 @@ def _report(result: dict, output: PathLike | None, plot: PathLike, title: str, l
         "excluded; see docs/l2d.md), to compare with published tables:")
     log(format_calc_table(result))
     if output:
+        pathlib.Path(output).parent.mkdir(parents=True, exist_ok=True)
         pathlib.Path(output).write_text(json.dumps(result["records"], indent=2))
         pathlib.Path(output).with_suffix(".info.json").write_text(json.dumps(result["info"], indent=2))
         log(f"results written to {output}")
@@ -264,6 +271,9 @@ def run_eval(config: EvalRun, log: Log = print) -> dict:
                          "has one seed, whose test-query spread is reported as a bootstrap interval")
     _setup(config.runtime)
     dataset = load_dataset(config.data, log=log)
+    with_history(dataset.test, "test")  # checked now, not after a model is trained for it
+    if config.model is None:
+        with_history(dataset.train, "training")
     work_dir = pathlib.Path(config.work_dir or f"pyl2d-eval-{dataset.name}")
     work_dir.mkdir(parents=True, exist_ok=True)
     plot = config.plot or str(work_dir / "accuracy_vs_latency.png")

@@ -39,6 +39,15 @@ class PromptTemplate:
             raise ValueError("item_format must contain {title}")
         if self.max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {self.max_history}")
+        # Rendered once now, so that an unknown placeholder fails here, not mid-build.
+        for name, text, fields in (("template", self.template, dict(instruction="", history="", n=1)),
+                                   ("item_format", self.item_format, dict(title=""))):
+            try:
+                text.format(**fields)
+            except (KeyError, IndexError, ValueError) as exc:
+                allowed = ", ".join("{" + f + "}" for f in fields)
+                raise ValueError(f"{name} {text[:80]!r} does not render with {allowed} "
+                                 f"({type(exc).__name__}: {exc}); write a literal brace as {{{{ or }}}}") from None
 
     def history_text(self, titles: Sequence[str]) -> str:
         kept = list(titles)[-self.max_history:]

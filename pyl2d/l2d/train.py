@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from pyl2d._checks import positive_ints
-from pyl2d.l2d.data import Catalog, Sample, prefix_augment
+from pyl2d.l2d.data import Catalog, Sample, prefix_augment, with_history
 from pyl2d.l2d.hidden import _progress
 from pyl2d.l2d.memory import data_fingerprint
 from pyl2d.l2d.memory_lock import write_atomic
@@ -99,6 +99,8 @@ def sft_examples(samples: Sequence[Sample], tokenizer, template: PromptTemplate,
                  max_length: int) -> list[tuple[list[int], int]]:
     """(token ids of prompt + answer + EOS, number of prompt tokens) per sample with a history."""
     usable = [s for s in samples if s.history_titles]
+    if not usable:
+        return []
     prompts = prompt_token_ids(tokenizer, [template.prompt(s.history_titles, tokenizer) for s in usable])
     answers = answer_token_ids(tokenizer, template, [s.target_title for s in usable])
     eos = tokenizer.eos_token_id
@@ -169,6 +171,7 @@ def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | p
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = config or TrainConfig()
+    with_history(samples, "training")  # before the model there is touched
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     output_dir = pathlib.Path(output_dir)
@@ -176,8 +179,6 @@ def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | p
     data = prefix_augment(samples) if config.prefix_augmentation else list(samples)
     tokenizer = train_tokenizer(tokenizer_corpus(catalog, data, template), config.vocab_size)
     examples = sft_examples(data, tokenizer, template, config.max_length)
-    if not examples:
-        raise ValueError("no training sample has a non-empty history")
     model_config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads, num_key_value_heads=config.num_heads,

@@ -79,6 +79,47 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
                  str(tmp_path / "nomem"), "--history", "1,x"]) == 2
 
 
+def test_data_that_cannot_train_or_test_is_refused_before_any_work(tmp_path, capsys):
+    ds = make_synthetic(n_items=40, n_users=30, min_len=4, max_len=6, seed=5)
+    folder = write_folder(ds, tmp_path / "data")
+    header = (folder / "valid.csv").read_text().splitlines()[0]
+    no_history = header + "\n\"[]\",Item,[],1\n"
+    for split in ("valid.csv", "test.csv"):  # no training row, then no test row, with a history
+        copy = write_folder(ds, tmp_path / split)
+        (copy / split).write_text(no_history)
+        for argv in (["eval", "--data", str(copy), "--work-dir", str(tmp_path / "w"), *TINY_TRAIN],
+                     ["train", "--data", str(copy), "--output", str(tmp_path / "m"), *TINY_TRAIN]):
+            if split == "test.csv" and argv[0] == "train":
+                continue  # training reads no test row
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert f"no {'training' if split == 'valid.csv' else 'test'} sample has a non-empty history" in err
+            assert "Traceback" not in err and not (tmp_path / "w").exists() and not (tmp_path / "m").exists()
+
+
+def test_a_broken_training_record_names_its_file(tmp_path, capsys, tiny_model_dir):
+    import shutil
+
+    from pyl2d.l2d.train import TRAINING_INFO
+
+    folder = write_folder(make_synthetic(n_items=40, n_users=30, min_len=4, max_len=6, seed=5), tmp_path / "data")
+    for text in ("{not json", json.dumps({"no": "template"}), json.dumps({"template": {"template": "{history} {foo}"}}),
+                 json.dumps({"template": {"bogus": 1}})):
+        model = shutil.copytree(tiny_model_dir, tmp_path / "model", dirs_exist_ok=True)
+        (model / TRAINING_INFO).write_text(text)
+        assert main(["build-memory", "--data", str(folder), "--model", str(model), "--output",
+                     str(tmp_path / "mem"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"{model / TRAINING_INFO}: not a pyl2d training record" in err and "Traceback" not in err, err
+        assert not (tmp_path / "mem").exists()
+
+
+def test_calc_on_json_nested_too_deeply_is_an_error(tmp_path, capsys):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["calc", str(tmp_path / "deep.json")]) == 2
+    assert "nested too deeply" in capsys.readouterr().err
+
+
 def _parse_error(argv, capsys) -> str:
     """The argparse error for ``argv``: exit status 2, a message, no traceback."""
     with pytest.raises(SystemExit) as info:

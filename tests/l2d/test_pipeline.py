@@ -72,9 +72,9 @@ def test_build_eval_recommend_from_python(tmp_path, tiny_model_dir, tiny_data):
     assert len(memory) > 0 and (tmp_path / "mem" / "manifest.json").is_file()
     assert any(line.startswith("memory: ") for line in lines)
 
-    out = tmp_path / "r.json"
+    out = tmp_path / "new" / "r.json"  # a folder not there yet is made, not a failure after the whole run
     result = run_eval(EvalRun(data=folder, model=tiny_model_dir, memory=tmp_path / "mem", work_dir=tmp_path / "w",
-                              output=out, evaluation=EvalConfig(methods=("l2d-local", "popularity"), m=20,
+                              output=out, plot=tmp_path / "plots" / "p.png", evaluation=EvalConfig(methods=("l2d-local", "popularity"), m=20,
                                                                 time_queries=1), runtime=CPU), log=lines.append)
     assert [r["method"] for r in result["records"]] == ["l2d-local", "popularity"]
     assert json.loads(out.read_text()) == result["records"]
