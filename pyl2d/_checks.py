@@ -17,6 +17,7 @@ tensors have no version counter and are scanned on every call. The cache is thre
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 import threading
 import weakref
@@ -64,6 +65,18 @@ def vectors(name: str, value, what: str) -> torch.Tensor:
         raise ValueError(f"{name} is empty: it must hold at least one {what}")
     width(name, value)
     return value
+
+
+def finite_number(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:
+    """A finite real number (a numpy scalar too; never a bool) as a float, else a ValueError
+    naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    if nonnegative and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return float(value)
 
 
 def flag(name: str, value) -> bool:

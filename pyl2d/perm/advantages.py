@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from pyl2d import _checks
 from pyl2d.ops.group_advantages import TRL_EPS, VERL_EPS, group_advantages
 
 
@@ -23,6 +24,7 @@ def trl_advantages(rewards: torch.Tensor, num_generations: int, *, scale_rewards
 def verl_advantages(rewards: torch.Tensor, index: torch.Tensor, *, norm_adv_by_std: bool = True,
                     eps: float = VERL_EPS, backend: str | None = None) -> torch.Tensor:
     """verl's GRPO outcome advantages for rewards [B] grouped by ``index`` [B] (any int ids)."""
+    _checks.tensor("index", index, ndim=1, dtypes=_checks.INDEX_DTYPES)  # named as verl and this signature name it
     adv = group_advantages(rewards, group_index=index, eps=eps, scale="group" if norm_adv_by_std else "none",
                            backend=backend)
     _, inverse, counts = torch.unique(index, return_inverse=True, return_counts=True)
@@ -38,6 +40,8 @@ def impute_group_mean(scores: torch.Tensor, group_index: torch.Tensor) -> torch.
     """Replace each NaN in ``scores`` [B, P] by the mean of the valid scores of the same column
     among the rows of its group (``group_index`` [B], e.g. one id per prompt), never by a
     batch-wide mean, which would mix prompts. Entries whose whole group is NaN stay NaN."""
+    _checks.tensor("scores", scores, dtypes=(*_checks.FLOAT_DTYPES, torch.float64))  # NaN marks a missing score
+    _checks.tensor("group_index", group_index, dtypes=_checks.INDEX_DTYPES)
     if scores.dim() != 2 or group_index.dim() != 1 or group_index.shape[0] != scores.shape[0]:
         raise ValueError(f"scores must be [B, P] and group_index [B]; got {tuple(scores.shape)} and "
                          f"{tuple(group_index.shape)}")

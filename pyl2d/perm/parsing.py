@@ -16,12 +16,17 @@ import re
 MISSING_POLICIES = ("empty", "invalid")
 
 _NAMES = {"analysis": "analysis", "response": "response", "reply": "response"}
+# Each optional piece starts with a literal and swallows the blanks after it, so no two
+# blank runs compete: matching is linear even on a line of a million spaces (a policy can
+# write one). The name must not run on into a word ("Responses"), but may touch "__" bold.
 _HEADING = re.compile(
-    r"^[ \t]*(?P<hashes>#{1,6}[ \t]*)?(?P<open>\*\*|__)?[ \t]*(?P<name>analysis|response|reply)\b[ \t]*"
-    r"(?P<colon1>:)?[ \t]*(?P<close>\*\*|__)?[ \t]*(?P<colon2>:)?(?P<rest>.*)$",
+    r"^[ \t]*(?:(?P<hashes>#{1,6})[ \t]*)?(?:(?P<open>\*\*|__)[ \t]*)?(?P<name>analysis|response|reply)(?![A-Za-z0-9])"
+    r"[ \t]*(?:(?P<colon1>:)[ \t]*)?(?:(?P<close>\*\*|__)[ \t]*)?(?P<colon2>:)?(?P<rest>.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
-_TAG = re.compile(r"<(analysis|response)>(.*?)(?:</\1>|$)", re.IGNORECASE | re.DOTALL)
+# Tags are found by one scan for <name> and </name> and paired per name, never by a regex
+# that rescans the rest of the text for each opening tag (quadratic on a hostile completion).
+_TAG = re.compile(r"<(/?)(analysis|response|reply)>", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,19 +47,25 @@ class ParsedCompletion:
 def parse_completion(text: str) -> ParsedCompletion:
     """Find the analysis and response sections of ``text``.
 
-    XML-style tags win when present; otherwise markdown/plain headings split the text. A
-    section runs until the next recognised heading. Repeated headings keep the first one."""
+    XML-style tags (``<analysis>``, ``<response>``/``<reply>``, at a line start) win for the
+    sections they give; markdown/plain headings outside them find the rest. A section runs
+    until the next recognised heading. Repeated headings or tags keep the first one."""
     if not isinstance(text, str):
         raise ValueError(f"completion must be a str, got {type(text).__name__}")
-    tagged = {m.group(1).lower(): m.group(2).strip() for m in reversed(list(_TAG.finditer(text)))}
-    if tagged:
-        return ParsedCompletion(tagged.get("analysis"), tagged.get("response"))
-    heads = [h for h in (_heading(m) for m in _HEADING.finditer(text)) if h is not None]
+    tagged, spans = _tagged_sections(text)
+    if len(tagged) == 2:
+        return ParsedCompletion(tagged["analysis"], tagged["response"])
+    # Headings outside the tagged parts find what the tags do not give (tags and headings mixed).
+    untagged = text
+    for begin, end in spans:
+        untagged = untagged[:begin] + " " * (end - begin) + untagged[end:]
+    heads = [h for h in (_heading(m) for m in _HEADING.finditer(untagged)) if h is not None]
     found: dict[str, str] = {}
     for i, (_, name, body_start) in enumerate(heads):
         end = heads[i + 1][0] if i + 1 < len(heads) else len(text)
         if name not in found:
-            found[name] = text[body_start:end].strip()
+            found[name] = untagged[body_start:end].strip()
+    found.update(tagged)
     return ParsedCompletion(found.get("analysis"), found.get("response"))
 
 
@@ -72,3 +83,37 @@ def _heading(m: re.Match) -> tuple[int, str, int] | None:
     if not rest.strip() and not m.group("open") and not m.group("close"):
         return m.start(), name, m.end()
     return None
+
+
+def _tagged_sections(text: str) -> tuple[dict[str, str], list[tuple[int, int]]]:
+    """({section: text}, spans they take): per section its first ``<name>...</name>`` pair,
+    else an unclosed ``<name>`` that starts a line or follows a closing tag (a completion cut
+    off before its closing tag) running to the end; a ``<response>`` mid-sentence is prose."""
+    opens: dict[str, list[re.Match]] = {"analysis": [], "response": []}
+    closes: dict[str, list[re.Match]] = {"analysis": [], "response": []}
+    for m in _TAG.finditer(text):
+        (closes if m.group(1) else opens)[_NAMES[m.group(2).lower()]].append(m)
+    found, spans = {}, []
+    for name in ("analysis", "response"):
+        o, c = opens[name], closes[name]
+        if o and c and c[-1].start() >= o[0].end():  # the first opening tag has a closing one after it
+            close = next(m for m in c if m.start() >= o[0].end())
+            found[name] = text[o[0].end():close.start()].strip()
+            spans.append((o[0].start(), close.end()))
+            continue
+        start = next((m for m in o if _starts_section(text, m.start())), None)
+        if start is not None:
+            found[name] = text[start.end():].strip()
+            spans.append((start.start(), len(text)))
+    return found, spans
+
+
+_CLOSING_TAG_BEFORE = re.compile(r"</(?:analysis|response|reply)>\Z", re.IGNORECASE)
+
+
+def _starts_section(text: str, at: int) -> bool:
+    """Whether position ``at`` starts a line (after blanks) or follows a closing tag."""
+    i = at
+    while i > 0 and text[i - 1] in " \t":
+        i -= 1
+    return i == 0 or text[i - 1] == "\n" or bool(_CLOSING_TAG_BEFORE.search(text[max(0, i - 11):i]))

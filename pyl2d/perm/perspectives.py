@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+from pyl2d._checks import finite_number
 from pyl2d.perm import rubrics
 
 ROLES = ("supporter", "seeker", "bystander")
@@ -36,8 +37,7 @@ class Perspective:
         if not (isinstance(self.score_min, int) and isinstance(self.score_max, int)) or self.score_min >= self.score_max:
             raise ValueError(f"score range must be integers with score_min < score_max; got "
                              f"{self.score_min}..{self.score_max}")
-        if not self.weight >= 0:
-            raise ValueError(f"weight must be >= 0; got {self.weight}")
+        finite_number(f"perspective {self.name!r}: weight", self.weight, nonnegative=True)
 
     @property
     def is_bystander(self) -> bool:
@@ -84,4 +84,10 @@ def check_perspectives(perspectives: Sequence[Perspective]) -> tuple[Perspective
         raise ValueError("perspectives may hold at most one bystander perspective")
     if all(p.is_bystander for p in ps):
         raise ValueError("perspectives need at least one supporter or seeker perspective")
+    if all(p.weight == 0 for p in ps if not p.is_bystander):
+        raise ValueError("every supporter/seeker perspective has weight 0: every reward would be NaN")
+    bystander = next((p for p in ps if p.is_bystander), None)
+    if bystander is not None and bystander.weight != 1.0:
+        raise ValueError(f"perspective {bystander.name!r}: a bystander's weight is the reward's bystander_coef, "
+                         f"not its own weight ({bystander.weight}); leave it at 1")
     return ps

@@ -14,6 +14,8 @@ from typing import Mapping, Sequence
 
 import torch
 
+from pyl2d._backend import BACKENDS
+from pyl2d._checks import finite_number, flag
 from pyl2d.ops.aggregate_rewards import MISSING_TERMS, MODES, aggregate_rewards
 from pyl2d.perm.advantages import impute_group_mean
 from pyl2d.perm.judges import Judge, JudgeRequest
@@ -54,13 +56,27 @@ def _warn_if_trl_collapses_nan() -> bool:
     return True
 
 
+def message_text(content) -> str:
+    """The text of a chat message's ``content``: a string, or a list of parts
+    (``{"type": "text", "text": ...}``, as TRL writes multimodal messages) whose text parts
+    are joined; an image or other part has no text."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return "\n".join(part["text"] for part in content
+                         if isinstance(part, Mapping) and isinstance(part.get("text"), str))
+    raise ValueError(f"a message's content must be text or a list of parts, got {type(content).__name__}")
+
+
 def completion_text(completion) -> str:
     """The text of a plain-text or conversational completion (list of message dicts)."""
     if isinstance(completion, str):
         return completion
     if isinstance(completion, Sequence) and all(isinstance(m, Mapping) for m in completion):
-        parts = [m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant"]
-        return "\n".join(p if isinstance(p, str) else str(p) for p in parts)
+        return "\n".join(message_text(m.get("content")) for m in completion
+                         if m.get("role", "assistant") == "assistant")
     raise ValueError(f"a completion must be a str or a list of chat messages, got {type(completion).__name__}")
 
 
@@ -70,7 +86,7 @@ def prompt_query(prompt) -> str:
         return ""
     if isinstance(prompt, str):
         return prompt
-    users = [m.get("content") or "" for m in prompt if isinstance(m, Mapping) and m.get("role") == "user"]
+    users = [message_text(m.get("content")) for m in prompt if isinstance(m, Mapping) and m.get("role") == "user"]
     return users[-1] if users else ""
 
 
@@ -88,6 +104,9 @@ def check_lengths(prompts, completions, completion_ids) -> None:
         if values is not None and len(values) != len(completions):
             raise ValueError(f"{name} has {len(values)} entries but completions has {len(completions)}; "
                              "they must match one to one")
+    for i, ids in enumerate(completion_ids or ()):
+        if not isinstance(ids, Sequence) and not hasattr(ids, "__len__"):
+            raise ValueError(f"completion_ids[{i}] must be a sequence of token ids, got {type(ids).__name__}")
 
 
 class PERMReward:
@@ -132,15 +151,25 @@ class PERMReward:
         unknown = set(columns or {}) - set(DEFAULT_COLUMNS)
         if unknown:
             raise ValueError(f"columns has unknown keys {sorted(unknown)}; use {sorted(DEFAULT_COLUMNS)}")
+        if backend is not None and backend != "auto" and backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r} is not a backend; choose one of {', '.join(BACKENDS)}, 'auto' or None")
         self.judge = judge
         self.perspectives = check_perspectives(perspectives)
+        negative = next((p for p in self.perspectives if not p.is_bystander and p.score_min < 0), None)
+        if mode != "mean" and negative is not None:
+            raise ValueError(f"mode={mode!r} needs scores >= 0, but perspective {negative.name!r} scores from "
+                             f"{negative.score_min}; use mode='mean' or a rubric from 0")
         self.columns = {**DEFAULT_COLUMNS, **dict(columns or {})}
         self.mode = mode
-        self.bystander_coef = float(bystander_coef)
-        self.length_limit = length_limit
-        self.length_coef = float(length_coef)
+        # Checked now, not after a batch of judge calls.
+        self.bystander_coef = finite_number("bystander_coef", bystander_coef)
+        self.length_limit = None if length_limit is None else finite_number("length_limit", length_limit,
+                                                                               nonnegative=True)
+        self.length_coef = finite_number("length_coef", length_coef)
+        if self.length_coef and self.length_limit is None:
+            raise ValueError("length_coef needs length_limit (the length past which the penalty starts)")
         self.missing_section = missing_section
-        self.impute_missing = bool(impute_missing)
+        self.impute_missing = flag("impute_missing", impute_missing)
         self.missing_terms = missing_terms
         self.backend = backend
         self.__name__ = name
@@ -175,7 +204,12 @@ class PERMReward:
         """The judge requests of a batch, where each result goes ([B, P] slots), and the
         statuses of the slots that need no judge call."""
         check_lengths(prompts, completions, completion_ids)
-        texts = [completion_text(c) for c in completions]
+        texts = []
+        for i, c in enumerate(completions):
+            try:
+                texts.append(completion_text(c))
+            except ValueError as exc:
+                raise ValueError(f"completions[{i}]: {exc}") from None
         n = len(texts)
         persona = self._column(kwargs, "persona", n)
         scenario = self._column(kwargs, "scenario", n)
@@ -248,7 +282,8 @@ class PERMReward:
 
     def _rewards(self, scores: torch.Tensor, prompts, completions, completion_ids, kwargs) -> list[float]:
         n = scores.shape[0]
-        if n == 0:
+        if n == 0:  # nothing scored: no last batch to report
+            self.last_scores, self.last_metrics = scores, {}
             return []
         self.last_scores = scores
         if self.impute_missing and prompts is not None:

@@ -40,6 +40,29 @@ def test_words_that_start_a_line_are_not_headings():
     assert "Response of her family" in parsed.analysis
 
 
+@pytest.mark.parametrize("text,analysis,response", [
+    ("# Analysis\nshe writes a <response> tag.\n# Response\nI hear you.", "she writes a <response> tag.", "I hear you."),
+    ("<analysis>sad</analysis>\n# Response\nI hear you.", "sad", "I hear you."),  # tags and headings mixed
+    ("<analysis>sad</analysis><reply>I hear you.</reply>", "sad", "I hear you."),
+    ("Sure! <analysis>sad</analysis> <response>I hear you.</response>", "sad", "I hear you."),
+    ("<analysis>sad</analysis>\n<response>I hear you", "sad", "I hear you"),  # cut off before its closing tag
+    ("__Analysis__\nsad\n__Response__\nI hear you.", "sad", "I hear you."),
+])
+def test_stray_and_mixed_tags_lose_no_section(text, analysis, response):
+    parsed = parse_completion(text)
+    assert (parsed.analysis, parsed.response) == (analysis, response)
+
+
+@pytest.mark.parametrize("text", [" " * 1_000_000 + "\n# Analysis\na\n# Response\nb", "<analysis>" * 200_000,
+                                  "x <analysis> " * 100_000, "\t" * 500_000 + "**" + " " * 500_000])
+def test_hostile_completions_parse_in_linear_time(text):
+    import time
+
+    start = time.monotonic()
+    parse_completion(text)
+    assert time.monotonic() - start < 5.0  # well under a second; a line of 16k blanks once took 11 s
+
+
 def test_completion_must_be_text():
     with pytest.raises(ValueError, match="completion"):
         parse_completion(None)

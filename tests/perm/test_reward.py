@@ -1,6 +1,8 @@
 """PERMReward as a TRL reward function (scripted judge), LocalJudge on a tiny random model,
 and the TRL/verl advantage presets."""
+import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -107,6 +109,55 @@ def test_reward_argument_errors():
         PERMReward(ScriptedJudge("1"), columns={"persona_name": "x"})
     with pytest.raises(ValueError, match="persona"):
         PERMReward(ScriptedJudge("Score: 3"))(completions=[GOOD], persona=["a", "b"])
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(bystander_coef=math.nan), "bystander_coef must be a finite number"),
+    (dict(length_limit=-5), "length_limit must be >= 0"),
+    (dict(length_limit="768"), "length_limit must be a finite number"),
+    (dict(length_coef=0.5), "length_coef needs length_limit"),
+    (dict(backend="nope"), "backend='nope' is not a backend"),
+    (dict(impute_missing="no"), "impute_missing must be a bool"),
+    (dict(mode="harmonic", perspectives=[RESONATION, dataclasses.replace(EXPRESSION, score_min=-2, score_max=2)]),
+     "mode='harmonic' needs scores >= 0, but perspective 'supporter/expression' scores from -2"),
+    (dict(perspectives=[dataclasses.replace(p, weight=0.0) for p in (RESONATION, EXPRESSION)]),
+     "every supporter/seeker perspective has weight 0"),
+    (dict(perspectives=[RESONATION, dataclasses.replace(QUALITY, weight=0.0)]), "a bystander's weight is"),
+])
+def test_settings_are_checked_when_the_reward_is_made_not_after_a_batch_of_judge_calls(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PERMReward(ScriptedJudge("Score: 3"), **kwargs)
+
+
+def test_perspective_weights_must_be_finite_numbers():
+    for bad in (math.inf, "1", -1.0):
+        with pytest.raises(ValueError, match="perspective 'supporter/resonation': weight"):
+            dataclasses.replace(RESONATION, weight=bad)
+
+
+def test_a_bad_completion_is_named_and_content_parts_are_read_as_text():
+    judge = ScriptedJudge(SCRIPT)
+    reward = PERMReward(judge)
+    with pytest.raises(ValueError, match=r"completions\[1\]: a completion must be a str"):
+        reward(prompts=["p"] * 3, completions=[GOOD, None, GOOD])
+    with pytest.raises(ValueError, match=r"completion_ids\[0\] must be a sequence of token ids"):
+        PERMReward(judge, length_limit=3, length_coef=0.1)(completions=[GOOD], completion_ids=[None])
+    assert judge.calls == []
+    parts = lambda text: [{"type": "image"}, {"type": "text", "text": text}]  # noqa: E731 -- TRL's multimodal form
+    out = reward(prompts=[[{"role": "user", "content": parts("I feel lonely")}]],
+                 completions=[[{"role": "assistant", "content": parts(GOOD)}]])
+    assert not math.isnan(out[0])
+    sent = [c.messages[-1]["content"] for c in judge.calls]
+    assert all("I feel lonely" in t and "'type'" not in t for t in sent)
+    assert any("carry this alone" in t for t in sent)
+
+
+def test_an_empty_batch_leaves_no_stale_last_batch():
+    reward = PERMReward(ScriptedJudge(SCRIPT))
+    reward(prompts=["p"], completions=[GOOD])
+    assert reward.last_metrics
+    assert reward(prompts=[], completions=[]) == []
+    assert reward.last_metrics == {} and reward.last_scores.shape[0] == 0
 
 
 @pytest.mark.parametrize("kwargs,names", [

@@ -37,16 +37,6 @@ def _(scores, weights, mode, score_max, bystander, bystander_coef, lengths, leng
     return scores.new_empty((scores.shape[0],), dtype=torch.float32)
 
 
-def _finite_number(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    if nonnegative and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return float(value)
-
-
 def _no_inf(name: str, t: torch.Tensor) -> None:
     """NaN marks a missing value and is allowed; +-Inf is a bug upstream."""
     if not _checks.tracing() and t.is_floating_point() and bool(torch.isinf(t).any()):
@@ -61,9 +51,9 @@ def check_aggregate_args(scores, weights, mode, score_max, bystander, bystander_
     if b == 0 or p == 0:
         raise ValueError(f"scores is empty (shape {(b, p)}): it must be [B, P] with B, P >= 1")
     _checks.choice("mode", mode, MODES)
-    score_max = _finite_number("score_max", score_max, positive=True)
-    bystander_coef = _finite_number("bystander_coef", bystander_coef)
-    length_coef = _finite_number("length_coef", length_coef)
+    score_max = _checks.finite_number("score_max", score_max, positive=True)
+    bystander_coef = _checks.finite_number("bystander_coef", bystander_coef)
+    length_coef = _checks.finite_number("length_coef", length_coef)
     _no_inf("scores", scores)
     if mode != "mean" and not _checks.tracing() and bool((scores < 0).any()):
         raise ValueError(f"scores holds negative values; the {mode} mean needs scores >= 0")
@@ -88,7 +78,7 @@ def check_aggregate_args(scores, weights, mode, score_max, bystander, bystander_
             raise ValueError("length_limit must be given with lengths")
         _no_inf("lengths", lengths)
     if length_limit is not None:
-        length_limit = _finite_number("length_limit", length_limit, nonnegative=True)
+        length_limit = _checks.finite_number("length_limit", length_limit, nonnegative=True)
     _checks.same_device([("scores", scores), ("weights", weights), ("bystander", bystander), ("lengths", lengths)])
     return score_max, bystander_coef, length_limit, length_coef
 
