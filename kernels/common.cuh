@@ -45,9 +45,11 @@ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2h
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
-// float32 -> uint32 with the same order (-0.0 sorts just below +0.0, as in pyl2d/_topk.py).
+// float32 -> uint32 with the same order; -0.0 reads as +0.0 (as in pyl2d/_topk.py and
+// csrc/topk_select.h), so equal scores always tie by id.
 __device__ __forceinline__ uint32_t orderable_bits(float s) {
-  const uint32_t b = __float_as_uint(s);
+  uint32_t b = __float_as_uint(s);
+  if (b == 0x80000000u) b = 0u;
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import torch
 
 _LOW31 = 0x7FFFFFFF
+_NEG_ZERO = -(2 ** 31)  # the bits of -0.0 read as an int32
 _LOW32 = 0xFFFFFFFF
 
 
 def orderable_int32(scores: torch.Tensor) -> torch.Tensor:
-    """float32 -> int32 with the same order (as int64 to leave room for shifting)."""
+    """float32 -> int32 with the same order (as int64 to leave room for shifting); -0.0
+    reads as +0.0, so equal scores always tie by id (an l2 distance of 0 may come out -0)."""
     bits = scores.contiguous().view(torch.int32).to(torch.int64)
+    bits = torch.where(bits == _NEG_ZERO, torch.zeros_like(bits), bits)
     return torch.where(bits < 0, bits ^ _LOW31, bits)
 
 

@@ -98,6 +98,58 @@ def gather(rank, world):
     return rows.tolist(), counts
 
 
+def one_rank_bad(rank, world):
+    """Bad input on one rank only (a numpy array, a dtype or rank of tensor the others do not
+    pass): every rank gets a ValueError at once, none is left waiting or killed by gloo."""
+    import numpy as np
+
+    errors = []
+    cases = [lambda: pd.gather_rows(torch.zeros(2, 3, dtype=torch.float16 if rank else torch.float32)),
+             lambda: pd.gather_rows(torch.zeros(2, 3) if rank else torch.zeros(2)),
+             lambda: pd.gather_rows(torch.zeros(2, 3) if rank else np.zeros((2, 3))),
+             lambda: pd.local_topk(torch.randn(2, 4), torch.randn(3, 4), torch.tensor([0, 0, 1]),
+                                   torch.arange(3), torch.tensor([0, 1]).numpy() if rank else torch.tensor([0, 1]),
+                                   torch.randn(2, 4), 1, 1)]
+    for case in cases:
+        try:
+            case()
+        except ValueError as exc:
+            errors.append(str(exc))
+    return errors
+
+
+def sharded_bad_input(rank, world, model_dir):
+    """The sharded recommender with bad input on one rank (at construction, in recommend),
+    and with no query on any rank: the same clear error, or an empty result, on every rank."""
+    from pyl2d.l2d.sharded import ShardedL2DRecommender
+
+    model, tok, data, _ = _tiny(model_dir)
+    from pyl2d.l2d.memory import ItemMemory
+
+    memory = ItemMemory(torch.randn(6, model.config.hidden_size), torch.tensor([0, 0, 2, 2, 4, 4]), 40,
+                        {"model_fingerprint": "x", "template": None})
+    out = []
+    try:
+        ShardedL2DRecommender(model, tok, memory, data.catalog, check_model=False, m=0 if rank else 2)
+    except ValueError as exc:
+        out.append(str(exc))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rec = ShardedL2DRecommender(model, tok, memory, data.catalog, check_model=False)
+    for k in (5, 0):
+        try:
+            rec.recommend([[1, 2]], k=k if rank else 5)
+            out.append("no error")
+        except ValueError as exc:
+            out.append(str(exc))
+    out.append(tuple(rec.recommend([], k=3).ids.shape))
+    # A catalog item with no memory entry, above every item that has one, is a valid history.
+    out.append(rec.recommend([[39]], k=3).ids.tolist())
+    return out
+
+
 # -- L2D: the distributed memory build and the sharded recommender ---------------------------
 def _tiny(model_dir):
     from pyl2d.l2d.hidden import HiddenStateExtractor, load_model

@@ -76,12 +76,15 @@ def _to_local_ids(exclude: torch.Tensor | None, lookup) -> torch.Tensor | None:
 
 def score_topk(queries: torch.Tensor, local_items: torch.Tensor, k: int, metric: str = "ip",
                exclude: torch.Tensor | None = None, local_item_norms: torch.Tensor | None = None, *,
-               local_ids: torch.Tensor | None = None, group=None, backend: str | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               local_ids: torch.Tensor | None = None, num_ids: int | None = None, group=None,
+               backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k over an item matrix split by rows across ``group``. This rank's rows are the
     items ``local_ids`` (ascending global ids, no id on two ranks), or by default the next
     contiguous block: global rows [offset, offset + len(local_items)) with offset the row
     counts of the lower ranks. Ranks may hold different counts, or none (a [0, D] tensor).
+    ``num_ids``: the size of the id space ``exclude`` ids are checked against, when the
+    ranks' ``local_ids`` hold only some of it (a catalog's items that have vectors); by
+    default the highest id held, or the row count, whichever is larger.
     Returns (scores [B, k], global ids [B, k]) on every rank, as :func:`pyl2d.score_topk`
     on the whole matrix. k may be up to the total item count."""
     rank, world = _comm.require_group(group)
@@ -103,15 +106,19 @@ def score_topk(queries: torch.Tensor, local_items: torch.Tensor, k: int, metric:
     _comm.check_together(check, group)
     _comm.agree({"queries rows": queries.shape[0], "queries dimension": queries.shape[1], "k": _as_int(k),
                  "metric": METRICS.index(metric), "exclude width": -1 if exclude is None else exclude.shape[1],
-                 "local_ids given": local_ids is not None}, group, device)
+                 "local_ids given": local_ids is not None, "num_ids": -1 if num_ids is None else _as_int(num_ids)},
+                group, device)
     last_id = int(local_ids.max()) + 1 if local_ids is not None and n_local else 0
     sizes = _comm.gather_ints([n_local, last_id], group, device)
     total = sum(r[0] for r in sizes)
     n_ids = max(total, max(r[1] for r in sizes))
 
     def check_global():
+        if num_ids is not None:
+            if _as_int(num_ids) < n_ids:
+                raise ValueError(f"num_ids must be an int >= {n_ids} (the ids the ranks hold), got {num_ids!r}")
         _checks.k_in_range(k, total, what="items on all ranks")
-        check_exclude(exclude, queries.shape[0], n_ids)
+        check_exclude(exclude, queries.shape[0], n_ids if num_ids is None else num_ids)
     _comm.check_together(check_global, group)
     b = queries.shape[0]
     scores, ids = _topk.empty_candidates(b, k, queries.device)
@@ -157,12 +164,13 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
     Returns (scores [B, k], global item ids [B, k]) on every rank, as the single-device op on
     the whole memory (see the module docstring for why that is exact)."""
     rank, world = _comm.require_group(group)
-    device = _comm.comm_device(group, queries.device)
-    item_ids = local_item_ids.to(torch.int64)
+    device = _comm.comm_device(group, queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu"))
 
     local_item_of = []  # each memory entry's position in local_item_ids, found by check()
 
     def check():  # this rank's shard, which may be empty; k, m and exclude against all ranks below
+        _checks.tensor("local_item_ids", local_item_ids, ndim=1, dtypes=_checks.INDEX_DTYPES)
+        item_ids = local_item_ids.to(torch.int64)
         check_local_shapes(queries, local_memory, local_memory_item_ids, local_item_reps, metric, prefix="local_",
                            allow_empty=True)
         _check_ascending_ids("local_memory_index", local_memory_index, local_memory.shape[0])
@@ -175,6 +183,7 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
             check_local_args(queries, local_memory, local_item_of[0], local_item_reps, 1, 1, metric, None,
                              prefix="local_")
     _comm.check_together(check, group)
+    item_ids = local_item_ids.to(torch.int64)
     _comm.agree({"queries rows": queries.shape[0], "queries dimension": queries.shape[1],
                  "k": _as_int(k), "m": _as_int(m),
                  "metric": METRICS.index(metric),

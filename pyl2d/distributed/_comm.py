@@ -9,6 +9,9 @@ import torch
 import torch.distributed as dist
 
 
+_GATHER_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32)
+
+
 def require_group(group) -> tuple[int, int]:
     """(rank, world size) in ``group`` (None: the default group), or a clear error."""
     if not dist.is_available() or not dist.is_initialized():
@@ -56,13 +59,14 @@ def agree(fields: dict[str, int], group, device: torch.device) -> list[dict[str,
 
 
 def check_together(check, group) -> None:
-    """Run this rank's input ``check``; if it (or any other rank's) raised ValueError or
-    TypeError, every rank raises one ValueError naming the ranks and their messages. A rank
-    raising alone would leave the others waiting in the next collective."""
+    """Run this rank's input ``check``; if it (or any other rank's) raised, every rank raises
+    one ValueError naming the ranks and their messages. A rank raising alone would leave the
+    others waiting in the next collective (any Exception counts: a numpy array where a
+    tensor belongs fails with AttributeError)."""
     try:
         check()
         error = None
-    except (ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 -- reported on every rank, never swallowed
         error = f"{type(exc).__name__}: {exc}"
     flags = gather_ints([error is not None], group, comm_device(group, torch.device("cpu")))
     failed = [r for r, (flag,) in enumerate(flags) if flag]
@@ -78,10 +82,23 @@ def gather_rows(local: torch.Tensor, group=None) -> tuple[torch.Tensor, list[int
     different counts, including none), and the counts: how data-parallel encoded queries
     become the batch every rank searches."""
     rank, world = require_group(group)
+
+    def check():
+        if not isinstance(local, torch.Tensor) or local.dim() < 1:
+            raise ValueError(f"gather_rows needs a tensor of rows [n, ...], got "
+                             f"{getattr(local, 'shape', type(local).__name__)}")
+    check_together(check, group)
     device = comm_device(group, local.device)
-    counts = [row[0] for row in gather_ints([local.shape[0]], group, device)]
+    # Rank, dtype and count first (fixed length on every rank), then the row shape: gloo aborts
+    # the process when the ranks' buffers differ in size.
+    code = _GATHER_DTYPES.index(local.dtype) if local.dtype in _GATHER_DTYPES else -1
+    heads = gather_ints([local.dim(), code, local.shape[0]], group, device)
+    if len({(h[0], h[1]) for h in heads}) > 1 or any(h[1] < 0 for h in heads):
+        raise ValueError(f"gather_rows: the ranks' tensors differ in dimensions or dtype, or have a dtype other "
+                         f"than {', '.join(map(str, _GATHER_DTYPES))} (rank: [dims, dtype index, rows] = {heads})")
+    counts = [h[2] for h in heads]
     tail = tuple(local.shape[1:])
-    shapes = gather_ints(list(tail) + [len(tail)], group, device)
+    shapes = gather_ints(list(tail), group, device) if tail else [[]] * world
     if len({tuple(s) for s in shapes}) > 1:
         raise ValueError(f"gather_rows: the ranks' rows differ in shape ({shapes})")
     width = max(counts)

@@ -11,19 +11,28 @@ import os
 
 def launched_world_size() -> int:
     """WORLD_SIZE from the environment (1 when not launched by a distributed launcher)."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+    return _env_int("WORLD_SIZE", 1, 1)
 
 
 def launched_rank() -> int:
     """RANK from the environment (0 when not launched by a distributed launcher): known before
     any process group exists, so rank 0 alone can log or prepare folders from the start."""
+    return _env_int("RANK", 0, 0)
+
+
+def _env_int(name: str, default: int, low: int) -> int:
+    """Environment variable ``name`` as an int >= ``low`` (``default`` when unset), else a
+    ValueError naming it: a launcher's bad value must not be read as one process."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
     try:
-        return int(os.environ.get("RANK", "0"))
+        value = int(raw)
     except ValueError:
-        raise ValueError(f"RANK={os.environ['RANK']!r} is not a number") from None
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if value < low:
+        raise ValueError(f"{name}={raw!r} must be >= {low}")
+    return value
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import csv
 import dataclasses
+import numbers
 import pathlib
 import random
 import re
@@ -337,10 +338,16 @@ def with_history(samples: Iterable[Sample], what: str) -> list[Sample]:
 
 def sample_from_history(history_ids: Sequence[int], catalog: Catalog) -> Sample:
     """A query-only sample from item ids (target unknown: id -1)."""
+    if isinstance(history_ids, (str, bytes)) or not isinstance(history_ids, Sequence):
+        raise ValueError(f"a history is a list of item ids, got {type(history_ids).__name__}")
     if len(history_ids) == 0:
         raise ValueError("history is empty: give at least one item id")
     n = len(catalog)
+    ids = []
     for x in history_ids:
+        if isinstance(x, bool) or not isinstance(x, numbers.Integral):  # 1.9 or True is no item id
+            raise ValueError(f"history holds {x!r}, which is not an integer item id")
         if not 0 <= int(x) < n:
             raise ValueError(f"history refers to item id {x}, outside the catalog of {n} items")
-    return Sample(tuple(int(x) for x in history_ids), tuple(catalog.title(int(x)) for x in history_ids), -1, "")
+        ids.append(int(x))
+    return Sample(tuple(ids), tuple(catalog.title(x) for x in ids), -1, "")

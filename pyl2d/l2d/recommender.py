@@ -30,6 +30,7 @@ from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
 from pyl2d.l2d.representation import LatentTransform, Representation, fit_transform
 from pyl2d.ops import local_topk, score_topk, segment_mean
 from pyl2d.ops.score_topk import METRICS as _OP_METRICS
+from pyl2d.ops.score_topk import check_exclude
 
 DEFAULT_METRIC = "l2"
 # The pre-transform L2D matches with unless told otherwise: centring, PCA whitening fitted on
@@ -139,10 +140,15 @@ class L2DRecommender:
     # -- queries ------------------------------------------------------------------------
     def _as_samples(self, queries) -> tuple[list[str], list[tuple[int, ...]] | None]:
         """Prompts, and histories when the queries carry them (Samples or id lists)."""
-        if isinstance(queries, (str, Sample)) or (queries and isinstance(queries[0], int)):
-            raise ValueError("queries must be a list (of prompt strings, item-id histories or Samples)")
+        if not isinstance(queries, (list, tuple)) or (queries and not isinstance(queries[0], (str, Sample, list, tuple))):
+            raise ValueError(f"queries must be a list (of prompt strings, item-id histories or Samples), got "
+                             f"{type(queries).__name__}" + (f" of {type(queries[0]).__name__}"
+                                                           if isinstance(queries, (list, tuple)) else ""))
         if len(queries) == 0:
             raise ValueError("queries is empty")
+        kinds = {str if isinstance(q, str) else type(q) for q in queries}
+        if str in kinds and len(kinds) > 1:  # "12" among histories is no history (1, 2)
+            raise ValueError("queries mixes prompt strings with histories or Samples; pass one kind")
         if all(isinstance(q, str) for q in queries):
             return list(queries), None
         samples = [q if isinstance(q, Sample) else sample_from_history(q, self.catalog) for q in queries]
@@ -187,6 +193,7 @@ class L2DRecommender:
         recommender's representation: hidden states computed once can be ranked by many
         recommenders built on the same memory. ``exclude`` [B, E] item ids, -1 pads."""
         vectors = self.transform(vectors.to(self.memory_vectors.device)).to(self.dtype)
+        check_exclude(exclude, vectors.shape[0], len(self.catalog))  # every path below indexes by it
         if exclude is not None:
             exclude = exclude.to(vectors.device)
         if self.aggregation == "local" and self.local_weight != 1.0:

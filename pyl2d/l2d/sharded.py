@@ -35,13 +35,28 @@ class ShardedL2DRecommender(L2DRecommender):
     def __init__(self, *args, group=None, **kwargs):
         self.group = group
         self.rank_in_group, self.world = _comm.require_group(group)
-        if kwargs.get("local_weight", 1.0) != 1.0:
-            raise ValueError("ShardedL2DRecommender supports local_weight=1 only (the paper's local aggregation)")
-        super().__init__(*args, **kwargs)
+        self._met = False  # whether this rank reached the ranks' meeting in _index
+        try:
+            if kwargs.get("local_weight", 1.0) != 1.0:
+                raise ValueError("ShardedL2DRecommender supports local_weight=1 only (the paper's local aggregation)")
+            super().__init__(*args, **kwargs)
+        except Exception as exc:
+            if self._met:
+                raise
+            # Failed before the meeting: attend it with the error, so that the other ranks,
+            # waiting there, raise the same error instead of waiting forever.
+            def fail():
+                raise exc
+            _comm.check_together(fail, group)
+            raise
 
     def _index(self, memory: ItemMemory, n_items: int, transform: LatentTransform | None) -> None:
+        self._met = True
+        _comm.check_together(lambda: None, self.group)  # every rank got here (see __init__)
         device = self.extractor.device
         rank, world = self.rank_in_group, self.world
+        _comm.agree({"transform given": int(transform is not None), "catalog size": n_items,
+                     "memory entries": len(memory)}, self.group, _comm.comm_device(self.group, device))
         if transform is None:
             shared = [fit_transform(memory.vectors, self.representation) if rank == 0 else None]
             src = dist.get_global_rank(self.group, 0) if self.group is not None else 0
@@ -81,25 +96,35 @@ class ShardedL2DRecommender(L2DRecommender):
             k_eff = min(k, self.n_decodable)
             scores, ids = _dist_ops.score_topk(vectors, self.decodable_reps, k_eff, self.metric, exclude,
                                                self.decodable_norms if self.metric != "ip" else None,
-                                               local_ids=self.decodable_ids, group=self.group)
+                                               local_ids=self.decodable_ids, num_ids=len(self.catalog),
+                                               group=self.group)
         return pad_candidates(scores, ids, k)
 
     def recommend(self, queries, k: int = 10, exclude_history: bool = True) -> Recommendations:
         """Top-k items for this rank's ``queries`` (see :meth:`L2DRecommender.recommend`);
         every rank of the group must call it at the same time. An empty list is allowed."""
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.catalog):
-            raise ValueError(f"k={k!r} is out of range: it must be between 1 and the catalog size {len(self.catalog)}")
+        found = {}
+
+        def check():  # on every rank together: one rank's bad input must not leave the others waiting
+            if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.catalog):
+                raise ValueError(f"k={k!r} is out of range: it must be between 1 and the catalog size "
+                                 f"{len(self.catalog)}")
+            if not isinstance(queries, (list, tuple)) or len(queries):
+                found["prompts"], found["histories"] = self._as_samples(queries)
+        _comm.check_together(check, self.group)
         device = self.memory_vectors.device
         dim = self.extractor.hidden_size
-        if len(queries):
-            prompts, histories = self._as_samples(queries)
-            vectors = self.extractor.encode(prompts, desc="queries").to(device, self.dtype)
+        if found:
+            histories = found["histories"]
+            vectors = self.extractor.encode(found["prompts"], desc="queries").to(device, self.dtype)
         else:
             histories, vectors = None, torch.empty((0, dim), dtype=self.dtype, device=device)
         local_exclude = None
         if exclude_history and histories is not None:
             local_exclude = pad_ids(histories, device)
         all_vectors, counts = _dist_ops.gather_rows(vectors, self.group)
+        if not all_vectors.shape[0]:  # no rank has a query: nothing to search
+            return Recommendations(torch.empty((0, k), dtype=torch.int64), torch.empty((0, k)), [])
         width = max(w for (w,) in _comm.gather_ints([0 if local_exclude is None else local_exclude.shape[1]],
                                                      self.group, _comm.comm_device(self.group, device)))
         exclude = None

@@ -27,6 +27,14 @@ def test_disagreeing_ranks_all_get_the_error():
         assert "rank 0" in errors[1] and "dimension 9" in errors[1]
 
 
+def test_bad_input_on_one_rank_is_one_error_on_every_rank():
+    for errors in run_ranks(2, dist_cases.one_rank_bad, timeout=120):
+        assert len(errors) == 4, errors
+        assert "differ in dimensions or dtype" in errors[0] and "differ in dimensions or dtype" in errors[1]
+        assert "rank 0: ValueError: gather_rows needs a tensor" in errors[2]
+        assert "rank 1: ValueError: local_item_ids" in errors[3], errors[3]
+
+
 def test_gather_rows_with_uneven_counts():
     rows, counts = run_ranks(3, dist_cases.gather)[1]
     assert counts == [0, 1, 2] and rows == [[1.0, 1.0], [2.0, 2.0], [2.0, 2.0]]
@@ -37,3 +45,13 @@ def test_gather_rows_with_uneven_counts():
                     reason="NCCL needs one GPU per rank: at least 2 GPUs")
 def test_nccl_on_two_gpus_equals_the_one_gpu_op():
     assert all(n > 0 for n in run_ranks(2, dist_cases.nccl_cases, backend="nccl"))
+
+
+@pytest.mark.parametrize("name,value,message", [("WORLD_SIZE", "x", "is not a number"), ("WORLD_SIZE", "0", ">= 1"),
+                                                ("WORLD_SIZE", "-2", ">= 1"), ("RANK", "-4", ">= 0")])
+def test_a_launcher_variable_out_of_range_is_named(monkeypatch, name, value, message):
+    from pyl2d.distributed.launch import launched_rank, launched_world_size
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name}='{value}' .*{message}"):
+        (launched_world_size if name == "WORLD_SIZE" else launched_rank)()

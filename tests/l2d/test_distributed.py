@@ -114,6 +114,14 @@ def test_sharded_recommender_equals_the_single_process_one_on_amazon_office(tiny
         assert got == want, name
 
 
+def test_sharded_recommender_bad_input_on_one_rank_and_no_queries_anywhere(tiny_model_dir):
+    for rank_out in run_ranks(2, dist_cases.sharded_bad_input, tiny_model_dir, timeout=300):
+        assert "rank 1: ValueError: m must be a positive int" in rank_out[0]
+        assert rank_out[1] == "no error" and "rank 1: ValueError: k=0 is out of range" in rank_out[2]
+        assert rank_out[3] == (0, 3)
+        assert rank_out[4][0][0] in (0, 2, 4) and 39 not in rank_out[4][0]
+
+
 def test_torchrun_build_memory_equals_the_single_process_build(tmp_path, tiny_model_dir, tiny_data):
     """The CLI under torchrun (2 CPU processes, gloo) writes the memory a one-process
     `pyl2d build-memory` writes: same rows, same vectors, same manifest entries."""

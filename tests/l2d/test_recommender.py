@@ -100,6 +100,18 @@ def test_inputs_and_errors(tiny_model, memory, tiny_data):
         rec.recommend([[0, 10_000]], k=3)
     with pytest.raises(ValueError, match="metric"):
         L2DRecommender(tiny_model[0], tiny_model[1], memory, tiny_data.catalog, metric="dot")
+    for bad, message in (([[1.9]], "not an integer item id"), ([[True]], "not an integer item id"),
+                         ([[5], "12"], "mixes prompt strings"), (torch.tensor([[1, 2]]), "queries must be a list"),
+                         ((q for q in [[1]]), "queries must be a list"), ([[[1, 2]]], "not an integer item id")):
+        with pytest.raises(ValueError, match=message):
+            rec.recommend(bad, k=3)
+    vectors = rec.encode([s])
+    for aggregation, weight in (("global", 1.0), ("local", 1.0), ("local", 0.5)):  # every path checks exclude
+        other = _recommender(tiny_model, memory, tiny_data, aggregation=aggregation, local_weight=weight)
+        with pytest.raises(ValueError, match="exclude holds id"):
+            other.rank(vectors, 3, torch.tensor([[len(tiny_data.catalog)]]))
+        with pytest.raises(ValueError, match="exclude must have dtype"):
+            other.rank(vectors, 3, torch.tensor([[1.0]]))
     # k beyond the decodable items: the tail is padded with -1 / -inf
     n_ok = int((memory.item_counts() > 0).sum())
     out = rec.recommend([s], k=len(tiny_data.catalog), exclude_history=False)

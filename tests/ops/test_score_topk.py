@@ -300,3 +300,22 @@ def test_cuda_chunked_fallback_matches_reference(monkeypatch):
             want_s, want_i = reference_score_topk(q, x, k, metric, exclude)
             torch.testing.assert_close(scores, want_s, rtol=1e-5, atol=1e-5)
             assert torch.equal(ids, want_i)
+
+
+def test_candidate_merges_tie_minus_zero_with_plus_zero_by_id():
+    """An l2 distance of 0 comes out -0.0 on one path and +0.0 on another; merging their
+    candidate lists (interpolation, sharded search) must still put the lower id first."""
+    from pyl2d._topk import merge_candidates
+
+    scores = torch.tensor([[-0.0, 0.0, -1.0], [0.0, -0.0, -1.0]])
+    ids = torch.tensor([[5, 2, 0], [2, 5, 0]])
+    _, merged = merge_candidates(scores, ids, 3)
+    assert merged.tolist() == [[2, 5, 0], [2, 5, 0]]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_query_at_distance_zero_from_two_items_ties_by_id(backend):
+    q = torch.tensor([[1.0, -2.0, 0.5, 3.0]])
+    x = torch.cat([torch.randn(3, 4, generator=torch.Generator().manual_seed(0)) + 9, q, q])  # ids 3 and 4 equal q
+    scores, ids = pyl2d.score_topk(q, x.flip(0), 2, "l2", backend=backend)  # now ids 0 and 1 equal q
+    assert ids.tolist() == [[0, 1]] and scores.abs().max() == 0

@@ -45,6 +45,7 @@ SENTINEL_ID = tl.constexpr(0xFFFFFFFF)
 def _pack_key(score, ids):
     """(float32 score, int64 id) -> int64 key ordered like (score desc, id asc)."""
     bits = score.to(tl.int32, bitcast=True)
+    bits = tl.where((bits << 1) == 0, 0, bits)  # -0.0 (sign bit alone) reads as +0.0: equal scores tie by id
     bits = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
     # (bits << 32) | (2^32 - 1 - id), written without 32-bit-unsigned constants.
     return ((bits.to(tl.int64) + 1) << 32) - 1 - ids
