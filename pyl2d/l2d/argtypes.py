@@ -86,6 +86,8 @@ def device(text: str) -> str:
 
 def folder(text: str) -> str:
     """A folder path: fine if absent (it will be created), an error if it is a file."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no folder")
     path = pathlib.Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")

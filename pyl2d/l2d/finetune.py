@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import pathlib
@@ -31,6 +32,7 @@ from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
 from pyl2d.l2d.train import TRAINING_INFO, sft_examples
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_EPOCHS = 1e6  # past this a step count overflows; no run trains that long
 _REQUEST = "finetune_request.json"  # in <output>/checkpoints: what the checkpoints there were trained for
 
 
@@ -74,6 +76,10 @@ class FinetuneConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.merge and not self.lora:
             raise ValueError("merge applies to LoRA fine-tuning only (full fine-tuning saves plain weights)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 32:
+            raise ValueError(f"seed must be an int from 0 to 2**32 - 1, got {self.seed!r}")
+        if self.epochs > MAX_EPOCHS:
+            raise ValueError(f"epochs must be at most {MAX_EPOCHS:g}, got {self.epochs!r}")
 
     @property
     def lr(self) -> float:
@@ -101,18 +107,29 @@ def _dataset(samples: Sequence[Sample], tokenizer, template: PromptTemplate, max
                               "completion_mask": [[0] * n + [1] * (len(ids) - n) for ids, n in examples]})
 
 
-def _resume_point(checkpoints: pathlib.Path, request: dict, prepare: bool = True) -> bool:
-    """True when ``checkpoints`` holds a checkpoint of this very request (resume from it).
+def _resume_point(checkpoints: pathlib.Path, request: dict, prepare: bool = True) -> pathlib.Path | None:
+    """The newest complete checkpoint (one the Trainer finished writing: it has
+    ``trainer_state.json``) of this very request in ``checkpoints``, to resume from; else None.
     ``prepare`` (one process only): remove checkpoints of another request (they would resume
-    the wrong run) and mark the folder with this one."""
+    the wrong run), never a folder without pyl2d's marker, and mark the folder with this one."""
     marker = checkpoints / _REQUEST
-    same = marker.is_file() and json.loads(marker.read_text()) == request
+    try:
+        same = marker.is_file() and json.loads(marker.read_text()) == request
+    except ValueError:  # a torn or foreign marker: not this request's
+        same = False
     if prepare:
         if not same and checkpoints.exists():
+            if not marker.is_file() and any(checkpoints.iterdir()):  # not a folder pyl2d made: not ours to delete
+                raise ValueError(f"{checkpoints} exists and holds files without pyl2d's {_REQUEST}; move it, or "
+                                 "choose another --output")
             shutil.rmtree(checkpoints)
         checkpoints.mkdir(parents=True, exist_ok=True)
         write_atomic(marker, json.dumps(request, indent=2, sort_keys=True).encode())
-    return same and any(p.is_dir() for p in checkpoints.glob("checkpoint-*"))
+    if not same:
+        return None
+    done = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+            and p.name.split("-")[-1].isdigit()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def _checkpointing_kwargs(config_class) -> dict:
@@ -159,6 +176,17 @@ def finetuned_with(output_dir: str | pathlib.Path, request: dict) -> bool:
     return all(info.get(key) == value for key, value in request.items())
 
 
+def _base_fingerprint(base: pathlib.Path) -> str:
+    """A short hash of the base folder's files (name, size, modification time): a base
+    retrained in place is a new base, and a model fine-tuned from the old one is not reused."""
+    h = hashlib.sha256()
+    for p in sorted(base.iterdir()):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def _check_base(base: pathlib.Path) -> None:
     if not base.is_dir():
         raise FileNotFoundError(f"base model folder {base} not found (give a directory made by save_pretrained)")
@@ -187,6 +215,9 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
     base = pathlib.Path(base_model).resolve()
     _check_base(base)
     output_dir = pathlib.Path(output_dir)
+    if output_dir.resolve() == base:
+        raise ValueError(f"the output folder is the base model's ({base}): saving there would overwrite the base; "
+                         "choose another --output")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type
     precision = _precision(config.precision, device)
     if device == "cpu" and precision != "fp32":
@@ -195,7 +226,10 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
     # the effective batch (and the model) changes with it.
     processes = launched_world_size()
     request = json.loads(json.dumps({  # as it reads back from JSON (tuples become lists)
-        "base": str(base), "config": dataclasses.asdict(config), "template": dataclasses.asdict(template),
+        "base": str(base), "base_fingerprint": _base_fingerprint(base),
+        # How often it logs and saves changes no weight: a rerun that changes them still resumes.
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("logging_steps", "save_steps")},
+        "template": dataclasses.asdict(template),
         "data_fingerprint": data_fingerprint(samples, template), "processes": processes}))
     if finetuned_with(output_dir, request):  # before loading anything (every rank only reads here)
         log(f"reusing the model at {output_dir} (fine-tuned from the same base on the same data and config)")
@@ -243,7 +277,7 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
         f"{total:,} parameters trained) on {len(dataset)} samples, {config.epochs:g} epochs, lr {config.lr:g}, "
         f"{precision} on {device}" + (f" x {args.world_size} processes" if args.world_size > 1 else "")
         + (", resuming from the last checkpoint" if resume else ""))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.is_world_process_zero():  # under a multi-process launcher, rank 0 saves
         _save(trainer, tokenizer, output_dir, config, {"kind": "finetune", **request, "n_examples": len(dataset),
               "trainable_parameters": trainable, "precision": precision, "train_loss": result.training_loss}, log)
@@ -258,6 +292,11 @@ def _save(trainer, tokenizer, output_dir: pathlib.Path, config: FinetuneConfig, 
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.lora and config.merge:
         model = model.merge_and_unload()
+    # What an earlier save of another kind left (a merged model's config.json beside a new
+    # adapter would be loaded instead of it): removed first.
+    for stale in [*output_dir.glob("adapter_*"), *output_dir.glob("model*.safetensors*"), output_dir / "config.json",
+                  output_dir / "generation_config.json", *output_dir.glob("pytorch_model*.bin")]:
+        stale.unlink(missing_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     info = {**info, "steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,

@@ -62,6 +62,10 @@ class TrainConfig:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
         if not self.epochs > 0 or (self.max_minutes is not None and not self.max_minutes > 0):
             raise ValueError(f"epochs and max_minutes must be positive, got {self.epochs}, {self.max_minutes}")
+        if self.epochs > 1e6:  # past this the step count overflows; no run trains that long
+            raise ValueError(f"epochs must be at most 1e6, got {self.epochs}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 32:
+            raise ValueError(f"seed must be an int from 0 to 2**32 - 1, got {self.seed!r}")
 
 
 # The demo's model and schedule: 6 epochs take about 45 s per seed on 2 quiet cores.

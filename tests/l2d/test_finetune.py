@@ -140,6 +140,33 @@ def test_a_run_interrupted_after_a_checkpoint_resumes_to_the_same_model(tmp_path
     assert "resuming" not in capsys.readouterr().out  # another request: its checkpoints were discarded
 
 
+def test_an_unfinished_checkpoint_is_skipped_and_foreign_or_base_outputs_are_refused(tmp_path, lora_dir,
+                                                                                      base_checkpoint, capsys):
+    import shutil
+
+    folder, _ = lora_dir
+    out = tmp_path / "model"
+    args = ["finetune", "--data", str(folder), "--base", str(base_checkpoint), "--output", str(out),
+            "--epochs", "2", "--lr", "1e-2", "--train-batch-size", "32", "--save-steps", "5", *QUIET]
+    assert main(args) == 0
+    (out / TRAINING_INFO).unlink()
+    for p in (out / "checkpoints").glob("checkpoint-*"):
+        if p.name != "checkpoint-5":
+            shutil.rmtree(p)
+    (out / "checkpoints" / "checkpoint-7").mkdir()  # killed while the Trainer wrote it: no trainer_state.json
+    capsys.readouterr()
+    assert main(args[:-len(QUIET)] + ["--save-steps", "6", *QUIET]) == 0  # the save cadence changes no weight
+    assert "resuming from the last checkpoint" in capsys.readouterr().out
+    mine = tmp_path / "mine"
+    (mine / "checkpoints" / "my-run").mkdir(parents=True)
+    assert main(args[:6] + [str(mine)] + args[7:]) == 2
+    assert "without pyl2d's" in capsys.readouterr().err and (mine / "checkpoints" / "my-run").is_dir()
+    assert main(args[:6] + [str(base_checkpoint)] + args[7:]) == 2
+    assert "would overwrite the base" in capsys.readouterr().err
+    assert main(args + ["--seed", str(2 ** 33)]) == 2
+    assert "seed must be an int from 0 to 2**32 - 1" in capsys.readouterr().err
+
+
 def test_bad_bases_are_named(tmp_path, lora_dir, capsys):
     folder, out = lora_dir
     assert main(["finetune", "--data", str(folder), "--base", str(out), "--output", str(tmp_path / "x"), *QUIET]) == 2
