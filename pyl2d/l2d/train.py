@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import random
+import shutil
 import time
 from typing import Sequence
 
@@ -179,7 +181,7 @@ def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | p
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     output_dir = pathlib.Path(output_dir)
-    pathlib.Path(output_dir, TRAINING_INFO).unlink(missing_ok=True)  # the model there is about to change
+    staging = _staging_folder(output_dir)  # made now: an unwritable output fails before training, not after
     data = prefix_augment(samples) if config.prefix_augmentation else list(samples)
     tokenizer = train_tokenizer(tokenizer_corpus(catalog, data, template), config.vocab_size)
     examples = sft_examples(data, tokenizer, template, config.max_length)
@@ -237,13 +239,48 @@ def train_model(catalog: Catalog, samples: Sequence[Sample], output_dir: str | p
             "the model depends on this machine's speed")
     log(f"trained {step} steps ({step / steps_per_epoch:.2f} epochs) in {elapsed:.0f} s, last loss {last_loss:.3f}")
     model.eval()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
     info = {"config": dataclasses.asdict(config), "template": dataclasses.asdict(template),
             "data_fingerprint": data_fingerprint(samples, template), "n_examples": len(examples), "steps": step,
             "total_steps": total_steps, "epochs_done": step / steps_per_epoch,
             "seconds": elapsed, "last_loss": last_loss, "parameters": n_params}
-    # Written last: its presence says the model and tokenizer beside it are complete.
-    write_atomic(output_dir / TRAINING_INFO, json.dumps(info, indent=2).encode())
+    _publish(staging, output_dir, json.dumps(info, indent=2).encode())
     return output_dir
+
+
+def _staging_folder(output_dir: pathlib.Path) -> pathlib.Path:
+    """A fresh folder beside ``output_dir`` to save into, so that the model already there
+    stays whole (with its training record) until the new one is complete; staging folders
+    of processes that are gone are removed."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    for old in output_dir.parent.glob(f".{output_dir.name}.partial-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    staging = output_dir.parent / f".{output_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _publish(staging: pathlib.Path, output_dir: pathlib.Path, info: bytes) -> None:
+    """Move the saved model from ``staging`` into ``output_dir``: the old training record
+    goes first and the new one is written last, so a record always describes the files
+    beside it (a crash in between leaves no record: not taken for a finished model)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / TRAINING_INFO).unlink(missing_ok=True)
+    for path in staging.iterdir():
+        os.replace(path, output_dir / path.name)
+    write_atomic(output_dir / TRAINING_INFO, info)
+    staging.rmdir()

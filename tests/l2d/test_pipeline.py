@@ -166,3 +166,31 @@ def test_training_is_reproducible_and_reused(tmp_path, tiny_data):
     with pytest.raises(ValueError, match="--seeds 2 needs models to train"):
         run_eval(EvalRun(data=folder, model=a, work_dir=tmp_path / "w2", seeds=2, runtime=CPU), log=lambda _: None)
     assert not (tmp_path / "w2").exists()
+
+
+def test_a_failed_retraining_leaves_the_model_there_whole(tmp_path, tiny_data, monkeypatch):
+    """Training saves beside the output and moves the model in only when it is complete: a
+    run that fails midway leaves the previous model with its training record."""
+    from pyl2d.l2d import train as train_module
+    from pyl2d.l2d.prompts import DEFAULT_PROMPT
+    from pyl2d.l2d.train import TRAINING_INFO, train_model, trained_with
+
+    tiny = TrainConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, epochs=1.0,
+                       batch_size=16, warmup_steps=5)
+    out = tmp_path / "model"
+    train_model(tiny_data.catalog, tiny_data.train, out, tiny, progress=False, log=lambda *_: None)
+    record = (out / TRAINING_INFO).read_text()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("killed mid-training")
+    monkeypatch.setattr(train_module, "sft_examples", boom)
+    with pytest.raises(RuntimeError):
+        train_model(tiny_data.catalog, tiny_data.train, out, dataclasses.replace(tiny, seed=1), progress=False,
+                    log=lambda *_: None)
+    assert (out / TRAINING_INFO).read_text() == record
+    assert trained_with(out, tiny_data.train, tiny, DEFAULT_PROMPT)
+    monkeypatch.undo()
+    train_model(tiny_data.catalog, tiny_data.train, out, dataclasses.replace(tiny, seed=1), progress=False,
+                log=lambda *_: None)
+    assert json.loads((out / TRAINING_INFO).read_text())["config"]["seed"] == 1
+    assert not list(tmp_path.glob(".model.partial-*"))  # the failed run's staging folder is gone too
