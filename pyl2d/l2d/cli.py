@@ -166,7 +166,8 @@ def _common(p) -> None:
     p.add_argument("--threads", type=positive_int, default=field_default(RuntimeConfig, "threads"),
                    help="torch CPU threads (default: torch's choice; 1 helps on a busy machine)")
     p.add_argument("--device", type=device, default=field_default(RuntimeConfig, "device"),
-                   help=f"{DEVICES} (default: cuda when available)")
+                   help=f"{DEVICES} for prefills, memory builds and search (default: cuda when available); "
+                        "the tiny models of train/demo/eval always train on the CPU, seeded and reproducible")
     p.add_argument("--quiet", action="store_true", help="no progress bars")  # RuntimeConfig.progress, negated
 
 

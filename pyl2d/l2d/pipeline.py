@@ -37,6 +37,10 @@ def _setup(runtime: RuntimeConfig) -> None:
 
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
+    if not runtime.progress:  # --quiet: transformers' own bars (loading, saving weights) too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def load_dataset(data, n_users: int | None = None, n_items: int | None = None, log: Log | None = None):
