@@ -123,6 +123,13 @@ def default_backend(device: torch.device, op: str) -> str:
     return "torch"
 
 
+def check_name(requested, source: str = "backend") -> None:
+    """ValueError naming ``source`` unless ``requested`` is a backend's name (or "auto" or
+    None): checkable before there is a device, when an option is set."""
+    if requested is not None and requested != "auto" and (not isinstance(requested, str) or requested not in BACKENDS):
+        raise ValueError(f"{source}={requested!r} is not a backend; choose one of {', '.join(BACKENDS)} or 'auto'")
+
+
 # Traced as a constant by torch.compile: the choice is made once, at trace time.
 @torch._dynamo.assume_constant_result
 def resolve(requested: str | None, device: torch.device, op: str) -> str:
@@ -133,8 +140,7 @@ def resolve(requested: str | None, device: torch.device, op: str) -> str:
         source = ENV_VAR
     if requested is None or requested == "auto":
         return default_backend(device, op)
-    if not isinstance(requested, str) or requested not in BACKENDS:
-        raise ValueError(f"{source}={requested!r} is not a backend; choose one of {', '.join(BACKENDS)} or 'auto'")
+    check_name(requested, source)
     reason = unavailable_reason(requested, device)
     if reason is not None:
         raise ValueError(f"{source}={requested!r} cannot run here: {reason}")

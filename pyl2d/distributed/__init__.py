@@ -169,14 +169,12 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
     local_item_of = []  # each memory entry's position in local_item_ids, found by check()
 
     def check():  # this rank's shard, which may be empty; k, m and exclude against all ranks below
-        _checks.tensor("local_item_ids", local_item_ids, ndim=1, dtypes=_checks.INDEX_DTYPES)
-        item_ids = local_item_ids.to(torch.int64)
         check_local_shapes(queries, local_memory, local_memory_item_ids, local_item_reps, metric, prefix="local_",
                            allow_empty=True)
         _check_ascending_ids("local_memory_index", local_memory_index, local_memory.shape[0])
         _check_ascending_ids("local_item_ids", local_item_ids, local_item_reps.shape[0])
         if local_memory.shape[0]:
-            local_item_of.append(_lookup(item_ids, local_memory_item_ids.to(torch.int64)))
+            local_item_of.append(_lookup(local_item_ids.to(torch.int64), local_memory_item_ids.to(torch.int64)))
             if (local_item_of[0] < 0).any():
                 raise ValueError("local_memory_item_ids holds an item that is not in local_item_ids: the memory "
                                  "must be sharded by item (pyl2d.distributed.partition_by_item)")

@@ -22,6 +22,7 @@ import math
 import random
 from typing import Callable, Mapping, Sequence
 
+from pyl2d._checks import finite_number
 from pyl2d.perm._http import (ResponseTooLarge, api_key, chat_completions_url, check_url, connect_reason, httpx_module,
                               read_body, shown_url)
 from pyl2d.perm._servers import ServerPool
@@ -166,23 +167,20 @@ class OpenAIJudge(TextJudge):
                  temperature: float = 0.0, max_tokens: int = 512, extra_body: Mapping | None = None,
                  max_response_bytes: int = MAX_RESPONSE_BYTES, scoring: str = "text", top_logprobs: int = 20,
                  server_cooldown: float = 1.0):
-        if not (isinstance(server_cooldown, (int, float)) and 0 <= server_cooldown < math.inf):
-            raise ValueError(f"server_cooldown must be a finite number of seconds >= 0, got {server_cooldown!r}")
+        finite_number("server_cooldown", server_cooldown, nonnegative=True)
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}; got {scoring!r}")
         if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or not 1 <= top_logprobs <= 20:
             raise ValueError(f"top_logprobs must be an int from 1 to 20, got {top_logprobs!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
-        if not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
-            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        finite_number("timeout", timeout, positive=True)
         if not isinstance(max_response_bytes, int) or max_response_bytes < 1:
             raise ValueError(f"max_response_bytes must be a positive int, got {max_response_bytes!r}")
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+        for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):  # inf: a Retry-After could hang us
+            finite_number(name, value, nonnegative=True)
         try:
             json.dumps(dict(extra_body or {}), allow_nan=False)
         except (TypeError, ValueError) as exc:

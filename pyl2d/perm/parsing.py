@@ -47,8 +47,8 @@ class ParsedCompletion:
 def parse_completion(text: str) -> ParsedCompletion:
     """Find the analysis and response sections of ``text``.
 
-    XML-style tags (``<analysis>``, ``<response>``/``<reply>``, at a line start) win for the
-    sections they give; markdown/plain headings outside them find the rest. A section runs
+    XML-style tags (``<analysis>``, ``<response>``/``<reply>``; an unclosed one only at a line
+    start or after a closing tag) win for the sections they give; markdown/plain headings outside them find the rest. A section runs
     until the next recognised heading. Repeated headings or tags keep the first one."""
     if not isinstance(text, str):
         raise ValueError(f"completion must be a str, got {type(text).__name__}")

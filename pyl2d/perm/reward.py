@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from pyl2d._backend import BACKENDS
+from pyl2d._backend import check_name as check_backend_name
 from pyl2d._checks import finite_number, flag
 from pyl2d.ops.aggregate_rewards import MISSING_TERMS, MODES, aggregate_rewards
 from pyl2d.perm.advantages import impute_group_mean
@@ -105,7 +105,7 @@ def check_lengths(prompts, completions, completion_ids) -> None:
             raise ValueError(f"{name} has {len(values)} entries but completions has {len(completions)}; "
                              "they must match one to one")
     for i, ids in enumerate(completion_ids or ()):
-        if not isinstance(ids, Sequence) and not hasattr(ids, "__len__"):
+        if not hasattr(ids, "__len__"):  # a list or tensor of token ids
             raise ValueError(f"completion_ids[{i}] must be a sequence of token ids, got {type(ids).__name__}")
 
 
@@ -151,8 +151,7 @@ class PERMReward:
         unknown = set(columns or {}) - set(DEFAULT_COLUMNS)
         if unknown:
             raise ValueError(f"columns has unknown keys {sorted(unknown)}; use {sorted(DEFAULT_COLUMNS)}")
-        if backend is not None and backend != "auto" and backend not in BACKENDS:
-            raise ValueError(f"backend={backend!r} is not a backend; choose one of {', '.join(BACKENDS)}, 'auto' or None")
+        check_backend_name(backend)
         self.judge = judge
         self.perspectives = check_perspectives(perspectives)
         negative = next((p for p in self.perspectives if not p.is_bystander and p.score_min < 0), None)
