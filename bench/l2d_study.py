@@ -12,7 +12,7 @@ For one data folder (D3 format, e.g. ``../shared/data/amazon-cds``) and each see
    those cached hidden states, through ``L2DRecommender.rank`` (the fused ops, every option a
    pre-transform);
 4. run the paper's L2D and the baselines (grounded decoding, constrained beam search,
-   popularity) on the test queries with ``pyl2d.l2d.evaluate``.
+   popularity) on the test queries with ``pyl2d.l2d.evaluation.evaluate``.
 
 Everything is written to ``<work-dir>/study.json``; ``--report a.json b.json`` prints the
 Markdown of ``docs/results.md`` from the files of several data sets: options chosen on the
@@ -37,18 +37,18 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from pyl2d.l2d import metrics, spread  # noqa: E402
 from pyl2d.l2d.data import prefix_augment, split_validation  # noqa: E402
-from pyl2d.l2d.folders import load_folder  # noqa: E402
-from pyl2d.l2d.evaluate import EvalConfig, evaluate  # noqa: E402
-from pyl2d.l2d.hidden import HiddenStateExtractor, layer_mean, load_model  # noqa: E402
+from pyl2d.l2d.data.folders import load_folder  # noqa: E402
+from pyl2d.l2d.data.prompts import prompt_token_ids  # noqa: E402
+from pyl2d.l2d.decode.recommender import L2DRecommender, pad_ids  # noqa: E402
+from pyl2d.l2d.decode.representation import Representation, fit_transform  # noqa: E402
+from pyl2d.l2d.evaluation import metrics, spread  # noqa: E402
+from pyl2d.l2d.evaluation.evaluate import EvalConfig, evaluate  # noqa: E402
 from pyl2d.l2d.memory import ItemMemory, data_fingerprint, model_fingerprint  # noqa: E402
+from pyl2d.l2d.model.hidden import HiddenStateExtractor, layer_mean, load_model  # noqa: E402
+from pyl2d.l2d.model.train import TrainConfig  # noqa: E402
 from pyl2d.l2d.pipeline import prompt_template, seed_list, train_or_reuse  # noqa: E402
-from pyl2d.l2d.pipeline_config import RuntimeConfig  # noqa: E402
-from pyl2d.l2d.prompts import prompt_token_ids  # noqa: E402
-from pyl2d.l2d.recommender import L2DRecommender, pad_ids  # noqa: E402
-from pyl2d.l2d.representation import Representation, fit_transform  # noqa: E402
-from pyl2d.l2d.train import TrainConfig  # noqa: E402
+from pyl2d.l2d.pipeline.config import RuntimeConfig  # noqa: E402
 
 VALIDATION_FRACTION = 0.15
 SELECT_BY = "recall@10"  # the validation metric that picks the options

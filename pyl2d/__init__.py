@@ -5,6 +5,7 @@ The ops are importable from here; the two methods live in ``pyl2d.l2d`` and ``py
 the ops sharded over a torch.distributed group in ``pyl2d.distributed`` (all imported on first
 use, so ``import pyl2d`` stays light)."""
 import importlib
+import types
 
 from pyl2d import ops
 from pyl2d._backend import BACKENDS, available as available_backends
@@ -20,7 +21,7 @@ __all__ = ["BACKENDS", "aggregate_rewards", "available_backends", "clear_input_c
            "segment_mean", "__version__"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> types.ModuleType:
     if name in ("distributed", "l2d", "perm"):
         return importlib.import_module(f"pyl2d.{name}")
     raise AttributeError(f"module 'pyl2d' has no attribute {name!r}")

@@ -9,7 +9,7 @@ import sys
 import warnings
 
 # Modules that contribute subcommands; a module missing from this install is skipped.
-_COMMAND_MODULES = ("pyl2d.l2d.cli", "pyl2d.perm.cli")
+_COMMAND_MODULES = ("pyl2d.l2d.pipeline.cli", "pyl2d.perm.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -121,7 +121,7 @@ def one_rank_bad(rank, world):
 def sharded_bad_input(rank, world, model_dir):
     """The sharded recommender with bad input on one rank (at construction, in recommend),
     and with no query on any rank: the same clear error, or an empty result, on every rank."""
-    from pyl2d.l2d.sharded import ShardedL2DRecommender
+    from pyl2d.l2d.decode.sharded import ShardedL2DRecommender
 
     model, tok, data, _ = _tiny(model_dir)
     from pyl2d.l2d.memory import ItemMemory
@@ -152,8 +152,8 @@ def sharded_bad_input(rank, world, model_dir):
 
 # -- L2D: the distributed memory build and the sharded recommender ---------------------------
 def _tiny(model_dir):
-    from pyl2d.l2d.hidden import HiddenStateExtractor, load_model
-    from pyl2d.l2d.synthetic import make_synthetic
+    from pyl2d.l2d.model.hidden import HiddenStateExtractor, load_model
+    from pyl2d.l2d.data.synthetic import make_synthetic
 
     model, tok = load_model(str(model_dir), device="cpu")
     data = make_synthetic(n_items=40, n_users=40, min_len=4, max_len=7, seed=3)
@@ -166,7 +166,7 @@ def build(rank, world, model_dir, path, shard_size, die_at=None):
     import os
 
     from pyl2d.l2d.memory import build_memory
-    from pyl2d.l2d.prompts import DEFAULT_PROMPT
+    from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
 
     model, tok, data, ex = _tiny(model_dir)
     calls = []
@@ -187,10 +187,10 @@ def sharded_recommend(rank, world, model_dir, memory_path, data_dir, n_queries, 
     """This rank's share of the first n_queries test samples through the sharded recommender:
     per option, its recommendations and the query vectors it encoded (the one-process
     reference ranks exactly these vectors, as encoding depends on the batch's padding)."""
-    from pyl2d.l2d.folders import load_folder
-    from pyl2d.l2d.hidden import load_model
+    from pyl2d.l2d.data.folders import load_folder
+    from pyl2d.l2d.model.hidden import load_model
     from pyl2d.l2d.memory import ItemMemory
-    from pyl2d.l2d.sharded import ShardedL2DRecommender
+    from pyl2d.l2d.decode.sharded import ShardedL2DRecommender
 
     model, tok = load_model(str(model_dir), device="cpu")
     data = load_folder(data_dir)

@@ -176,11 +176,11 @@ def assert_fully_written(buffers):
 
 
 def oracle_transform(fit, x, rep):
-    """float64 numpy [n, D']: the L2D representation ``rep`` (pyl2d.l2d.representation)
+    """float64 numpy [n, D']: the L2D representation ``rep`` (pyl2d.l2d.decode.representation)
     fitted on the rows of ``fit`` (all of them) and applied to ``x``, from its definition."""
     import numpy as np
 
-    from pyl2d.l2d.representation import EIG_FLOOR
+    from pyl2d.l2d.decode.representation import EIG_FLOOR
 
     fit, y = fit.double().numpy(), x.double().numpy()
     if not rep.center and not rep.normalize:
@@ -211,14 +211,14 @@ def write_synthetic_memory(path, *, rows, dim, dtype="float16", shard_size=4096,
     import dataclasses
     import json
 
-    from pyl2d.l2d import memory_file
-    from pyl2d.l2d.memory_format import FORMAT_VERSION
-    from pyl2d.l2d.prompts import DEFAULT_PROMPT
+    from pyl2d.l2d.memory import datafile
+    from pyl2d.l2d.memory.manifest import FORMAT_VERSION
+    from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
 
     path.mkdir(parents=True)
-    layout = memory_file.Layout(rows, dim, dtype, shard_size)
-    data = path / memory_file.DATA_FILE
-    memory_file.create(data, layout)
+    layout = datafile.Layout(rows, dim, dtype, shard_size)
+    data = path / datafile.DATA_FILE
+    datafile.create(data, layout)
     g = torch.Generator().manual_seed(seed)
     shards = []
     for index in range(-(-rows // shard_size)):
@@ -226,11 +226,11 @@ def write_synthetic_memory(path, *, rows, dim, dtype="float16", shard_size=4096,
         ids = torch.randint(0, num_items, (end - begin,), generator=g)
         vectors = torch.randn(end - begin, dim, generator=g).to(getattr(torch, dtype))
         shards.append({"index": index, "count": end - begin,
-                       "sha256": memory_file.write_shard(data, layout, index, ids, vectors)})
+                       "sha256": datafile.write_shard(data, layout, index, ids, vectors)})
     manifest = {"format_version": FORMAT_VERSION, "model_fingerprint": "0" * 16, "model_name": "synthetic",
                 "model_info": {}, "data_fingerprint": "0" * 16, "layer": "final", "pooling": "last", "dtype": dtype,
                 "hidden_size": dim, "num_items": num_items, "shard_size": shard_size, "n_shards": len(shards),
-                "total": rows, "file": memory_file.DATA_FILE, "template": dataclasses.asdict(DEFAULT_PROMPT),
+                "total": rows, "file": datafile.DATA_FILE, "template": dataclasses.asdict(DEFAULT_PROMPT),
                 "shards": shards, "complete": True, "count": rows}
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path

@@ -3,8 +3,8 @@ a few seconds (tokenizer trained in the test, nothing downloaded)."""
 import pytest
 import torch
 
-from pyl2d.l2d.synthetic import make_synthetic
-from pyl2d.l2d.train import TrainConfig, train_model
+from pyl2d.l2d.data.synthetic import make_synthetic
+from pyl2d.l2d.model.train import TrainConfig, train_model
 
 TINY = dict(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
             epochs=1.0, batch_size=16, warmup_steps=5)
@@ -24,7 +24,7 @@ def tiny_model_dir(tmp_path_factory, tiny_data):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
-    from pyl2d.l2d.hidden import load_model
+    from pyl2d.l2d.model.hidden import load_model
 
     torch.manual_seed(0)
     return load_model(str(tiny_model_dir), device="cpu")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender, _TitleTrie
+from pyl2d.l2d.evaluation.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender, _TitleTrie
 
 
 def test_grounded_returns_k_items(tiny_model, tiny_data):

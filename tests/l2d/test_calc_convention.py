@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pyl2d.l2d import calc_convention as calc
+from pyl2d.l2d.evaluation import calc_convention as calc
 
 # Four queries, lists of five titles.
 RECORDS = [

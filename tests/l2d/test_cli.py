@@ -4,9 +4,9 @@ import json
 import pytest
 
 from pyl2d.cli import build_parser, main
-from pyl2d.l2d import calc_convention
-from pyl2d.l2d.folders import load_folder, write_folder
-from pyl2d.l2d.synthetic import make_synthetic
+from pyl2d.l2d.data.folders import load_folder, write_folder
+from pyl2d.l2d.data.synthetic import make_synthetic
+from pyl2d.l2d.evaluation import calc_convention
 
 TINY_TRAIN = ["--epochs", "1", "--vocab-size", "300", "--hidden-size", "32", "--layers", "1",
               "--heads", "2", "--intermediate-size", "64", "--quiet", "--threads", "1"]
@@ -100,7 +100,7 @@ def test_data_that_cannot_train_or_test_is_refused_before_any_work(tmp_path, cap
 def test_a_broken_training_record_names_its_file(tmp_path, capsys, tiny_model_dir):
     import shutil
 
-    from pyl2d.l2d.train import TRAINING_INFO
+    from pyl2d.l2d.model.train import TRAINING_INFO
 
     folder = write_folder(make_synthetic(n_items=40, n_users=30, min_len=4, max_len=6, seed=5), tmp_path / "data")
     for text in ("{not json", json.dumps({"no": "template"}), json.dumps({"template": {"template": "{history} {foo}"}}),
@@ -183,7 +183,7 @@ def test_bad_flags_of_the_other_commands(tmp_path, capsys, monkeypatch):
 def test_build_into_a_folder_being_built_is_a_clear_error(tmp_path, capsys, tiny_model_dir, tiny_data):
     import os
 
-    from pyl2d.l2d.memory_lock import BuildLock
+    from pyl2d.l2d.memory.lock import BuildLock
 
     folder = write_folder(tiny_data, tmp_path / "data")
     with BuildLock(tmp_path / "mem"):

@@ -4,8 +4,8 @@ import warnings
 
 import pytest
 
-from pyl2d.l2d import data, folders
-from pyl2d.l2d.synthetic import make_synthetic
+from pyl2d.l2d.data import folders, records
+from pyl2d.l2d.data.synthetic import make_synthetic
 
 HEADER = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "extra"]
 
@@ -24,9 +24,9 @@ def test_loads_rows_with_html_and_quotes(tmp_path):
         ["u1", repr(["Don't Explain", 'He said "hi"']), "A &amp; B <i>live</i>", "[3, 4]", "5", "x"],
         ["u2", "[]", "Solo", "[]", "1", "y"],
     ])
-    samples, report = data.load_samples(p)
+    samples, report = records.load_samples(p)
     assert report.bad_rows == [] and report.n_rows == 2
-    assert samples[0] == data.Sample((3, 4), ("Don't Explain", 'He said "hi"'), 5, "A &amp; B <i>live</i>")
+    assert samples[0] == records.Sample((3, 4), ("Don't Explain", 'He said "hi"'), 5, "A &amp; B <i>live</i>")
     assert samples[1].history_ids == () and samples[1].target_id == 1
 
 
@@ -43,7 +43,7 @@ def test_malformed_rows_are_counted_with_line_numbers(tmp_path):
         w.writerow(["u6", "['a']", "c", "[1]", "3", "", "surplus"])         # line 8: extra field
         w.writerow(["u7", "['a']", "c", "['x']", "3", ""])                  # line 9: non-int id
     with pytest.warns(UserWarning, match="skipped 5 of 7 rows"):
-        samples, report = data.load_samples(p)
+        samples, report = records.load_samples(p)
     assert len(samples) == 2 and samples[1].history_titles == ("multi", "line")
     assert [line for line, _ in report.bad_rows] == [3, 6, 7, 8, 9]
     assert "2 titles but 1 ids" not in report.summary() and "1 titles but 2 ids" in report.summary()
@@ -60,7 +60,7 @@ def test_rows_that_are_not_utf8_are_skipped_with_their_line(tmp_path):
     p.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
     with pytest.warns(UserWarning, match=r"test\.csv: skipped 2 of 5 rows: line 3: history_item_title is not valid "
                                          r"UTF-8 \(byte 0xe9 at character 6\); line 4: item_title is not valid UTF-8"):
-        samples, report = data.load_samples(p)
+        samples, report = records.load_samples(p)
     assert [line for line, _ in report.bad_rows] == [3, 4]
     assert [s.target_id for s in samples] == [3, 4, 5] and samples[2].history_titles == ("\u00e9t\u00e9",)
 
@@ -74,7 +74,7 @@ def test_line_numbers_count_blank_lines_and_reasons_are_exact(tmp_path):
                  "u3,['a'],c,[-2],3,\n"       # line 6: negative history id
                  "u4,['a'],c,[1],abc,\n")     # line 7: not an integer
     with pytest.warns(UserWarning, match="skipped 3 of 4 rows"):
-        _, report = data.load_samples(p)
+        _, report = records.load_samples(p)
     assert report.bad_rows == [(5, "item id -1 is negative"), (6, "history_item_id: item id -2 is negative"),
                                (7, "item id 'abc' is not an integer")]
 
@@ -83,12 +83,12 @@ def test_a_repeated_column_and_an_oversized_history_are_refused(tmp_path):
     p = tmp_path / "valid.csv"
     write_rows(p, [["u1", "['a']", "c", "[1]", "3", "x", "0"]], header=HEADER + ["item_id"])
     with pytest.raises(ValueError, match="names column 'item_id' 2 times"):
-        data.load_samples(p)
-    huge = repr(list(range(data.MAX_LIST_FIELD // 3)))
-    write_rows(p, [["u1", "['a']", "c", "[1]", "3", ""], ["u2", repr(["t"] * (data.MAX_LIST_FIELD // 3)), "c", huge,
+        records.load_samples(p)
+    huge = repr(list(range(records.MAX_LIST_FIELD // 3)))
+    write_rows(p, [["u1", "['a']", "c", "[1]", "3", ""], ["u2", repr(["t"] * (records.MAX_LIST_FIELD // 3)), "c", huge,
                                                            "3", ""]])
     with pytest.warns(UserWarning, match="line 3: cannot parse: history_item_title is .* characters long"):
-        samples, _ = data.load_samples(p)
+        samples, _ = records.load_samples(p)
     assert len(samples) == 1
 
 
@@ -99,7 +99,7 @@ def test_rows_are_checked_against_the_catalog_with_their_line(tmp_path):
                    ["u3", "['a']", "Wrong", "[0]", "1", ""]])   # line 4: a title the catalog does not give
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        samples, report = data.load_samples(p, catalog=data.Catalog(["a", "b"]))
+        samples, report = records.load_samples(p, catalog=records.Catalog(["a", "b"]))
     assert report.bad_rows == [(3, "item id 9 is outside the catalog of 2 items")] and len(samples) == 2
     messages = [str(w.message) for w in caught]
     assert any("1 rows title an item otherwise than the catalog (line 4: item 1 is 'Wrong' here, 'b' in" in m
@@ -110,62 +110,62 @@ def test_catalog_line_that_is_not_utf8_is_kept_and_reported(tmp_path):
     p = tmp_path / "items.txt"
     p.write_bytes(b"Fine\t0\nCaf\xe9 del Mar\t1\nLast\t2\n")
     with pytest.warns(UserWarning, match=r"items\.txt: 1 line\(s\) not valid UTF-8.*line 2: byte 0xe9"):
-        cat = data.load_catalog(p)
+        cat = records.load_catalog(p)
     assert cat.titles == ["Fine", "Caf\ufffd del Mar", "Last"]
     p.write_bytes(b"Fine\t0\nx\t\xff1\n")
     with pytest.raises(ValueError, match=r"line 2: item id '\ufffd1' is not an integer"):
-        data.load_catalog(p)
+        records.load_catalog(p)
 
 
 def test_file_without_usable_rows_is_an_error(tmp_path):
     p = tmp_path / "bad.csv"
     write_rows(p, [["u", "nonsense(", "t", "[1]", "1", ""]])
     with pytest.raises(ValueError, match="no usable row"):
-        data.load_samples(p)
+        records.load_samples(p)
     q = tmp_path / "nocol.csv"
     write_rows(q, [["u", "t"]], header=["user_id", "item_title"])
     with pytest.raises(ValueError, match="lacks the column"):
-        data.load_samples(q)
+        records.load_samples(q)
     with pytest.raises(FileNotFoundError):
-        data.load_samples(tmp_path / "missing.csv")
+        records.load_samples(tmp_path / "missing.csv")
 
 
 def test_catalog_formats_and_errors(tmp_path):
     a = tmp_path / "a.txt"
     a.write_text("Greatest Hits\t0\nSolo\t1\nGreatest Hits\t2\n")
-    cat = data.load_catalog(a)
+    cat = records.load_catalog(a)
     assert len(cat) == 3 and cat.ids_with_title("Greatest Hits") == [0, 2]
     assert not cat.title_is_unique(0) and cat.title_is_unique(1)
     b = tmp_path / "b.txt"
     b.write_text("<a_1><b_2>\tPen, \"blue\"\t0\n<a_3>\tTape\t1\n")
-    assert data.load_catalog(b).titles == ['Pen, "blue"', "Tape"]
+    assert records.load_catalog(b).titles == ['Pen, "blue"', "Tape"]
     c = tmp_path / "c.txt"
     c.write_text("x\t0\ny\t2\n")
     with pytest.raises(ValueError, match="dense"):
-        data.load_catalog(c)
+        records.load_catalog(c)
     c.write_text("x\t0\ny\t0\n")
     with pytest.raises(ValueError, match="appears twice"):
-        data.load_catalog(c)
+        records.load_catalog(c)
     c.write_text("x\tzero\n")
     with pytest.raises(ValueError, match="not an integer"):
-        data.load_catalog(c)
+        records.load_catalog(c)
 
 
 def test_prefix_augmentation():
-    s = data.Sample((1, 2, 3), ("a", "b", "c"), 4, "d")
-    out = data.prefix_augment([s, data.Sample((1, 2), ("a", "b"), 3, "c")])
+    s = records.Sample((1, 2, 3), ("a", "b", "c"), 4, "d")
+    out = records.prefix_augment([s, records.Sample((1, 2), ("a", "b"), 3, "c")])
     assert [(x.history_ids, x.target_id) for x in out] == [((1,), 2), ((1, 2), 3), ((1, 2, 3), 4)]
     assert out[0].history_titles == ("a",) and out[0].target_title == "b"
 
 
 def test_unknown_ids_and_empty_history_are_errors():
-    cat = data.Catalog(["a", "b"])
+    cat = records.Catalog(["a", "b"])
     with pytest.raises(ValueError, match="outside the catalog"):
-        cat.check_ids([data.Sample((0,), ("a",), 5, "?")])
+        cat.check_ids([records.Sample((0,), ("a",), 5, "?")])
     with pytest.raises(ValueError, match="empty"):
-        data.sample_from_history([], cat)
+        records.sample_from_history([], cat)
     with pytest.raises(ValueError, match="outside the catalog"):
-        data.sample_from_history([0, 9], cat)
+        records.sample_from_history([0, 9], cat)
 
 
 def test_synthetic_is_deterministic_and_consistent():

@@ -9,8 +9,8 @@ import torch
 
 import dist_cases
 from dist_spawn import run_ranks
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
 from pyl2d.l2d.memory import MANIFEST, ItemMemory, build_memory
-from pyl2d.l2d.prompts import DEFAULT_PROMPT
 
 pytestmark = pytest.mark.distributed
 SHARD = 8
@@ -70,8 +70,8 @@ def _options():
 
 @pytest.fixture(scope="module")
 def office_memory(tmp_path_factory, tiny_model_dir, real_data):
-    from pyl2d.l2d.folders import load_folder
-    from pyl2d.l2d.hidden import HiddenStateExtractor, load_model
+    from pyl2d.l2d.data.folders import load_folder
+    from pyl2d.l2d.model.hidden import HiddenStateExtractor, load_model
 
     model, tok = load_model(str(tiny_model_dir), device="cpu")
     data = load_folder(real_data / "amazon-office")
@@ -88,9 +88,9 @@ def test_sharded_recommender_equals_the_single_process_one_on_amazon_office(tiny
     """The ranks' recommendations, concatenated, are the one-process recommender's for the
     same query vectors (the ranks' own encodings), bit for bit, ties and exclusions included;
     the representation rank 0 fitted is the one-process fit."""
-    from pyl2d.l2d.folders import load_folder
-    from pyl2d.l2d.hidden import load_model
-    from pyl2d.l2d.recommender import L2DRecommender, pad_ids
+    from pyl2d.l2d.data.folders import load_folder
+    from pyl2d.l2d.model.hidden import load_model
+    from pyl2d.l2d.decode.recommender import L2DRecommender, pad_ids
 
     n_queries = 64
     options = _options()
@@ -129,7 +129,7 @@ def test_torchrun_build_memory_equals_the_single_process_build(tmp_path, tiny_mo
     import subprocess
     import sys
 
-    from pyl2d.l2d.folders import write_folder
+    from pyl2d.l2d.data.folders import write_folder
 
     folder = write_folder(tiny_data, tmp_path / "data")
     args = ["build-memory", "--data", str(folder), "--model", str(tiny_model_dir), "--shard-size", "8", "--quiet",

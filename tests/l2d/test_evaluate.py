@@ -4,11 +4,11 @@ import dataclasses
 import pytest
 import torch
 
-from pyl2d.l2d import evaluate as ev
 from pyl2d.l2d.data import Catalog, Sample
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
+from pyl2d.l2d.decode.recommender import Recommendations
+from pyl2d.l2d.evaluation import evaluate as ev
 from pyl2d.l2d.memory import ItemMemory, model_fingerprint
-from pyl2d.l2d.prompts import DEFAULT_PROMPT
-from pyl2d.l2d.recommender import Recommendations
 
 
 class _FixedRanker:

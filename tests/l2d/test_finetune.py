@@ -11,11 +11,11 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 
 from pyl2d.cli import main  # noqa: E402
-from pyl2d.l2d.folders import write_folder  # noqa: E402
-from pyl2d.l2d.hidden import HiddenStateExtractor, load_model  # noqa: E402
-from pyl2d.l2d.prompts import DEFAULT_PROMPT  # noqa: E402
-from pyl2d.l2d.synthetic import make_synthetic  # noqa: E402
-from pyl2d.l2d.train import TRAINING_INFO, tokenizer_corpus, train_tokenizer  # noqa: E402
+from pyl2d.l2d.data.folders import write_folder  # noqa: E402
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT  # noqa: E402
+from pyl2d.l2d.data.synthetic import make_synthetic  # noqa: E402
+from pyl2d.l2d.model.hidden import HiddenStateExtractor, load_model  # noqa: E402
+from pyl2d.l2d.model.train import TRAINING_INFO, tokenizer_corpus, train_tokenizer  # noqa: E402
 
 QUIET = ["--quiet", "--threads", "1", "--device", "cpu"]
 

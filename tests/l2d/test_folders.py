@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from pyl2d.l2d.folders import DataSource, load_folder
+from pyl2d.l2d.data.folders import DataSource, load_folder
 
 TITLES = ["Pen, \"blue\"", "Tape", "Stapler", "Ink", "Folder"]
 SIDS = ["<a_1><b_2><c_3>", "<a_1><b_2><c_4>", "<a_5><b_0><c_0>", "<a_7><b_1><c_1>", "<a_9><b_9><c_9>"]
@@ -105,7 +105,7 @@ def test_bad_arguments_and_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="test.csv"):
         load_folder(tmp_path)
     from pyl2d.l2d.data import Catalog
-    from pyl2d.l2d.folders import Dataset, write_folder
+    from pyl2d.l2d.data.folders import Dataset, write_folder
 
     with pytest.raises(ValueError, match="item 1's title holds a tab or line break"):
         write_folder(Dataset(Catalog(["a", "b\tc"]), [], []), tmp_path / "out")

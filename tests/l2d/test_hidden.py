@@ -3,8 +3,8 @@ padding-independent, and computed without ever running the LM head."""
 import pytest
 import torch
 
-from pyl2d.l2d.hidden import HiddenStateExtractor, decoder_of
-from pyl2d.l2d.prompts import DEFAULT_PROMPT, prompt_token_ids
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, prompt_token_ids
+from pyl2d.l2d.model.hidden import HiddenStateExtractor, decoder_of
 
 
 def _prompts(data, n=6):
@@ -103,7 +103,7 @@ def test_bad_layer_tuples_name_the_layer():
 def test_layer_spec_parses_the_cli_forms():
     import argparse
 
-    from pyl2d.l2d.argtypes import layer_spec
+    from pyl2d.l2d.pipeline.argtypes import layer_spec
 
     assert layer_spec("final") is None and layer_spec("-2") == -2 and layer_spec(" -3, -2,-1") == (-3, -2, -1)
     for bad in ("last", "-3,,-1", "1,1", ""):
@@ -120,7 +120,7 @@ def test_a_mean_of_layers_is_stored_in_the_manifest_and_read_back(tmp_path, tiny
     import warnings
 
     from pyl2d.l2d.memory import ItemMemory, build_memory
-    from pyl2d.l2d.recommender import L2DRecommender
+    from pyl2d.l2d.decode.recommender import L2DRecommender
 
     model, tok = tiny_model
     ex = HiddenStateExtractor(model, tok, layer=[-2, -1], progress=False)

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from pyl2d.l2d.hidden import HiddenStateExtractor
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
 from pyl2d.l2d.memory import MANIFEST, ItemMemory, build_memory
-from pyl2d.l2d.prompts import DEFAULT_PROMPT
+from pyl2d.l2d.model.hidden import HiddenStateExtractor
 
 QUIET = dict(log=lambda *_: None)
 

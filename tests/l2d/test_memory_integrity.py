@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from pyl2d.l2d.hidden import HiddenStateExtractor
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
 from pyl2d.l2d.memory import MANIFEST, ItemMemory, MemoryBusyError, MemoryFormatError, build_memory
-from pyl2d.l2d.prompts import DEFAULT_PROMPT
+from pyl2d.l2d.model.hidden import HiddenStateExtractor
 
 QUIET = dict(log=lambda *_: None)
 pytestmark = pytest.mark.filterwarnings("ignore:.*one file per shard:UserWarning")  # format-2 copies, on purpose
@@ -319,7 +319,7 @@ def test_concurrent_build_into_the_same_folder_is_refused(tmp_path, tiny_model, 
 
 def test_build_lock_is_held_across_processes(tmp_path, tiny_model, tiny_data):
     path = tmp_path / "m"
-    code = ("import sys; from pyl2d.l2d.memory_lock import BuildLock\n"
+    code = ("import sys; from pyl2d.l2d.memory.lock import BuildLock\n"
             f"with BuildLock({str(path)!r}):\n    print('locked', flush=True); sys.stdin.read()\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from pyl2d.l2d import metrics
 from pyl2d.l2d.data import Catalog, Sample
+from pyl2d.l2d.evaluation import metrics
 
 
 def test_recall_and_ndcg_by_hand():

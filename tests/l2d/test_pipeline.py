@@ -6,13 +6,13 @@ import json
 import pytest
 
 from pyl2d.cli import build_parser
-from pyl2d.l2d import cli
-from pyl2d.l2d.folders import DataSource, write_folder
-from pyl2d.l2d.evaluate import EvalConfig
-from pyl2d.l2d.pipeline import (BuildMemoryRun, DemoRun, EvalRun, MemoryConfig, RecommendRun, RuntimeConfig,
-                                TrainRun, run_build_memory, run_demo, run_eval, run_recommend, run_train)
-from pyl2d.l2d.representation import Representation
-from pyl2d.l2d.train import TrainConfig
+from pyl2d.l2d.data.folders import DataSource, write_folder
+from pyl2d.l2d.evaluation.evaluate import EvalConfig
+from pyl2d.l2d.pipeline import cli
+from pyl2d.l2d.pipeline import (BuildMemoryRun, DemoRun, EvalRun, MemoryConfig, RecommendRun, RuntimeConfig, TrainRun,
+                                run_build_memory, run_demo, run_eval, run_recommend, run_train)
+from pyl2d.l2d.decode.representation import Representation
+from pyl2d.l2d.model.train import TrainConfig
 
 CPU = RuntimeConfig(device="cpu", threads=1, progress=False)
 
@@ -171,9 +171,9 @@ def test_training_is_reproducible_and_reused(tmp_path, tiny_data):
 def test_a_failed_retraining_leaves_the_model_there_whole(tmp_path, tiny_data, monkeypatch):
     """Training saves beside the output and moves the model in only when it is complete: a
     run that fails midway leaves the previous model with its training record."""
-    from pyl2d.l2d import train as train_module
-    from pyl2d.l2d.prompts import DEFAULT_PROMPT
-    from pyl2d.l2d.train import TRAINING_INFO, train_model, trained_with
+    from pyl2d.l2d.model import train as train_module
+    from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
+    from pyl2d.l2d.model.train import TRAINING_INFO, train_model, trained_with
 
     tiny = TrainConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, epochs=1.0,
                        batch_size=16, warmup_steps=5)

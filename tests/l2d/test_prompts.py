@@ -1,7 +1,7 @@
 """Prompt templates and chat-template handling."""
 import pytest
 
-from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate, answer_token_ids, prompt_token_ids
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate, answer_token_ids, prompt_token_ids
 
 
 def test_default_prompt_lists_history_in_order():

@@ -3,10 +3,10 @@ aggregation respects its contract, undecodable items are counted and never retur
 import pytest
 import torch
 
-from pyl2d.l2d.hidden import HiddenStateExtractor
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
+from pyl2d.l2d.decode.recommender import L2DRecommender
 from pyl2d.l2d.memory import build_memory
-from pyl2d.l2d.prompts import DEFAULT_PROMPT
-from pyl2d.l2d.recommender import L2DRecommender
+from pyl2d.l2d.model.hidden import HiddenStateExtractor
 from helpers import assert_topk_matches
 
 
@@ -160,9 +160,9 @@ def test_queries_use_the_template_stored_with_the_memory(tiny_model, tiny_data, 
 import dataclasses  # noqa: E402
 
 from pyl2d.l2d.data import Catalog  # noqa: E402
-from pyl2d.l2d.interpolate import interpolated_topk  # noqa: E402
+from pyl2d.l2d.decode.interpolate import interpolated_topk  # noqa: E402
+from pyl2d.l2d.decode.representation import Representation, parse_representation  # noqa: E402
 from pyl2d.l2d.memory import ItemMemory  # noqa: E402
-from pyl2d.l2d.representation import Representation, parse_representation  # noqa: E402
 from pyl2d.ops import local_topk, score_topk, segment_mean  # noqa: E402
 from helpers import backends, oracle_scores, oracle_transform  # noqa: E402
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyl2d.l2d.representation import Representation, fit_transform, parse_representation
+from pyl2d.l2d.decode.representation import Representation, fit_transform, parse_representation
 from helpers import oracle_transform
 
 

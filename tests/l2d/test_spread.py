@@ -1,13 +1,13 @@
-"""Seed and query variation (pyl2d.l2d.spread), the validation split, and reproducible training."""
+"""Seed and query variation (pyl2d.l2d.evaluation.spread), the validation split, and reproducible training."""
 import math
 
 import pytest
 import torch
 
-from pyl2d.l2d import spread
 from pyl2d.l2d.data import Sample, latest_rows, prefix_augment, split_validation
-from pyl2d.l2d.evaluate import format_no_exclusion_table, format_table
-from pyl2d.l2d.synthetic import make_synthetic
+from pyl2d.l2d.data.synthetic import make_synthetic
+from pyl2d.l2d.evaluation import spread
+from pyl2d.l2d.evaluation.evaluate import format_no_exclusion_table, format_table
 
 
 def _record(method, r10, ms=1.0):

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from pyl2d.l2d.folders import write_folder
-from pyl2d.l2d.synthetic import make_synthetic
+from pyl2d.l2d.data.folders import write_folder
+from pyl2d.l2d.data.synthetic import make_synthetic
 
 BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench"
 

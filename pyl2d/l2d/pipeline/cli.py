@@ -1,7 +1,7 @@
 """``pyl2d demo | train | finetune | build-memory | eval | calc | recommend``: L2D from the
 command line.
 
-Only parsing and printing: the flags become the configs of :mod:`pyl2d.l2d.pipeline_config`
+Only parsing and printing: the flags become the configs of :mod:`pyl2d.l2d.pipeline.config`
 (whose fields are the flags' defaults) and :mod:`pyl2d.l2d.pipeline` runs them, its log
 printed to stdout."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyl2d.l2d.argtypes import (device, file, folder, non_negative_int, positive_float, positive_int, representation,
-                                unit_float)
+from pyl2d.l2d.pipeline.argtypes import (device, file, folder, non_negative_int, positive_float, positive_int,
+                                         representation, unit_float)
 
 MINUTES_HELP = ("optional wall-clock cap on each model's training (default: none, so that results do not "
                 "depend on the machine's speed)")
@@ -30,8 +30,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_commands(subparsers) -> None:
     """Register the L2D subcommands on the ``pyl2d`` parser."""
-    from pyl2d.l2d.pipeline_config import DemoRun, EvalRun, RecommendRun, field_default
-    from pyl2d.l2d.recommender import AGGREGATIONS, METRICS
+    from pyl2d.l2d.pipeline.config import DemoRun, EvalRun, RecommendRun, field_default
+    from pyl2d.l2d.decode.recommender import AGGREGATIONS, METRICS
 
     fmt = _Formatter
 
@@ -103,7 +103,7 @@ def add_commands(subparsers) -> None:
         description="Evaluate L2D-global, L2D-local, grounded decoding, constrained beam search and popularity "
                     "on test.csv: item-level Recall/NDCG@5,10,20,50 (history excluded and not), title-level and "
                     "unique-title scores, and ms per query at the best batch size. Without --model, a tiny model "
-                    "is first trained on valid.csv as `pyl2d demo` does.")
+                    "is first trained on the training split (--train-split) as `pyl2d demo` does.")
     p.add_argument("--data", required=True, type=folder, help=DATA_HELP)
     _split_args(p)
     p.add_argument("--model", type=folder, default=field_default(EvalRun, "model"),
@@ -160,8 +160,8 @@ def add_commands(subparsers) -> None:
 
 # -- argument groups ------------------------------------------------------------------------
 def _common(p) -> None:
-    from pyl2d.l2d.argtypes import DEVICES
-    from pyl2d.l2d.pipeline_config import RuntimeConfig, field_default
+    from pyl2d.l2d.pipeline.argtypes import DEVICES
+    from pyl2d.l2d.pipeline.config import RuntimeConfig, field_default
 
     p.add_argument("--threads", type=positive_int, default=field_default(RuntimeConfig, "threads"),
                    help="torch CPU threads (default: torch's choice; 1 helps on a busy machine)")
@@ -179,7 +179,7 @@ def _data_args(p) -> None:
 
 
 def _split_args(p) -> None:
-    from pyl2d.l2d.folders import TRAIN_SPLITS
+    from pyl2d.l2d.data.folders import TRAIN_SPLITS
 
     p.add_argument("--train-split", choices=TRAIN_SPLITS,
                    help="the split(s) that train: fine-tuning and the memory (default: train where the folder has "
@@ -197,7 +197,7 @@ def _representation_args(g, default_representation, default_weight) -> None:
 
 
 def _max_history_arg(g) -> None:
-    from pyl2d.l2d.prompts import DEFAULT_PROMPT
+    from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
 
     g.add_argument("--max-history", type=positive_int,
                    help=f"history items in the prompt (default: the model's training template, else "
@@ -205,7 +205,7 @@ def _max_history_arg(g) -> None:
 
 
 def _train_args(p) -> None:
-    from pyl2d.l2d.train import TrainConfig
+    from pyl2d.l2d.model.train import TrainConfig
 
     d = TrainConfig()
     g = p.add_argument_group("tiny-model training")
@@ -225,7 +225,7 @@ def _train_args(p) -> None:
 
 
 def _finetune_args(p) -> None:
-    from pyl2d.l2d.finetune import PRECISIONS, FinetuneConfig
+    from pyl2d.l2d.model.finetune import PRECISIONS, FinetuneConfig
 
     d = FinetuneConfig()
     g = p.add_argument_group("fine-tuning")
@@ -249,9 +249,9 @@ def _finetune_args(p) -> None:
 
 
 def _memory_args(p) -> None:
-    from pyl2d.l2d.argtypes import layer_spec
-    from pyl2d.l2d.hidden import POOLINGS
-    from pyl2d.l2d.pipeline_config import MemoryConfig
+    from pyl2d.l2d.pipeline.argtypes import layer_spec
+    from pyl2d.l2d.model.hidden import POOLINGS
+    from pyl2d.l2d.pipeline.config import MemoryConfig
 
     d = MemoryConfig()
     g = p.add_argument_group("memory")
@@ -267,8 +267,8 @@ def _memory_args(p) -> None:
 
 
 def _eval_args(p) -> None:
-    from pyl2d.l2d.evaluate import METHODS, EvalConfig
-    from pyl2d.l2d.recommender import METRICS
+    from pyl2d.l2d.evaluation.evaluate import METHODS, EvalConfig
+    from pyl2d.l2d.decode.recommender import METRICS
 
     d = EvalConfig()
     p.add_argument("--max-test", type=positive_int, default=d.max_test,
@@ -284,14 +284,14 @@ def _eval_args(p) -> None:
 
 # -- flags to configs -----------------------------------------------------------------------
 def _runtime(args):
-    from pyl2d.l2d.pipeline_config import RuntimeConfig
+    from pyl2d.l2d.pipeline.config import RuntimeConfig
 
     return RuntimeConfig(device=args.device, threads=args.threads, progress=not args.quiet)
 
 
 def _source(args):
     """--data, --train-split and --category as a DataSource."""
-    from pyl2d.l2d.folders import DataSource
+    from pyl2d.l2d.data.folders import DataSource
 
     return DataSource(args.data, args.train_split, args.category)
 
@@ -302,7 +302,7 @@ def _data(args):
 
 
 def _train_config(args):
-    from pyl2d.l2d.train import TrainConfig
+    from pyl2d.l2d.model.train import TrainConfig
 
     return TrainConfig(vocab_size=args.vocab_size, hidden_size=args.hidden_size, num_layers=args.layers,
                        num_heads=args.heads, intermediate_size=args.intermediate_size, epochs=args.epochs,
@@ -311,7 +311,7 @@ def _train_config(args):
 
 
 def _finetune_config(args):
-    from pyl2d.l2d.finetune import FinetuneConfig
+    from pyl2d.l2d.model.finetune import FinetuneConfig
 
     return FinetuneConfig(lora=not args.full, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                           lora_dropout=args.lora_dropout, merge=args.merge, epochs=args.epochs, learning_rate=args.lr,
@@ -321,14 +321,14 @@ def _finetune_config(args):
 
 
 def _memory_config(args):
-    from pyl2d.l2d.pipeline_config import MemoryConfig
+    from pyl2d.l2d.pipeline.config import MemoryConfig
 
     return MemoryConfig(layer=args.layer, pooling=args.pooling, batch_size=args.batch_size,
                         shard_size=args.shard_size, overwrite=args.overwrite, prefix_memory=not args.no_prefix_memory)
 
 
 def _eval_config(args):
-    from pyl2d.l2d.evaluate import EvalConfig
+    from pyl2d.l2d.evaluation.evaluate import EvalConfig
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     return EvalConfig(methods=methods, metric=args.metric, m=args.m, representation=args.representation,
@@ -353,7 +353,7 @@ def _log(msg: str) -> None:
 
 # -- commands: flags to a run config, then the pipeline ----------------------------------
 def _demo_run(args):
-    from pyl2d.l2d.pipeline_config import DemoRun
+    from pyl2d.l2d.pipeline.config import DemoRun
 
     return DemoRun(output_dir=args.output_dir, epochs=args.epochs, seeds=args.seeds, seed=args.seed,
                    minutes=args.minutes, users=args.users, items=args.items, time_queries=args.time_queries,
@@ -361,28 +361,28 @@ def _demo_run(args):
 
 
 def _train_run(args):
-    from pyl2d.l2d.pipeline_config import TrainRun
+    from pyl2d.l2d.pipeline.config import TrainRun
 
     return TrainRun(output=args.output, data=_data(args), training=_train_config(args),
                     max_history=args.max_history, runtime=_runtime(args))
 
 
 def _finetune_run(args):
-    from pyl2d.l2d.pipeline_config import FinetuneRun
+    from pyl2d.l2d.pipeline.config import FinetuneRun
 
     return FinetuneRun(base=args.base, output=args.output, data=_data(args), finetuning=_finetune_config(args),
                        max_history=args.max_history, runtime=_runtime(args))
 
 
 def _build_memory_run(args):
-    from pyl2d.l2d.pipeline_config import BuildMemoryRun
+    from pyl2d.l2d.pipeline.config import BuildMemoryRun
 
     return BuildMemoryRun(model=args.model, output=args.output, data=_data(args), max_history=args.max_history,
                           memory=_memory_config(args), runtime=_runtime(args))
 
 
 def _eval_run(args):
-    from pyl2d.l2d.pipeline_config import EvalRun
+    from pyl2d.l2d.pipeline.config import EvalRun
 
     # The training flags matter (and are checked) only when there is a model to train.
     training = _train_config(args) if args.model is None and not args.memory else None
@@ -392,7 +392,7 @@ def _eval_run(args):
 
 
 def _recommend_run(args):
-    from pyl2d.l2d.pipeline_config import RecommendRun
+    from pyl2d.l2d.pipeline.config import RecommendRun
 
     return RecommendRun(model=args.model, memory=args.memory, histories=_histories(args.history), data=_data(args),
                         k=args.k, aggregation=args.aggregation, metric=args.metric, m=args.m,
@@ -420,8 +420,8 @@ _recommend = _pipeline("run_recommend", _recommend_run)
 
 
 def _calc(args) -> int:
-    from pyl2d.l2d import calc_convention
-    from pyl2d.l2d.data import load_catalog
+    from pyl2d.l2d.evaluation import calc_convention
+    from pyl2d.l2d.data.records import load_catalog
 
     known = set(load_catalog(args.catalog).titles) if args.catalog else None
     rows = []

@@ -19,7 +19,7 @@ import csv
 import dataclasses
 import pathlib
 
-from pyl2d.l2d.data import REQUIRED_COLUMNS, Catalog, Sample, load_catalog, load_samples
+from pyl2d.l2d.data.records import REQUIRED_COLUMNS, Catalog, Sample, load_catalog, load_samples
 
 TRAIN_SPLITS = ("train", "valid", "train+valid")
 _SPLITS = ("train", "valid", "test")

@@ -1,7 +1,7 @@
 """Checks of an item memory's files: the manifest's shape, and every shard against its entry.
 
 Each problem is one :class:`MemoryFormatError` naming the file. Format 3 (what builds
-write): one data file named by ``file`` (:mod:`pyl2d.l2d.memory_file`), each shard entry
+write): one data file named by ``file`` (:mod:`pyl2d.l2d.memory.datafile`), each shard entry
 its ``index``, entry count and the sha256 of its byte ranges in that file. Formats 1 and 2
 (read for old memories): one safetensors file per shard, each entry its file name, count,
 byte size and (format 2) sha256. Loading re-hashes in 1 MiB chunks (streaming speed: about

@@ -57,10 +57,10 @@ def scores(predictions: Sequence[Sequence[str]], targets: Sequence[str], ks: Seq
 
 def scores_of_ranks(ranks: Sequence[int], list_length: int, ks: Sequence[int] = KS) -> dict[str, float]:
     """:func:`scores` from the :func:`first_hits` ranks of lists of ``list_length`` titles:
-    pyl2d's Recall/NDCG (:mod:`pyl2d.l2d.metrics`, the same formulas) under calc.py's names."""
+    pyl2d's Recall/NDCG (:mod:`pyl2d.l2d.evaluation.metrics`, the same formulas) under calc.py's names."""
     import torch
 
-    from pyl2d.l2d import metrics
+    from pyl2d.l2d.evaluation import metrics
 
     summary = metrics.summarize(torch.as_tensor(list(ranks), dtype=torch.int64), list_length, ks)
     return {key.replace("recall@", "hr@"): value for key, value in summary.items() if value is not None}
@@ -70,7 +70,7 @@ def write_results(path: str | pathlib.Path, predictions: Sequence[Sequence[str]]
                   inputs: Sequence[str] | None = None) -> pathlib.Path:
     """Write a calc.py result file (atomically): ``input`` (the prompt text, when given),
     ``output`` (the target title) and ``predict`` (the ranked titles) per query."""
-    from pyl2d.l2d.memory_lock import write_atomic
+    from pyl2d.l2d._files import write_atomic
 
     if len(predictions) != len(targets) or (inputs is not None and len(inputs) != len(targets)):
         raise ValueError("predictions, targets and inputs must have one entry per query")

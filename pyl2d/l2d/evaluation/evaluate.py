@@ -6,7 +6,7 @@ titles). From those lists, with the history items excluded (the headline numbers
 Recall/NDCG@K, title-level scores (D3 way, on the titles of the items left) and item-level
 scores on the targets whose title is unique; without exclusion (``no_exclusion``): item- and
 title-level scores; and HR/NDCG@1..50 in the calc.py convention of BIGRec/D3/MiniOneRec
-(``calc``: :mod:`pyl2d.l2d.calc_convention`), whose result files ``calc_output`` writes. Latency is measured separately, on ``recommend(batch,
+(``calc``: :mod:`pyl2d.l2d.evaluation.calc_convention`), whose result files ``calc_output`` writes. Latency is measured separately, on ``recommend(batch,
 k=10, exclude_history=True)`` at each batch size, and the best batch size is reported.
 """
 from __future__ import annotations
@@ -20,13 +20,13 @@ from typing import Sequence
 import torch
 
 from pyl2d._checks import positive_ints
-from pyl2d.l2d import calc_convention, metrics, spread
-from pyl2d.l2d.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
-from pyl2d.l2d.data import Catalog, Sample, with_history
+from pyl2d.l2d.data.prompts import PromptTemplate
+from pyl2d.l2d.data.records import Catalog, Sample, with_history
+from pyl2d.l2d.decode.recommender import DEFAULT_METRIC, DEFAULT_REPRESENTATION, L2DRecommender, resolve_template
+from pyl2d.l2d.decode.representation import Representation
+from pyl2d.l2d.evaluation import calc_convention, metrics, spread
+from pyl2d.l2d.evaluation.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
 from pyl2d.l2d.memory import ItemMemory
-from pyl2d.l2d.prompts import PromptTemplate
-from pyl2d.l2d.recommender import DEFAULT_METRIC, DEFAULT_REPRESENTATION, L2DRecommender, resolve_template
-from pyl2d.l2d.representation import Representation
 
 METHODS = ("l2d-global", "l2d-local", "grounded", "beam", "popularity")
 TIMING_K = 10

@@ -21,11 +21,10 @@ from typing import Sequence
 import torch
 
 from pyl2d._checks import positive_ints
-from pyl2d.l2d.data import Catalog, Sample, prefix_augment, with_history
-from pyl2d.l2d.hidden import _progress
-from pyl2d.l2d.memory import data_fingerprint
-from pyl2d.l2d.memory_lock import write_atomic
-from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate, answer_token_ids, prompt_token_ids
+from pyl2d.l2d._files import write_atomic
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate, answer_token_ids, data_fingerprint, prompt_token_ids
+from pyl2d.l2d.data.records import Catalog, Sample, prefix_augment, with_history
+from pyl2d.l2d.model.hidden import _progress
 
 TRAINING_INFO = "pyl2d_training.json"  # written next to a trained model: config, template, data
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}

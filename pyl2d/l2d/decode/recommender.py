@@ -5,8 +5,8 @@ memory: ``aggregation="global"`` uses each item's mean memory vector (``segment_
 ``"local"`` averages, per query, only the item's entries among the query's ``m`` nearest
 memory vectors and falls back to the global mean for items without one (``local_topk``).
 ``local_weight`` < 1 blends the two for items with local entries
-(:mod:`pyl2d.l2d.interpolate`). ``representation`` transforms the hidden states before
-matching (:mod:`pyl2d.l2d.representation`: centring, whitening, all-but-the-top,
+(:mod:`pyl2d.l2d.decode.interpolate`). ``representation`` transforms the hidden states before
+matching (:mod:`pyl2d.l2d.decode.representation`: centring, whitening, all-but-the-top,
 normalising): fitted on the memory once at construction, applied to the memory before the
 per-item means and to every query, so the same fused ops run on the transformed vectors.
 Items that never occur as a training target have no memory entry and cannot be decoded;
@@ -22,12 +22,12 @@ from typing import NamedTuple, Sequence
 import torch
 
 from pyl2d._topk import pad_candidates
-from pyl2d.l2d.data import Catalog, Sample, sample_from_history
-from pyl2d.l2d.hidden import HiddenStateExtractor, layer_from_manifest
-from pyl2d.l2d.interpolate import check_local_weight, interpolated_topk
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate
+from pyl2d.l2d.data.records import Catalog, Sample, sample_from_history
+from pyl2d.l2d.decode.interpolate import check_local_weight, interpolated_topk
+from pyl2d.l2d.decode.representation import LatentTransform, Representation, fit_transform
 from pyl2d.l2d.memory import ItemMemory
-from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
-from pyl2d.l2d.representation import LatentTransform, Representation, fit_transform
+from pyl2d.l2d.model.hidden import HiddenStateExtractor, layer_from_manifest
 from pyl2d.ops import local_topk, score_topk, segment_mean
 from pyl2d.ops.score_topk import METRICS as _OP_METRICS
 from pyl2d.ops.score_topk import check_exclude
@@ -77,7 +77,7 @@ class L2DRecommender:
 
     ``representation`` (default: none, the paper) is fitted on the memory vectors here, once;
     ``transform`` may pass one already fitted on this memory with the same representation
-    (from :func:`~pyl2d.l2d.representation.fit_transform` or another recommender's
+    (from :func:`~pyl2d.l2d.decode.representation.fit_transform` or another recommender's
     ``.transform``) to skip the fit. ``local_weight`` (``aggregation="local"`` only; 1 = the
     paper): items with entries among the query's m nearest score ``w * local + (1 - w) *
     global``. Construction runs no model forward."""

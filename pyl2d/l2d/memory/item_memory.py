@@ -1,12 +1,12 @@
 """The L2D item memory: one hidden state per training sample, labelled with its target item.
 
-Built once by streaming the training prompts through the model (:mod:`pyl2d.l2d.memory_build`,
+Built once by streaming the training prompts through the model (:mod:`pyl2d.l2d.memory.build`,
 in one process or data-parallel), stored as one safetensors file (``item_ids`` [n] int64,
-``vectors`` [n, D]; :mod:`pyl2d.l2d.memory_file`) plus ``manifest.json`` that records what
+``vectors`` [n, D]; :mod:`pyl2d.l2d.memory.datafile`) plus ``manifest.json`` that records what
 produced it (model fingerprint, layer, pooling, dtype, hidden size, count, data fingerprint)
 and the sha256 of every shard of it. Loading maps the file: it costs O(manifest) RAM
 whatever the memory's size, and pages are read when an op touches them. Every shard is
-checked against its manifest entry on load (:mod:`pyl2d.l2d.memory_format`).
+checked against its manifest entry on load (:mod:`pyl2d.l2d.memory.manifest`).
 """
 from __future__ import annotations
 
@@ -20,18 +20,16 @@ from typing import Sequence
 
 import torch
 
-from pyl2d.l2d import memory_file
-from pyl2d.l2d.data import Sample
-from pyl2d.l2d.hidden import fingerprint_config, hidden_size_of
-from pyl2d.l2d.memory_format import (FORMAT_VERSION, MemoryFormatError, read_manifest, read_shard, shard_path,
-                                     verify_shard_file)
-from pyl2d.l2d.memory_lock import MemoryBusyError, check_not_building
-from pyl2d.l2d.prompts import PromptTemplate
+from pyl2d.l2d.data.prompts import PromptTemplate
+from pyl2d.l2d.memory import datafile
+from pyl2d.l2d.model.hidden import fingerprint_config, hidden_size_of
+from pyl2d.l2d.memory.manifest import (FORMAT_VERSION, MemoryFormatError, read_manifest, read_shard, shard_path,
+                                       verify_shard_file)
+from pyl2d.l2d.memory.lock import MemoryBusyError, check_not_building
 
 MANIFEST = "manifest.json"
 _SHARD_NAME = re.compile(r"shard-\d{5}\.safetensors(\.tmp)?")
-__all__ = ["FORMAT_VERSION", "MANIFEST", "ItemMemory", "MemoryBusyError", "MemoryFormatError", "build_memory",
-           "data_fingerprint", "model_fingerprint"]
+__all__ = ["MANIFEST", "ItemMemory", "model_fingerprint"]
 
 
 def model_fingerprint(model) -> str:
@@ -45,16 +43,6 @@ def model_fingerprint(model) -> str:
             h.update(name.encode())
             h.update(str(tuple(p.shape)).encode())
             h.update(probe.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def data_fingerprint(samples: Sequence[Sample], template: PromptTemplate) -> str:
-    """A short hash of what the prompts and targets are made of: the template and each
-    sample's ids and titles (a retitled item changes every prompt it appears in, so a memory
-    or model built from the old titles must not be taken for the new one's)."""
-    h = hashlib.sha256(json.dumps(dataclasses.asdict(template), sort_keys=True).encode())
-    for s in samples:
-        h.update(json.dumps([s.history_ids, s.history_titles, s.target_id, s.target_title]).encode())
     return h.hexdigest()[:16]
 
 
@@ -172,25 +160,23 @@ def _read_single_file(path: pathlib.Path, manifest: dict, verify: bool) -> tuple
     """(vectors, item_ids) mapped from a format-3 memory's data file, after checking its size,
     its header and (``verify``) every shard's sha256."""
     file = shard_path(path, manifest["file"])
-    layout = memory_file.Layout(manifest["total"], manifest["hidden_size"], manifest["dtype"], manifest["shard_size"])
+    layout = datafile.Layout(manifest["total"], manifest["hidden_size"], manifest["dtype"], manifest["shard_size"])
     size = file.stat().st_size
     if size != layout.size:
         raise MemoryFormatError(f"{file} is {size} bytes but the manifest's {manifest['total']} entries of "
                                 f"{manifest['hidden_size']} {manifest['dtype']} make {layout.size} (truncated or "
                                 "replaced); rebuild the memory")
-    if not memory_file.is_usable(file, layout):
+    if not datafile.is_usable(file, layout):
         raise MemoryFormatError(f"{file}: its header does not match the manifest (dtype, shape or layout); "
                                 "rebuild the memory")
     if verify:
         for shard in manifest["shards"]:
-            if memory_file.shard_digest(file, layout, shard["index"]) != shard["sha256"]:
+            if datafile.shard_digest(file, layout, shard["index"]) != shard["sha256"]:
                 begin, end = layout.rows(shard["index"])
                 raise MemoryFormatError(f"{file} is corrupted in shard {shard['index']} (entries {begin}..{end - 1}): "
                                         "its sha256 differs from the manifest's; rebuild the memory")
-    vectors, ids = memory_file.open_mapped(file)
+    vectors, ids = datafile.open_mapped(file)
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= manifest["num_items"]):
         raise MemoryFormatError(f"{file}: item ids fall outside 0..{manifest['num_items'] - 1}")
     return vectors, ids
 
-
-from pyl2d.l2d.memory_build import build_memory  # noqa: E402  (builds return an ItemMemory)

@@ -3,7 +3,7 @@
 A build holds an exclusive ``flock`` on ``<folder>/.build.lock`` (non-blocking: a second
 build fails at once, naming the holder's pid, instead of interleaving its shards with the
 first one's). Readers only probe the lock, so they never block a build. Files are written
-under a temporary name, fsynced and renamed, so a reader or a crash sees the old file or the
+under a temporary name, fsynced and renamed (:mod:`pyl2d.l2d._files`), so a reader or a crash sees the old file or the
 new one, never half of one. Without ``fcntl`` (Windows) there is no lock.
 """
 from __future__ import annotations
@@ -103,23 +103,3 @@ def check_not_building(folder: str | pathlib.Path) -> None:
         raise _busy(folder) from None
     finally:
         os.close(fd)
-
-
-def write_atomic(path: pathlib.Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via ``path.tmp``, fsync and rename (then fsync the folder)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)

@@ -22,6 +22,8 @@ import struct
 
 import torch
 
+from pyl2d.l2d._files import fsync_dir
+
 DATA_FILE = "memory.safetensors"
 _SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
 _CHUNK = 1 << 20
@@ -61,17 +63,6 @@ class Layout:
         begin, end = self.rows(index)
         return [(self.ids_start + 8 * begin, 8 * (end - begin)),
                 (self.vectors_start + self.row_bytes * begin, self.row_bytes * (end - begin))]
-
-
-def fsync_dir(folder: pathlib.Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - not on every platform
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def create(path: pathlib.Path, layout: Layout) -> None:

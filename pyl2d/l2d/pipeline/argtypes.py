@@ -106,8 +106,8 @@ def file(text: str) -> str:
 
 
 def representation(text: str):
-    """``--representation``: a :class:`~pyl2d.l2d.representation.Representation` spec."""
-    from pyl2d.l2d.representation import parse_representation
+    """``--representation``: a :class:`~pyl2d.l2d.decode.representation.Representation` spec."""
+    from pyl2d.l2d.decode.representation import parse_representation
 
     try:
         return parse_representation(text)

@@ -9,7 +9,12 @@ user turn followed by the generation prompt (the assistant turn then holds the t
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+import hashlib
+import json
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from pyl2d.l2d.data.records import Sample
 
 # Short on purpose: every token of the instruction is paid for in every prefill.
 DEFAULT_INSTRUCTION = "A user's items, oldest first, and the next one."
@@ -92,3 +97,13 @@ def prompt_token_ids(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
 def answer_token_ids(tokenizer, template: PromptTemplate, titles: Sequence[str]) -> list[list[int]]:
     """Token ids of each answer (title), without the end-of-sequence token."""
     return tokenizer([template.answer(t) for t in titles], add_special_tokens=False)["input_ids"]
+
+
+def data_fingerprint(samples: Sequence[Sample], template: PromptTemplate) -> str:
+    """A short hash of what the prompts and targets are made of: the template and each
+    sample's ids and titles (a retitled item changes every prompt it appears in, so a memory
+    or model built from the old titles must not be taken for the new one's)."""
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(template), sort_keys=True).encode())
+    for s in samples:
+        h.update(json.dumps([s.history_ids, s.history_titles, s.target_id, s.target_title]).encode())
+    return h.hexdigest()[:16]

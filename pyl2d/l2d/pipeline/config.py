@@ -4,7 +4,7 @@ They are the one place the pipelines' defaults live: ``pyl2d demo | train | buil
 eval | recommend`` take their flags' defaults from these fields, and a default also set by a
 lower-level API (``make_synthetic``, ``build_memory``, ``L2DRecommender``...) is read from
 there rather than restated. Model training and evaluation settings are the existing
-:class:`~pyl2d.l2d.train.TrainConfig` and :class:`~pyl2d.l2d.evaluate.EvalConfig`.
+:class:`~pyl2d.l2d.model.train.TrainConfig` and :class:`~pyl2d.l2d.evaluation.evaluate.EvalConfig`.
 """
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import inspect
 import pathlib
 from typing import Sequence
 
-from pyl2d.l2d.evaluate import EvalConfig
-from pyl2d.l2d.finetune import FinetuneConfig
-from pyl2d.l2d.folders import DataSource
+from pyl2d.l2d.data.folders import DataSource
+from pyl2d.l2d.data.synthetic import make_synthetic
+from pyl2d.l2d.decode.recommender import L2DRecommender
+from pyl2d.l2d.decode.representation import Representation
+from pyl2d.l2d.evaluation.evaluate import EvalConfig
 from pyl2d.l2d.memory import build_memory
-from pyl2d.l2d.recommender import L2DRecommender
-from pyl2d.l2d.representation import Representation
-from pyl2d.l2d.synthetic import make_synthetic
-from pyl2d.l2d.train import DEMO_CONFIG, TrainConfig
+from pyl2d.l2d.model.finetune import FinetuneConfig
+from pyl2d.l2d.model.train import DEMO_CONFIG, TrainConfig
 
 DEMO_SEEDS = 3  # the demo's seeds: enough for a standard deviation next to each score
 

@@ -16,10 +16,10 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from pyl2d.l2d.data import Catalog, Sample
-from pyl2d.l2d.hidden import HiddenStateExtractor
-from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate, answer_token_ids, prompt_token_ids
-from pyl2d.l2d.recommender import pad_ids
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate, answer_token_ids, prompt_token_ids
+from pyl2d.l2d.data.records import Catalog, Sample
+from pyl2d.l2d.decode.recommender import pad_ids
+from pyl2d.l2d.model.hidden import HiddenStateExtractor
 from pyl2d.ops import score_topk
 
 

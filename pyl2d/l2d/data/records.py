@@ -1,5 +1,5 @@
 """Recommendation data: D3/BIGRec/MiniOneRec-format CSV samples and the item catalog (the
-folder layouts that hold them: :mod:`pyl2d.l2d.folders`).
+folder layouts that hold them: :mod:`pyl2d.l2d.data.folders`).
 
 A sample is one (history -> next item) pair. The CSV columns used are ``history_item_title``,
 ``item_title``, ``history_item_id``, ``item_id`` (lists as Python literals; ids may be ints or

@@ -1,7 +1,7 @@
 """Building an item memory, in one process or data-parallel over a torch.distributed group.
 
 Shard i holds training samples [i * shard_size, (i + 1) * shard_size) and is written in
-place into the memory's one data file (:mod:`pyl2d.l2d.memory_file`), fsynced, and then
+place into the memory's one data file (:mod:`pyl2d.l2d.memory.datafile`), fsynced, and then
 recorded as one line (index, count, sha256) appended and fsynced to the writer's progress
 log ``progress-<rank>.jsonl``. When every shard is written, rank 0 writes the complete
 manifest (atomically) and removes the logs.
@@ -28,13 +28,14 @@ from typing import Sequence
 
 import torch
 
-from pyl2d.l2d import memory_file
-from pyl2d.l2d.data import Sample
-from pyl2d.l2d.hidden import HiddenStateExtractor, fingerprint_config
-from pyl2d.l2d.memory import MANIFEST, ItemMemory, data_fingerprint, model_fingerprint
-from pyl2d.l2d.memory_format import FORMAT_VERSION, MemoryFormatError, read_manifest
-from pyl2d.l2d.memory_lock import BuildLock, write_atomic
-from pyl2d.l2d.prompts import PromptTemplate, prompt_token_ids
+from pyl2d.l2d._files import write_atomic
+from pyl2d.l2d.data.prompts import PromptTemplate, data_fingerprint, prompt_token_ids
+from pyl2d.l2d.data.records import Sample
+from pyl2d.l2d.memory import datafile
+from pyl2d.l2d.memory.item_memory import MANIFEST, ItemMemory, model_fingerprint
+from pyl2d.l2d.memory.lock import BuildLock
+from pyl2d.l2d.memory.manifest import FORMAT_VERSION, MemoryFormatError, read_manifest
+from pyl2d.l2d.model.hidden import HiddenStateExtractor, fingerprint_config
 
 _STALE = re.compile(r"(shard-\d{5}\.safetensors(\.tmp)?|progress-\d{5}\.jsonl|memory\.safetensors\.tmp)")
 _PROGRESS = re.compile(r"progress-\d{5}\.jsonl")
@@ -74,16 +75,16 @@ def _settings(extractor: HiddenStateExtractor, usable, num_items, template, shar
         "shard_size": int(shard_size),
         "n_shards": (len(usable) + shard_size - 1) // shard_size,
         "total": len(usable),
-        "file": memory_file.DATA_FILE,
+        "file": datafile.DATA_FILE,
         "template": dataclasses.asdict(template),
     }
 
 
-def _layout(settings: dict) -> memory_file.Layout:
-    return memory_file.Layout(settings["total"], settings["hidden_size"], settings["dtype"], settings["shard_size"])
+def _layout(settings: dict) -> datafile.Layout:
+    return datafile.Layout(settings["total"], settings["hidden_size"], settings["dtype"], settings["shard_size"])
 
 
-def _logged_entries(path: pathlib.Path, layout: memory_file.Layout, n_shards: int, log) -> dict[int, dict]:
+def _logged_entries(path: pathlib.Path, layout: datafile.Layout, n_shards: int, log) -> dict[int, dict]:
     """Every well-formed progress line under ``path`` (a torn last line is skipped)."""
     entries: dict[int, dict] = {}
     for file in sorted(path.iterdir()):
@@ -109,10 +110,10 @@ def _logged_entries(path: pathlib.Path, layout: memory_file.Layout, n_shards: in
     return entries
 
 
-def _verified(data: pathlib.Path, layout: memory_file.Layout, entries: dict[int, dict], log) -> dict[int, dict]:
+def _verified(data: pathlib.Path, layout: datafile.Layout, entries: dict[int, dict], log) -> dict[int, dict]:
     kept = {}
     for index in sorted(entries):
-        if memory_file.shard_digest(data, layout, index) == entries[index]["sha256"]:
+        if datafile.shard_digest(data, layout, index) == entries[index]["sha256"]:
             kept[index] = entries[index]
         else:
             log(f"{data} shard {index} does not match its recorded sha256: recomputing it")
@@ -142,7 +143,7 @@ def _prepare(path: pathlib.Path, settings: dict, overwrite: bool, log) -> _Plan:
                 f"{FORMAT_VERSION} (one mapped file)")
             old = None
     done: dict[int, dict] = {}
-    if old is not None and memory_file.is_usable(data, layout):
+    if old is not None and datafile.is_usable(data, layout):
         entries = {s["index"]: s for s in old["shards"]}
         entries.update(_logged_entries(path, layout, settings["n_shards"], log))
         done = _verified(data, layout, entries, log)
@@ -161,7 +162,7 @@ def _prepare(path: pathlib.Path, settings: dict, overwrite: bool, log) -> _Plan:
         for file in path.iterdir():
             if _PROGRESS.fullmatch(file.name) and file.is_file():
                 file.unlink()
-        memory_file.create(data, layout)
+        datafile.create(data, layout)
     _write_manifest(manifest_path, settings, [], complete=False)
     return _Plan(settings, done, False)
 
@@ -181,7 +182,7 @@ def _append_progress(log_path: pathlib.Path, entry: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     if created:
-        memory_file.fsync_dir(log_path.parent)  # the new log's name is durable too
+        datafile.fsync_dir(log_path.parent)  # the new log's name is durable too
 
 
 def _last_byte(path: pathlib.Path) -> bytes:
@@ -201,7 +202,7 @@ def _encode_shards(extractor, usable, template, path: pathlib.Path, settings: di
         vectors = extractor.encode_ids(prompt_token_ids(extractor.tokenizer, prompts),
                                        desc=f"memory shard {index + 1}/{n}")
         ids = torch.tensor([s.target_id for s in part], dtype=torch.int64)
-        digest = memory_file.write_shard(data, layout, index, ids, vectors.detach().cpu())
+        digest = datafile.write_shard(data, layout, index, ids, vectors.detach().cpu())
         _append_progress(log_path, {"index": index, "count": len(part), "sha256": digest})
 
 

@@ -259,8 +259,8 @@ class HiddenStateExtractor:
         return result
 
     def encode(self, prompts: Sequence[str], desc: str = "hidden states") -> torch.Tensor:
-        """Pooled states of prompt strings (see :func:`pyl2d.l2d.prompts.prompt_token_ids`)."""
-        from pyl2d.l2d.prompts import prompt_token_ids
+        """Pooled states of prompt strings (see :func:`pyl2d.l2d.data.prompts.prompt_token_ids`)."""
+        from pyl2d.l2d.data.prompts import prompt_token_ids
 
         return self.encode_ids(prompt_token_ids(self.tokenizer, prompts), desc)
 

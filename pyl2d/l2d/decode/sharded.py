@@ -1,7 +1,7 @@
-"""``ShardedL2DRecommender``: :class:`~pyl2d.l2d.recommender.L2DRecommender` over a memory
+"""``ShardedL2DRecommender``: :class:`~pyl2d.l2d.decode.recommender.L2DRecommender` over a memory
 and catalog partitioned across the ranks of a torch.distributed process group.
 
-Every rank maps the same memory (one file on shared storage, :mod:`pyl2d.l2d.memory_file`)
+Every rank maps the same memory (one file on shared storage, :mod:`pyl2d.l2d.memory.datafile`)
 and touches only the rows of the items it owns (item id modulo the world size,
 :func:`pyl2d.distributed.partition_by_item`), so each holds about 1/W of the memory, of the
 item representations and of the search work. Queries are encoded data-parallel (each rank
@@ -21,9 +21,9 @@ import torch.distributed as dist
 from pyl2d import distributed as _dist_ops
 from pyl2d._topk import pad_candidates
 from pyl2d.distributed import _comm
+from pyl2d.l2d.decode.recommender import L2DRecommender, Recommendations, pad_ids
+from pyl2d.l2d.decode.representation import LatentTransform, fit_transform
 from pyl2d.l2d.memory import ItemMemory
-from pyl2d.l2d.recommender import L2DRecommender, Recommendations, pad_ids
-from pyl2d.l2d.representation import LatentTransform, fit_transform
 from pyl2d.ops import segment_mean
 
 

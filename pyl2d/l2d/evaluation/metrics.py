@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from pyl2d.l2d.data import Catalog, Sample
+from pyl2d.l2d.data.records import Catalog, Sample
 
 KS = (5, 10, 20, 50)
 BATCH_SIZES = (1, 16, 64)

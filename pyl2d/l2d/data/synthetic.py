@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 
-from pyl2d.l2d.data import Catalog, Sample
-from pyl2d.l2d.folders import Dataset
+from pyl2d.l2d.data.folders import Dataset
+from pyl2d.l2d.data.records import Catalog, Sample
 
 _GENRES = {
     "Blues": (["Velvet", "Smoky", "Muddy", "Lonesome", "Crossroad", "Delta"], ["Midnight", "Train", "River", "Whiskey", "Porch", "Highway"]),

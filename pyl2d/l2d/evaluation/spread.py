@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from pyl2d.l2d import metrics
+from pyl2d.l2d.evaluation import metrics
 
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -81,7 +81,7 @@ def _combine(records: list[dict]) -> tuple[dict, dict]:
 
 
 def combine_seeds(results: Sequence[dict], seeds: Sequence[int]) -> dict:
-    """One result from several seeds' :func:`pyl2d.l2d.evaluate.evaluate` results (same test
+    """One result from several seeds' :func:`pyl2d.l2d.evaluation.evaluate.evaluate` results (same test
     queries, same methods): each record holds the means, ``std`` the sample standard
     deviations (same keys), ``per_seed`` the seeds' own records, the latency fields the first
     seed's; ``info`` is the first seed's, with ``seeds``."""

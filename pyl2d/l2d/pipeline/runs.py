@@ -1,5 +1,5 @@
 """The L2D pipelines, callable from Python: what ``pyl2d demo | train | finetune | build-memory |
-eval | recommend`` run, each taking its config from :mod:`pyl2d.l2d.pipeline_config`.
+eval | recommend`` run, each taking its config from :mod:`pyl2d.l2d.pipeline.config`.
 
 Each reports progress through ``log`` (one line per call; the CLI prints it) and shows tqdm
 bars unless ``runtime.progress`` is False. A memory build interrupted part-way resumes from
@@ -17,11 +17,11 @@ import pathlib
 import time
 from typing import Callable
 
-from pyl2d.l2d.data import with_history
-from pyl2d.l2d.evaluate import EvalConfig
-from pyl2d.l2d.pipeline_config import (BuildMemoryRun, DemoRun, EvalRun, FinetuneRun, MemoryConfig, PathLike,
+from pyl2d.l2d.data.records import with_history
+from pyl2d.l2d.evaluation.evaluate import EvalConfig
+from pyl2d.l2d.pipeline.config import (BuildMemoryRun, DemoRun, EvalRun, FinetuneRun, MemoryConfig, PathLike,
                                        RecommendRun, RuntimeConfig, TrainRun, field_default)
-from pyl2d.l2d.train import DEMO_CONFIG, TRAINING_INFO, TrainConfig
+from pyl2d.l2d.model.train import DEMO_CONFIG, TRAINING_INFO, TrainConfig
 
 Log = Callable[[str], None]
 DEMO_M = 200  # nearest memory entries for L2D-local in the demo (its memory is small)
@@ -44,10 +44,10 @@ def _setup(runtime: RuntimeConfig) -> None:
 
 
 def load_dataset(data, n_users: int | None = None, n_items: int | None = None, log: Log | None = None):
-    """``data``'s folder (a path or a :class:`~pyl2d.l2d.folders.DataSource`: D3/BIGRec or
+    """``data``'s folder (a path or a :class:`~pyl2d.l2d.data.folders.DataSource`: D3/BIGRec or
     MiniOneRec), or (``data=None``) the built-in synthetic data set; ``log`` says what loaded."""
-    from pyl2d.l2d.folders import load_folder
-    from pyl2d.l2d.synthetic import make_synthetic
+    from pyl2d.l2d.data.folders import load_folder
+    from pyl2d.l2d.data.synthetic import make_synthetic
 
     if not data:
         sizes = {k: v for k, v in (("n_users", n_users), ("n_items", n_items)) if v is not None}
@@ -62,7 +62,7 @@ def load_dataset(data, n_users: int | None = None, n_items: int | None = None, l
 def prompt_template(model_path: PathLike | None = None, max_history: int | None = None):
     """The prompt template: the one the model was trained with (``pyl2d train`` writes it next
     to the model), else the default; ``max_history`` overrides the history length."""
-    from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
+    from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate
 
     template = DEFAULT_PROMPT
     info = pathlib.Path(model_path, TRAINING_INFO) if model_path else None
@@ -81,8 +81,8 @@ def prompt_template(model_path: PathLike | None = None, max_history: int | None 
 def _build(model_path, dataset, memory_path, memory: MemoryConfig, runtime: RuntimeConfig,
            max_history: int | None, log: Log):
     """(model, tokenizer, memory), the memory built into ``memory_path`` or resumed there."""
-    from pyl2d.l2d.data import prefix_augment
-    from pyl2d.l2d.hidden import HiddenStateExtractor, load_model
+    from pyl2d.l2d.data.records import prefix_augment
+    from pyl2d.l2d.model.hidden import HiddenStateExtractor, load_model
     from pyl2d.l2d.memory import build_memory
 
     model, tokenizer = load_model(str(model_path), device=runtime.device)
@@ -102,9 +102,9 @@ def _load_or_build(model_path, dataset, memory_path, work_dir: pathlib.Path, mem
                    runtime: RuntimeConfig, max_history: int | None, log: Log):
     """Load a complete memory at ``memory_path`` (unless ``memory.overwrite``); else build it,
     or resume an interrupted build, there (default ``<work_dir>/memory``)."""
-    from pyl2d.l2d.hidden import load_model
+    from pyl2d.l2d.model.hidden import load_model
     from pyl2d.l2d.memory import MANIFEST, ItemMemory
-    from pyl2d.l2d.memory_format import read_manifest
+    from pyl2d.l2d.memory.manifest import read_manifest
 
     manifest = pathlib.Path(memory_path, MANIFEST) if memory_path is not None else None
     if manifest is not None and manifest.is_file() and not memory.overwrite and read_manifest(manifest)["complete"]:
@@ -115,9 +115,9 @@ def _load_or_build(model_path, dataset, memory_path, work_dir: pathlib.Path, mem
 
 def _report(result: dict, output: PathLike | None, plot: PathLike, title: str, log: Log) -> None:
     """Log both tables; write the JSON (records, and info next to it) and the plot."""
-    from pyl2d.l2d.evaluate import format_calc_table, format_no_exclusion_table, format_table, save_plot
+    from pyl2d.l2d.evaluation.evaluate import format_calc_table, format_no_exclusion_table, format_table, save_plot
 
-    from pyl2d.l2d.spread import spread_label
+    from pyl2d.l2d.evaluation.spread import spread_label
 
     log(f"\nScores: {spread_label(result)}.")
     log("History excluded (item level; title R@10: D3-style title hit among the same history-excluded list; "
@@ -141,7 +141,7 @@ def _report(result: dict, output: PathLike | None, plot: PathLike, title: str, l
 
 def _evaluate_one(dataset, model_path, memory_path, work_dir: pathlib.Path, *, evaluation: EvalConfig,
                   memory: MemoryConfig, runtime: RuntimeConfig, max_history: int | None, log: Log) -> dict:
-    from pyl2d.l2d.evaluate import evaluate
+    from pyl2d.l2d.evaluation.evaluate import evaluate
 
     model, tokenizer, item_memory = _load_or_build(model_path, dataset, memory_path, work_dir, memory, runtime,
                                                    max_history, log)
@@ -154,7 +154,7 @@ def _evaluate_one(dataset, model_path, memory_path, work_dir: pathlib.Path, *, e
 def train_or_reuse(dataset, model_path: pathlib.Path, training: TrainConfig, max_history: int | None,
                     runtime: RuntimeConfig, log: Log) -> None:
     """Train into ``model_path`` unless it already holds the model this training would give."""
-    from pyl2d.l2d.train import train_model, trained_with
+    from pyl2d.l2d.model.train import train_model, trained_with
 
     template = prompt_template(None, max_history)
     if trained_with(model_path, dataset.train, training, template):
@@ -175,7 +175,7 @@ def _train_and_evaluate(dataset, work_dir: pathlib.Path, training: TrainConfig, 
                         max_history: int | None, log: Log) -> dict:
     """Train one model per seed (``<work_dir>/model``, or ``<work_dir>/seed-<s>/model`` for
     several), build its memory, evaluate; the seeds' results combined."""
-    from pyl2d.l2d.spread import combine_seeds
+    from pyl2d.l2d.evaluation.spread import combine_seeds
 
     seeds_used = seed_list(training.seed, seeds)
     results = []
@@ -220,7 +220,7 @@ def run_demo(config: DemoRun | None = None, log: Log = print) -> dict:
 
 def run_train(config: TrainRun, log: Log = print) -> pathlib.Path:
     """Train a tiny tokenizer + Llama and save both to ``config.output`` (returned)."""
-    from pyl2d.l2d.train import train_model
+    from pyl2d.l2d.model.train import train_model
 
     _setup(config.runtime)
     dataset = load_dataset(config.data, log=log)
@@ -235,7 +235,7 @@ def run_finetune(config: FinetuneRun, log: Log = print) -> pathlib.Path:
     Under a launcher (``torchrun`` or ``accelerate launch``: WORLD_SIZE > 1) every process
     trains data-parallel on its share of each batch, through the Trainer; rank 0 logs and saves."""
     from pyl2d.distributed.launch import launched_rank
-    from pyl2d.l2d.finetune import finetune_model
+    from pyl2d.l2d.model.finetune import finetune_model
 
     _setup(config.runtime)
     dataset = load_dataset(config.data, log=log if launched_rank() == 0 else None)
@@ -248,7 +248,7 @@ def run_finetune(config: FinetuneRun, log: Log = print) -> pathlib.Path:
 def run_build_memory(config: BuildMemoryRun, log: Log = print):
     """Build (or resume) the memory of ``config.model`` in ``config.output``: the ItemMemory.
     Under a distributed launcher (torchrun: WORLD_SIZE > 1) every rank encodes its share
-    of the shards on its own device (:mod:`pyl2d.l2d.memory_build`); rank 0 logs."""
+    of the shards on its own device (:mod:`pyl2d.l2d.memory.build`); rank 0 logs."""
     from pyl2d.distributed.launch import process_group
 
     _setup(config.runtime)
@@ -287,7 +287,7 @@ def run_eval(config: EvalRun, log: Log = print) -> dict:
                                      evaluation=config.evaluation, memory=config.build, runtime=config.runtime,
                                      max_history=config.max_history, log=log)
     else:
-        from pyl2d.l2d.spread import combine_seeds
+        from pyl2d.l2d.evaluation.spread import combine_seeds
 
         result = combine_seeds([_evaluate_one(dataset, config.model, config.memory, work_dir,
                                               evaluation=config.evaluation, memory=config.build,
@@ -299,10 +299,10 @@ def run_eval(config: EvalRun, log: Log = print) -> dict:
 
 def run_recommend(config: RecommendRun, log: Log = print):
     """Recommend with L2D from one prefill per history; logs each history's titles and its top
-    ``k`` and returns the :class:`~pyl2d.l2d.recommender.Recommendations`."""
-    from pyl2d.l2d.hidden import load_model
+    ``k`` and returns the :class:`~pyl2d.l2d.decode.recommender.Recommendations`."""
+    from pyl2d.l2d.model.hidden import load_model
     from pyl2d.l2d.memory import ItemMemory
-    from pyl2d.l2d.recommender import L2DRecommender
+    from pyl2d.l2d.decode.recommender import L2DRecommender
 
     _setup(config.runtime)
     dataset = load_dataset(config.data)

@@ -3,7 +3,7 @@ the prompt from the history, the loss on the target title (and its end-of-sequen
 full fine-tuning or LoRA, on TRL's ``SFTTrainer`` and ``peft`` (no training loop of our own).
 
 The examples are tokenized here, exactly as memory building and querying tokenize prompts
-(:func:`pyl2d.l2d.prompts.prompt_token_ids`), and handed to ``SFTTrainer`` pre-tokenized with
+(:func:`pyl2d.l2d.data.prompts.prompt_token_ids`), and handed to ``SFTTrainer`` pre-tokenized with
 a completion mask: the prompt a model is trained on is, token for token, the one L2D later
 reads its hidden state from. The template goes into ``pyl2d_training.json`` beside the model,
 so ``build-memory``, ``eval`` and ``recommend`` reuse it.
@@ -25,11 +25,10 @@ import shutil
 from typing import Sequence
 
 from pyl2d._checks import positive_ints
-from pyl2d.l2d.data import Catalog, Sample, prefix_augment, with_history
-from pyl2d.l2d.memory import data_fingerprint
-from pyl2d.l2d.memory_lock import write_atomic
-from pyl2d.l2d.prompts import DEFAULT_PROMPT, PromptTemplate
-from pyl2d.l2d.train import TRAINING_INFO, sft_examples
+from pyl2d.l2d._files import write_atomic
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate, data_fingerprint
+from pyl2d.l2d.data.records import Catalog, Sample, prefix_augment, with_history
+from pyl2d.l2d.model.train import TRAINING_INFO, sft_examples
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_EPOCHS = 1e6  # past this a step count overflows; no run trains that long
