@@ -127,3 +127,41 @@ def test_real_office_data_in_minionerec_layout(data_dir, tmp_path):
     assert mini.train_split == "valid" and mini.train == d3.train and mini.test == d3.test
     assert mini.catalog.titles == d3.catalog.titles and len(mini.catalog.sids) == 3459
     assert mini.catalog.sids[0].startswith("<a_")
+
+
+def _second_window(root: pathlib.Path, splits=("train", "valid", "test")) -> None:
+    """Another time window of the same category beside the first (MiniOneRec publishes
+    several), its catalog reversed so that reading the wrong one shows."""
+    stem, other = "Office_Products_5_2016-10-2018-11", "Office_Products_5_2014-01-2016-09"
+    for split in splits:
+        (root / split / f"{other}.csv").write_bytes((root / split / f"{stem}.csv").read_bytes())
+    rows = list(zip(SIDS, TITLES))[::-1]
+    (root / "info" / f"{other}.txt").write_text("".join(f"{s}\t{t}\t{i}\n" for i, (s, t) in enumerate(rows)))
+
+
+def test_a_second_catalog_window_does_not_block_the_splits_window(tmp_path):
+    """info/ holds two windows of one category and the splits one: the splits' window's
+    catalog is read, with or without --category (it failed both ways, asking for --category)."""
+    root = write_minionerec(tmp_path / "Amazon")
+    _second_window(root, splits=())
+    for category in (None, "Office_Products"):
+        ds = load_folder(root, category=category)
+        assert ds.catalog.titles == TITLES and ds.name.endswith("Office_Products_5_2016-10-2018-11")
+
+
+def test_two_windows_in_the_splits_are_picked_by_their_full_name(tmp_path):
+    root = write_minionerec(tmp_path / "Amazon")
+    _second_window(root)
+    with pytest.raises(ValueError, match="Office_Products_5_2014-01-2016-09, Office_Products_5_2016-10-2018-11"):
+        load_folder(root, category="Office_Products")
+    ds = load_folder(root, category="Office_Products_5_2014-01-2016-09")
+    assert ds.catalog.titles == TITLES[::-1] and ds.name.endswith("2014-01-2016-09")
+    assert load_folder(root, category="Office_Products_5_2016-10-2018-11").catalog.titles == TITLES
+
+
+def test_an_empty_split_folder_the_run_does_not_use_is_ignored(tmp_path):
+    root = write_minionerec(tmp_path / "Amazon")
+    (root / "valid" / "Office_Products_5_2016-10-2018-11.csv").unlink()  # valid/ is empty now
+    assert len(load_folder(root, train_split="train").train) == 3
+    with pytest.raises(FileNotFoundError, match="no valid split"):
+        load_folder(root, train_split="valid")

@@ -50,36 +50,57 @@ class DataSource:
             raise ValueError(f"train_split must be one of {', '.join(TRAIN_SPLITS)}; got {self.train_split!r}")
 
 
-def _one_file(folder: pathlib.Path, pattern: str, category: str | None, what: str) -> pathlib.Path:
-    """The single file of ``folder`` matching ``pattern`` (and starting with ``category``)."""
-    found = sorted(p for p in folder.glob(pattern) if p.is_file())
+def _category_of(stem: str) -> str:
+    """``Office_Products`` of ``Office_Products_5_2016-10-2018-11``."""
+    return stem.split("_5_")[0]
+
+
+def _one_file(folder: pathlib.Path, pattern: str, category: str | None, what: str) -> pathlib.Path | None:
+    """The single file of ``folder`` matching ``pattern`` that belongs to ``category`` (a
+    category, ``Office_Products``, a prefix of one, or one time window of it named in full,
+    ``Office_Products_5_2016-10-2018-11``); None where the folder holds no file of ``pattern``."""
+    everything = sorted(p for p in folder.glob(pattern) if p.is_file())
+    found = everything
     if category is not None:
-        found = [p for p in found if p.name.startswith(category)]
+        found = [p for p in everything if p.name.startswith(category)]
+        full = [p for p in found if p.stem == category]  # one window named in full
         # "Arts" is the category of Arts_5_....csv, not of Arts_Crafts_5_....csv.
-        exact = [p for p in found if p.stem == category or p.stem.split("_5_")[0] == category]
-        found = exact if len(exact) == 1 else found
+        exact = [p for p in found if _category_of(p.stem) == category]
+        found = full or exact or found
     if len(found) == 1:
         return found[0]
-    names = ", ".join(p.name for p in sorted(folder.glob(pattern))) or "none"
+    if not everything:
+        return None
+    names = ", ".join(p.name for p in everything)
     if not found:
-        want = f" starting with {category!r}" if category is not None else ""
-        raise FileNotFoundError(f"{folder} holds no {what}{want} (found: {names})")
-    raise ValueError(f"{folder} holds {len(found)} {what}s ({names}); pass category= (--category) to pick one")
+        raise FileNotFoundError(f"{folder} holds no {what} starting with {category!r} (found: {names})")
+    choices = ", ".join(p.stem for p in found)
+    raise ValueError(f"{folder} holds {len(found)} {what}s ({names}); pass category= (--category) with one of: "
+                     f"{choices}")
 
 
 def _split_files(folder: pathlib.Path, category: str | None) -> tuple[dict[str, pathlib.Path], pathlib.Path, str]:
-    """({split: CSV path}, catalog path, data set name) for either layout."""
+    """({split: CSV path}, catalog path, data set name) for either layout. A MiniOneRec split
+    folder with no CSV at all counts as absent (the run fails only if it needs that split)."""
     if (folder / "test").is_dir() and (folder / "info").is_dir():  # MiniOneRec
-        files = {split: _one_file(folder / split, "*.csv", category, f"{split} CSV")
+        found = {split: _one_file(folder / split, "*.csv", category, f"{split} CSV")
                  for split in _SPLITS if (folder / split).is_dir()}
+        files = {split: path for split, path in found.items() if path is not None}
         if "test" not in files:
             raise FileNotFoundError(f"{folder}/test holds no CSV")
         stem = files["test"].stem
         other = next((f for f in files.values() if f.stem != stem), None)
         if other is not None:  # one category's rows trained, another's tested
-            raise ValueError(f"{folder}: the splits hold different categories ({other.relative_to(folder)} but "
-                             f"test/{files['test'].name}); pass category= (--category) to pick one they all hold")
-        catalog = _one_file(folder / "info", "*.txt", category or stem.split("_5_")[0], "catalog (.txt)")
+            raise ValueError(f"{folder}: the splits hold different categories or time windows "
+                             f"({other.relative_to(folder)} but test/{files['test'].name}); pass category= "
+                             f"(--category) to pick one they all hold, e.g. {stem}")
+        # The catalog of the splits' own window where info/ has it (info/ may hold several
+        # windows of one category), else the category's one catalog.
+        catalog = folder / "info" / f"{stem}.txt"
+        if not catalog.is_file():
+            catalog = _one_file(folder / "info", "*.txt", _category_of(stem), "catalog (.txt)")
+        if catalog is None:
+            raise FileNotFoundError(f"{folder}/info holds no catalog (.txt) for {stem}")
         return files, catalog, f"{folder.name}-{stem}"
     if category is not None:
         raise ValueError(f"category={category!r} (--category) picks a category of a MiniOneRec folder; {folder} is "
