@@ -68,6 +68,40 @@ def test_interrupted_build_resumes_without_losing_work(tmp_path, tiny_model, tin
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [".build.lock", MANIFEST, "memory.safetensors"]
 
 
+@pytest.mark.parametrize("call,failing", [("pwrite", 2), ("fsync", 1), ("fsync", 3)])
+def test_a_full_disk_names_the_file_and_the_build_resumes_after_space_is_freed(tmp_path, tiny_model, tiny_data,
+                                                                              monkeypatch, call, failing):
+    """ENOSPC in the build's writes (the n-th pwrite or fsync of the build: the data file's
+    creation, a shard, the progress log, the manifest): the error names the file (it said only
+    '[Errno 28] No space left on device') and how to go on, and the rerun completes the memory."""
+    import errno
+    import os
+
+    ex = _extractor(tiny_model)
+    full = build_memory(ex, tiny_data.train, len(tiny_data.catalog), tmp_path / "full", DEFAULT_PROMPT,
+                        shard_size=16, **QUIET)
+    real, calls = getattr(os, call), {"n": 0}
+
+    def write(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == failing:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, call, write)
+    with pytest.raises(OSError, match="No space left on device") as info:
+        build_memory(ex, tiny_data.train, len(tiny_data.catalog), tmp_path / "m", DEFAULT_PROMPT, shard_size=16,
+                     **QUIET)
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename and info.value.filename.startswith(str(tmp_path / "m")), str(info.value)
+    assert "run the build again" in str(info.value)
+    monkeypatch.undo()
+    resumed = build_memory(ex, tiny_data.train, len(tiny_data.catalog), tmp_path / "m", DEFAULT_PROMPT,
+                           shard_size=16, **QUIET)
+    torch.testing.assert_close(resumed.vectors, full.vectors)
+    assert torch.equal(resumed.item_ids, full.item_ids)
+
+
 def test_load_maps_the_file_whatever_the_shard_count(tmp_path, built_like):
     """A 64 MiB memory of 8 shards: loading costs almost no RAM, and the tensors are the file's."""
     import gc

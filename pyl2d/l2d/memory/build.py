@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from pyl2d.l2d._files import write_atomic
+from pyl2d.l2d._files import DISK_FULL, naming, write_atomic
 from pyl2d.l2d.data.prompts import PromptTemplate, data_fingerprint, prompt_token_ids
 from pyl2d.l2d.data.records import Sample
 from pyl2d.l2d.memory import datafile
@@ -175,7 +175,7 @@ def _write_manifest(manifest_path: pathlib.Path, settings: dict, shards: list[di
 def _append_progress(log_path: pathlib.Path, entry: dict) -> None:
     line = json.dumps(entry).encode() + b"\n"
     created = not log_path.exists()
-    with open(log_path, "ab") as f:
+    with naming(log_path), open(log_path, "ab") as f:
         if f.tell() and _last_byte(log_path) != b"\n":
             f.write(b"\n")  # end a torn line of an earlier run before appending
         f.write(line)
@@ -239,6 +239,17 @@ def build_memory(extractor: HiddenStateExtractor, samples: Sequence[Sample], num
         raise ValueError(f"a training sample's target id {bad[0]} is outside the catalog of {num_items} items")
     path = pathlib.Path(path)
     settings = _settings(extractor, usable, num_items, template, shard_size, model_name)
+    try:
+        return _build(extractor, usable, template, path, settings, overwrite, log, group)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise OSError(exc.errno, f"{exc.strerror} (free space and run the build again: it resumes after its last "
+                                 f"complete shard)", exc.filename or str(path)) from exc
+
+
+def _build(extractor, usable, template, path: pathlib.Path, settings: dict, overwrite: bool, log, group
+           ) -> ItemMemory:
     rank, world = _ranks(group)
     if world == 1:
         with BuildLock(path):

@@ -22,7 +22,7 @@ import struct
 
 import torch
 
-from pyl2d.l2d._files import fsync_dir
+from pyl2d.l2d._files import fsync_dir, naming
 
 DATA_FILE = "memory.safetensors"
 _SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
@@ -68,7 +68,7 @@ class Layout:
 def create(path: pathlib.Path, layout: Layout) -> None:
     """A data file of the full size (sparse until written) with its header, durable."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with naming(tmp), open(tmp, "wb") as f:
         f.write(layout.header)
         f.truncate(layout.size)
         f.flush()
@@ -99,14 +99,15 @@ def write_shard(path: pathlib.Path, layout: Layout, index: int, ids: torch.Tenso
     digest = hashlib.sha256()
     fd = os.open(path, os.O_WRONLY)
     try:
-        for (offset, length), data in zip(layout.ranges(index), parts):
-            view = memoryview(data).cast("B")
-            assert len(view) == length
-            written = 0
-            while written < length:
-                written += os.pwrite(fd, view[written:], offset + written)
-            digest.update(view)
-        os.fsync(fd)
+        with naming(path):  # a full disk fails here, in a hole of the sparse file
+            for (offset, length), data in zip(layout.ranges(index), parts):
+                view = memoryview(data).cast("B")
+                assert len(view) == length
+                written = 0
+                while written < length:
+                    written += os.pwrite(fd, view[written:], offset + written)
+                digest.update(view)
+            os.fsync(fd)
     finally:
         os.close(fd)
     return digest.hexdigest()
