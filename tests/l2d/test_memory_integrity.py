@@ -371,3 +371,48 @@ def test_a_resume_names_the_model_any_way(mem, tiny_model, tiny_data):
     _write_manifest(mem, {**manifest, "model_name": "./elsewhere/spelt/differently"})
     build_memory(_extractor(tiny_model), tiny_data.train, len(tiny_data.catalog), mem, DEFAULT_PROMPT,
                  shard_size=16, model_name="model/", **QUIET)
+
+
+_SEARCH_AFTER_ANOTHER_WRITER = r"""
+import os, pathlib, sys
+from pyl2d.l2d.data.synthetic import make_synthetic
+from pyl2d.l2d.decode import L2DRecommender, Representation
+from pyl2d.l2d.memory import ItemMemory, MemoryFormatError
+from pyl2d.l2d.model.hidden import load_model
+
+model_dir, folder, how = sys.argv[1:]
+catalog = make_synthetic(n_items=40, n_users=40, min_len=4, max_len=7, seed=3).catalog  # tiny_data's
+model, tok = load_model(model_dir, device="cpu")
+# The raw representation: the recommender searches the mapped file's pages themselves.
+rec = L2DRecommender(model, tok, ItemMemory.load(folder), catalog, aggregation="local", m=5,
+                     representation=Representation())
+rec.recommend([[1, 2]], k=3)
+file = pathlib.Path(folder, "memory.safetensors")
+if how == "truncate":  # what `cp smaller-memory memory.safetensors` does to the mapped file
+    os.truncate(file, file.stat().st_size // 3)
+else:  # bytes rewritten in place, size kept
+    with open(file, "r+b") as f:
+        f.seek(-64, os.SEEK_END)
+        f.write(bytes(64))
+    st = file.stat()
+    os.utime(file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a coarse clock still moves on
+try:
+    rec.recommend([[1, 2]], k=3)
+except MemoryFormatError as exc:
+    print(exc)
+    sys.exit(3)
+print("searched the changed file")
+"""
+
+
+@pytest.mark.parametrize("how", ["truncate", "rewrite"])
+def test_a_mapped_file_changed_by_another_writer_is_an_error_not_sigbus(mem, tiny_model_dir, how):
+    """Truncated under a loaded memory, the next search read past the end of the mapping and the
+    process died of SIGBUS (exit 135); bytes rewritten in place were searched silently. Now the
+    recommender checks the file before each search. (A subprocess: a regression must not kill
+    the test run.)"""
+    done = subprocess.run([sys.executable, "-c", _SEARCH_AFTER_ANOTHER_WRITER, str(tiny_model_dir), str(mem), how],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 3, (done.returncode, done.stdout, done.stderr[-2000:])
+    want = "truncated or replaced" if how == "truncate" else "rewritten in place"
+    assert want in done.stdout and "load the memory again" in done.stdout

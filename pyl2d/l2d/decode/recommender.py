@@ -121,6 +121,7 @@ class L2DRecommender:
     def _index(self, memory: ItemMemory, n_items: int, transform: LatentTransform | None) -> None:
         """The search structures: transformed memory, per-item means, the decodable items."""
         device = self.extractor.device
+        self._memory = memory  # its file is checked before every search: rank()
         raw = memory.vectors.to(device)
         self.transform = fit_transform(raw, self.representation) if transform is None else transform
         self.memory_vectors = self.transform(raw)  # the raw vectors themselves when there is no transform
@@ -192,6 +193,7 @@ class L2DRecommender:
         returns them; any float dtype and device), which are transformed here by the
         recommender's representation: hidden states computed once can be ranked by many
         recommenders built on the same memory. ``exclude`` [B, E] item ids, -1 pads."""
+        self._memory.check_unchanged()  # before a page of a truncated mapped file is touched (SIGBUS)
         vectors = self.transform(vectors.to(self.memory_vectors.device)).to(self.dtype)
         check_exclude(exclude, vectors.shape[0], len(self.catalog))  # every path below indexes by it
         if exclude is not None:

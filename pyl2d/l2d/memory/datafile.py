@@ -14,6 +14,7 @@ so a flipped byte or a truncated file is an error naming the file and the shard.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ import struct
 import torch
 
 from pyl2d.l2d._files import fsync_dir, naming
+from pyl2d.l2d.memory.manifest import MemoryFormatError
 
 DATA_FILE = "memory.safetensors"
 _SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
@@ -127,6 +129,40 @@ def shard_digest(path: pathlib.Path, layout: Layout, index: int) -> str:
                 digest.update(chunk)
                 left -= len(chunk)
     return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class FileState:
+    """A mapped file's identity and contents stamp (inode, size, modification time), to tell
+    when another writer truncated, replaced (``cp new old``) or rewrote it in place."""
+    path: pathlib.Path
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: pathlib.Path) -> "FileState":
+        st = os.stat(path)
+        return cls(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def check(self) -> None:
+        """MemoryFormatError naming what changed since this state was taken."""
+        try:
+            now = FileState.of(self.path)
+        except OSError as exc:
+            raise MemoryFormatError(f"{self.path}: the mapped memory file is gone ({exc.strerror}); load the "
+                                    "memory again") from None
+        if now.size != self.size:
+            what = f"truncated or replaced: {now.size} bytes, {self.size} when loaded"
+        elif (now.device, now.inode) != (self.device, self.inode):
+            what = "replaced by another file"
+        elif now.mtime_ns != self.mtime_ns:
+            what = "rewritten in place"
+        else:
+            return
+        raise MemoryFormatError(f"{self.path} was {what} since the memory was loaded (another writer?); its "
+                                "mapped contents can no longer be trusted: load the memory again")
 
 
 def open_mapped(path: pathlib.Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -54,6 +54,8 @@ class ItemMemory:
     item_ids: torch.Tensor
     num_items: int
     manifest: dict
+    # The data file the tensors are mapped from, as it was when loaded (None: in RAM).
+    mapped_from: datafile.FileState | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.vectors.dim() != 2 or self.item_ids.shape != (self.vectors.shape[0],):
@@ -80,6 +82,14 @@ class ItemMemory:
     def item_counts(self) -> torch.Tensor:
         """[num_items] int64: memory entries per item (0 = never a training target)."""
         return torch.bincount(self.item_ids, minlength=self.num_items)
+
+    def check_unchanged(self) -> None:
+        """MemoryFormatError if the file the tensors are mapped from was truncated, replaced or
+        rewritten since it was loaded. Reading a mapped page past a truncated end kills the
+        process (SIGBUS) and bytes rewritten in place would be searched as they are, so the
+        recommenders check before every search (a ``stat``: microseconds)."""
+        if self.mapped_from is not None:
+            self.mapped_from.check()
 
     def check_catalog(self, catalog) -> None:
         """ValueError unless the memory was built for a catalog of ``len(catalog)`` items
@@ -139,7 +149,8 @@ class ItemMemory:
         except (TypeError, ValueError) as exc:
             raise MemoryFormatError(f"{path / MANIFEST}: its prompt template is invalid: {exc}") from None
         if manifest["format_version"] >= 3:
-            return cls(*_read_single_file(path, manifest, verify), manifest["num_items"], manifest)
+            vectors, ids, state = _read_single_file(path, manifest, verify)
+            return cls(vectors, ids, manifest["num_items"], manifest, state)
         if len(manifest["shards"]) > 1:
             warnings.warn(f"the memory at {path} is in format {manifest['format_version']}, one file per shard, so "
                           "loading it copies every shard into RAM; rebuild it with `pyl2d build-memory` to map one "
@@ -156,12 +167,14 @@ class ItemMemory:
                    torch.cat(ids) if len(ids) > 1 else ids[0], manifest["num_items"], manifest)
 
 
-def _read_single_file(path: pathlib.Path, manifest: dict, verify: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(vectors, item_ids) mapped from a format-3 memory's data file, after checking its size,
-    its header and (``verify``) every shard's sha256."""
+def _read_single_file(path: pathlib.Path, manifest: dict, verify: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor, datafile.FileState]:
+    """(vectors, item_ids, the file's state) mapped from a format-3 memory's data file, after
+    checking its size, its header and (``verify``) every shard's sha256."""
     file = shard_path(path, manifest["file"])
     layout = datafile.Layout(manifest["total"], manifest["hidden_size"], manifest["dtype"], manifest["shard_size"])
-    size = file.stat().st_size
+    state = datafile.FileState.of(file)
+    size = state.size
     if size != layout.size:
         raise MemoryFormatError(f"{file} is {size} bytes but the manifest's {manifest['total']} entries of "
                                 f"{manifest['hidden_size']} {manifest['dtype']} make {layout.size} (truncated or "
@@ -176,7 +189,8 @@ def _read_single_file(path: pathlib.Path, manifest: dict, verify: bool) -> tuple
                 raise MemoryFormatError(f"{file} is corrupted in shard {shard['index']} (entries {begin}..{end - 1}): "
                                         "its sha256 differs from the manifest's; rebuild the memory")
     vectors, ids = datafile.open_mapped(file)
+    state.check()  # not rewritten while it was hashed and mapped
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= manifest["num_items"]):
         raise MemoryFormatError(f"{file}: item ids fall outside 0..{manifest['num_items'] - 1}")
-    return vectors, ids
+    return vectors, ids, state
 
