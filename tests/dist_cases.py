@@ -225,3 +225,41 @@ def nccl_cases(rank, world):
         assert torch.equal(got[1], want[1]), f"nccl local_topk {metric}"
         done += 1
     return done
+
+
+def shared_ids(rank, world):
+    """An id held by two ranks (issue 23 item 4), and k=3.0 on one rank (item 5): the same
+    clear error on every rank, where the first returned duplicate ids and the second named a
+    placeholder value."""
+    g = torch.Generator().manual_seed(0)  # the same queries on every rank
+    q, x = torch.randn(2, 4, generator=g), torch.randn(4, 4, generator=g)
+    cases = [  # (local_ids per rank, k per rank, exclude per rank)
+        ((torch.tensor([0, 4, 6, 9]), torch.tensor([2, 4, 7, 8])), (6, 6), (None, None)),  # modulo-like overlap
+        ((torch.tensor([0, 1, 2, 3]), torch.tensor([3, 5, 6, 7])), (2, 2), (None, None)),  # touching ranges
+        ((torch.tensor([0, 1, 2, 1 << 31]), torch.tensor([5, 6, 7, 1 << 31])), (2, 2), (None, None)),  # sparse
+        ((torch.tensor([0, 2, 4, 6]), torch.tensor([1, 3, 5, 7])), (3, 3.0), (None, None)),
+        ((torch.tensor([0, 2, 4, 6]), torch.tensor([1, 3, 5, 7])), (3, True), (None, None)),
+        ((torch.tensor([0, 2, 4, 6]), torch.tensor([1, 3, 5, 7])), (3, 3), (None, [[1]])),
+        ((torch.tensor([0, 2, 4, 6]), torch.tensor([1, 3, 5, 7])), (3, 3), (None, torch.tensor([1]))),
+    ]
+    out = []
+    for ids, ks, ex in cases:
+        try:
+            got = pd.score_topk(q, x, ks[rank], local_ids=ids[rank], exclude=ex[rank])
+            out.append(("ok", got[1].tolist()))
+        except ValueError as exc:
+            out.append(str(exc))
+    # disjoint ids that interleave (dealt out modulo W) still search normally
+    mine = torch.arange(rank, 8, world)
+    xs = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+    got = pd.score_topk(q, xs[mine], 8, local_ids=mine)
+    out.append(torch.equal(got[1], pyl2d.score_topk(q, xs, 8, backend="cpu")[1]))
+    # local_topk: an item on two ranks, and m=2.0 on one rank
+    mem, reps = torch.randn(2, 4), torch.randn(1, 4)
+    for items, m in ((torch.tensor([3]), 1), (torch.tensor([rank]), 1.0 if rank else 1)):
+        try:
+            pd.local_topk(q, mem, items.repeat(2), torch.arange(2) + 2 * rank, items, reps, 1, m)
+            out.append("no error")
+        except ValueError as exc:
+            out.append(str(exc))
+    return out

@@ -79,7 +79,8 @@ def score_topk(queries: torch.Tensor, local_items: torch.Tensor, k: int, metric:
                local_ids: torch.Tensor | None = None, num_ids: int | None = None, group=None,
                backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k over an item matrix split by rows across ``group``. This rank's rows are the
-    items ``local_ids`` (ascending global ids, no id on two ranks), or by default the next
+    items ``local_ids`` (ascending global ids, no id on two ranks: checked, a shared id is one
+    ValueError on every rank), or by default the next
     contiguous block: global rows [offset, offset + len(local_items)) with offset the row
     counts of the lower ranks. Ranks may hold different counts, or none (a [0, D] tensor).
     ``num_ids``: the size of the id space ``exclude`` ids are checked against, when the
@@ -100,6 +101,10 @@ def score_topk(queries: torch.Tensor, local_items: torch.Tensor, k: int, metric:
         if local_ids is not None:
             _check_ascending_ids("local_ids", local_ids, n_local)
         _checks.choice("metric", metric, METRICS)
+        _check_int("k", k)
+        if num_ids is not None:
+            _check_int("num_ids", num_ids)
+        _check_exclude_shape(exclude)
         if n_local:
             check_search("queries", queries, queries.shape[0], queries.shape[1], local_items, 1, metric,
                                    None, local_item_norms, _checks.finite("queries", queries))
@@ -108,6 +113,8 @@ def score_topk(queries: torch.Tensor, local_items: torch.Tensor, k: int, metric:
                  "metric": METRICS.index(metric), "exclude width": -1 if exclude is None else exclude.shape[1],
                  "local_ids given": local_ids is not None, "num_ids": -1 if num_ids is None else _as_int(num_ids)},
                 group, device)
+    if local_ids is not None:
+        _comm.disjoint("local_ids", local_ids, group, device)
     last_id = int(local_ids.max()) + 1 if local_ids is not None and n_local else 0
     sizes = _comm.gather_ints([n_local, last_id], group, device)
     total = sum(r[0] for r in sizes)
@@ -136,9 +143,23 @@ def score_topk(queries: torch.Tensor, local_items: torch.Tensor, k: int, metric:
 
 
 def _as_int(value) -> int:
-    """An int argument as exchanged in the agreement check (-1: not an int; the range
-    check after the exchange names it)."""
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else -1
+    """An int argument as exchanged in the agreement check (checked to be an int on every
+    rank by _check_int before it, so the values compared are the ones passed)."""
+    return int(value)
+
+
+def _check_int(name: str, value) -> None:
+    """Run inside check_together, before the agreement: a non-int (3.0, True, "3") on one
+    rank is reported as what it is, not as a disagreement with a placeholder value."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+
+
+def _check_exclude_shape(exclude) -> None:
+    """exclude's kind and rank, checked on every rank before its width is exchanged (its ids
+    are checked against the global id count after the exchange)."""
+    if exclude is not None:
+        _checks.tensor("exclude", exclude, ndim=2, dtypes=_checks.INDEX_DTYPES)
 
 
 def _check_ascending_ids(name: str, t, n: int) -> None:
@@ -160,7 +181,8 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
     ``local_memory_item_ids`` [M_r] and global entry indices ``local_memory_index`` [M_r]
     (ascending; ties between entries go to the lower one), and the global representations
     ``local_item_reps`` [N_r, D] of the items it owns, ``local_item_ids`` [N_r] (ascending
-    global ids; every item of its memory entries among them, and no item on two ranks).
+    global ids; every item of its memory entries among them, and no item or entry index on two
+    ranks: checked, as for :func:`score_topk`).
     Returns (scores [B, k], global item ids [B, k]) on every rank, as the single-device op on
     the whole memory (see the module docstring for why that is exact)."""
     rank, world = _comm.require_group(group)
@@ -180,12 +202,17 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
                                  "must be sharded by item (pyl2d.distributed.partition_by_item)")
             check_local_args(queries, local_memory, local_item_of[0], local_item_reps, 1, 1, metric, None,
                              prefix="local_")
+        _check_int("k", k)
+        _check_int("m", m)
+        _check_exclude_shape(exclude)
     _comm.check_together(check, group)
     item_ids = local_item_ids.to(torch.int64)
     _comm.agree({"queries rows": queries.shape[0], "queries dimension": queries.shape[1],
                  "k": _as_int(k), "m": _as_int(m),
                  "metric": METRICS.index(metric),
                  "exclude width": -1 if exclude is None else exclude.shape[1]}, group, device)
+    _comm.disjoint("local_item_ids", item_ids, group, device)
+    _comm.disjoint("local_memory_index", local_memory_index, group, device)
     sizes = _comm.gather_ints([local_memory.shape[0], item_ids.numel(),
                                int(item_ids.max()) + 1 if item_ids.numel() else 0], group, device)
     n_memory = sum(s[0] for s in sizes)

@@ -58,6 +58,50 @@ def agree(fields: dict[str, int], group, device: torch.device) -> list[dict[str,
     return [dict(zip(names, row)) for row in rows]
 
 
+# Above this many bitmap bytes per held id, disjoint() gathers the ids instead (a sparse id
+# space, e.g. a few items with ids near 2**32, must not allocate a bitmap of the whole space).
+_BITMAP_BYTES_PER_ID = 8
+
+
+def disjoint(name: str, ids: torch.Tensor, group, device: torch.device) -> None:
+    """Check that no id of ``ids`` (this rank's ascending, repeat-free ids, already checked
+    on every rank) is also held by another rank; raise the same ValueError on every rank,
+    naming the first shared id and the ranks holding it, when one is. Cost: one exchange of
+    per-rank (count, min, max); when the ranks' [min, max] ranges overlap (ids dealt out
+    modulo the world size do), an all-reduce of a byte per id of the id space, or an
+    all-gather of the ids when that space is much sparser than the ids held."""
+    rank, world = require_group(group)
+    ids = ids.to(torch.int64).flatten()
+    count = ids.numel()
+    heads = gather_ints([count, int(ids[0]) if count else 0, int(ids[-1]) if count else -1], group, device)
+    ranges = sorted((lo, hi) for n, lo, hi in heads if n)
+    if all(ranges[j][1] < ranges[j + 1][0] for j in range(len(ranges) - 1)):
+        return
+    total = sum(h[0] for h in heads)
+    space = max(h[2] for h in heads) + 1
+    if space <= _BITMAP_BYTES_PER_ID * total:
+        # sum of 0/1 per id over the ranks; uint8 holds it for up to 255 ranks
+        hits = torch.zeros(space, dtype=torch.uint8 if world < 256 else torch.int32, device=device)
+        hits[ids.to(device)] = 1
+        dist.all_reduce(hits, group=group)
+        shared = (hits > 1).nonzero().flatten()
+        first = int(shared[0]) if shared.numel() else None
+    else:
+        width = max(h[0] for h in heads)
+        padded = torch.full((width,), -1, dtype=torch.int64)
+        padded[:count] = ids.cpu()
+        every = all_gather(padded, group, device).flatten()
+        every = every[every >= 0].sort().values
+        dup = (every[1:] == every[:-1]).nonzero().flatten()
+        first = int(every[dup[0]]) if dup.numel() else None
+    if first is None:
+        return
+    held = gather_ints([int(bool((ids == first).any()))], group, device)
+    holders = [r for r, (flag,) in enumerate(held) if flag]
+    raise ValueError(f"{name}: id {first} is held by ranks {holders}; every id must be on one rank only (a "
+                     "shared id would be returned twice)")
+
+
 def check_together(check, group) -> None:
     """Run this rank's input ``check``; if it (or any other rank's) raised, every rank raises
     one ValueError naming the ranks and their messages. A rank raising alone would leave the

@@ -25,7 +25,7 @@ from typing import Callable
 
 from pyl2d.perm.judges import MAX_RESPONSE_BYTES, OpenAIJudge
 from pyl2d.perm.reward import DEFAULT_COLUMNS, PERMReward
-from pyl2d.perm.score_io import done_ids, open_output, read_rows
+from pyl2d.perm.score_io import check_output, done_ids, open_output, read_rows
 
 SHOWN_PROBLEMS = 20  # malformed rows reported one by one; the rest are counted
 
@@ -116,6 +116,7 @@ def check_config(config) -> None:
             raise ValueError(f"--output {config.output} is a directory; name a file")
         if config.output.exists() and config.output.resolve() == config.data.resolve():
             raise ValueError(f"--output {config.output} is the --data file; name another file")
+        check_output(config.output)
 
 
 def _number(x: float):
@@ -170,7 +171,8 @@ def score_jsonl(config: ScoreRun, report: Callable[[str], None] = _stderr) -> Sc
                         columns={"persona": config.persona_field, "scenario": config.scenario_field,
                                  "query": config.query_field})
     skip = done_ids(config.output)
-    rows, problems = read_rows(config.data, config.id_field, config.completion_field)
+    rows, problems = read_rows(config.data, config.id_field, config.completion_field,
+                               (config.persona_field, config.scenario_field, config.query_field))
     if problems and not rows:
         raise ValueError(f"--data {config.data} holds no usable row ({len(problems)} malformed; first: "
                          f"{problems[0]})")

@@ -55,3 +55,19 @@ def test_a_launcher_variable_out_of_range_is_named(monkeypatch, name, value, mes
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=f"{name}='{value}' .*{message}"):
         (launched_world_size if name == "WORLD_SIZE" else launched_rank)()
+
+
+def test_an_id_on_two_ranks_or_a_non_int_k_is_one_clear_error_on_every_rank():
+    results = run_ranks(2, dist_cases.shared_ids, timeout=120)
+    assert results[0] == results[1]
+    out = results[0]
+    assert "local_ids: id 4 is held by ranks [0, 1]" in out[0], out[0]
+    assert "local_ids: id 3 is held by ranks [0, 1]" in out[1], out[1]
+    assert f"local_ids: id {1 << 31} is held by ranks [0, 1]" in out[2], out[2]
+    assert "rank 1: ValueError: k must be an int, got 3.0 (float)" in out[3] and "-1" not in out[3], out[3]
+    assert "rank 1: ValueError: k must be an int, got True (bool)" in out[4], out[4]
+    assert "rank 1: ValueError: exclude must be a torch.Tensor" in out[5], out[5]
+    assert "rank 1: ValueError: exclude must have 2 dimensions" in out[6], out[6]
+    assert out[7] is True
+    assert "local_item_ids: id 3 is held by ranks [0, 1]" in out[8], out[8]
+    assert "rank 1: ValueError: m must be an int, got 1.0 (float)" in out[9], out[9]
