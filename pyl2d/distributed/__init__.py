@@ -77,10 +77,11 @@ def _to_local_ids(exclude: torch.Tensor | None, lookup) -> torch.Tensor | None:
 def score_topk(queries: torch.Tensor, local_items: torch.Tensor, k: int, metric: str = "ip",
                exclude: torch.Tensor | None = None, local_item_norms: torch.Tensor | None = None, *,
                local_ids: torch.Tensor | None = None, num_ids: int | None = None, group=None,
-               backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               backend: str | None = None, check_disjoint: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k over an item matrix split by rows across ``group``. This rank's rows are the
     items ``local_ids`` (ascending global ids, no id on two ranks: checked, a shared id is one
-    ValueError on every rank), or by default the next
+    ValueError on every rank; ``check_disjoint=False``, given on every rank, skips the check,
+    an all-reduce of a byte per id, for ids the caller partitioned itself), or by default the next
     contiguous block: global rows [offset, offset + len(local_items)) with offset the row
     counts of the lower ranks. Ranks may hold different counts, or none (a [0, D] tensor).
     ``num_ids``: the size of the id space ``exclude`` ids are checked against, when the
@@ -111,9 +112,9 @@ def score_topk(queries: torch.Tensor, local_items: torch.Tensor, k: int, metric:
     _comm.check_together(check, group)
     _comm.agree({"queries rows": queries.shape[0], "queries dimension": queries.shape[1], "k": _as_int(k),
                  "metric": METRICS.index(metric), "exclude width": -1 if exclude is None else exclude.shape[1],
-                 "local_ids given": local_ids is not None, "num_ids": -1 if num_ids is None else _as_int(num_ids)},
-                group, device)
-    if local_ids is not None:
+                 "local_ids given": local_ids is not None, "num_ids": -1 if num_ids is None else _as_int(num_ids),
+                 "check_disjoint": int(bool(check_disjoint))}, group, device)
+    if local_ids is not None and check_disjoint:
         _comm.disjoint("local_ids", local_ids, group, device)
     last_id = int(local_ids.max()) + 1 if local_ids is not None and n_local else 0
     sizes = _comm.gather_ints([n_local, last_id], group, device)
@@ -174,7 +175,7 @@ def _check_ascending_ids(name: str, t, n: int) -> None:
 def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_item_ids: torch.Tensor,
                local_memory_index: torch.Tensor, local_item_ids: torch.Tensor, local_item_reps: torch.Tensor,
                k: int, m: int, metric: str = "l2", exclude: torch.Tensor | None = None, *, group=None,
-               backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               backend: str | None = None, check_disjoint: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`pyl2d.local_topk` over a memory sharded by item across ``group``.
 
     This rank holds ``local_memory`` [M_r, D] with its entries' global item ids
@@ -182,7 +183,9 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
     (ascending; ties between entries go to the lower one), and the global representations
     ``local_item_reps`` [N_r, D] of the items it owns, ``local_item_ids`` [N_r] (ascending
     global ids; every item of its memory entries among them, and no item or entry index on two
-    ranks: checked, as for :func:`score_topk`).
+    ranks: checked, as for :func:`score_topk`; ``check_disjoint=False`` skips that check, which
+    costs an all-reduce of a byte per id: for a caller that partitioned the ids itself, with
+    :func:`partition_by_item`, and searches many times).
     Returns (scores [B, k], global item ids [B, k]) on every rank, as the single-device op on
     the whole memory (see the module docstring for why that is exact)."""
     rank, world = _comm.require_group(group)
@@ -210,9 +213,11 @@ def local_topk(queries: torch.Tensor, local_memory: torch.Tensor, local_memory_i
     _comm.agree({"queries rows": queries.shape[0], "queries dimension": queries.shape[1],
                  "k": _as_int(k), "m": _as_int(m),
                  "metric": METRICS.index(metric),
-                 "exclude width": -1 if exclude is None else exclude.shape[1]}, group, device)
-    _comm.disjoint("local_item_ids", item_ids, group, device)
-    _comm.disjoint("local_memory_index", local_memory_index, group, device)
+                 "exclude width": -1 if exclude is None else exclude.shape[1],
+                 "check_disjoint": int(bool(check_disjoint))}, group, device)
+    if check_disjoint:
+        _comm.disjoint("local_item_ids", item_ids, group, device)
+        _comm.disjoint("local_memory_index", local_memory_index, group, device)
     sizes = _comm.gather_ints([local_memory.shape[0], item_ids.numel(),
                                int(item_ids.max()) + 1 if item_ids.numel() else 0], group, device)
     n_memory = sum(s[0] for s in sizes)

@@ -91,13 +91,13 @@ class ShardedL2DRecommender(L2DRecommender):
             k_eff = min(k, len(self.catalog))
             scores, ids = _dist_ops.local_topk(vectors, self.memory_vectors, self.memory_item_ids, self.memory_index,
                                                self.owned_items, self.item_reps, k_eff, self.m, self.metric, exclude,
-                                               group=self.group)
+                                               group=self.group, check_disjoint=False)
         else:
             k_eff = min(k, self.n_decodable)
             scores, ids = _dist_ops.score_topk(vectors, self.decodable_reps, k_eff, self.metric, exclude,
                                                self.decodable_norms if self.metric != "ip" else None,
                                                local_ids=self.decodable_ids, num_ids=len(self.catalog),
-                                               group=self.group)
+                                               group=self.group, check_disjoint=False)
         return pad_candidates(scores, ids, k)
 
     def recommend(self, queries, k: int = 10, exclude_history: bool = True) -> Recommendations:
