@@ -3,10 +3,11 @@
     python bench/score_topk.py                       # CPU, the issue's sizes
     python bench/score_topk.py --device cuda         # GPU (adds the 1M-item sizes)
     python bench/score_topk.py --quick               # small sizes (smoke run, writes no file)
+    python bench/score_topk.py --device cuda --quick # N=1M, B=1/256/4096 (tools/gpu_check.sh)
 
 Prints a markdown table of medians, speed-ups against the anchors measured in the same run,
-and peak extra memory (CPU: peak RSS growth; GPU: max_memory_allocated; GPU rows add the H200
-bandwidth/compute floor), and writes it to bench/results/score_topk_<cpu|gpu>_<date>.md
+and peak extra memory (CPU: peak RSS growth; GPU: max_memory_allocated; GPU rows add the roofline floor of the
+GPU in use: its memory bandwidth and its dense rate for the dtype, see FLOORS), and writes it to bench/results/score_topk_<cpu|gpu>_<date>.md
 (or --out). CPU: perf_counter medians; GPU: CUDA-event medians from triton.testing.do_bench.
 """
 from __future__ import annotations
@@ -28,10 +29,19 @@ from _harness import machine_line, markdown_table, measure  # noqa: E402
 CPU_SIZES = [(1, 100_000, 2048), (64, 100_000, 2048), (256, 14_239, 2048), (1024, 14_239, 2048)]
 GPU_SIZES = CPU_SIZES + [(1024, 1_000_000, 1024), (4096, 1_000_000, 1024)]
 QUICK_SIZES = [(1, 20_000, 256), (64, 20_000, 256), (256, 4_001, 512)]
+# The GPU question in one table (issue 24): one catalog of 1M items, from one query
+# (memory-bound) through 256 to 4096 (compute-bound).
+GPU_QUICK_SIZES = [(1, 1_000_000, 1024), (256, 1_000_000, 1024), (4096, 1_000_000, 1024)]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# H200 ceilings used for the GPU floor (issue 2): HBM bandwidth and dense bf16 rate.
-H200_BYTES_PER_S = 4.8e12
-H200_FLOPS = 790e12
+# Roofline ceilings per GPU: HBM bytes/s, dense 16-bit tensor-core FLOP/s (measured here:
+# about 790 TFLOP/s bf16 on both), float32 FMA FLOP/s (the kernels and torch's default fp32
+# matmul use exact float32, no TF32). The H200 row serves any other GPU (the column says so).
+FLOORS = {"H100": (3.35e12, 790e12, 67e12), "H200": (4.8e12, 790e12, 67e12)}
+
+
+def floor_gpu(name: str) -> str:
+    """The FLOORS row for a device name ("NVIDIA H100 80GB HBM3" -> "H100"); H200 otherwise."""
+    return next((key for key in FLOORS if key in name.upper()), "H200")
 
 
 def torch_matmul_topk(q, x, k, metric, xn):
@@ -55,13 +65,17 @@ def faiss_index(x, metric):
     return index
 
 
-def floor_ms(b, n, d, itemsize, k):
+def floor_ms(b, n, d, itemsize, k, gpu="H200"):
+    """Milliseconds at the roofline: read queries and items once, write k (score, id) pairs,
+    at the GPU's bandwidth, or 2 B N D flops at its dense rate for the dtype, whichever is more."""
+    bytes_per_s, flops16, flops32 = FLOORS[gpu]
     bytes_moved = (b * d + n * d) * itemsize + b * k * 12
-    return 1e3 * max(bytes_moved / H200_BYTES_PER_S, 2.0 * b * n * d / H200_FLOPS)
+    return 1e3 * max(bytes_moved / bytes_per_s, 2.0 * b * n * d / (flops32 if itemsize == 4 else flops16))
 
 
 def run(device, sizes, dtypes, metrics, k, repeats, faiss_on):
     rows = []
+    gpu = floor_gpu(torch.cuda.get_device_name()) if device == "cuda" else None
     backends = [b for b in _backend.available(torch.device(device), "score_topk") if b != "torch"]
     for (b, n, d) in sizes:
         g = torch.Generator(device=device).manual_seed(0)
@@ -103,7 +117,7 @@ def run(device, sizes, dtypes, metrics, k, repeats, faiss_on):
                            cdist / ms if cdist else None,
                            faiss_ms / ms if faiss_ms else None, mem]
                     if device == "cuda":
-                        fl = floor_ms(b, n, d, x.element_size(), k)
+                        fl = floor_ms(b, n, d, x.element_size(), k, gpu)
                         row += [fl, ms / fl]
                     rows.append(row)
                     print(" | ".join(str(round(v, 3)) if isinstance(v, float) else str(v) for v in row), flush=True)
@@ -113,7 +127,7 @@ def run(device, sizes, dtypes, metrics, k, repeats, faiss_on):
     header = ["B x N x D", "dtype", "metric", "method", "median ms", "speed-up vs torch best",
               "vs cdist", "vs faiss", "peak extra MiB"]
     if device == "cuda":
-        header += ["H200 floor ms", "x floor"]
+        header += [f"{gpu} floor ms", "x floor"]
     return header, rows
 
 
@@ -129,7 +143,8 @@ def report(args):
     if args.sizes:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     else:
-        sizes = QUICK_SIZES if args.quick else (GPU_SIZES if args.device == "cuda" else CPU_SIZES)
+        gpu = args.device == "cuda"
+        sizes = (GPU_QUICK_SIZES if gpu else QUICK_SIZES) if args.quick else (GPU_SIZES if gpu else CPU_SIZES)
     dtypes = (args.dtypes or ("bfloat16,float16,float32" if args.device == "cuda" else "float32,bfloat16")).split(",")
     repeats = args.repeats
     t0 = time.time()

@@ -204,9 +204,11 @@ def sharded_recommend(rank, world, model_dir, memory_path, data_dir, n_queries, 
     return out
 
 
-def nccl_cases(rank, world):
-    """The sharded ops on CUDA tensors over NCCL (one GPU per rank) against the one-GPU op."""
-    device = torch.device("cuda", rank)
+def nccl_cases(rank, world, device_type="cuda"):
+    """The sharded ops on CUDA tensors over NCCL (one GPU per rank; or gloo) against the
+    one-GPU op. ``device_type="cpu"`` runs the same cases on CPU tensors over gloo, so that
+    this function is checked where no GPU is (tests/gpu/test_owed_paths.py)."""
+    device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
     done = 0
     for metric in ("ip", "l2"):
         q, x = _data("ties", 300, 16, 7, metric, seed=done)

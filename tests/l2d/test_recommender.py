@@ -253,6 +253,36 @@ def test_options_match_a_float64_brute_force(random_case, monkeypatch, backend, 
     assert_topk_matches(scores, ids, full[:1], 3, exclude=EXCLUDE[:1], rel_tol=1e-4, msg="B=1")
 
 
+@pytest.mark.parametrize("device, backend", [pytest.param("cpu", "cpu", id="cpu-cpu")] + [
+    pytest.param("cuda", b, id=f"cuda-{b}", marks=pytest.mark.gpu) for b in ("triton", "cuda")])
+def test_options_on_the_device_match_a_float64_brute_force(random_case, monkeypatch, device, backend):
+    """Model, memory, queries and results on the device, every op on one backend: each
+    aggregation mode with each representation (fitted and applied on the device) against the
+    float64 brute force. On CUDA this is owed validation (docs/gpu_validation.md); the CPU
+    case checks the test with two representations."""
+    import copy
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    if backend not in backends(device, op="local_topk"):
+        pytest.skip(f"the {backend} backend is unavailable on {device}")
+    monkeypatch.setenv("PYL2D_BACKEND", backend)
+    model, tok, memory, catalog, queries = random_case
+    case = (copy.deepcopy(model).to(device), tok, memory, catalog, queries)
+    for aggregation, weight in MODES:
+        for text, metric in (CASES if device == "cuda" else CASES[1:3]):
+            rep = parse_representation(text)
+            rec = _random_rec(case, representation=rep, metric=metric, aggregation=aggregation, m=9,
+                              local_weight=weight)
+            assert rec.memory_vectors.device.type == device
+            full = _brute_force(memory, queries, rep, metric, aggregation, 9, weight)
+            for k in (1, 4, N_ITEMS):
+                scores, ids = rec.rank(queries.to(device), k, EXCLUDE.to(device))
+                assert ids.device.type == device
+                assert_topk_matches(scores, ids, full, k, exclude=EXCLUDE, rel_tol=1e-4,
+                                    msg=f"{backend} {aggregation} w={weight} {text} {metric} k={k}")
+
+
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_the_papers_options_are_the_plain_ops_bit_for_bit(random_case, monkeypatch, backend):
     """representation "raw" and local_weight=1: the raw memory itself, and exactly the ops'
