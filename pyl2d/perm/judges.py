@@ -28,7 +28,7 @@ from pyl2d.perm._http import (ResponseTooLarge, api_key, chat_completions_url, c
 from pyl2d.perm._servers import ServerPool
 from pyl2d.perm.logprob_scores import expected_score
 from pyl2d.perm.perspectives import Perspective
-from pyl2d.perm.scores import ERROR, OK, TRUNCATED, ParsedScore, parse_score
+from pyl2d.perm.scores import ERROR, OK, TRUNCATED, ParsedScore
 
 logger = logging.getLogger("pyl2d.perm")
 
@@ -94,7 +94,7 @@ class TextJudge(Judge):
                 out.append(ParsedScore(math.nan, status))
             else:
                 p = request.perspective
-                out.append(parse_score(text, p.score_min, p.score_max))
+                out.append(p.parse(text))
         return out
 
 
@@ -386,7 +386,7 @@ class OpenAIJudge(TextJudge):
                     logger.warning("judge at %s returned no logprobs: scoring its replies' text instead",
                                    shown_url(self.url))
                 self.stats["no_logprobs"] += 1
-                out.append(parse_score(text, p.score_min, p.score_max))
+                out.append(p.parse(text))
                 continue
             try:
                 out.append(expected_score(content, p.score_min, p.score_max))

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from pyl2d._checks import finite_number
 from pyl2d.perm import rubrics
+from pyl2d.perm.scores import PICKS, ParsedScore, check_label, parse_score
 
 ROLES = ("supporter", "seeker", "bystander")
 SECTIONS = ("analysis", "response")
@@ -28,6 +29,8 @@ class Perspective:
     score_min: int = 1
     score_max: int = 5
     weight: float = 1.0
+    pick: str = "last"         # which labelled score of a reply counts: "last" or "first"
+    label: str | None = None   # read only "<label>: N" (e.g. "Total Score"); None: any score label
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -38,6 +41,22 @@ class Perspective:
             raise ValueError(f"score range must be integers with score_min < score_max; got "
                              f"{self.score_min}..{self.score_max}")
         finite_number(f"perspective {self.name!r}: weight", self.weight, nonnegative=True)
+        if self.pick not in PICKS:
+            raise ValueError(f"perspective {self.name!r}: pick must be one of {PICKS}; got {self.pick!r}")
+        try:
+            check_label(self.label)
+        except ValueError as exc:
+            raise ValueError(f"perspective {self.name!r}: {exc}") from None
+
+    def parse(self, text: str | None) -> ParsedScore:
+        """This perspective's score in a judge's reply text (``pyl2d.perm.scores.parse_score``)."""
+        return parse_score(text, self.score_min, self.score_max, pick=self.pick, label=self.label)
+
+    @property
+    def logprob_scorable(self) -> bool:
+        """Whether logprob scoring can read this range: it reads unsigned digit tokens, so a
+        negative score ("-2", a sign token then a digit) has no expectation it could take."""
+        return self.score_min >= 0
 
     @property
     def is_bystander(self) -> bool:
@@ -47,7 +66,11 @@ class Perspective:
         """The chat messages asking a judge to score ``text`` (the section this perspective
         reads): a short judgement then "Score: N", or (``score_only``, for scoring from
         logprobs) the number alone."""
+        if score_only and not self.logprob_scorable:
+            raise ValueError(f"perspective {self.name!r} scores from {self.score_min}: logprob scoring reads "
+                             "unsigned digit tokens only; use scoring='text' or a range from 0")
         what = "analysis" if self.section == "analysis" else "response"
+        verdict = f"{self.label}: N / {self.score_max}" if self.label else "Score: N"
         system = (f"You are an expert evaluator of empathetic support conversations, judging from the "
                   f"{self.role}'s perspective ({self.name}). Follow the rubric exactly.")
         user = (
@@ -58,7 +81,7 @@ class Perspective:
             + (f"Reply with the score only: one integer from {self.score_min} to {self.score_max}, nothing else."
                if score_only else
                f"Explain your judgement in a few sentences, then end with a final line of the form\n"
-               f"Score: N\nwhere N is an integer from {self.score_min} to {self.score_max}.")
+               f"{verdict}\nwhere N is an integer from {self.score_min} to {self.score_max}.")
         )
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -69,6 +92,12 @@ RECEPTION = Perspective("seeker/reception", "seeker", "response", rubrics.RECEPT
 QUALITY = Perspective("bystander/quality", "bystander", "response", rubrics.QUALITY, score_min=0, score_max=100)
 
 DEFAULT_PERSPECTIVES: tuple[Perspective, ...] = (RESONATION, EXPRESSION, RECEPTION, QUALITY)
+# The perm-paper preset's (pyl2d.perm.presets): the first score of a reply counts, and the
+# bystander gives five sub-scores and then its "Total Score: X / 100", the only score read.
+PAPER_PERSPECTIVES: tuple[Perspective, ...] = (
+    dataclasses.replace(RESONATION, pick="first"), dataclasses.replace(EXPRESSION, pick="first"),
+    dataclasses.replace(RECEPTION, pick="first"),
+    dataclasses.replace(QUALITY, rubric=rubrics.QUALITY_TOTAL, pick="first", label="Total Score"))
 
 
 def check_perspectives(perspectives: Sequence[Perspective]) -> tuple[Perspective, ...]:

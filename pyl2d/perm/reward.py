@@ -15,20 +15,30 @@ from typing import Mapping, Sequence
 import torch
 
 from pyl2d._backend import check_name as check_backend_name
-from pyl2d._checks import finite_number, flag
+from pyl2d._checks import finite_number
 from pyl2d.ops.aggregate_rewards import MISSING_TERMS, MODES, aggregate_rewards
 from pyl2d.perm.advantages import impute_group_mean
 from pyl2d.perm.judges import Judge, JudgeRequest
 from pyl2d.perm.parsing import MISSING_POLICIES, parse_completion
 from pyl2d.perm.perspectives import DEFAULT_PERSPECTIVES, Perspective, check_perspectives
+from pyl2d.perm.presets import PRESETS, reward_options  # noqa: F401  (PRESETS: re-exported)
 from pyl2d.perm.scores import OK, ScoreCounter
 
 DEFAULT_COLUMNS = {"persona": "persona", "scenario": "scenario", "query": "query"}
-# Run settings by name (``PERMReward.from_preset``). "perm-paper": the PERM paper's GRPO runs,
-# harmonic mean of the empathy perspectives, bystander coefficient 0.5, and a length penalty
-# of 0.001 per token beyond 768 tokens.
-PRESETS = {"perm-paper": {"mode": "harmonic", "bystander_coef": 0.5, "length_limit": 768, "length_coef": 0.001}}
 MISSING_SECTION = "missing_section"
+# impute_missing: False (off), "group" (True: the same prompt's completions) or "batch" (every
+# completion of the call, the PERM code's rule).
+IMPUTE_SCOPES = ("group", "batch")
+
+
+def _impute_scope(value) -> str | None:
+    if value is False or value is None:
+        return None
+    if value is True:
+        return "group"
+    if isinstance(value, str) and value in IMPUTE_SCOPES:
+        return value
+    raise ValueError(f"impute_missing must be False, True (= 'group') or one of {IMPUTE_SCOPES}; got {value!r}")
 
 
 TRL_UNSCORABLE = "1.6"  # the first TRL whose GRPOTrainer gives an all-NaN reward row advantage 0
@@ -129,16 +139,18 @@ class PERMReward:
             the row, as in the PERM code, where each term is its own TRL reward function) or
             "void" (the row is NaN); see ``aggregate_rewards``.
         impute_missing: replace a missing (NaN) judge score by the mean of the same perspective's
-            valid scores for the other completions of the same prompt in the batch (its GRPO
-            group), never by a batch-wide mean. Off by default: a NaN score then simply drops
-            out of its row's mean.
+            valid scores: ``True`` or "group", over the other completions of the same prompt in
+            the batch (its GRPO group; needs ``prompts``); "batch", over every completion of the
+            call, across prompts (the PERM code's rule, the "perm-paper" preset's). Off by
+            default: a NaN score then simply drops out of its row's mean. A perspective with no
+            valid score in the scope stays NaN.
         name: the function name TRL logs the reward under.
     """
 
     def __init__(self, judge: Judge, perspectives: Sequence[Perspective] = DEFAULT_PERSPECTIVES, *,
                  columns: Mapping[str, str] | None = None, mode: str = "mean", bystander_coef: float = 0.2,
                  length_limit: float | None = None, length_coef: float = 0.0, missing_section: str = "empty",
-                 impute_missing: bool = False, missing_terms: str = "drop", name: str = "perm",
+                 impute_missing: bool | str = False, missing_terms: str = "drop", name: str = "perm",
                  backend: str | None = None):
         if not hasattr(judge, "score"):
             raise ValueError(f"judge must be a Judge (with a score method), got {type(judge).__name__}")
@@ -154,6 +166,12 @@ class PERMReward:
         check_backend_name(backend)
         self.judge = judge
         self.perspectives = check_perspectives(perspectives)
+        if getattr(judge, "score_only", False):  # logprob scoring reads unsigned digit tokens
+            signed = next((p for p in self.perspectives if not p.logprob_scorable), None)
+            if signed is not None:
+                raise ValueError(f"perspective {signed.name!r} scores from {signed.score_min}, but the judge scores "
+                                 "from logprobs, which read unsigned digit tokens only; use scoring='text' or a "
+                                 "range from 0")
         negative = next((p for p in self.perspectives if not p.is_bystander and p.score_min < 0), None)
         if mode != "mean" and negative is not None:
             raise ValueError(f"mode={mode!r} needs scores >= 0, but perspective {negative.name!r} scores from "
@@ -168,7 +186,7 @@ class PERMReward:
         if self.length_coef and self.length_limit is None:
             raise ValueError("length_coef needs length_limit (the length past which the penalty starts)")
         self.missing_section = missing_section
-        self.impute_missing = flag("impute_missing", impute_missing)
+        self.impute_missing = _impute_scope(impute_missing)
         self.missing_terms = missing_terms
         self.backend = backend
         self.__name__ = name
@@ -181,11 +199,10 @@ class PERMReward:
 
     @classmethod
     def from_preset(cls, preset: str, judge: Judge, **overrides) -> "PERMReward":
-        """A reward with a named preset's settings (``PRESETS``; e.g. "perm-paper"), any of
-        them overridden by keyword."""
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
-        return cls(judge, **{**PRESETS[preset], **overrides})
+        """A reward with a named preset's settings (``pyl2d.perm.presets``; e.g. "perm-paper"),
+        any of them overridden by keyword. The preset's judge settings (sampling) are
+        ``presets.judge_options(preset)``: pass them to the ``OpenAIJudge``."""
+        return cls(judge, **{**reward_options(preset), **overrides})
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.perspectives)
@@ -285,7 +302,9 @@ class PERMReward:
             self.last_scores, self.last_metrics = scores, {}
             return []
         self.last_scores = scores
-        if self.impute_missing and prompts is not None:
+        if self.impute_missing == "batch":
+            scores = impute_group_mean(scores, torch.zeros(n, dtype=torch.int64))
+        elif self.impute_missing == "group" and prompts is not None:
             scores = impute_group_mean(scores, prompt_groups(prompts))
         main = [j for j, p in enumerate(self.perspectives) if not p.is_bystander]
         maxima = torch.tensor([float(self.perspectives[j].score_max) for j in main], dtype=torch.float64)

@@ -2,7 +2,8 @@
 
 Accepted forms include ``Score: 4``, ``**Score:** 4``, ``Score: **4**``, ``score = 4``,
 ``Rating: 4``, ``4/5``, ``Score: 4/5`` and ``Total score: 78/100``; the last labelled score
-in the text wins (judges restate the rubric before concluding); a label is a whole word
+in the text wins (judges restate the rubric before concluding; ``pick="first"`` takes the first,
+as the PERM code does, and ``label=`` reads only one label); a label is a whole word
 (``Subscore: 2`` is not one). A value outside the rubric's
 range, or a ``x/y`` whose denominator is not the rubric's maximum, is invalid, never clipped.
 A score is a plain ASCII number (``4``, ``4.5``, ``-1``); anything that runs on into more of a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import re
 
@@ -25,16 +27,23 @@ TRUNCATED = "truncated"
 _NUM = r"([-+]?[0-9]+(?:\.[0-9]+)?)"
 # Every optional piece starts with a literal, so no two whitespace runs compete: matching
 # stays linear in the text (a hostile reply is up to max_response_bytes long).
+# After a label: the separator, optional bold or brackets, the number and an optional "/ max".
+_AFTER_LABEL = (r"\s*(?:(?:\*\*|__)\s*)?[:=]\s*(?:(?:\*\*|__)\s*)?(?:\[\s*)*" + _NUM
+                + r"\s*(?:\]\s*)*(?:(?:\*\*|__)\s*)?(?:(?:/|out\s+of)\s*([0-9]+))?")
 _LABELLED = re.compile(  # a whole word: "Subscore: 2" is no verdict
-    r"(?<![A-Za-z0-9_])(?:(?:total|final|overall)\s+)?(?:score|rating)\s*(?:(?:\*\*|__)\s*)?[:=]\s*(?:(?:\*\*|__)\s*)?(?:\[\s*)*"
-    + _NUM + r"\s*(?:\]\s*)*(?:(?:\*\*|__)\s*)?(?:(?:/|out\s+of)\s*([0-9]+))?",
-    re.IGNORECASE,
-)
+    r"(?<![A-Za-z0-9_])(?:(?:total|final|overall)\s+)?(?:score|rating)" + _AFTER_LABEL, re.IGNORECASE)
+# Which labelled score of a reply counts: "last" (judges restate the rubric before concluding)
+# or "first" (the PERM code's rule: its judges are asked for one verdict line).
+PICKS = ("last", "first")
+MAX_LABEL_CHARS = 64
 _FRACTION = re.compile(r"(?<![\w./,+\-])" + _NUM + r"\s*(?:/|out\s+of)\s*([0-9]+)(?!\w)(?![.,][0-9])",
                        re.IGNORECASE)
 _BARE = re.compile(r"^\s*(?:\*\*\s*)?" + _NUM + r"\s*(?:\*\*\s*)?(?:\.\s*)?$")
-# What may not follow a number: more of a number (1e3, 3,5, 4.0.1, 4th) or a range (3-4, 3 to 4).
-_BAD_TAIL = re.compile(r"\w|[.,][0-9]|\s*(?:[-\u2013\u2014]|to\b|or\b)\s*[-+]?[0-9]", re.IGNORECASE)
+# What may not follow a number: more of a number (1e3, 3,5, 4.0.1, 4th, 1'000), a range (3-4,
+# 3 to 4), or, after spaces on the same line, another digit or a vulgar fraction: "1 000" is a
+# thousands separator and "2 ½" a mixed number, not the scores 1 and 2.
+_BAD_TAIL = re.compile(r"\w|[.,'\u2019][0-9]|\s*(?:[-\u2013\u2014]|to\b|or\b)\s*[-+]?[0-9]"
+                       r"|[^\S\r\n]+(?:\d|[\u00bc-\u00be\u2150-\u215e])", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,17 +69,48 @@ def _malformed(text: str, m: re.Match) -> bool:
     return any(m.group(g) is not None and _BAD_TAIL.match(text, m.end(g)) for g in (1, 2))
 
 
-def parse_score(text: str | None, low: float, high: float) -> ParsedScore:
-    """The score in ``text`` on the rubric range [low, high]; NaN with a reason when invalid."""
+def check_label(label: str | None) -> str | None:
+    """A score label ("Total Score"): words of ASCII letters separated by single spaces."""
+    if label is None:
+        return None
+    if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z]+(?: [A-Za-z]+)*", label) \
+            or len(label) > MAX_LABEL_CHARS:
+        raise ValueError(f"score label must be words of ASCII letters separated by single spaces (at most "
+                         f"{MAX_LABEL_CHARS} characters), e.g. 'Total Score'; got {label!r}")
+    return label
+
+
+@functools.lru_cache(maxsize=64)
+def _label_pattern(label: str) -> re.Pattern:
+    words = r"\s+".join(re.escape(w) for w in label.split(" "))
+    return re.compile(r"(?<![A-Za-z0-9_])" + words + _AFTER_LABEL, re.IGNORECASE)
+
+
+def parse_score(text: str | None, low: float, high: float, *, pick: str = "last",
+                label: str | None = None) -> ParsedScore:
+    """The score in ``text`` on the rubric range [low, high]; NaN with a reason when invalid.
+
+    ``pick``: which labelled score counts when there are several ("last" or "first").
+    ``label``: only ``<label>: N`` (``N / max``) counts, e.g. "Total Score" for a judge that
+    writes sub-scores before its total; no unlabelled fraction or bare number is read."""
+    if pick not in PICKS:
+        raise ValueError(f"pick must be one of {PICKS}; got {pick!r}")
     if not text:
         return ParsedScore(math.nan, MISSING)
-    for pattern in (_LABELLED, _FRACTION):
-        found = list(pattern.finditer(text))
-        if found:
-            m = found[-1]
+    patterns = (_label_pattern(check_label(label)),) if label is not None else (_LABELLED, _FRACTION)
+    for pattern in patterns:
+        m = None
+        if pick == "first":
+            m = pattern.search(text)
+        else:
+            for m in pattern.finditer(text):
+                pass
+        if m is not None:
             if _malformed(text, m):
                 return ParsedScore(math.nan, MALFORMED)
             return _check(float(m.group(1)), m.group(2), low, high)
+    if label is not None:
+        return ParsedScore(math.nan, MISSING)
     m = _BARE.match(text)
     if m:
         return _check(float(m.group(1)), None, low, high)

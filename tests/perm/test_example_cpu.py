@@ -1,4 +1,4 @@
-"""examples/grpo_perm.py runs on a CPU machine as documented: a tiny saved policy, a loopback
+"""pyl2d/perm/grpo_example.py (shipped in the wheel: python -m pyl2d.perm.grpo_example) runs on a CPU machine as documented: a tiny saved policy, a loopback
 judge server, --cpu --precision fp32 and tiny lengths, one GRPO step."""
 import json
 import os
@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "grpo_perm.py"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "pyl2d" / "perm" / "grpo_example.py"
 
 
 @pytest.mark.slow

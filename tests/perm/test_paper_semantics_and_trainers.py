@@ -85,8 +85,9 @@ def test_verl_reward_kwargs_reach_the_judge_and_the_reward():
 
     config = dict(judge_url="http://127.0.0.1:1/v1", judge_model="m", scoring="logprobs", max_response_bytes=1024,
                   backoff=0.1, bystander_coef=0.5, mode="harmonic")
-    reward = verl._reward_from(config)
+    reward = verl._scorer_from(config).reward
     assert reward.judge.scoring == "logprobs" and reward.judge.max_response_bytes == 1024
     assert reward.judge.backoff == 0.1 and reward.bystander_coef == 0.5 and reward.mode == "harmonic"
-    with pytest.raises(ValueError, match=r"unknown reward_kwargs \['scorin'\]; allowed: .*'scoring'"):
-        verl._reward_from({**config, "scorin": "text"})
+    verl._WARNED.discard("scorin")
+    with pytest.warns(RuntimeWarning, match=r"ignores reward_kwargs \['scorin'\].*'scoring'"):
+        assert verl._scorer_from({**config, "scorin": "text"}).reward is reward  # ignored: the same config

@@ -117,7 +117,7 @@ def test_reward_argument_errors():
     (dict(length_limit="768"), "length_limit must be a finite number"),
     (dict(length_coef=0.5), "length_coef needs length_limit"),
     (dict(backend="nope"), "backend='nope' is not a backend"),
-    (dict(impute_missing="no"), "impute_missing must be a bool"),
+    (dict(impute_missing="no"), "impute_missing must be False, True"),
     (dict(mode="harmonic", perspectives=[RESONATION, dataclasses.replace(EXPRESSION, score_min=-2, score_max=2)]),
      "mode='harmonic' needs scores >= 0, but perspective 'supporter/expression' scores from -2"),
     (dict(perspectives=[dataclasses.replace(p, weight=0.0) for p in (RESONATION, EXPRESSION)]),

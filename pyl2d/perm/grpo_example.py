@@ -7,12 +7,13 @@ Serve a judge with any OpenAI-compatible server, e.g.
 then train a policy on a dataset with a ``prompt`` column (plain text or chat messages) and
 optional ``persona``, ``scenario`` and ``query`` columns:
 
-    OPENAI_API_KEY=... python examples/grpo_perm.py --policy Qwen/Qwen2.5-0.5B-Instruct \\
+    OPENAI_API_KEY=... python -m pyl2d.perm.grpo_example --policy Qwen/Qwen2.5-0.5B-Instruct \\
         --data dialogues.jsonl --judge-url http://127.0.0.1:8000/v1 --judge-model Qwen/Qwen2.5-7B-Instruct
 
 The key is read from the environment by the judge at request time; it is never written into the
 run's config or logs. ``--preset perm-paper`` (the default) uses the PERM paper's settings
-(harmonic mean, bystander coefficient 0.5, 0.001 per token beyond 768 tokens); ``--async``
+(pyl2d.perm.presets: harmonic mean, bystander coefficient 0.5, 0.001 per token beyond 768
+tokens, the judge's sampling); ``--async``
 hands TRL the coroutine form of the reward (its async reward path). On a CPU-only machine:
 ``--cpu --precision fp32 --max-completion-length 32 --num-generations 2 --max-steps 1``.
 """
@@ -35,7 +36,7 @@ def main() -> None:
     parser.add_argument("--num-generations", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=500)
     parser.add_argument("--max-completion-length", type=int, default=768)
-    parser.add_argument("--preset", default="perm-paper", help="PERMReward preset (pyl2d.perm.reward.PRESETS)")
+    parser.add_argument("--preset", default="perm-paper", help="PERMReward preset (pyl2d.perm.presets.PRESETS)")
     parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16",
                         help="training precision (fp32 on a CPU without bf16 support)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU (tiny settings only)")
@@ -52,6 +53,12 @@ def main() -> None:
                      "do not await reward functions")
 
     from pyl2d.perm import OpenAIJudge, PERMReward
+    from pyl2d.perm.presets import check_preset, judge_options
+
+    try:
+        check_preset(args.preset)
+    except ValueError as exc:
+        parser.error(f"--preset: {exc}")
 
     dataset = load_dataset("json", data_files=args.data, split="train")
     if "prompt" not in dataset.column_names:
@@ -59,8 +66,8 @@ def main() -> None:
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": f"(About me: {row['persona']}. {row['scenario']})\n{row['query']}"}]})
 
-    judge = OpenAIJudge(args.judge_url, args.judge_model, api_key_env=args.api_key_env, concurrency=64,
-                        timeout=60.0, max_retries=4)
+    judge = OpenAIJudge(args.judge_url, args.judge_model, api_key_env=args.api_key_env,
+                        **{"concurrency": 64, "timeout": 60.0, "max_retries": 4, **judge_options(args.preset)})
     reward = PERMReward.from_preset(args.preset, judge, missing_section="empty", name="perm")
     # Fail now, not hours into training, when the judge is down or refuses the key.
     reward(prompts=["hi"], completions=["# Analysis\nA greeting.\n# Response\nHello!"])
