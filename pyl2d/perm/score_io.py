@@ -13,6 +13,8 @@ import stat
 import sys
 from typing import BinaryIO, Iterator, Sequence
 
+from pyl2d._io import strict_json
+
 MAX_LINE_BYTES = 16 << 20  # a dialogue of 16 MiB is far beyond any judge's context
 MAX_ID_CHARS = 1024
 _READ_CHUNK = 1 << 20
@@ -20,26 +22,6 @@ _READ_CHUNK = 1 << 20
 
 class _Malformed(ValueError):
     pass
-
-
-def _reject_constant(name: str):
-    raise _Malformed(f"{name} is not JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    row = dict(pairs)
-    if len(row) != len(pairs):
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _Malformed(f"key {key[:80]!r} appears twice in one object")
-            seen.add(key)
-    return row
-
-
-def strict_json(line: str):
-    """``json.loads`` without NaN/Infinity and without repeated keys (ValueError)."""
-    return json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
 
 
 def bounded_lines(f: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
@@ -93,9 +75,6 @@ def read_rows(path: pathlib.Path, id_field: str, completion_field: str, text_fie
                 continue
             try:
                 row = strict_json(line)
-            except _Malformed as exc:
-                problems.append(f"{where}: not valid JSON ({exc})")
-                continue
             except (ValueError, RecursionError) as exc:
                 problems.append(f"{where}: not valid JSON ({getattr(exc, 'msg', None) or exc or type(exc).__name__})"
                                 [:300])

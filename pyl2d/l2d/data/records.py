@@ -24,6 +24,8 @@ import sys
 import warnings
 from typing import Iterable, Sequence
 
+from pyl2d._io import open_text
+
 REQUIRED_COLUMNS = ("history_item_title", "item_title", "history_item_id", "item_id")
 
 # Files are read with errors="surrogateescape": an undecodable byte 0xNN becomes U+DCNN, found
@@ -175,7 +177,7 @@ def load_samples(path: str | pathlib.Path, *, warn: bool = True, catalog: Catalo
     report = LoadReport(str(path))
     samples: list[Sample] = []
     retitled: list[tuple[int, int, str]] = []  # (line, item id, this file's title)
-    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+    with open_text(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         # csv.reader, not DictReader: it yields blank lines too, so every row's line is known.
         reader = csv.reader(f)
         header, start_line = None, 1
@@ -239,7 +241,7 @@ def load_catalog(path: str | pathlib.Path) -> Catalog:
     by_id: dict[int, str] = {}
     sid_of: dict[int, str] = {}
     not_utf8: list[tuple[int, str]] = []
-    with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
+    with open_text(path, encoding="utf-8-sig", errors="surrogateescape") as f:
         for line_no, line in enumerate(f, 1):
             line = line.rstrip("\n").rstrip("\r")
             if not line.strip():

@@ -21,7 +21,10 @@ import json
 import pathlib
 from typing import Sequence
 
+from pyl2d._io import read_bounded, strict_json
+
 KS = (1, 3, 5, 10, 20, 50)
+MAX_RESULT_BYTES = 1 << 30  # a few MB per thousand queries; past this it is no result file
 
 
 def predicted_text(text: str) -> str:
@@ -87,11 +90,13 @@ def read_results(path: str | pathlib.Path) -> tuple[list[list[str]], list]:
     record for anything calc.py could not read."""
     path = pathlib.Path(path)
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = strict_json(read_bounded(path, MAX_RESULT_BYTES, "a calc.py result file").decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except ValueError as exc:  # a key twice, NaN, an integer past int()'s digit limit
+        raise ValueError(f"{path}: not a calc.py result file ({str(exc).splitlines()[0][:200]})") from None
     except RecursionError:
         raise ValueError(f"{path}: JSON nested too deeply to be a calc.py result file") from None
     if not isinstance(records, list) or not records:

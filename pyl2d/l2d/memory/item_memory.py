@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
 import re
 import warnings
@@ -122,7 +123,7 @@ class ItemMemory:
         also re-hashes each file against its sha256 (streaming, ~1 s per GB). Any problem is a
         :class:`MemoryFormatError`; a memory being built right now is a MemoryBusyError."""
         path = pathlib.Path(path)
-        if not (path / MANIFEST).is_file():
+        if not os.path.lexists(path / MANIFEST):  # present but not a regular file: read_manifest says so
             raise FileNotFoundError(f"no item memory at {path} (missing {MANIFEST})")
         check_not_building(path)
         try:

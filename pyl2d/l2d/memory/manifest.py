@@ -16,10 +16,17 @@ import pathlib
 import re
 
 from pyl2d._codes import POOL_MODES
+from pyl2d._io import read_json
 
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest is ~150 bytes per shard; anything larger is not one
+# Bounds on the size fields, before anything is sized by them (num_items 10**12 asked for 8 TB):
+# far past real memories (10^9 entries, catalogs of millions, hidden sizes of thousands).
+MAX_SIZE_FIELDS = {"hidden_size": 2 ** 20, "num_items": 2 ** 31, "n_shards": 2 ** 40, "count": 2 ** 40,
+                   "shard_size": 2 ** 40}
+MAX_NAME_CHARS = 4096
+_FINGERPRINT = re.compile(r"[0-9a-f]{16,64}")
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 POOLINGS = POOL_MODES
 _CHUNK = 1 << 20
@@ -40,13 +47,10 @@ def sha256_file(path: pathlib.Path) -> str:
 
 def read_manifest(path: pathlib.Path) -> dict:
     """The manifest at ``path``, parsed and checked (MemoryFormatError if it is not one)."""
-    size = path.stat().st_size
-    if size > MAX_MANIFEST_BYTES:
-        raise MemoryFormatError(f"{path} is {size} bytes, too large to be a memory manifest")
-    try:
-        manifest = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as exc:  # also an integer too long for int() (ValueError)
-        raise MemoryFormatError(f"{path} is not valid JSON: {exc}") from None
+    try:  # a regular file of at most MAX_MANIFEST_BYTES, strict JSON (a key twice is an error)
+        manifest = read_json(path, MAX_MANIFEST_BYTES, "a memory manifest")
+    except ValueError as exc:  # also an integer too long for int()
+        raise MemoryFormatError(str(exc)) from None
     check_manifest(manifest, path)
     return manifest
 
@@ -75,6 +79,14 @@ def check_manifest(manifest, path: pathlib.Path) -> None:
     for key in ("hidden_size", "num_items", "n_shards", "count", "shard_size"):
         if _expect(manifest, key, int, path) < (0 if key == "count" else 1):
             raise MemoryFormatError(f"{path}: {key!r} must be positive, got {manifest[key]}")
+        if manifest[key] > MAX_SIZE_FIELDS[key]:
+            raise MemoryFormatError(f"{path}: {key!r} is {manifest[key]!r:.30}, past any memory pyl2d builds "
+                                    f"(at most {MAX_SIZE_FIELDS[key]})")
+    if not _FINGERPRINT.fullmatch(manifest["model_fingerprint"]):
+        raise MemoryFormatError(f"{path}: model_fingerprint {manifest['model_fingerprint']!r:.60} is not the short hex "
+                                "digest pyl2d writes")
+    if len(str(manifest.get("model_name", ""))) > MAX_NAME_CHARS:
+        raise MemoryFormatError(f"{path}: model_name is over {MAX_NAME_CHARS} characters")
     layer = manifest["layer"]  # a str, an int or a list (of ints: a mean of hidden states), checked above
     if isinstance(layer, bool) or (isinstance(layer, str) and layer != "final") or (isinstance(layer, list) and (
             not layer or any(isinstance(i, bool) or not isinstance(i, int) for i in layer))):

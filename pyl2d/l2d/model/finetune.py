@@ -28,7 +28,8 @@ from pyl2d._checks import positive_ints
 from pyl2d.l2d._files import write_atomic
 from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate, data_fingerprint
 from pyl2d.l2d.data.records import Catalog, Sample, prefix_augment, with_history
-from pyl2d.l2d.model.train import TRAINING_INFO, sft_examples
+from pyl2d._io import read_json
+from pyl2d.l2d.model.train import TRAINING_INFO, read_record, sft_examples
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_EPOCHS = 1e6  # past this a step count overflows; no run trains that long
@@ -113,8 +114,8 @@ def _resume_point(checkpoints: pathlib.Path, request: dict, prepare: bool = True
     the wrong run), never a folder without pyl2d's marker, and mark the folder with this one."""
     marker = checkpoints / _REQUEST
     try:
-        same = marker.is_file() and json.loads(marker.read_text()) == request
-    except ValueError:  # a torn or foreign marker: not this request's
+        same = marker.is_file() and read_json(marker, 1 << 20, "a pyl2d checkpoints marker") == request
+    except (OSError, ValueError):  # a torn or foreign marker: not this request's
         same = False
     if prepare:
         if not same and checkpoints.exists():
@@ -167,10 +168,8 @@ def _loss(value: float | None) -> str:
 def finetuned_with(output_dir: str | pathlib.Path, request: dict) -> bool:
     """True when ``output_dir`` holds a model :func:`finetune_model` finished for ``request``
     (same base, config, template and data): fine-tuning again would give the same model."""
-    info_path = pathlib.Path(output_dir, TRAINING_INFO)
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, ValueError):
+    info = read_record(pathlib.Path(output_dir, TRAINING_INFO))
+    if info is None:
         return False
     return all(info.get(key) == value for key, value in request.items())
 

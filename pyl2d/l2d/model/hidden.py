@@ -59,22 +59,29 @@ def load_model(path: str, device: str | None = None, dtype: torch.dtype | None =
 
 def _adapter_base(path: str) -> str:
     """The base checkpoint folder of the LoRA adapter at ``path``; errors name the file."""
-    import json
     import os
-    import pathlib
+
+    from pyl2d._io import read_json
 
     config_path = os.path.join(path, "adapter_config.json")
     try:
-        base = json.loads(pathlib.Path(config_path).read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{config_path} is not readable JSON ({exc})") from None
+        config = read_json(config_path, 16 << 20, "a peft adapter config")
+    except OSError as exc:
+        raise ValueError(f"{config_path} is not readable ({exc.strerror})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} is a JSON {type(config).__name__}, not an object: not a peft adapter config")
+    base = config.get("base_model_name_or_path")
     if not base:
         raise ValueError(f"{config_path} names no base_model_name_or_path")
+    if not isinstance(base, str):
+        raise ValueError(f"{config_path}: base_model_name_or_path must be a string (a local folder), got "
+                         f"{type(base).__name__}")
+    shown = base if len(base) <= 200 else base[:200] + "..."
     if not os.path.isabs(base):  # relative to the adapter folder, else to the working directory
         beside = os.path.join(path, base)
         base = beside if os.path.isdir(beside) else base
     if not os.path.isdir(base):
-        raise FileNotFoundError(f"{config_path}: its base model {base} is not a local folder (pyl2d loads local "
+        raise FileNotFoundError(f"{config_path}: its base model {shown} is not a local folder (pyl2d loads local "
                                 "checkpoints only; download it and point base_model_name_or_path at it)")
     return base
 

@@ -21,12 +21,14 @@ from typing import Sequence
 import torch
 
 from pyl2d._checks import positive_ints
+from pyl2d._io import read_json
 from pyl2d.l2d._files import write_atomic
 from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate, answer_token_ids, data_fingerprint, prompt_token_ids
 from pyl2d.l2d.data.records import Catalog, Sample, prefix_augment, with_history
 from pyl2d.l2d.model.hidden import _progress
 
 TRAINING_INFO = "pyl2d_training.json"  # written next to a trained model: config, template, data
+MAX_RECORD_BYTES = 64 << 20  # a record is a few kB; past this it is not one
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
 
@@ -153,6 +155,17 @@ def _answer_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Ten
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
+def read_record(path: pathlib.Path) -> dict | None:
+    """The training record at ``path`` as a dict, or None where it is missing, unreadable, no
+    regular file (a FIFO must not block), over 64 MiB or not strict JSON: a caller asking
+    "was this model trained with ...?" then answers no, and training runs again."""
+    try:
+        info = read_json(path, MAX_RECORD_BYTES, "a pyl2d training record")
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def trained_with(output_dir: str | pathlib.Path, samples: Sequence[Sample], config: TrainConfig,
                  template: PromptTemplate) -> bool:
     """True when ``output_dir`` holds a model that :func:`train_model` finished with exactly
@@ -160,9 +173,8 @@ def trained_with(output_dir: str | pathlib.Path, samples: Sequence[Sample], conf
     info_path = pathlib.Path(output_dir, TRAINING_INFO)
     if not info_path.is_file() or not pathlib.Path(output_dir, "config.json").is_file():
         return False
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, ValueError):
+    info = read_record(info_path)
+    if info is None:
         return False
     return (info.get("config") == dataclasses.asdict(config) and info.get("template") == dataclasses.asdict(template)
             and info.get("data_fingerprint") == data_fingerprint(samples, template)

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import time
 from typing import Callable
 
+from pyl2d._io import read_json
 from pyl2d.l2d.data.records import with_history
 from pyl2d.l2d.evaluation.evaluate import EvalConfig
 from pyl2d.l2d.pipeline.config import (BuildMemoryRun, DemoRun, EvalRun, FinetuneRun, MemoryConfig, PathLike,
                                        RecommendRun, RuntimeConfig, TrainRun, field_default)
-from pyl2d.l2d.model.train import DEMO_CONFIG, TRAINING_INFO, TrainConfig
+from pyl2d.l2d.model.train import DEMO_CONFIG, MAX_RECORD_BYTES, TRAINING_INFO, TrainConfig
 
 Log = Callable[[str], None]
 DEMO_M = 200  # nearest memory entries for L2D-local in the demo (its memory is small)
@@ -66,11 +68,12 @@ def prompt_template(model_path: PathLike | None = None, max_history: int | None 
 
     template = DEFAULT_PROMPT
     info = pathlib.Path(model_path, TRAINING_INFO) if model_path else None
-    if info is not None and info.is_file():
+    if info is not None and os.path.lexists(info):  # a FIFO or dangling link is an error, not the default
         try:
-            template = PromptTemplate(**json.loads(info.read_text(encoding="utf-8"))["template"])
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # ValueError: bad JSON or template
-            why = f"no {exc} entry" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:200]
+            template = PromptTemplate(**read_json(info, MAX_RECORD_BYTES, "a pyl2d training record")["template"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # ValueError: bad JSON or template
+            why = (f"no {exc} entry" if isinstance(exc, KeyError) else exc.strerror if isinstance(exc, OSError)
+                   else str(exc).splitlines()[0][:200])
             raise ValueError(f"{info}: not a pyl2d training record with a prompt template ({why}); "
                              f"retrain, or remove the file to prompt with the default template") from None
     if max_history:
