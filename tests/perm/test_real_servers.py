@@ -69,7 +69,8 @@ def test_transformers_serve_text_fallback_warns_once(tf_server, caplog, monkeypa
 def test_perm_score_end_to_end_against_transformers_serve(tf_server, tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"id": "a", "query": "I feel overwhelmed.", "completion": "That sounds hard."}) + "\n")
+    data.write_text(json.dumps({"id": "a", "query": "I feel overwhelmed.", "completion":
+                                "## Analysis\nThe seeker is exhausted.\n\n## Response\nThat sounds hard."}) + "\n")
     out = tmp_path / "scores.jsonl"
     run = _perm_score(tf_server.base_url, str(tf_server.argv[-1]), data, out, "--max-tokens", "24",
                       "--missing-section", "invalid")
@@ -78,6 +79,7 @@ def test_perm_score_end_to_end_against_transformers_serve(tf_server, tmp_path, m
     (line,) = out.read_text().splitlines()
     record = json.loads(line)
     assert record["id"] == "a" and set(record["scores"]) == {p.name for p in P.DEFAULT_PERSPECTIVES}
+    assert "wrote 1 of 1" in run.stderr  # four judge calls answered (a 24-token judgement may hold no score)
 
 
 # ---- llama.cpp's server (where built) ----------------------------------------------------
