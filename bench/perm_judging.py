@@ -20,6 +20,16 @@ the same underlying judge and their rewards can be compared (Spearman rank corre
 "Unordered" prompts put the supporter's text before the rubric (what a prompt template that
 leads with the thing judged does), so no two prompts share more than the system message.
 Generated judge tokens are counted by the server; wall time is one PERMReward call per batch.
+
+Against a real server (issue 25)::
+
+    python bench/perm_judging.py --server http://127.0.0.1:8000/v1 --model NAME \
+        [--prompts 8 --generations 8] [--server-log FILE]
+
+runs text and logprob scoring on the same batch (the 4 default perspectives), counting the
+generated and prompt tokens from each reply's ``usage`` and, with ``--server-log`` (llama.cpp's
+server run with ``--verbose true``), the prompt tokens it served from its prefix cache
+("N prefix-match hit" lines), and reports the rank agreement (Spearman) of the rewards.
 """
 from __future__ import annotations
 
@@ -227,7 +237,81 @@ def run(scoring: str, ordered: bool, n_servers: int, data) -> dict:
             p.join()
 
 
+class _CountingJudge(OpenAIJudge):
+    """An OpenAIJudge that adds up each reply's usage (generated and prompt tokens)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.usage = {"completion_tokens": 0, "prompt_tokens": 0, "replies": 0}
+
+    def _content(self, body, scoring):
+        try:
+            usage = json.loads(body).get("usage") or {}
+            for k in ("completion_tokens", "prompt_tokens"):
+                self.usage[k] += int(usage.get(k) or 0)
+            self.usage["replies"] += 1
+        except Exception:
+            pass
+        return super()._content(body, scoring)
+
+
+def _cache_hits(log_path, start: int) -> tuple[int, int]:
+    """(prompt tokens from the prefix cache, prompts) in llama-cpp-python's log after ``start``."""
+    if not log_path:
+        return -1, 0
+    with open(log_path, errors="replace") as f:
+        f.seek(start)
+        hits = [int(m.group(1)) for m in re.finditer(r"Llama.generate: (\d+) prefix-match hit", f.read())]
+    return sum(hits), len(hits)
+
+
+def real_report(args) -> str:
+    """Text vs logprob scoring against the real server ``args.server``."""
+    import os as _os
+
+    prompts, completions, persona, scenario = batch(args.prompts, args.generations)
+    rows, results = [], {}
+    for scoring in ("text", "logprobs"):
+        judge = _CountingJudge(args.server, args.model, scoring=scoring, concurrency=args.concurrency,
+                               timeout=600, max_tokens=args.max_tokens, api_key_env="PYL2D_BENCH_NO_KEY")
+        reward = PERMReward(judge)
+        start = _os.path.getsize(args.server_log) if args.server_log else 0
+        t0 = time.perf_counter()
+        rewards = reward(prompts=prompts, completions=completions, persona=persona, scenario=scenario)
+        wall = time.perf_counter() - t0
+        cached, n_logged = _cache_hits(args.server_log, start)
+        scored = sum(1 for r in rewards if not math.isnan(r))
+        results[scoring] = dict(wall=wall, rewards=rewards, scored=scored, **judge.usage, cached=cached,
+                                fallback=judge.stats["text_fallback"])
+        r = results[scoring]
+        rows.append([scoring, f"{scored} of {len(rewards)}", f"{wall:.1f}", r["completion_tokens"], r["replies"],
+                     r["fallback"], r["prompt_tokens"],
+                     (f"{cached} ({cached / r['prompt_tokens']:.0%})" if cached >= 0 and r["prompt_tokens"]
+                      else "not reported")])
+    t, lp = results["text"], results["logprobs"]
+    rho = spearman(t["rewards"], lp["rewards"])
+    n = len(prompts)
+    return (f"# PERM judging against a real server (issue 25)\n\n{_harness.machine_line('cpu')}; server "
+            f"{shown(args.server)}, model {args.model!r}; one batch = {args.prompts} prompts x {args.generations} "
+            f"completions x 4 perspectives ({n * 4} judge prompts); text max_tokens {args.max_tokens}, "
+            f"concurrency {args.concurrency}; command: `python bench/perm_judging.py {' '.join(sys.argv[1:])}`.\n\n"
+            + _harness.markdown_table(["scoring", "completions scored", "batch wall s", "generated judge tokens",
+                                       "replies", "re-asked in text", "prompt tokens", "prompt tokens from cache"],
+                                      rows)
+            + f"\n\nlogprobs vs text: {_harness.ratio(t['completion_tokens'] / max(1, lp['completion_tokens']), 1)} "
+              f"fewer generated tokens, {_harness.ratio(t['wall'] / lp['wall'], 1)} lower wall time; reward rank "
+              f"agreement (Spearman, completions both scored) {rho:.3f} over {n} completions.\n")
+
+
+def shown(url: str) -> str:
+    from pyl2d.perm._http import shown_url
+
+    return shown_url(url)
+
+
 def report(args) -> str:
+    if getattr(args, "server", None):
+        return real_report(args)
     n_prompts, n_gen = (8, 4) if args.quick else (64, 8)
     data = batch(n_prompts, n_gen)
     rows, results = [], {}
@@ -260,4 +344,13 @@ def report(args) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(_harness.main("perm_judging", __doc__, report, repeats=1))
+    def _flags(parser):
+        parser.add_argument("--server", default=None, help="a real judge server's API root (else the simulation)")
+        parser.add_argument("--model", default="judge", help="the model name the server expects")
+        parser.add_argument("--prompts", type=int, default=8)
+        parser.add_argument("--generations", type=int, default=8)
+        parser.add_argument("--max-tokens", type=int, default=512, help="text scoring's longest judgement")
+        parser.add_argument("--concurrency", type=int, default=16)
+        parser.add_argument("--server-log", default=None, help="llama.cpp server's log, for prefix-cache hits")
+
+    sys.exit(_harness.main("perm_judging", __doc__, report, repeats=1, add_args=_flags))

@@ -28,6 +28,7 @@ PROG = "pyl2d perm score"
 
 def add_commands(subparsers) -> None:
     from pyl2d.ops.aggregate_rewards import MODES
+    from pyl2d.perm.judges import SCORINGS
     from pyl2d.perm.parsing import MISSING_POLICIES
     from pyl2d.perm.pipeline import ScoreRun as d  # its fields' defaults are the flags' defaults
 
@@ -58,6 +59,11 @@ def add_commands(subparsers) -> None:
                        help=f"retries of a failed judge request (default {d.max_retries})")
     score.add_argument("--max-response-bytes", type=int, default=d.max_response_bytes,
                        help=f"largest judge reply body, decompressed (default {d.max_response_bytes / 2 ** 20:g} MiB)")
+    score.add_argument("--scoring", default=d.scoring, choices=SCORINGS,
+                       help="text: a judgement ending in 'Score: N'; logprobs: the expected score from the "
+                            f"score tokens' probabilities, re-asked in text where a server sends none (default {d.scoring})")
+    score.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                       help=f"longest judgement in tokens, text scoring (default {d.max_tokens})")
     score.add_argument("--mode", default=d.mode, choices=MODES)
     score.add_argument("--bystander-coef", type=float, default=d.bystander_coef)
     score.add_argument("--missing-section", default=d.missing_section, choices=MISSING_POLICIES)

@@ -28,7 +28,7 @@ from pyl2d.perm._http import (ResponseTooLarge, api_key, chat_completions_url, c
 from pyl2d.perm._servers import ServerPool
 from pyl2d.perm.logprob_scores import expected_score
 from pyl2d.perm.perspectives import Perspective
-from pyl2d.perm.scores import ERROR, OK, TRUNCATED, ParsedScore
+from pyl2d.perm.scores import ERROR, MISSING, OK, TRUNCATED, ParsedScore
 
 logger = logging.getLogger("pyl2d.perm")
 
@@ -154,9 +154,17 @@ class OpenAIJudge(TextJudge):
         scoring: "text" (the judge writes a judgement ending in "Score: N", parsed strictly)
             or "logprobs" (the judge is asked for the number only, in at most
             LOGPROB_MAX_TOKENS tokens, and the score is the expectation over the score
-            tokens' probabilities: pyl2d.perm.logprob_scores). A server that returns no
-            logprobs falls back to parsing the reply's text, with one warning.
+            tokens' probabilities at the first position where a digit appears, sampled or
+            not: pyl2d.perm.logprob_scores). A prompt the server answers without logprobs
+            (``transformers serve`` ignores them), or whose logprobs hold no score, is asked
+            again for a judgement ending in "Score: N" (text scoring), with one warning per
+            judge for a server that sends no logprobs; ``stats["text_fallback"]`` counts them.
         top_logprobs: how many alternatives per position the server returns (logprobs scoring).
+
+    The requests of a batch are sent in the order of their messages (sorted), so consecutive
+    prompts share the longest prefix a server can keep cached (one perspective's rubric, then
+    one seeker's context, then the judged text; llama.cpp's server keeps the previous prompt's
+    tokens and re-evaluates only what follows the common prefix: bench/results/perm_judging_*).
 
     ``fatal`` holds, after a batch, why the judge as a whole was unusable (the key refused, no
     connection), else None; ``stats`` counts retries and failures.
@@ -208,11 +216,12 @@ class OpenAIJudge(TextJudge):
         self.max_backoff = float(max_backoff)
         self.max_response_bytes = max_response_bytes
         self.scoring = scoring
+        self.text_body = {"temperature": temperature, "max_tokens": max_tokens, **dict(extra_body or {})}
         if scoring == "logprobs":
             self.body = {"temperature": temperature, "max_tokens": LOGPROB_MAX_TOKENS, "logprobs": True,
                          "top_logprobs": top_logprobs, **dict(extra_body or {})}
         else:
-            self.body = {"temperature": temperature, "max_tokens": max_tokens, **dict(extra_body or {})}
+            self.body = self.text_body
         self._warned_no_logprobs = False
         self.stats: collections.Counter = collections.Counter()
         self.fatal: str | None = None
@@ -245,9 +254,37 @@ class OpenAIJudge(TextJudge):
         self.fatal = None
         semaphore = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        # Sent in message order (asyncio's semaphore is first come, first served), answered in
+        # the caller's order.
+        order = sorted(range(len(requests)), key=lambda i: _prompt_key(requests[i]))
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), limits=limits) as client:
-            replies = await asyncio.gather(*(self.post(client, semaphore, r, headers) for r in requests))
-        return self.parse(requests, replies)
+            sent = await asyncio.gather(*(self.post(client, semaphore, requests[i], headers) for i in order))
+            replies: list = [None] * len(requests)
+            for i, reply in zip(order, sent):
+                replies[i] = reply
+            scores = self.parse(requests, replies)
+            if self.scoring == "logprobs":
+                await self._ask_in_text(client, semaphore, headers, requests, replies, scores)
+        return scores
+
+    async def _ask_in_text(self, client, semaphore, headers, requests, replies, scores) -> None:
+        """Re-ask, in text scoring, the prompts answered without logprobs or with logprobs that
+        hold no score (``scores`` updated in place)."""
+        again = []
+        for i, (request, (reply, status), score) in enumerate(zip(requests, replies, scores)):
+            if status != OK or not (reply[1] is None or score.status == MISSING):
+                continue
+            messages = request.perspective.text_messages(request.messages)
+            if messages is not None:
+                again.append((i, JudgeRequest(request.perspective, tuple(messages))))
+        if not again:
+            return
+        self.stats["text_fallback"] += len(again)
+        again.sort(key=lambda item: _prompt_key(item[1]))
+        texts = await asyncio.gather(*(self.post(client, semaphore, r, headers, self.text_body, "text")
+                                       for _, r in again))
+        for (i, _), parsed in zip(again, TextJudge.parse([r for _, r in again], texts)):
+            scores[i] = parsed
 
     async def _attempt(self, client, url: str, payload: dict, headers: dict) -> tuple[int, str | None, bytes | None]:
         """One HTTP exchange: (status code, Retry-After, body of a 2xx reply, capped)."""
@@ -266,12 +303,14 @@ class OpenAIJudge(TextJudge):
             logger.warning("judge request failed: %s (not retried)", message)
         return None, status
 
-    async def post(self, client, semaphore: asyncio.Semaphore, request: JudgeRequest,
-                   headers: dict[str, str]) -> tuple[str | None, str]:
-        """One request with retries; (reply text or None, status)."""
+    async def post(self, client, semaphore: asyncio.Semaphore, request: JudgeRequest, headers: dict[str, str],
+                   body: Mapping | None = None, scoring: str | None = None) -> tuple[object, str]:
+        """One request with retries; (reply or None, status). ``body`` and ``scoring`` default
+        to the judge's own (the text fallback of logprobs scoring passes the text ones)."""
         httpx = httpx_module()
 
-        payload = {"model": self.model, "messages": [dict(m) for m in request.messages], **self.body}
+        scoring = scoring or self.scoring
+        payload = {"model": self.model, "messages": [dict(m) for m in request.messages], **(body or self.body)}
         failure = ERROR
         for attempt in range(self.max_retries + 1):
             retry_after = None
@@ -323,7 +362,7 @@ class OpenAIJudge(TextJudge):
                     logger.warning("judge request rejected: HTTP %d (not retried)", code)
                     return None, ERROR
                 else:
-                    reply = self._content(body)
+                    reply = self._content(body, scoring)
                     if reply[1] != ERROR:
                         release(True, reply[1])
                         if reply[1] == TRUNCATED:
@@ -354,14 +393,14 @@ class OpenAIJudge(TextJudge):
         """Whether prompts should ask for the number alone (logprobs scoring)."""
         return self.scoring == "logprobs"
 
-    def _content(self, body: bytes) -> tuple[object, str]:
+    def _content(self, body: bytes, scoring: str) -> tuple[object, str]:
         """(reply, "ok"): the text, or for logprobs scoring (text, logprobs content or None)."""
         try:
             choice = json.loads(body)["choices"][0]
             text = choice["message"]["content"]
             if not isinstance(text, str):
                 raise TypeError("content is not text")
-            if self.scoring != "logprobs":
+            if scoring != "logprobs":
                 # A score-only reply (logprobs) is cut at its few tokens on purpose; a judgement is not.
                 return (text, TRUNCATED) if choice.get("finish_reason") == "length" else (text, OK)
             content = (choice.get("logprobs") or {}).get("content")
@@ -383,10 +422,10 @@ class OpenAIJudge(TextJudge):
             if content is None:
                 if not self._warned_no_logprobs:
                     self._warned_no_logprobs = True
-                    logger.warning("judge at %s returned no logprobs: scoring its replies' text instead",
-                                   shown_url(self.url))
+                    logger.warning("judge at %s returned no logprobs: asking again for judgements in text "
+                                   "(text scoring) instead", shown_url(self.url))
                 self.stats["no_logprobs"] += 1
-                out.append(p.parse(text))
+                out.append(p.parse(text))  # kept where it cannot be re-asked
                 continue
             try:
                 out.append(expected_score(content, p.score_min, p.score_max))
@@ -394,6 +433,11 @@ class OpenAIJudge(TextJudge):
                 self.stats["bad_response"] += 1
                 out.append(ParsedScore(math.nan, ERROR))
         return out
+
+
+def _prompt_key(request: JudgeRequest) -> tuple:
+    """Sort key of a request: its messages in order, so sorted prompts share prefixes."""
+    return tuple((str(m.get("role", "")), str(m.get("content", ""))) for m in request.messages)
 
 
 class LocalJudge(Judge):

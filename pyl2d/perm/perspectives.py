@@ -8,7 +8,7 @@ score range. ``DEFAULT_PERSPECTIVES`` is the set PERM uses; pass your own tuple 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from pyl2d._checks import finite_number
 from pyl2d.perm import rubrics
@@ -70,7 +70,6 @@ class Perspective:
             raise ValueError(f"perspective {self.name!r} scores from {self.score_min}: logprob scoring reads "
                              "unsigned digit tokens only; use scoring='text' or a range from 0")
         what = "analysis" if self.section == "analysis" else "response"
-        verdict = f"{self.label}: N / {self.score_max}" if self.label else "Score: N"
         system = (f"You are an expert evaluator of empathetic support conversations, judging from the "
                   f"{self.role}'s perspective ({self.name}). Follow the rubric exactly.")
         user = (
@@ -78,12 +77,29 @@ class Perspective:
             f"## The seeker\nPersona: {persona or '(not given)'}\nScenario: {scenario or '(not given)'}\n\n"
             f"## What the seeker said\n{query or '(not given)'}\n\n"
             f"## The supporter's {what}\n{text if text.strip() else '(empty)'}\n\n"
-            + (f"Reply with the score only: one integer from {self.score_min} to {self.score_max}, nothing else."
-               if score_only else
-               f"Explain your judgement in a few sentences, then end with a final line of the form\n"
-               f"{verdict}\nwhere N is an integer from {self.score_min} to {self.score_max}.")
+            + self.instruction(score_only)
         )
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def instruction(self, score_only: bool) -> str:
+        """The judge prompt's closing instruction: the number alone, or a judgement ending in
+        "Score: N". It closes the prompt, so prompts of one perspective share everything
+        before the judged text (a server's prefix cache)."""
+        if score_only:
+            return f"Reply with the score only: one integer from {self.score_min} to {self.score_max}, nothing else."
+        verdict = f"{self.label}: N / {self.score_max}" if self.label else "Score: N"
+        return (f"Explain your judgement in a few sentences, then end with a final line of the form\n"
+                f"{verdict}\nwhere N is an integer from {self.score_min} to {self.score_max}.")
+
+    def text_messages(self, messages: Sequence[Mapping[str, str]]) -> list[dict] | None:
+        """``messages`` (a score-only prompt of this perspective) asking for a judgement
+        ending in "Score: N" instead: what a logprobs judge re-asks a server that sent no
+        logprobs. None when the last message does not end with the score-only instruction."""
+        *head, last = [dict(m) for m in messages] or [{}]
+        content, tail = str(last.get("content", "")), self.instruction(True)
+        if not content.endswith(tail):
+            return None
+        return [*head, {**last, "content": content[:-len(tail)] + self.instruction(False)}]
 
 
 RESONATION = Perspective("supporter/resonation", "supporter", "analysis", rubrics.RESONATION)

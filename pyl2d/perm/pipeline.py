@@ -43,7 +43,9 @@ class ScoreRun:
 
     ``*_field``: the input's JSON fields; ``batch_size``: dialogues per judge batch (and per
     flush); ``timeout``: wall-clock seconds per request attempt, body included;
-    ``max_response_bytes``: largest reply body, decompressed; ``mode``, ``bystander_coef``,
+    ``max_response_bytes``: largest reply body, decompressed; ``scoring``: "text" or
+    "logprobs" (see :class:`~pyl2d.perm.judges.OpenAIJudge`); ``max_tokens``: longest judgement
+    in text scoring; ``mode``, ``bystander_coef``,
     ``missing_section``: as :class:`~pyl2d.perm.reward.PERMReward`; ``progress``: a tqdm bar."""
     judge_url: str
     model: str
@@ -60,6 +62,8 @@ class ScoreRun:
     timeout: float = _default_of(OpenAIJudge, "timeout")
     max_retries: int = _default_of(OpenAIJudge, "max_retries")
     max_response_bytes: int = MAX_RESPONSE_BYTES
+    scoring: str = _default_of(OpenAIJudge, "scoring")
+    max_tokens: int = _default_of(OpenAIJudge, "max_tokens")
     mode: str = _default_of(PERMReward, "mode")
     bystander_coef: float = _default_of(PERMReward, "bystander_coef")
     missing_section: str = _default_of(PERMReward, "missing_section")
@@ -100,7 +104,8 @@ def check_config(config) -> None:
         raise ValueError("--api-key-env must name an environment variable")
     for flag, value, low in (("--batch-size", config.batch_size, 1), ("--concurrency", config.concurrency, 1),
                              ("--max-retries", config.max_retries, 0),
-                             ("--max-response-bytes", config.max_response_bytes, 1)):
+                             ("--max-response-bytes", config.max_response_bytes, 1),
+                             ("--max-tokens", config.max_tokens, 1)):
         if value < low:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
     if not 0 < config.timeout < math.inf:
@@ -165,7 +170,8 @@ def score_jsonl(config: ScoreRun, report: Callable[[str], None] = _stderr) -> Sc
     check_config(config)
     judge = OpenAIJudge(config.judge_url, config.model, api_key_env=config.api_key_env,
                         concurrency=config.concurrency, timeout=config.timeout, max_retries=config.max_retries,
-                        max_response_bytes=config.max_response_bytes)
+                        max_response_bytes=config.max_response_bytes, scoring=config.scoring,
+                        max_tokens=config.max_tokens)
     reward = PERMReward(judge, mode=config.mode, bystander_coef=config.bystander_coef,
                         missing_section=config.missing_section,
                         columns={"persona": config.persona_field, "scenario": config.scenario_field,

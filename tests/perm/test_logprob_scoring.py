@@ -84,3 +84,16 @@ def test_bad_scoring_arguments():
         OpenAIJudge("http://127.0.0.1:1/v1", "m", scoring="probs")
     with pytest.raises(ValueError, match="top_logprobs"):
         OpenAIJudge("http://127.0.0.1:1/v1", "m", scoring="logprobs", top_logprobs=50)
+
+
+def test_a_word_sampled_first_is_read_from_the_digit_candidates():
+    """Issue 25: SmolLM2 under llama.cpp sampled "The" with score digits among its top_logprobs;
+    that was "missing" for every prompt. Now the expectation over the in-range candidates."""
+    got = expected_score([pos("The", {"The": 0.5, "4": 0.3, "2": 0.1, "9": 0.1}), pos(" score", {" score": 1.0})], 1, 5)
+    assert got.status == "ok" and got.value == pytest.approx((4 * 0.3 + 2 * 0.1) / 0.4)
+    later = expected_score([pos("I", {"I": 1.0}), pos("3", {"3": 0.5, "4": 0.5})], 1, 5)  # first digit later
+    assert later.status == "ok" and later.value == pytest.approx(3.5)
+    # single digits of a 0-100 range: the number's length is unknown, so no score (re-asked in text)
+    assert expected_score([pos("The", {"The": 0.6, "7": 0.4})], 0, 100).status == "missing"
+    assert expected_score([pos("The", {"The": 0.6, "78": 0.3, "7": 0.1})], 0, 100).value == pytest.approx(60.25)
+    assert expected_score([pos("The", {"The": 0.6, "9": 0.4})], 1, 5).status == "out_of_range"
