@@ -23,11 +23,39 @@ def test_beam_returns_catalog_titles(tiny_model, tiny_data):
     out = b.recommend(tiny_data.test[:3], exclude_history=False)
     assert out.ids.shape == (3, 4)
     for titles, ids in zip(out.titles, out.ids.tolist()):
-        assert 1 <= len(titles) <= 4 and len(set(titles)) == len(titles)
+        assert len(titles) == 4 and len(set(titles)) == len(titles)
         assert all(tiny_data.catalog.ids_with_title(t) for t in titles)
         assert [tiny_data.catalog.title(i) for i in ids if i >= 0] == titles[:4]
     with pytest.raises(ValueError, match="num_beams"):
         b.recommend(tiny_data.test[:1], k=5)
+
+
+def _path_logprob(model, prompt, path):
+    ids = torch.tensor([list(prompt) + list(path)])
+    logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    return sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(path))
+
+
+def test_beam_returns_full_lists_of_the_best_titles(tiny_model, tiny_data):
+    """10 beams over a 40-title catalog: always 10 distinct complete titles (generate() with
+    prefix_allowed_tokens_fn returned 8-9 with this tokenizer), scored as the model scores
+    the whole title + EOS, best first (beam search prunes: not the exhaustive top 10)."""
+    from pyl2d.l2d.baselines import constrained_beam_search
+
+    model, tok = tiny_model
+    b = BeamSearchDecoder(model, tok, tiny_data.catalog, num_beams=10)
+    samples = tiny_data.test[:6]
+    prompts = b.prompt_ids(samples)
+    found = constrained_beam_search(model, prompts, b.trie, 10, b.pad)
+    for prompt, paths in zip(prompts, found):
+        assert len(paths) == 10 and len({p for p, _ in paths}) == 10
+        assert all(p in b.trie.title_of for p, _ in paths)
+        scores = [s for _, s in paths]
+        assert scores == sorted(scores, reverse=True)
+        for p, s in paths[:3]:
+            assert abs(_path_logprob(model, prompt, p) - s) < 1e-3
+    titles = b.recommend(samples, exclude_history=False).titles
+    assert all(len(t) == 10 for t in titles)
 
 
 def test_trie():

@@ -134,7 +134,7 @@ class _TitleTrie:
             node = self.root
             for t in path:
                 node = node.setdefault(t, {})
-            self.title_of[path] = title
+            self.title_of.setdefault(path, title)  # two titles with one tokenization: the first
         self._cache: dict[tuple[int, ...], list[int]] = {}
         self.eos = eos
 
@@ -151,46 +151,104 @@ class _TitleTrie:
         return hit
 
 
+def _logits_last(model, **kwargs) -> torch.Tensor:
+    """The model's output at the last position (``logits_to_keep=1`` where it is accepted)."""
+    try:
+        out = model(**kwargs, logits_to_keep=1)
+    except TypeError:
+        out = model(**kwargs)
+    return out, torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+
+@torch.no_grad()
+def constrained_beam_search(model, prompt_ids: Sequence[Sequence[int]], trie: _TitleTrie, num_beams: int,
+                            pad_id: int) -> list[list[tuple[tuple[int, ...], float]]]:
+    """The ``num_beams`` best complete trie paths (ending in EOS) per prompt, best first, each
+    with its score: the sum of the model's token log-probabilities (full-vocabulary softmax),
+    EOS included, without length normalisation (as D3 decodes).
+
+    Written here rather than through ``generate(prefix_allowed_tokens_fn=...)``: once the trie
+    narrows (after a title's first tokens most prefixes have one continuation), Hugging Face's
+    beam search has fewer allowed candidates than beams, fills the free beams with masked
+    (-1e9) continuations of finished titles, and with ``early_stopping`` returns those copies
+    as hypotheses: 1-3 distinct titles of 10 on SmolLM2's tokenizer. Here every candidate is
+    an allowed (beam, child) pair, so the live beams plus the finished paths always reach at
+    least ``num_beams`` titles when the trie has that many, and a query stops only when its
+    ``num_beams``-th finished score beats every live beam (scores only fall)."""
+    eos = trie.eos
+    device = next(model.parameters()).device
+    n = len(prompt_ids)
+    ids, mask = _left_pad(prompt_ids, pad_id, device)
+    positions = (mask.cumsum(1) - 1).clamp_min(0)
+    out, logp = _logits_last(model, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    cache = out.past_key_values
+    # live beams: (query, row in the cache, score, node, path)
+    live = [(q, q, 0.0, trie.root, ()) for q in range(n)]
+    finished: list[list[tuple[float, tuple[int, ...]]]] = [[] for _ in range(n)]
+    last_pos = positions[:, -1]
+    while live:
+        rows = torch.tensor([b[1] for b in live], device=device)
+        tokens = [list(b[3]) for b in live]
+        flat_rows = [i for i, ts in enumerate(tokens) for _ in ts]
+        flat_tokens = [t for ts in tokens for t in ts]
+        gathered = logp[rows[torch.tensor(flat_rows, device=device)], torch.tensor(flat_tokens, device=device)].tolist()
+        by_query: dict[int, list] = {}
+        k = 0
+        for i, (q, _, score, node, path) in enumerate(live):
+            for t in tokens[i]:
+                s = score + gathered[k]
+                k += 1
+                if t == eos:
+                    finished[q].append((s, path + (eos,)))
+                else:
+                    by_query.setdefault(q, []).append((s, i, t))
+        new_live = []
+        for q, cands in by_query.items():
+            cands.sort(key=lambda c: (-c[0], c[1], c[2]))
+            done = sorted(finished[q], key=lambda f: (-f[0], f[1]))[:num_beams]
+            finished[q] = done
+            if len(done) >= num_beams:  # a live beam can only lose score: drop those below the bar
+                cands = [c for c in cands if c[0] > done[-1][0]]
+            for s, i, t in cands[:num_beams]:
+                _, _, _, node, path = live[i]
+                new_live.append((q, i, s, node[t], path + (t,)))
+        if not new_live:
+            break
+        parents = torch.tensor([live[b[1]][1] for b in new_live], device=device)
+        cache.reorder_cache(parents)
+        mask = torch.cat([mask[parents], torch.ones((len(new_live), 1), dtype=mask.dtype, device=device)], 1)
+        last_pos = last_pos[parents] + 1
+        step_ids = torch.tensor([[b[4][-1]] for b in new_live], device=device)
+        out, logp = _logits_last(model, input_ids=step_ids, attention_mask=mask, position_ids=last_pos[:, None],
+                                 past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        live = [(q, r, s, node, path) for r, (q, _, s, node, path) in enumerate(new_live)]
+    return [[(path, score) for score, path in sorted(f, key=lambda f: (-f[0], f[1]))[:num_beams]]
+            for f in finished]
+
+
 class BeamSearchDecoder(_Generator):
-    """Beam search over the catalog's titles: ``num_beams`` beams, that many titles returned.
-    Each title maps to its most popular item (``item_popularity``; ties to the lower id)."""
+    """Beam search over the catalog's titles (:func:`constrained_beam_search`): ``num_beams``
+    beams, that many distinct complete titles returned. Each title maps to its most popular
+    item (``item_popularity``; ties to the lower id)."""
 
     def __init__(self, model, tokenizer, catalog: Catalog, template: PromptTemplate = DEFAULT_PROMPT,
                  num_beams: int = 10, item_popularity: torch.Tensor | None = None):
         super().__init__(model, tokenizer, catalog, template)
-        if num_beams < 1 or num_beams > len(self.unique_titles):
-            raise ValueError(f"num_beams={num_beams} must be between 1 and the number of distinct titles "
-                             f"({len(self.unique_titles)})")
-        self.num_beams = num_beams
         self.trie = _TitleTrie(self.title_tokens, self.unique_titles, self.eos)
+        distinct = len(self.trie.title_of)
+        if isinstance(num_beams, bool) or not isinstance(num_beams, int) or not 1 <= num_beams <= distinct:
+            raise ValueError(f"num_beams={num_beams!r} must be between 1 and the number of distinct titles "
+                             f"({distinct}, as the tokenizer spells them)")
+        self.num_beams = num_beams
         pop = item_popularity if item_popularity is not None else torch.zeros(len(catalog))
         self.item_of_title = {t: max(catalog.ids_with_title(t), key=lambda i: (float(pop[i]), -i))
                               for t in self.unique_titles}
 
-    @torch.no_grad()
     def generate_titles(self, samples: Sequence[Sample]) -> list[list[str]]:
-        """``num_beams`` catalog titles per sample, best first."""
-        ids, mask = _left_pad(self.prompt_ids(samples), self.pad, self.device)
-        width = ids.shape[1]
-        trie = self.trie
-
-        def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
-            return trie.allowed(tuple(sent[width:].tolist()))
-
-        out = self.model.generate(input_ids=ids, attention_mask=mask, num_beams=self.num_beams,
-                                  num_return_sequences=self.num_beams, prefix_allowed_tokens_fn=allowed,
-                                  early_stopping=True, **self.generation_kwargs())
-        rows = out[:, width:].tolist()
-        titles: list[list[str]] = []
-        for q in range(len(samples)):
-            found = []
-            for row in rows[q * self.num_beams:(q + 1) * self.num_beams]:
-                path = tuple(row[:row.index(self.eos) + 1]) if self.eos in row else tuple(row)
-                title = trie.title_of.get(path)
-                if title is not None and title not in found:
-                    found.append(title)
-            titles.append(found)
-        return titles
+        """``num_beams`` distinct catalog titles per sample, best first."""
+        found = constrained_beam_search(self.model, self.prompt_ids(samples), self.trie, self.num_beams, self.pad)
+        return [[self.trie.title_of[path] for path, _ in paths] for paths in found]
 
     def recommend(self, samples: Sequence[Sample], k: int | None = None, exclude_history: bool = True) -> DecodedList:
         """``k`` defaults to (and may not exceed) ``num_beams``; excluded items are dropped
