@@ -94,6 +94,16 @@ def folder(text: str) -> str:
     return text
 
 
+def model_path(text: str) -> str:
+    """A model: a checkpoint folder, or a ``.gguf`` file (converted on load: pyl2d.l2d.gguf)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no model")
+    path = pathlib.Path(text)
+    if path.is_file() and path.suffix.lower() != ".gguf":
+        raise argparse.ArgumentTypeError(f"{text} is a file but not a .gguf; give a model folder or a .gguf file")
+    return text
+
+
 def file(text: str) -> str:
     """A file path to write: an error if it names a folder or lies under a file."""
     path = pathlib.Path(text)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyl2d.l2d.pipeline.argtypes import (device, file, folder, non_negative_int, positive_float, positive_int,
-                                         representation, unit_float)
+from pyl2d.l2d.pipeline.argtypes import (device, file, folder, model_path, non_negative_int, positive_float,
+                                         positive_int, representation, unit_float)
 
 MINUTES_HELP = ("optional wall-clock cap on each model's training (default: none, so that results do not "
                 "depend on the machine's speed)")
@@ -76,7 +76,7 @@ def add_commands(subparsers) -> None:
                     "Data-parallel on W devices: torchrun --nproc-per-node W -m pyl2d finetune ... (each process "
                     "takes --train-batch-size rows per step).")
     _data_args(p)
-    p.add_argument("--base", required=True, type=folder, help="the pretrained checkpoint folder")
+    p.add_argument("--base", required=True, type=model_path, help="the pretrained checkpoint folder or .gguf file")
     p.add_argument("--output", required=True, type=folder, help="folder for the fine-tuned model")
     _finetune_args(p)
     _max_history_arg(p)
@@ -91,7 +91,7 @@ def add_commands(subparsers) -> None:
                     "torchrun (`torchrun --nproc-per-node W -m pyl2d build-memory ...`) each rank encodes its share "
                     "of the shards on its own device; the result is the same memory.")
     _data_args(p)
-    p.add_argument("--model", required=True, type=folder, help="a causal LM folder (save_pretrained)")
+    p.add_argument("--model", required=True, type=model_path, help="a causal LM folder (save_pretrained) or .gguf file")
     p.add_argument("--output", required=True, type=folder, help="memory folder")
     _max_history_arg(p)
     _memory_args(p)
@@ -106,7 +106,7 @@ def add_commands(subparsers) -> None:
                     "is first trained on the training split (--train-split) as `pyl2d demo` does.")
     p.add_argument("--data", required=True, type=folder, help=DATA_HELP)
     _split_args(p)
-    p.add_argument("--model", type=folder, default=field_default(EvalRun, "model"),
+    p.add_argument("--model", type=model_path, default=field_default(EvalRun, "model"),
                    help="a causal LM folder to evaluate (default: train a tiny one into --work-dir)")
     p.add_argument("--memory", type=folder, default=field_default(EvalRun, "memory"),
                    help="its memory folder (default: build one into --work-dir)")
@@ -143,7 +143,7 @@ def add_commands(subparsers) -> None:
         description="Recommend with L2D from one prefill: e.g. `pyl2d recommend --model M --memory MEM "
                     "--data DIR --history 12,7,33 --k 10`.")
     _data_args(p)
-    p.add_argument("--model", required=True, type=folder, help="a causal LM folder")
+    p.add_argument("--model", required=True, type=model_path, help="a causal LM folder or .gguf file")
     p.add_argument("--memory", required=True, type=folder, help="its memory folder (pyl2d build-memory)")
     p.add_argument("--history", required=True, action="append",
                    help="comma-separated item ids, oldest first; repeat for several users")

@@ -239,10 +239,11 @@ def run_finetune(config: FinetuneRun, log: Log = print) -> pathlib.Path:
     trains data-parallel on its share of each batch, through the Trainer; rank 0 logs and saves."""
     from pyl2d.distributed.launch import launched_rank
     from pyl2d.l2d.model.finetune import finetune_model
+    from pyl2d.l2d.model.gguf import resolve
 
     _setup(config.runtime)
     dataset = load_dataset(config.data, log=log if launched_rank() == 0 else None)
-    finetune_model(config.base, dataset.catalog, dataset.train, config.output, config.finetuning,
+    finetune_model(resolve(config.base, log=log), dataset.catalog, dataset.train, config.output, config.finetuning,
                    prompt_template(None, config.max_history), device=config.runtime.device,
                    progress=config.runtime.progress, log=log)
     return pathlib.Path(config.output)
