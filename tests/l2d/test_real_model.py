@@ -67,9 +67,9 @@ def test_smollm2_end_to_end(smol, tmp_path, tiny_data):
                          DEFAULT_PROMPT, device="cpu", progress=False, log=lambda *_: None)
     model, tok = load_model(str(out), device="cpu")
     extractor = HiddenStateExtractor(model, tok, batch_size=32, progress=False)
-    memory = build_memory(extractor, tiny_data.train, len(tiny_data.catalog), tmp_path / "memory", DEFAULT_PROMPT,
+    memory = build_memory(extractor, tiny_data.train[:64], len(tiny_data.catalog), tmp_path / "memory", DEFAULT_PROMPT,
                           log=lambda *_: None)
-    result = evaluate(model, tok, memory, tiny_data.train, tiny_data.test, tiny_data.catalog, DEFAULT_PROMPT,
+    result = evaluate(model, tok, memory, tiny_data.train[:64], tiny_data.test, tiny_data.catalog, DEFAULT_PROMPT,
                       EvalConfig(max_test=20, beams=10, batch_size=20, timing=False, ks=(5, 10)),
                       log=lambda *_: None)
     assert [r["method"] for r in result["records"]] == list(METHODS)
