@@ -40,7 +40,7 @@ def test_beam_returns_full_lists_of_the_best_titles(tiny_model, tiny_data):
     """10 beams over a 40-title catalog: always 10 distinct complete titles (generate() with
     prefix_allowed_tokens_fn returned 8-9 with this tokenizer), scored as the model scores
     the whole title + EOS, best first (beam search prunes: not the exhaustive top 10)."""
-    from pyl2d.l2d.baselines import constrained_beam_search
+    from pyl2d.l2d.evaluation.baselines import constrained_beam_search
 
     model, tok = tiny_model
     b = BeamSearchDecoder(model, tok, tiny_data.catalog, num_beams=10)

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from pyl2d.l2d import gguf
+from pyl2d.l2d.model import gguf
 
 pytest.importorskip("gguf", reason="the gguf package is not installed (pip install gguf)")
 

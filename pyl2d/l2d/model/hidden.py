@@ -33,12 +33,12 @@ def load_model(path: str, device: str | None = None, dtype: torch.dtype | None =
     ``save_pretrained`` writes it) loads as a ``PeftModel`` over its base checkpoint (the
     local path in ``base_model_name_or_path``); its tokenizer is the adapter folder's when
     saved there, else the base's. A ``.gguf`` file (or a folder holding one) is converted once
-    into a cached plain folder (:mod:`pyl2d.l2d.gguf`) and loaded from there."""
+    into a cached plain folder (:mod:`pyl2d.l2d.model.gguf`) and loaded from there."""
     import os
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pyl2d.l2d.gguf import resolve
+    from pyl2d.l2d.model.gguf import resolve
 
     path = resolve(path)
     if not os.path.isdir(path):

@@ -95,7 +95,7 @@ def folder(text: str) -> str:
 
 
 def model_path(text: str) -> str:
-    """A model: a checkpoint folder, or a ``.gguf`` file (converted on load: pyl2d.l2d.gguf)."""
+    """A model: a checkpoint folder, or a ``.gguf`` file (converted on load: pyl2d.l2d.model.gguf)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path names no model")
     path = pathlib.Path(text)
