@@ -115,6 +115,18 @@ def file(text: str) -> str:
     return text
 
 
+def template_file(text: str) -> str:
+    """``--template``: a readable JSON prompt template, checked now (unknown fields or
+    placeholders are an error before any model loads)."""
+    from pyl2d.l2d.prompts import load_template
+
+    try:
+        load_template(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def representation(text: str):
     """``--representation``: a :class:`~pyl2d.l2d.decode.representation.Representation` spec."""
     from pyl2d.l2d.decode.representation import parse_representation

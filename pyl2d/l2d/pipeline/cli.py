@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from pyl2d.l2d.pipeline.argtypes import (device, file, folder, model_path, non_negative_int, positive_float,
-                                         positive_int, representation, unit_float)
+                                         positive_int, representation, template_file, unit_float)
 
 MINUTES_HELP = ("optional wall-clock cap on each model's training (default: none, so that results do not "
                 "depend on the machine's speed)")
@@ -80,6 +80,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--output", required=True, type=folder, help="folder for the fine-tuned model")
     _finetune_args(p)
     _max_history_arg(p)
+    _template_arg(p, "the prompt to train with, recorded with the model (default: pyl2d's)")
     _common(p)
     p.set_defaults(func=_finetune)
 
@@ -94,6 +95,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--model", required=True, type=model_path, help="a causal LM folder (save_pretrained) or .gguf file")
     p.add_argument("--output", required=True, type=folder, help="memory folder")
     _max_history_arg(p)
+    _template_arg(p, "the prompt the model was fine-tuned with, for a checkpoint pyl2d did not train (default: the "
+                     "model's recorded one, else pyl2d's, with a warning)")
     _memory_args(p)
     _common(p)
     p.set_defaults(func=_build_memory)
@@ -120,6 +123,8 @@ def add_commands(subparsers) -> None:
                    help="also write each method's ranked titles as a calc.py result file (<method>.json: input, "
                         "output, predict), the format of BIGRec/D3/MiniOneRec; `pyl2d calc` reads them back")
     _eval_args(p)
+    _template_arg(p, "the prompt the model was fine-tuned with, for a checkpoint pyl2d did not train (default: the "
+                     "model's recorded one, else pyl2d's, with a warning; with --memory, the memory's)")
     _train_args(p)
     p.add_argument("--seeds", type=positive_int, default=field_default(EvalRun, "seeds"),
                    help="without --model: train and evaluate this many models (seeds --seed, --seed + 1, ...) and "
@@ -154,6 +159,7 @@ def add_commands(subparsers) -> None:
                    help="nearest memory entries for local aggregation")
     _representation_args(p, field_default(RecommendRun, "representation"), field_default(RecommendRun, "local_weight"))
     p.add_argument("--keep-history", action="store_true", help="allow items of the history in the results")
+    _template_arg(p, "the prompt to query with (default: the one stored with the memory)")
     _common(p)
     p.set_defaults(func=_recommend)
 
@@ -204,6 +210,12 @@ def _max_history_arg(g) -> None:
                         f"{DEFAULT_PROMPT.max_history})")
 
 
+def _template_arg(g, what: str) -> None:
+    g.add_argument("--template", type=template_file, metavar="FILE",
+                   help=f"a JSON prompt template (an object of PromptTemplate fields: template, instruction, "
+                        f"item_format, separator, max_history, answer_prefix, use_chat_template): {what}")
+
+
 def _train_args(p) -> None:
     from pyl2d.l2d.model.train import TrainConfig
 
@@ -225,7 +237,7 @@ def _train_args(p) -> None:
 
 
 def _finetune_args(p) -> None:
-    from pyl2d.l2d.model.finetune import PRECISIONS, FinetuneConfig
+    from pyl2d.l2d.model.finetune import MAX_LENGTH_CAP, PRECISIONS, FinetuneConfig
 
     d = FinetuneConfig()
     g = p.add_argument_group("fine-tuning")
@@ -239,9 +251,13 @@ def _finetune_args(p) -> None:
                    help="learning rate (default: 2e-4 for LoRA, 2e-5 for --full)")
     g.add_argument("--train-batch-size", type=positive_int, default=d.batch_size)
     g.add_argument("--gradient-accumulation", type=positive_int, default=d.gradient_accumulation)
-    g.add_argument("--max-length", type=positive_int, default=d.max_length, help="tokens per example (prompt + title)")
+    g.add_argument("--max-length", type=positive_int, default=d.max_length,
+                   help=f"tokens per row (prompt + title + end); longer rows are left out with a warning, never cut "
+                        f"(default: the longest row's, at most {MAX_LENGTH_CAP})")
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="auto: bf16 on a GPU that supports it, fp32 on CPU")
+                   help="auto: bf16 on a GPU that supports it, fp32 on CPU; bf16 on a CPU needs AMX or AVX512-BF16")
+    g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=d.gradient_checkpointing,
+                   help="recompute activations in backward to save memory (default: on for a GPU, off on a CPU)")
     g.add_argument("--prefix-augmentation", action="store_true",
                    help="also train on every shorter prefix of each history")
     g.add_argument("--save-steps", type=positive_int, default=d.save_steps, help="checkpoint every N steps")
@@ -317,6 +333,7 @@ def _finetune_config(args):
                           lora_dropout=args.lora_dropout, merge=args.merge, epochs=args.epochs, learning_rate=args.lr,
                           batch_size=args.train_batch_size, gradient_accumulation=args.gradient_accumulation,
                           max_length=args.max_length, precision=args.precision,
+                          gradient_checkpointing=args.gradient_checkpointing,
                           prefix_augmentation=args.prefix_augmentation, save_steps=args.save_steps, seed=args.seed)
 
 
@@ -371,14 +388,14 @@ def _finetune_run(args):
     from pyl2d.l2d.pipeline.config import FinetuneRun
 
     return FinetuneRun(base=args.base, output=args.output, data=_data(args), finetuning=_finetune_config(args),
-                       max_history=args.max_history, runtime=_runtime(args))
+                       max_history=args.max_history, template=args.template, runtime=_runtime(args))
 
 
 def _build_memory_run(args):
     from pyl2d.l2d.pipeline.config import BuildMemoryRun
 
     return BuildMemoryRun(model=args.model, output=args.output, data=_data(args), max_history=args.max_history,
-                          memory=_memory_config(args), runtime=_runtime(args))
+                          template=args.template, memory=_memory_config(args), runtime=_runtime(args))
 
 
 def _eval_run(args):
@@ -387,7 +404,8 @@ def _eval_run(args):
     # The training flags matter (and are checked) only when there is a model to train.
     training = _train_config(args) if args.model is None and not args.memory else None
     return EvalRun(data=_source(args), model=args.model, memory=args.memory, work_dir=args.work_dir, output=args.output,
-                   plot=args.plot, max_history=args.max_history, evaluation=_eval_config(args), training=training,
+                   plot=args.plot, max_history=args.max_history, template=args.template,
+                   evaluation=_eval_config(args), training=training,
                    seeds=args.seeds, build=_memory_config(args), runtime=_runtime(args))
 
 
@@ -397,7 +415,7 @@ def _recommend_run(args):
     return RecommendRun(model=args.model, memory=args.memory, histories=_histories(args.history), data=_data(args),
                         k=args.k, aggregation=args.aggregation, metric=args.metric, m=args.m,
                         representation=args.representation, local_weight=args.local_weight,
-                        exclude_history=not args.keep_history, runtime=_runtime(args))
+                        exclude_history=not args.keep_history, template=args.template, runtime=_runtime(args))
 
 
 def _pipeline(runner: str, make_config):

@@ -96,24 +96,28 @@ class TrainRun:
 class FinetuneRun:
     """``pyl2d finetune``: the local checkpoint ``base`` fine-tuned (LoRA by default) on
     ``data``'s training rows (None: the synthetic data set) and saved to ``output`` with the
-    prompt template, which ``max_history`` overrides the history length of."""
+    prompt template (``template``: a JSON file of PromptTemplate fields, else pyl2d's default),
+    which ``max_history`` overrides the history length of."""
     base: PathLike
     output: PathLike
     data: PathLike | DataSource | None = None
     finetuning: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     max_history: int | None = None
+    template: PathLike | None = None
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 
 
 @dataclasses.dataclass
 class BuildMemoryRun:
     """``pyl2d build-memory``: the memory of ``model`` on ``data``'s training rows (None: the
-    synthetic data set), written to (or resumed in) ``output``. ``max_history`` overrides
-    the history length of the model's training template."""
+    synthetic data set), written to (or resumed in) ``output``, prompted with ``template`` (a
+    JSON file of PromptTemplate fields; None: the model's training template, else the default,
+    warned about). ``max_history`` overrides the template's history length."""
     model: PathLike
     output: PathLike
     data: PathLike | DataSource | None = None
     max_history: int | None = None
+    template: PathLike | None = None
     memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 
@@ -125,7 +129,8 @@ class EvalRun:
     ``memory`` one is built there (or resumed). ``output``: also write the records as JSON
     (and the info next to it); ``plot``: default ``<work_dir>/accuracy_vs_latency.png``;
     ``work_dir``: default ``./pyl2d-eval-<data name>``. ``seeds``: train and evaluate that many
-    models (seeds ``training.seed``, +1, ...) and report mean and standard deviation."""
+    models (seeds ``training.seed``, +1, ...) and report mean and standard deviation.
+    ``template``: a JSON file of PromptTemplate fields to prompt with (None: the model's own)."""
     data: PathLike | DataSource
     model: PathLike | None = None
     memory: PathLike | None = None
@@ -133,6 +138,7 @@ class EvalRun:
     output: PathLike | None = None
     plot: PathLike | None = None
     max_history: int | None = None
+    template: PathLike | None = None
     evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     training: TrainConfig | None = None
     seeds: int = 1
@@ -155,4 +161,5 @@ class RecommendRun:
     representation: Representation = field_default(EvalConfig, "representation")
     local_weight: float = field_default(EvalConfig, "local_weight")
     exclude_history: bool = _default_of(L2DRecommender.recommend, "exclude_history")
+    template: PathLike | None = None
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)

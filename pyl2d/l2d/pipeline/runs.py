@@ -61,14 +61,19 @@ def load_dataset(data, n_users: int | None = None, n_items: int | None = None, l
     return dataset
 
 
-def prompt_template(model_path: PathLike | None = None, max_history: int | None = None):
-    """The prompt template: the one the model was trained with (``pyl2d train`` writes it next
-    to the model), else the default; ``max_history`` overrides the history length."""
-    from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate
+def prompt_template(model_path: PathLike | None = None, max_history: int | None = None,
+                    template_file: PathLike | None = None, log: Log | None = None):
+    """The prompt template: ``template_file``'s (a JSON object of PromptTemplate fields, for a
+    checkpoint trained with another project's prompt), else the one the model was trained with
+    (``pyl2d train`` and ``finetune`` write it next to the model), else the default, which
+    ``log`` (when given) warns about; ``max_history`` overrides the history length."""
+    from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate, load_template
 
     template = DEFAULT_PROMPT
     info = pathlib.Path(model_path, TRAINING_INFO) if model_path else None
-    if info is not None and os.path.lexists(info):  # a FIFO or dangling link is an error, not the default
+    if template_file:
+        template = load_template(template_file)
+    elif info is not None and os.path.lexists(info):  # a FIFO or dangling link is an error, not the default
         try:
             template = PromptTemplate(**read_json(info, MAX_RECORD_BYTES, "a pyl2d training record")["template"])
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # ValueError: bad JSON or template
@@ -76,13 +81,24 @@ def prompt_template(model_path: PathLike | None = None, max_history: int | None 
                    else str(exc).splitlines()[0][:200])
             raise ValueError(f"{info}: not a pyl2d training record with a prompt template ({why}); "
                              f"retrain, or remove the file to prompt with the default template") from None
+    elif info is not None and log is not None:
+        log(f"warning: {model_path} has no {TRAINING_INFO} recording its prompt template; prompting with pyl2d's "
+            "default. A checkpoint fine-tuned elsewhere (BIGRec, D3, MiniOneRec) needs its own prompt: give "
+            "--template FILE (a JSON object of PromptTemplate fields, see docs/l2d.md)")
     if max_history:
         template = dataclasses.replace(template, max_history=max_history)
     return template
 
 
+@dataclasses.dataclass(frozen=True)
+class _Prompt:
+    """The prompt options of a run: a template file (None: the model's own) and a history length."""
+    file: PathLike | None = None
+    max_history: int | None = None
+
+
 def _build(model_path, dataset, memory_path, memory: MemoryConfig, runtime: RuntimeConfig,
-           max_history: int | None, log: Log):
+           prompt: _Prompt, log: Log):
     """(model, tokenizer, memory), the memory built into ``memory_path`` or resumed there."""
     from pyl2d.l2d.data.records import prefix_augment
     from pyl2d.l2d.model.hidden import HiddenStateExtractor, load_model
@@ -94,7 +110,8 @@ def _build(model_path, dataset, memory_path, memory: MemoryConfig, runtime: Runt
     start = time.perf_counter()
     samples = prefix_augment(dataset.train) if memory.prefix_memory else dataset.train
     item_memory = build_memory(extractor, samples, len(dataset.catalog), memory_path,
-                               prompt_template(model_path, max_history), shard_size=memory.shard_size,
+                               prompt_template(model_path, prompt.max_history, prompt.file, log),
+                               shard_size=memory.shard_size,
                                overwrite=memory.overwrite, model_name=str(model_path), log=log)
     log(f"memory: {len(item_memory)} entries of dimension {item_memory.hidden_size} at {memory_path} "
         f"({time.perf_counter() - start:.0f} s)")
@@ -102,7 +119,7 @@ def _build(model_path, dataset, memory_path, memory: MemoryConfig, runtime: Runt
 
 
 def _load_or_build(model_path, dataset, memory_path, work_dir: pathlib.Path, memory: MemoryConfig,
-                   runtime: RuntimeConfig, max_history: int | None, log: Log):
+                   runtime: RuntimeConfig, prompt: _Prompt, log: Log):
     """Load a complete memory at ``memory_path`` (unless ``memory.overwrite``); else build it,
     or resume an interrupted build, there (default ``<work_dir>/memory``)."""
     from pyl2d.l2d.model.hidden import load_model
@@ -113,7 +130,7 @@ def _load_or_build(model_path, dataset, memory_path, work_dir: pathlib.Path, mem
     if manifest is not None and manifest.is_file() and not memory.overwrite and read_manifest(manifest)["complete"]:
         model, tokenizer = load_model(str(model_path), device=runtime.device)
         return model, tokenizer, ItemMemory.load(memory_path)
-    return _build(model_path, dataset, memory_path or work_dir / "memory", memory, runtime, max_history, log)
+    return _build(model_path, dataset, memory_path or work_dir / "memory", memory, runtime, prompt, log)
 
 
 def _report(result: dict, output: PathLike | None, plot: PathLike, title: str, log: Log) -> None:
@@ -143,23 +160,25 @@ def _report(result: dict, output: PathLike | None, plot: PathLike, title: str, l
 
 
 def _evaluate_one(dataset, model_path, memory_path, work_dir: pathlib.Path, *, evaluation: EvalConfig,
-                  memory: MemoryConfig, runtime: RuntimeConfig, max_history: int | None, log: Log) -> dict:
+                  memory: MemoryConfig, runtime: RuntimeConfig, prompt: _Prompt, log: Log) -> dict:
     from pyl2d.l2d.evaluation.evaluate import evaluate
 
     model, tokenizer, item_memory = _load_or_build(model_path, dataset, memory_path, work_dir, memory, runtime,
-                                                   max_history, log)
+                                                   prompt, log)
+    # A template file given for a memory built before is checked against the memory's (evaluate warns).
+    given = prompt_template(None, prompt.max_history, prompt.file) if prompt.file else None
     result = evaluate(model, tokenizer, item_memory, dataset.train, dataset.test, dataset.catalog,
-                      config=evaluation, log=log)
+                      template=given, config=evaluation, log=log)
     result["info"].update(data=dataset.name, model=str(model_path), memory=str(memory_path or work_dir / "memory"))
     return result
 
 
 def train_or_reuse(dataset, model_path: pathlib.Path, training: TrainConfig, max_history: int | None,
-                    runtime: RuntimeConfig, log: Log) -> None:
+                    runtime: RuntimeConfig, log: Log, template_file: PathLike | None = None) -> None:
     """Train into ``model_path`` unless it already holds the model this training would give."""
     from pyl2d.l2d.model.train import train_model, trained_with
 
-    template = prompt_template(None, max_history)
+    template = prompt_template(None, max_history, template_file)
     if trained_with(model_path, dataset.train, training, template):
         log(f"reusing the model at {model_path} (trained on the same data with the same config and seed)")
         return
@@ -175,7 +194,7 @@ def seed_list(first: int, count: int) -> list[int]:
 
 def _train_and_evaluate(dataset, work_dir: pathlib.Path, training: TrainConfig, seeds: int, *,
                         evaluation: EvalConfig, memory: MemoryConfig, runtime: RuntimeConfig,
-                        max_history: int | None, log: Log) -> dict:
+                        prompt: _Prompt, log: Log) -> dict:
     """Train one model per seed (``<work_dir>/model``, or ``<work_dir>/seed-<s>/model`` for
     several), build its memory, evaluate; the seeds' results combined."""
     from pyl2d.l2d.evaluation.spread import combine_seeds
@@ -189,10 +208,10 @@ def _train_and_evaluate(dataset, work_dir: pathlib.Path, training: TrainConfig, 
             timed = dataclasses.replace(timed, calc_output=str(pathlib.Path(evaluation.calc_output, f"seed-{seed}")))
         if len(seeds_used) > 1:
             log(f"\n== seed {seed} ({len(results) + 1} of {len(seeds_used)}) ==")
-        train_or_reuse(dataset, seed_dir / "model", dataclasses.replace(training, seed=seed), max_history,
-                        runtime, log)
+        train_or_reuse(dataset, seed_dir / "model", dataclasses.replace(training, seed=seed), prompt.max_history,
+                        runtime, log, prompt.file)
         results.append(_evaluate_one(dataset, seed_dir / "model", None, seed_dir, evaluation=timed,
-                                     memory=memory, runtime=runtime, max_history=max_history, log=log))
+                                     memory=memory, runtime=runtime, prompt=prompt, log=log))
     return combine_seeds(results, seeds_used)
 
 
@@ -213,7 +232,7 @@ def run_demo(config: DemoRun | None = None, log: Log = print) -> dict:
                               "seed": config.seed})
     result = _train_and_evaluate(dataset, out, training, config.seeds,
                                  evaluation=EvalConfig(m=DEMO_M, time_queries=config.time_queries),
-                                 memory=MemoryConfig(overwrite=True), runtime=config.runtime, max_history=None,
+                                 memory=MemoryConfig(overwrite=True), runtime=config.runtime, prompt=_Prompt(),
                                  log=log)
     _report(result, str(out / "results.json"), str(out / "accuracy_vs_latency.png"), "pyl2d demo (synthetic data)",
             log)
@@ -244,7 +263,7 @@ def run_finetune(config: FinetuneRun, log: Log = print) -> pathlib.Path:
     _setup(config.runtime)
     dataset = load_dataset(config.data, log=log if launched_rank() == 0 else None)
     finetune_model(resolve(config.base, log=log), dataset.catalog, dataset.train, config.output, config.finetuning,
-                   prompt_template(None, config.max_history), device=config.runtime.device,
+                   prompt_template(None, config.max_history, config.template), device=config.runtime.device,
                    progress=config.runtime.progress, log=log)
     return pathlib.Path(config.output)
 
@@ -256,12 +275,14 @@ def run_build_memory(config: BuildMemoryRun, log: Log = print):
     from pyl2d.distributed.launch import process_group
 
     _setup(config.runtime)
+    if config.template:
+        prompt_template(None, None, config.template)  # a bad file fails before anything is written
     with process_group(config.runtime.device) as (rank, world, device):
         if rank == 0 and world > 1:
             log(f"data-parallel memory build on {world} ranks (rank 0 on {device})")
         runtime = dataclasses.replace(config.runtime, device=device, progress=config.runtime.progress and rank == 0)
         return _build(config.model, load_dataset(config.data, log=log if rank == 0 else None), config.output, config.memory, runtime,
-                      config.max_history, log if rank == 0 else _silent)[2]
+                      _Prompt(config.template, config.max_history), log if rank == 0 else _silent)[2]
 
 
 def _silent(*_args) -> None:
@@ -277,6 +298,8 @@ def run_eval(config: EvalRun, log: Log = print) -> dict:
     if config.model is not None and config.seeds != 1:
         raise ValueError(f"--seeds {config.seeds} needs models to train (without --model); a given model "
                          "has one seed, whose test-query spread is reported as a bootstrap interval")
+    if config.template:
+        prompt_template(None, None, config.template)  # a bad file fails before anything is written
     _setup(config.runtime)
     dataset = load_dataset(config.data, log=log)
     with_history(dataset.test, "test")  # checked now, not after a model is trained for it
@@ -289,13 +312,14 @@ def run_eval(config: EvalRun, log: Log = print) -> dict:
     if config.model is None:
         result = _train_and_evaluate(dataset, work_dir, config.training or TrainConfig(), config.seeds,
                                      evaluation=config.evaluation, memory=config.build, runtime=config.runtime,
-                                     max_history=config.max_history, log=log)
+                                     prompt=_Prompt(config.template, config.max_history), log=log)
     else:
         from pyl2d.l2d.evaluation.spread import combine_seeds
 
         result = combine_seeds([_evaluate_one(dataset, config.model, config.memory, work_dir,
                                               evaluation=config.evaluation, memory=config.build,
-                                              runtime=config.runtime, max_history=config.max_history, log=log)],
+                                              runtime=config.runtime,
+                                              prompt=_Prompt(config.template, config.max_history), log=log)],
                                [None])
     _report(result, config.output, plot, title, log)
     return result
@@ -309,11 +333,14 @@ def run_recommend(config: RecommendRun, log: Log = print):
     from pyl2d.l2d.decode.recommender import L2DRecommender
 
     _setup(config.runtime)
+    if config.template:
+        prompt_template(None, None, config.template)  # a bad file fails before the model loads
     dataset = load_dataset(config.data)
     histories = [list(h) for h in config.histories]
     model, tokenizer = load_model(str(config.model), device=config.runtime.device)
     memory = ItemMemory.load(config.memory)
-    rec = L2DRecommender(model, tokenizer, memory, dataset.catalog, metric=config.metric,
+    template = prompt_template(None, None, config.template) if config.template else None  # None: the memory's
+    rec = L2DRecommender(model, tokenizer, memory, dataset.catalog, metric=config.metric, template=template,
                          aggregation=config.aggregation, m=config.m, representation=config.representation,
                          local_weight=config.local_weight if config.aggregation == "local" else 1.0)
     out = rec.recommend(histories, k=config.k, exclude_history=config.exclude_history)
