@@ -22,16 +22,19 @@ import json
 import math
 import pathlib
 import shutil
+import sys
 from typing import Sequence
 
 from pyl2d._checks import positive_ints
+from pyl2d._io import read_json
 from pyl2d.l2d._files import write_atomic
 from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate, data_fingerprint
 from pyl2d.l2d.data.records import Catalog, Sample, prefix_augment, with_history
-from pyl2d._io import read_json
+from pyl2d.l2d.model.finetune_trainer import use_compact_head
 from pyl2d.l2d.model.train import TRAINING_INFO, read_record, sft_examples
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_LENGTH_CAP = 2048  # the default --max-length: the longest row's tokens, at most this
 MAX_EPOCHS = 1e6  # past this a step count overflows; no run trains that long
 _REQUEST = "finetune_request.json"  # in <output>/checkpoints: what the checkpoints there were trained for
 
@@ -41,9 +44,14 @@ class FinetuneConfig:
     """How to fine-tune. ``lora``: train LoRA adapters of rank ``lora_r`` on
     ``target_modules`` ("all-linear": every linear layer but the LM head), else every weight.
     ``learning_rate`` None: 2e-4 for LoRA, 2e-5 for full fine-tuning (the usual choices).
-    ``precision`` "auto": bf16 on a GPU that supports it, fp32 on CPU. ``merge``: save a LoRA
-    model merged into plain weights. ``prefix_augmentation``: also train on every shorter
-    prefix of each history (off: the rows as given, as BIGRec/D3 train)."""
+    ``precision`` "auto": bf16 on a GPU that supports it, fp32 on CPU; "bf16" on a CPU needs
+    AMX or AVX512-BF16 (autocast over float32 weights). ``max_length`` (tokens of prompt +
+    title + EOS) None: the longest row's, at most MAX_LENGTH_CAP; longer rows are left out
+    (never cut: the model is trained on the prompts memory building and queries use).
+    ``gradient_checkpointing`` None: on for a GPU, off on a CPU (it recomputes each layer's
+    forward for memory a CPU host has). ``merge``: save a LoRA model merged into plain weights.
+    ``prefix_augmentation``: also train on every shorter prefix of each history (off: the rows
+    as given, as BIGRec/D3 train)."""
     lora: bool = True
     lora_r: int = 16
     lora_alpha: int = 32
@@ -54,17 +62,18 @@ class FinetuneConfig:
     batch_size: int = 8
     gradient_accumulation: int = 1
     warmup_ratio: float = 0.03
-    max_length: int = 512
+    max_length: int | None = None
     prefix_augmentation: bool = False
     precision: str = "auto"
     merge: bool = False
+    gradient_checkpointing: bool | None = None
     seed: int = 0
     logging_steps: int = 10
     save_steps: int = 500
 
     def __post_init__(self):
-        positive_ints(self, ("lora_r", "lora_alpha", "batch_size", "gradient_accumulation", "max_length",
-                             "logging_steps", "save_steps"))
+        positive_ints(self, ("lora_r", "lora_alpha", "batch_size", "gradient_accumulation", "logging_steps",
+                             "save_steps") + (("max_length",) if self.max_length is not None else ()))
         if not (isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs) and self.epochs > 0):
             raise ValueError(f"epochs must be a positive number, got {self.epochs!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
@@ -86,25 +95,71 @@ class FinetuneConfig:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 2e-5)
 
 
+def cpu_bf16_support() -> str | None:
+    """The CPU feature that runs bf16 matrix products natively ("AMX", "AVX512-BF16", or
+    "BF16" on Arm), or None: there bf16 is emulated and slower than float32. From torch's
+    CPU capabilities where this torch reports them, else the kernel's /proc/cpuinfo flags."""
+    flags: set[str] = set()
+    try:
+        import torch
+
+        caps = torch.cpu.get_capabilities()
+        flags = {name for name, on in caps.items() if on is True}
+    except (AttributeError, RuntimeError, ImportError):
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key.strip().lower() in ("flags", "features"):
+                        flags |= set(value.split())
+        except OSError:
+            pass
+    for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("bf16", "BF16"), ("sve_bf16", "BF16")):
+        if flag in flags:
+            return name
+    return None
+
+
 def _precision(precision: str, device: str) -> str:
-    if precision != "auto":
-        return precision
+    """The precision to train in: ``precision`` resolved ("auto") and checked against the device."""
     import torch
 
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    if precision == "auto":
+        if device == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if device == "cpu" and precision == "fp16":
+        raise ValueError("precision fp16 needs a GPU; on a CPU use fp32, or bf16 where the CPU has AMX or AVX512-BF16")
+    if device == "cpu" and precision == "bf16" and cpu_bf16_support() is None:
+        raise ValueError("precision bf16 on this CPU: it has neither AMX nor AVX512-BF16 (nor Arm BF16), so bf16 "
+                         "would be emulated and slower than fp32; use --precision fp32")
+    return precision
 
 
-def _dataset(samples: Sequence[Sample], tokenizer, template: PromptTemplate, max_length: int):
-    """A ``datasets.Dataset`` of pre-tokenized prompt + answer + EOS with its completion mask."""
+def _dataset(samples: Sequence[Sample], tokenizer, template: PromptTemplate, max_length: int | None, log):
+    """A ``datasets.Dataset`` of pre-tokenized prompt + answer + EOS with its completion mask,
+    and the max length used. Rows longer than ``max_length`` (None: the longest row's, at
+    most MAX_LENGTH_CAP) are counted, warned about and left out; none fitting is an error."""
     from datasets import Dataset
 
-    examples = sft_examples(samples, tokenizer, template, max_length)
+    examples = sft_examples(samples, tokenizer, template, sys.maxsize)  # whole rows: nothing cut
     if not examples:
         raise ValueError("no training sample has a non-empty history")
-    return Dataset.from_dict({"input_ids": [ids for ids, _ in examples],
-                              "completion_mask": [[0] * n + [1] * (len(ids) - n) for ids, n in examples]})
+    lengths = [len(ids) for ids, _ in examples]
+    limit = max_length if max_length is not None else min(max(lengths), MAX_LENGTH_CAP)
+    kept = [e for e, n in zip(examples, lengths) if n <= limit]
+    flag = f"--max-length {limit}" if max_length is not None else f"the default max length ({MAX_LENGTH_CAP})"
+    if not kept:
+        shortest = min(range(len(examples)), key=lambda i: lengths[i])
+        raise ValueError(f"{flag} is below every training row: the shortest is {lengths[shortest]} tokens "
+                         f"(a {examples[shortest][1]}-token prompt + its title and end token); raise --max-length, or "
+                         "shorten the prompt (--max-history, --template)")
+    if len(kept) < len(examples):
+        log(f"warning: {len(examples) - len(kept)} of {len(examples)} training rows "
+            f"({100 * (len(examples) - len(kept)) / len(examples):.1f}%) are longer than {flag} tokens (prompt + title; "
+            f"the longest is {max(lengths)}) and are left out; raise --max-length to train on them")
+    return Dataset.from_dict({"input_ids": [ids for ids, _ in kept],
+                              "completion_mask": [[0] * n + [1] * (len(ids) - n) for ids, n in kept]}), limit
 
 
 def _resume_point(checkpoints: pathlib.Path, request: dict, prepare: bool = True) -> pathlib.Path | None:
@@ -140,6 +195,15 @@ def _checkpointing_kwargs(config_class) -> dict:
     name = "activation_checkpointing_kwargs" if "activation_checkpointing_kwargs" in fields \
         else "gradient_checkpointing_kwargs"
     return {name: {"use_reentrant": False}}
+
+
+def _length_grouping_kwargs(config_class) -> dict:
+    """Rows of like length batched together (a batch is padded to its longest row, and
+    pyl2d's rows range from ~70 to ~570 tokens on Amazon data), by the option's name in this
+    transformers."""
+    fields = getattr(config_class, "__dataclass_fields__", {})
+    return {"train_sampling_strategy": "group_by_length"} if "train_sampling_strategy" in fields \
+        else {"group_by_length": True}
 
 
 @contextlib.contextmanager
@@ -197,10 +261,11 @@ def _check_base(base: pathlib.Path) -> None:
 def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Sequence[Sample],
                    output_dir: str | pathlib.Path, config: FinetuneConfig | None = None,
                    template: PromptTemplate = DEFAULT_PROMPT, device: str | None = None, progress: bool = True,
-                   log=print) -> pathlib.Path:
+                   log=print, callbacks: Sequence = ()) -> pathlib.Path:
     """Fine-tune ``base_model`` (a local ``save_pretrained`` folder) on ``samples`` and save the
     result (LoRA adapter, merged or full weights) with its tokenizer and template to
-    ``output_dir``; returns it. The info file says the first and last logged training loss."""
+    ``output_dir``; returns it. The info file says the first and last logged training loss.
+    ``callbacks``: transformers ``TrainerCallback`` objects (bench/finetune_step.py times steps)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -218,8 +283,7 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
                          "choose another --output")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type
     precision = _precision(config.precision, device)
-    if device == "cpu" and precision != "fp32":
-        raise ValueError(f"precision {precision} needs a GPU; use fp32 on CPU")
+    checkpointing = config.gradient_checkpointing if config.gradient_checkpointing is not None else device != "cpu"
     # The process count is part of the request: each process trains on its own batches, so
     # the effective batch (and the model) changes with it.
     processes = launched_world_size()
@@ -238,8 +302,9 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer of {base} has no end-of-sequence token; the model could not end a title")
     data = prefix_augment(samples) if config.prefix_augmentation else list(samples)
-    dataset = _dataset(data, tokenizer, template, config.max_length)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float32}[precision]  # fp16: AMP on fp32
+    dataset, max_length = _dataset(data, tokenizer, template, config.max_length, log)
+    # fp16: AMP on fp32 weights; bf16 on a CPU too (autocast: float32 master weights, bf16 products)
+    dtype = torch.bfloat16 if precision == "bf16" and device != "cpu" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, local_files_only=True)
     peft_config = None
     if config.lora:
@@ -259,7 +324,8 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=2, seed=config.seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu", report_to="none",
         disable_tqdm=not progress, max_length=None, completion_only_loss=True, packing=False,
-        dataloader_pin_memory=device != "cpu", **_checkpointing_kwargs(SFTConfig))
+        dataloader_pin_memory=device != "cpu", gradient_checkpointing=checkpointing,
+        **_checkpointing_kwargs(SFTConfig), **_length_grouping_kwargs(SFTConfig))
     # Under a launcher (torchrun, accelerate) every rank runs this; rank 0 prepares the output
     # folder first and the others then find it prepared (no two ranks delete or write it).
     with args.main_process_first(local=False, desc="preparing the output folder"):
@@ -268,12 +334,14 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
         resume = _resume_point(checkpoints, request, prepare=args.process_index == 0)
     with _dataset_progress(progress and args.process_index == 0):  # TRL's preprocessing bars: rank 0's
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config)
+                             peft_config=peft_config, callbacks=list(callbacks) or None)
+    use_compact_head(trainer)  # the LM head on the title tokens only (TRL's scores every position off CUDA)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     log(f"fine-tuning {base.name} ({'LoRA r=%d' % config.lora_r if config.lora else 'full'}: {trainable:,} of "
         f"{total:,} parameters trained) on {len(dataset)} samples, {config.epochs:g} epochs, lr {config.lr:g}, "
-        f"{precision} on {device}" + (f" x {args.world_size} processes" if args.world_size > 1 else "")
+        f"{precision} on {device}, rows of at most {max_length} tokens"
+        + (f" x {args.world_size} processes" if args.world_size > 1 else "")
         + (", resuming from the last checkpoint" if resume else ""))
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.is_world_process_zero():  # under a multi-process launcher, rank 0 saves
