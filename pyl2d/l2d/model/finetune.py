@@ -187,14 +187,13 @@ def _resume_point(checkpoints: pathlib.Path, request: dict, prepare: bool = True
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def _checkpointing_kwargs(config_class) -> dict:
-    """Non-reentrant activation checkpointing (TRL checkpoints by default): the reentrant kind
-    that transformers 4 picks fails under DDP ("marked a variable ready multiple times").
-    transformers 5 renamed the option; pass it by the name this version has."""
+def _checkpointing_kwargs(config_class, on: bool) -> dict:
+    """Activation checkpointing ``on`` or off, non-reentrant: the reentrant kind that
+    transformers 4 picks fails under DDP ("marked a variable ready multiple times").
+    transformers 5 renamed the options; pass them by the names this version has."""
     fields = getattr(config_class, "__dataclass_fields__", {})
-    name = "activation_checkpointing_kwargs" if "activation_checkpointing_kwargs" in fields \
-        else "gradient_checkpointing_kwargs"
-    return {name: {"use_reentrant": False}}
+    name = "activation_checkpointing" if "activation_checkpointing_kwargs" in fields else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False}}
 
 
 def _length_grouping_kwargs(config_class) -> dict:
@@ -324,8 +323,8 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=2, seed=config.seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu", report_to="none",
         disable_tqdm=not progress, max_length=None, completion_only_loss=True, packing=False,
-        dataloader_pin_memory=device != "cpu", gradient_checkpointing=checkpointing,
-        **_checkpointing_kwargs(SFTConfig), **_length_grouping_kwargs(SFTConfig))
+        dataloader_pin_memory=device != "cpu", **_checkpointing_kwargs(SFTConfig, checkpointing),
+        **_length_grouping_kwargs(SFTConfig))
     # Under a launcher (torchrun, accelerate) every rank runs this; rank 0 prepares the output
     # folder first and the others then find it prepared (no two ranks delete or write it).
     with args.main_process_first(local=False, desc="preparing the output folder"):
