@@ -103,6 +103,7 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=240, help="rows of about this many tokens")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per configuration (after one warm-up)")
     p.add_argument("--curve-steps", type=int, default=0, help="also compare fp32 and bf16 loss curves over N steps")
+    p.add_argument("--precisions", default="fp32,bf16", help="which to time (bf16 only where the CPU runs it)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--note", default="", help="what else ran on the machine")
     p.add_argument("--output", help="also write the results as JSON")
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
     dataset = load_folder(args.data)
     rows, examples = _batch_rows(dataset.train, tokenizer, args.batch, args.tokens)
     shape = f"{len(examples)} x {max(len(i) for i, _ in examples)}"
-    precisions = ["fp32"] + (["bf16"] if cpu_bf16_support() else [])
+    precisions = [x for x in args.precisions.split(",") if x == "fp32" or (x == "bf16" and cpu_bf16_support())]
     result = {"cpu": platform.processor() or platform.machine(), "bf16_support": cpu_bf16_support(),
               "threads": torch.get_num_threads(), "batch": shape, "repeats": args.repeats, "note": args.note,
               "seconds_per_step": {}}
