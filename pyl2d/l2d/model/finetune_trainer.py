@@ -5,9 +5,9 @@ CUDA/XPU, projects only the positions that carry a label. Everywhere else (the C
 it projects every position of the padded batch through the whole vocabulary, in forward and
 again in backward, and folds each ``[tokens, 32768]`` tile with a dozen element-wise torch
 passes (log-sum-exp, entropy, the arg-max of its logged token accuracy). In pyl2d's rows the
-prompt is ~90% of the tokens and carries no label, so on a CPU that head cost more than the
-rest of the model (SmolLM2-135M, 49k vocabulary, batch 8 x ~240 tokens: ~4x a plain PyTorch
-+ peft step).
+prompt is ~90% of the tokens and carries no label, and issue 26 measured a CPU step of
+SmolLM2-135M (49k vocabulary, batch 8 x ~240 tokens) at ~4x a plain PyTorch + peft step (the
+head's share was read from TRL's code, not profiled; see bench/results/finetune_step.md).
 
 :func:`use_compact_head` replaces that patched forward by one that runs the backbone, keeps
 the hidden states of the labelled positions and projects those alone, returning what TRL's
