@@ -1,5 +1,5 @@
 """Seconds per LoRA training step: ``pyl2d finetune`` (TRL SFTTrainer + peft, as
-:func:`pyl2d.l2d.finetune.finetune_model` runs it) against a plain PyTorch + peft loop, on the
+:func:`pyl2d.l2d.model.finetune.finetune_model` runs it) against a plain PyTorch + peft loop, on the
 same batch (the same rows, LoRA targets, rank and optimizer), in float32 and (where the CPU
 runs bf16 natively) bf16 autocast, all in one run; medians over ``--repeats`` steps after a
 warm-up step. ``--curve-steps N`` also fine-tunes N steps in fp32 and in bf16 from the same
@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from pyl2d.l2d.finetune import FinetuneConfig, cpu_bf16_support, finetune_model  # noqa: E402
-from pyl2d.l2d.folders import load_folder  # noqa: E402
-from pyl2d.l2d.prompts import DEFAULT_PROMPT  # noqa: E402
-from pyl2d.l2d.train import sft_examples  # noqa: E402
+from pyl2d.l2d.model.finetune import FinetuneConfig, cpu_bf16_support, finetune_model  # noqa: E402
+from pyl2d.l2d.data.folders import load_folder  # noqa: E402
+from pyl2d.l2d.data.prompts import DEFAULT_PROMPT  # noqa: E402
+from pyl2d.l2d.model.train import sft_examples  # noqa: E402
 
 
 def _batch_rows(samples, tokenizer, batch: int, tokens: int):

@@ -214,7 +214,7 @@ def test_the_lm_head_projects_only_title_positions(tmp_path, data, base_checkpoi
     step on SmolLM2); pyl2d's projects the labelled ones alone, through the head module."""
     from transformers import TrainerCallback
 
-    from pyl2d.l2d.finetune import FinetuneConfig, finetune_model
+    from pyl2d.l2d.model.finetune import FinetuneConfig, finetune_model
 
     seen = {"rows": 0, "tokens": 0}
 

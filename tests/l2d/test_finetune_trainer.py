@@ -5,7 +5,7 @@ import torch
 
 pytest.importorskip("trl")
 
-from pyl2d.l2d import finetune  # noqa: E402
+from pyl2d.l2d.model import finetune  # noqa: E402
 from pyl2d.l2d.finetune_trainer import compact_head_outputs  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def test_cpu_bf16_support_reads_the_cpu_flags():
 def test_rows_over_max_length_are_left_out_with_a_count_and_none_fitting_is_refused(tiny_model):
     _, tok = tiny_model
     from pyl2d.l2d.data import Sample
-    from pyl2d.l2d.prompts import DEFAULT_PROMPT
+    from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
 
     rows = [Sample(history_ids=(0,) * n, history_titles=("item",) * n, target_id=1, target_title="a title")
             for n in (1, 2, 8)]

@@ -55,7 +55,7 @@ def test_only_plain_known_placeholders_render(template):
 
 
 def test_item_format_placeholders_types_and_lengths_are_checked():
-    from pyl2d.l2d.prompts import MAX_FIELD_CHARS
+    from pyl2d.l2d.data.prompts import MAX_FIELD_CHARS
 
     with pytest.raises(ValueError, match="item_format has unknown placeholder"):
         PromptTemplate(item_format="{title} {history}")
@@ -80,7 +80,7 @@ def _write(tmp_path, content, name="t.json"):
 def test_a_template_file_sets_some_fields_and_keeps_the_defaults(tmp_path):
     import json
 
-    from pyl2d.l2d.prompts import load_template
+    from pyl2d.l2d.data.prompts import load_template
 
     path = _write(tmp_path, json.dumps({"template": "Given {history}, next:", "item_format": "<{title}>"}))
     t = load_template(path)
@@ -98,7 +98,7 @@ def test_a_template_file_sets_some_fields_and_keeps_the_defaults(tmp_path):
     ("[" * 60000, "not valid JSON"),  # nested too deep for the parser: still one line
 ])
 def test_bad_template_files_are_one_line_errors_naming_the_file(tmp_path, content, message):
-    from pyl2d.l2d.prompts import load_template
+    from pyl2d.l2d.data.prompts import load_template
 
     path = _write(tmp_path, content)
     with pytest.raises(ValueError, match=message) as info:

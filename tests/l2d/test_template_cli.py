@@ -21,7 +21,7 @@ def test_a_bad_template_file_is_a_one_line_error(tmp_path, capsys, command):
 
 def test_a_model_without_a_recorded_template_is_warned_about(tmp_path):
     from pyl2d.l2d.pipeline import prompt_template
-    from pyl2d.l2d.prompts import DEFAULT_PROMPT
+    from pyl2d.l2d.data.prompts import DEFAULT_PROMPT
 
     logged = []
     assert prompt_template(tmp_path, log=logged.append) == DEFAULT_PROMPT

@@ -118,7 +118,7 @@ def file(text: str) -> str:
 def template_file(text: str) -> str:
     """``--template``: a readable JSON prompt template, checked now (unknown fields or
     placeholders are an error before any model loads)."""
-    from pyl2d.l2d.prompts import load_template
+    from pyl2d.l2d.data.prompts import load_template
 
     try:
         load_template(text)
