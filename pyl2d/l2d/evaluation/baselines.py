@@ -160,6 +160,14 @@ def _logits_last(model, **kwargs) -> torch.Tensor:
     return out, torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
 
+def _cache_name(model) -> str:
+    """The forward argument (and output field) that carries the KV cache: ``cache`` from
+    transformers 5.2x, ``past_key_values`` before (5.25 warns on the old name, 5.40 drops it)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def constrained_beam_search(model, prompt_ids: Sequence[Sequence[int]], trie: _TitleTrie, num_beams: int,
                             pad_id: int) -> list[list[tuple[tuple[int, ...], float]]]:
@@ -180,8 +188,9 @@ def constrained_beam_search(model, prompt_ids: Sequence[Sequence[int]], trie: _T
     n = len(prompt_ids)
     ids, mask = _left_pad(prompt_ids, pad_id, device)
     positions = (mask.cumsum(1) - 1).clamp_min(0)
+    cache_name = _cache_name(model)
     out, logp = _logits_last(model, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    cache = out.past_key_values
+    cache = getattr(out, cache_name)
     # live beams: (query, row in the cache, score, node, path)
     live = [(q, q, 0.0, trie.root, ()) for q in range(n)]
     finished: list[list[tuple[float, tuple[int, ...]]]] = [[] for _ in range(n)]
@@ -220,8 +229,8 @@ def constrained_beam_search(model, prompt_ids: Sequence[Sequence[int]], trie: _T
         last_pos = last_pos[parents] + 1
         step_ids = torch.tensor([[b[4][-1]] for b in new_live], device=device)
         out, logp = _logits_last(model, input_ids=step_ids, attention_mask=mask, position_ids=last_pos[:, None],
-                                 past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+                                 use_cache=True, **{cache_name: cache})
+        cache = getattr(out, cache_name)
         live = [(q, r, s, node, path) for r, (q, _, s, node, path) in enumerate(new_live)]
     return [[(path, score) for score, path in sorted(f, key=lambda f: (-f[0], f[1]))[:num_beams]]
             for f in finished]
