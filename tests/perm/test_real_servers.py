@@ -46,8 +46,8 @@ def _perm_score(url, model, data, output, *extra, timeout=600):
 # ---- transformers serve (CI) -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tf_server(tmp_path_factory):
-    with rs.transformers_serve(tmp_path_factory.mktemp("tf")) as server:
+def tf_server(tmp_path_factory, smollm2):
+    with rs.transformers_serve(tmp_path_factory.mktemp("tf"), smollm2) as server:
         yield server
 
 
@@ -160,12 +160,12 @@ def test_a_server_restarted_under_perm_score(tmp_path, monkeypatch):
 LOCAL_TOLERANCE, LOCAL_MEAN_TOLERANCE = 0.75, 0.25
 
 
-def test_local_judge_agrees_with_served_logprobs(llama, monkeypatch):
+def test_local_judge_agrees_with_served_logprobs(llama, smollm2, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     transformers = pytest.importorskip("transformers")
     from pyl2d.perm import LocalJudge
 
-    folder = rs.smollm2_hf_folder()
+    folder = smollm2
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype="float32").eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     served = PERMReward(_logprob_judge(llama.base_url), perspectives=NARROW).score(**_batch(4))
