@@ -58,8 +58,13 @@ def compact_head_outputs(hidden, labels, lm_head):
 
 def use_compact_head(trainer) -> bool:
     """Replace the fused LM head TRL's ``SFTTrainer`` patched into ``trainer.model`` by the
-    compact one (see the module); False (nothing changed) where the model needs TRL's."""
-    from trl.trainer.utils import FusedCausalLMOutput
+    compact one (see the module); False (nothing changed) where the model needs TRL's, or
+    where TRL has no fused head (before 1.x, e.g. the oldest supported 0.25, it calls the
+    model's own forward)."""
+    try:
+        from trl.trainer.utils import FusedCausalLMOutput
+    except ImportError:
+        return False
 
     model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
     trl_forward = model.__dict__.get("forward")  # TRL sets it on the instance
