@@ -166,3 +166,22 @@ def test_a_symlinked_data_file_still_loads(tmp_path):
     (tmp_path / "real.txt").write_text("Pen\t0\nInk\t1\n")
     (tmp_path / "items.txt").symlink_to(tmp_path / "real.txt")
     assert load_catalog(tmp_path / "items.txt").titles == ["Pen", "Ink"]
+
+
+# -- prompt templates stored in a manifest or a training record (issue 23, items 1 and 2) ------
+@pytest.mark.parametrize("field,value,message", [
+    ("template", "{n:>50000000}{history}", "template"),  # rendered 50 MB per prompt; 11.7 GB in 120 s
+    ("template", "{history.__class__.__mro__}{history}", "template"),  # attribute access rendered
+    ("max_history", 2.5, "max_history"),  # a raw TypeError at the first prompt
+    ("instruction", "x" * 5_000_000, "instruction"),  # into every prompt, unbounded
+])
+def test_a_stored_template_that_would_blow_up_or_break_is_refused_when_read(memory, tmp_path, field, value, message):
+    manifest = json.loads((memory / MANIFEST).read_text())
+    manifest["template"][field] = value
+    (memory / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(MemoryFormatError, match=message) as info:
+        ItemMemory.load(memory)
+    assert len(str(info.value)) < 1000
+    (tmp_path / TRAINING_INFO).write_text(json.dumps({"template": manifest["template"]}))
+    with pytest.raises(ValueError, match=message):
+        prompt_template(tmp_path)
