@@ -159,3 +159,22 @@ def test_old_names_keep_working():
         sys.modules.pop("pyl2d.l2d.recommender", None)
         vars(pyl2d.l2d).pop("recommender", None)
         assert pyl2d.l2d.recommender.L2DRecommender is pyl2d.l2d.L2DRecommender
+
+
+def test_no_package_export_shadows_its_own_module():
+    """``pkg.name`` must stay the module pkg/name.py: ``from pkg import name`` and
+    ``import pkg.name as x`` both read the attribute, so a function exported under a module's
+    name (evaluation's evaluate()) silently replaced the module for its importers."""
+    import importlib
+
+    shadowed = []
+    for module, path in _modules().items():
+        if path is None or path.name != "__init__.py":
+            continue
+        package = importlib.import_module(module)
+        for child in path.parent.glob("*.py"):
+            value = getattr(package, child.stem, None)
+            if child.stem != "__init__" and value is not None and not hasattr(value, "__path__") \
+                    and getattr(value, "__name__", None) != f"{module}.{child.stem}":
+                shadowed.append(f"{module}.{child.stem} is {value!r:.80}, not the module")
+    assert not shadowed, "\n".join(shadowed)

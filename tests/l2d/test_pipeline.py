@@ -121,7 +121,7 @@ def test_train_and_demo_from_python(tmp_path):
                        batch_size=16, warmup_steps=5)
     lines = []
     model = run_train(TrainRun(output=tmp_path / "model", training=tiny, runtime=CPU), log=lines.append)
-    assert (model / "pyl2d_training.json").is_file() and lines[-1] == f"model saved to {tmp_path / 'model'}"
+    assert (model / "pyl2d_training.json").is_file() and lines[-1].startswith(f"model saved to {tmp_path / 'model'}; next: pyl2d build-memory --model ")
 
     lines.clear()
     result = run_demo(dataclasses.replace(DemoRun(), output_dir=tmp_path / "demo", epochs=0.5, seeds=1, users=30,

@@ -4,6 +4,8 @@ grounded generation, popularity) on a test split (:mod:`.evaluate`), Recall/NDCG
 convention of the published tables (:mod:`.calc_convention`). Imports the rooms below it:
 data, model, memory, decode."""
 from pyl2d.l2d.evaluation.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
-from pyl2d.l2d.evaluation.evaluate import METHODS, EvalConfig, evaluate
+from pyl2d.l2d.evaluation.evaluate import METHODS, EvalConfig
 
-__all__ = ["METHODS", "BeamSearchDecoder", "EvalConfig", "GroundedDecoder", "PopularityRecommender", "evaluate"]
+# Not the function evaluate(): it would shadow the module of the same name (``from
+# pyl2d.l2d.evaluation import evaluate`` is the module, as ``pyl2d.l2d.evaluate`` was).
+__all__ = ["METHODS", "BeamSearchDecoder", "EvalConfig", "GroundedDecoder", "PopularityRecommender"]

@@ -27,6 +27,7 @@ from pyl2d.l2d.decode.representation import Representation
 from pyl2d.l2d.evaluation import calc_convention, metrics, spread
 from pyl2d.l2d.evaluation.baselines import BeamSearchDecoder, GroundedDecoder, PopularityRecommender
 from pyl2d.l2d.memory import ItemMemory
+from pyl2d.l2d.model.hidden import _progress
 
 METHODS = ("l2d-global", "l2d-local", "grounded", "beam", "popularity")
 TIMING_K = 10
@@ -91,9 +92,10 @@ def _build(method: str, model, tokenizer, memory, train, catalog, template, conf
 
 def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test: Sequence[Sample],
              catalog: Catalog, template: PromptTemplate | None = None, config: EvalConfig | None = None,
-             log=print) -> dict:
+             log=print, progress: bool = False) -> dict:
     """{"records": one dict per method, "info": what was evaluated}. Every method prompts with
-    ``template``, by default the one stored with the memory."""
+    ``template``, by default the one stored with the memory. ``progress``: a bar per method
+    over its test batches (beam and grounded decoding take minutes on a real model)."""
     import warnings
 
     config = config or EvalConfig()
@@ -130,7 +132,7 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
         else:
             length = min(len(catalog), max_k + max_hist)
         ids, titles = [], []
-        for i in range(0, len(samples), config.batch_size):
+        for i in _progress(range(0, len(samples), config.batch_size), f"eval {method}", progress):
             out = runner.recommend(samples[i:i + config.batch_size], length, exclude_history=False)
             ids.append(out.ids[:, :length])
             if method == "beam":
@@ -163,6 +165,10 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
         records.append(record)
         timing = f"{ms:.2f} ms/query (batch {best_bs})  " if ms is not None else ""
         log(f"  {method:<11} R@10 {metrics.fmt(record.get('recall@10'))}  {timing}[{record['seconds']:.0f} s]")
+    if config.calc_output is not None:
+        folder = pathlib.Path(config.calc_output)
+        log(f"calc.py result files written to {folder}/<method>.json ({', '.join(config.methods)}); score them, "
+            f"or compare with another project's, with: pyl2d calc {folder / (config.methods[0] + '.json')} ...")
     return {"records": records, "info": info}
 
 

@@ -168,7 +168,7 @@ def _evaluate_one(dataset, model_path, memory_path, work_dir: pathlib.Path, *, e
     # A template file given for a memory built before is checked against the memory's (evaluate warns).
     given = prompt_template(None, prompt.max_history, prompt.file) if prompt.file else None
     result = evaluate(model, tokenizer, item_memory, dataset.train, dataset.test, dataset.catalog,
-                      template=given, config=evaluation, log=log)
+                      template=given, config=evaluation, log=log, progress=runtime.progress)
     result["info"].update(data=dataset.name, model=str(model_path), memory=str(memory_path or work_dir / "memory"))
     return result
 
@@ -248,7 +248,7 @@ def run_train(config: TrainRun, log: Log = print) -> pathlib.Path:
     dataset = load_dataset(config.data, log=log)
     train_model(dataset.catalog, dataset.train, config.output, config.training,
                 prompt_template(None, config.max_history), progress=config.runtime.progress, log=log)
-    log(f"model saved to {config.output}")
+    log(f"model saved to {config.output}; next: {_next_build_memory(config.output, config.data)}")
     return pathlib.Path(config.output)
 
 
@@ -265,6 +265,8 @@ def run_finetune(config: FinetuneRun, log: Log = print) -> pathlib.Path:
     finetune_model(resolve(config.base, log=log), dataset.catalog, dataset.train, config.output, config.finetuning,
                    prompt_template(None, config.max_history, config.template), device=config.runtime.device,
                    progress=config.runtime.progress, log=log)
+    if launched_rank() == 0:
+        log(f"model saved to {config.output}; next: {_next_build_memory(config.output, config.data)}")
     return pathlib.Path(config.output)
 
 
@@ -281,12 +283,31 @@ def run_build_memory(config: BuildMemoryRun, log: Log = print):
         if rank == 0 and world > 1:
             log(f"data-parallel memory build on {world} ranks (rank 0 on {device})")
         runtime = dataclasses.replace(config.runtime, device=device, progress=config.runtime.progress and rank == 0)
-        return _build(config.model, load_dataset(config.data, log=log if rank == 0 else None), config.output, config.memory, runtime,
-                      _Prompt(config.template, config.max_history), log if rank == 0 else _silent)[2]
+        memory = _build(config.model, load_dataset(config.data, log=log if rank == 0 else None), config.output,
+                        config.memory, runtime, _Prompt(config.template, config.max_history),
+                        log if rank == 0 else _silent)[2]
+    if rank == 0:
+        common = f"--model {config.model} --memory {config.output} --data {_data_arg(config.data)}"
+        log(f"next: pyl2d eval {common}, or pyl2d recommend {common} --history ID,ID,...")
+    return memory
 
 
 def _silent(*_args) -> None:
     pass
+
+
+def _data_arg(data) -> str:
+    """``data`` as the --data value that names it again (a DataSource's folder and category)."""
+    from pyl2d.l2d.data.folders import DataSource
+
+    if isinstance(data, DataSource):
+        return f"{data.path}" + (f" --category {data.category}" if data.category else "")
+    return str(data) if data else "DATA"
+
+
+def _next_build_memory(model, data) -> str:
+    """The command that follows a trained or fine-tuned model: its memory."""
+    return f"pyl2d build-memory --model {model} --data {_data_arg(data)} --output {model}-memory"
 
 
 def run_eval(config: EvalRun, log: Log = print) -> dict:
