@@ -1,5 +1,5 @@
 """Every default the README and docs/*.md state is the code's: a stated default is written
-`` `value`<!-- default: dotted.path --> `` (the comment does not render), and this test
+`` `value`<!-- default: <dotted path> --> `` (the comment does not render), and this test
 resolves the path (a constant, a config dataclass field, a function or class parameter, a
 dict key) and compares. Change a default in the code and the docs that state it fail here."""
 import dataclasses

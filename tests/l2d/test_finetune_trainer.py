@@ -6,7 +6,7 @@ import torch
 pytest.importorskip("trl")
 
 from pyl2d.l2d.model import finetune  # noqa: E402
-from pyl2d.l2d.finetune_trainer import compact_head_outputs  # noqa: E402
+from pyl2d.l2d.model.finetune_trainer import compact_head_outputs  # noqa: E402
 
 
 def test_compact_head_equals_the_full_logits_loss_and_gradient():
