@@ -12,6 +12,8 @@ import sys
 from pyl2d.l2d.pipeline.argtypes import (device, file, folder, model_path, non_negative_int, positive_float,
                                          positive_int, representation, template_file, unit_float)
 
+FOREIGN_TEMPLATE_HELP = ("the prompt the model was fine-tuned with, for a checkpoint pyl2d did not train (default: "
+                         "the model's recorded one, else pyl2d's, with a warning)")
 MINUTES_HELP = ("optional wall-clock cap on each model's training (default: none, so that results do not "
                 "depend on the machine's speed)")
 DATA_HELP = ("a data folder: D3/BIGRec (valid.csv and/or train.csv, test.csv, items.txt) or MiniOneRec "
@@ -95,8 +97,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--model", required=True, type=model_path, help="a causal LM folder (save_pretrained) or .gguf file")
     p.add_argument("--output", required=True, type=folder, help="memory folder")
     _max_history_arg(p)
-    _template_arg(p, "the prompt the model was fine-tuned with, for a checkpoint pyl2d did not train (default: the "
-                     "model's recorded one, else pyl2d's, with a warning)")
+    _template_arg(p, FOREIGN_TEMPLATE_HELP)
     _memory_args(p)
     _common(p)
     p.set_defaults(func=_build_memory)
@@ -123,8 +124,7 @@ def add_commands(subparsers) -> None:
                    help="also write each method's ranked titles as a calc.py result file (<method>.json: input, "
                         "output, predict), the format of BIGRec/D3/MiniOneRec; `pyl2d calc` reads them back")
     _eval_args(p)
-    _template_arg(p, "the prompt the model was fine-tuned with, for a checkpoint pyl2d did not train (default: the "
-                     "model's recorded one, else pyl2d's, with a warning; with --memory, the memory's)")
+    _template_arg(p, FOREIGN_TEMPLATE_HELP[:-1] + "; with --memory, the memory's)")
     _train_args(p)
     p.add_argument("--seeds", type=positive_int, default=field_default(EvalRun, "seeds"),
                    help="without --model: train and evaluate this many models (seeds --seed, --seed + 1, ...) and "
