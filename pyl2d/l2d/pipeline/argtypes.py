@@ -84,11 +84,16 @@ def device(text: str) -> str:
     return name
 
 
+def _path(text: str, what: str) -> pathlib.Path:
+    """``text`` as a path; an empty one names no ``what``."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"an empty path names no {what}")
+    return pathlib.Path(text)
+
+
 def folder(text: str) -> str:
     """A folder path: fine if absent (it will be created), an error if it is a file."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path names no folder")
-    path = pathlib.Path(text)
+    path = _path(text, "folder")
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
     return text
@@ -96,9 +101,7 @@ def folder(text: str) -> str:
 
 def model_path(text: str) -> str:
     """A model: a checkpoint folder, or a ``.gguf`` file (converted on load: pyl2d.l2d.model.gguf)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path names no model")
-    path = pathlib.Path(text)
+    path = _path(text, "model")
     if path.is_file() and path.suffix.lower() != ".gguf":
         raise argparse.ArgumentTypeError(f"{text} is a file but not a .gguf; give a model folder or a .gguf file")
     return text
