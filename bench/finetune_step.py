@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from pyl2d.l2d.model.finetune import FinetuneConfig, cpu_bf16_support, finetune_model  # noqa: E402
+from pyl2d.l2d.model.finetune import FinetuneConfig, finetune_model  # noqa: E402
+from pyl2d.l2d.model.precision import cpu_bf16_support  # noqa: E402
 from pyl2d.l2d.data.folders import load_folder  # noqa: E402
 from pyl2d.l2d.data.prompts import DEFAULT_PROMPT  # noqa: E402
 from pyl2d.l2d.model.train import sft_examples  # noqa: E402

@@ -273,7 +273,8 @@ def real_report(args) -> str:
     rows, results = [], {}
     for scoring in ("text", "logprobs"):
         judge = _CountingJudge(args.server, args.model, scoring=scoring, concurrency=args.concurrency,
-                               timeout=600, max_tokens=args.max_tokens, api_key_env="PYL2D_BENCH_NO_KEY")
+                               timeout=600, max_tokens=args.max_tokens, api_key_env="PYL2D_BENCH_NO_KEY",
+                               constraint=args.constraint if scoring == "logprobs" else None)
         reward = PERMReward(judge)
         start = _os.path.getsize(args.server_log) if args.server_log else 0
         t0 = time.perf_counter()
@@ -294,7 +295,8 @@ def real_report(args) -> str:
     return (f"# PERM judging against a real server (issue 25)\n\n{_harness.machine_line('cpu')}; server "
             f"{shown(args.server)}, model {args.model!r}; one batch = {args.prompts} prompts x {args.generations} "
             f"completions x 4 perspectives ({n * 4} judge prompts); text max_tokens {args.max_tokens}, "
-            f"concurrency {args.concurrency}; command: `python bench/perm_judging.py {' '.join(sys.argv[1:])}`.\n\n"
+            f"concurrency {args.concurrency}; logprobs constraint {args.constraint}; command: "
+            f"`python bench/perm_judging.py {' '.join(sys.argv[1:])}`.\n\n"
             + _harness.markdown_table(["scoring", "completions scored", "batch wall s", "generated judge tokens",
                                        "replies", "re-asked in text", "prompt tokens", "prompt tokens from cache"],
                                       rows)
@@ -351,6 +353,8 @@ if __name__ == "__main__":
         parser.add_argument("--generations", type=int, default=8)
         parser.add_argument("--max-tokens", type=int, default=512, help="text scoring's longest judgement")
         parser.add_argument("--concurrency", type=int, default=16)
+        parser.add_argument("--constraint", default=None, help="logprobs scoring's grammar dialect (llama.cpp, vllm, "
+                            "sglang; pyl2d.perm.score_constraint)")
         parser.add_argument("--server-log", default=None, help="llama.cpp server's log, for prefix-cache hits")
 
     sys.exit(_harness.main("perm_judging", __doc__, report, repeats=1, add_args=_flags))

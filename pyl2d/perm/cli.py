@@ -29,6 +29,7 @@ PROG = "pyl2d perm score"
 def add_commands(subparsers) -> None:
     from pyl2d.ops.aggregate_rewards import MODES
     from pyl2d.perm.judges import SCORINGS
+    from pyl2d.perm.score_constraint import CONSTRAINTS
     from pyl2d.perm.parsing import MISSING_POLICIES
     from pyl2d.perm.pipeline import ScoreRun as d  # its fields' defaults are the flags' defaults
 
@@ -62,6 +63,10 @@ def add_commands(subparsers) -> None:
     score.add_argument("--scoring", default=d.scoring, choices=SCORINGS,
                        help="text: a judgement ending in 'Score: N'; logprobs: the expected score from the "
                             f"score tokens' probabilities, re-asked in text where a server sends none (default {d.scoring})")
+    score.add_argument("--constraint", default=d.constraint, choices=CONSTRAINTS,
+                       help="logprobs scoring: the judge server's grammar dialect (llama.cpp: grammar, vllm: "
+                            "structured_outputs regex, sglang: regex), so each reply is a number of the rubric's range "
+                            "(default: none, as OpenAI's API has none)")
     score.add_argument("--max-tokens", type=int, default=d.max_tokens,
                        help=f"longest judgement in tokens, text scoring (default {d.max_tokens})")
     score.add_argument("--mode", default=d.mode, choices=MODES)

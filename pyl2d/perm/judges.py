@@ -28,6 +28,7 @@ from pyl2d.perm._http import (ResponseTooLarge, api_key, chat_completions_url, c
 from pyl2d.perm._servers import ServerPool
 from pyl2d.perm.logprob_scores import expected_score
 from pyl2d.perm.perspectives import Perspective
+from pyl2d.perm.score_constraint import CONSTRAINTS, constraint_fields
 from pyl2d.perm.scores import ERROR, MISSING, OK, TRUNCATED, ParsedScore
 
 logger = logging.getLogger("pyl2d.perm")
@@ -160,6 +161,11 @@ class OpenAIJudge(TextJudge):
             again for a judgement ending in "Score: N" (text scoring), with one warning per
             judge for a server that sends no logprobs; ``stats["text_fallback"]`` counts them.
         top_logprobs: how many alternatives per position the server returns (logprobs scoring).
+        constraint: logprobs scoring on a server that decodes under a grammar: its dialect
+            ("llama.cpp", "vllm", "sglang": pyl2d.perm.score_constraint), so that every
+            score-only reply is an integer of its perspective's range (a small judge otherwise
+            starts with a word, and a 0-100 total split into digits is then re-asked in text).
+            None (the default, and for OpenAI's API): unconstrained.
 
     The requests of a batch are sent in the order of their messages (sorted), so consecutive
     prompts share the longest prefix a server can keep cached (one perspective's rubric, then
@@ -174,10 +180,14 @@ class OpenAIJudge(TextJudge):
                  timeout: float = 60.0, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0,
                  temperature: float = 0.0, max_tokens: int = 512, extra_body: Mapping | None = None,
                  max_response_bytes: int = MAX_RESPONSE_BYTES, scoring: str = "text", top_logprobs: int = 20,
-                 server_cooldown: float = 1.0):
+                 server_cooldown: float = 1.0, constraint: str | None = None):
         finite_number("server_cooldown", server_cooldown, nonnegative=True)
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}; got {scoring!r}")
+        if constraint is not None and constraint not in CONSTRAINTS:
+            raise ValueError(f"constraint must be one of {', '.join(CONSTRAINTS)} or None, got {constraint!r}")
+        if constraint is not None and scoring != "logprobs":
+            raise ValueError(f"constraint={constraint!r} applies to scoring='logprobs' (a text judgement is free text)")
         if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or not 1 <= top_logprobs <= 20:
             raise ValueError(f"top_logprobs must be an int from 1 to 20, got {top_logprobs!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
@@ -216,6 +226,7 @@ class OpenAIJudge(TextJudge):
         self.max_backoff = float(max_backoff)
         self.max_response_bytes = max_response_bytes
         self.scoring = scoring
+        self.constraint = constraint
         self.text_body = {"temperature": temperature, "max_tokens": max_tokens, **dict(extra_body or {})}
         if scoring == "logprobs":
             self.body = {"temperature": temperature, "max_tokens": LOGPROB_MAX_TOKENS, "logprobs": True,
@@ -310,7 +321,8 @@ class OpenAIJudge(TextJudge):
         httpx = httpx_module()
 
         scoring = scoring or self.scoring
-        payload = {"model": self.model, "messages": [dict(m) for m in request.messages], **(body or self.body)}
+        payload = {"model": self.model, "messages": [dict(m) for m in request.messages],
+                   **(body or self._body(request))}
         failure = ERROR
         for attempt in range(self.max_retries + 1):
             retry_after = None
@@ -382,6 +394,14 @@ class OpenAIJudge(TextJudge):
             self.fatal = reason if len(self.pool.servers) == 1 else f"no judge server answers (last: {reason})"
         logger.warning("judge request failed after %d attempts: %s", self.max_retries + 1, reason)
         return None, failure
+
+    def _body(self, request: JudgeRequest) -> Mapping:
+        """The judge's own request fields for ``request``: with a constraint, the grammar of
+        its perspective's score range."""
+        if self.constraint is None:
+            return self.body
+        p = request.perspective
+        return {**self.body, **constraint_fields(self.constraint, p.score_min, p.score_max)}
 
     @property
     def server_stats(self) -> dict[str, dict[str, int]]:

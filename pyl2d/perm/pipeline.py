@@ -44,7 +44,8 @@ class ScoreRun:
     ``*_field``: the input's JSON fields; ``batch_size``: dialogues per judge batch (and per
     flush); ``timeout``: wall-clock seconds per request attempt, body included;
     ``max_response_bytes``: largest reply body, decompressed; ``scoring``: "text" or
-    "logprobs" (see :class:`~pyl2d.perm.judges.OpenAIJudge`); ``max_tokens``: longest judgement
+    "logprobs" (see :class:`~pyl2d.perm.judges.OpenAIJudge`); ``constraint``: the judge server's
+    grammar dialect for logprobs scoring (None: unconstrained); ``max_tokens``: longest judgement
     in text scoring; ``mode``, ``bystander_coef``,
     ``missing_section``: as :class:`~pyl2d.perm.reward.PERMReward`; ``progress``: a tqdm bar."""
     judge_url: str
@@ -63,6 +64,7 @@ class ScoreRun:
     max_retries: int = _default_of(OpenAIJudge, "max_retries")
     max_response_bytes: int = MAX_RESPONSE_BYTES
     scoring: str = _default_of(OpenAIJudge, "scoring")
+    constraint: str | None = _default_of(OpenAIJudge, "constraint")
     max_tokens: int = _default_of(OpenAIJudge, "max_tokens")
     mode: str = _default_of(PERMReward, "mode")
     bystander_coef: float = _default_of(PERMReward, "bystander_coef")
@@ -110,6 +112,8 @@ def check_config(config) -> None:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
     if not 0 < config.timeout < math.inf:
         raise ValueError(f"--timeout must be a finite number of seconds > 0, got {config.timeout}")
+    if config.constraint is not None and config.scoring != "logprobs":
+        raise ValueError(f"--constraint {config.constraint} needs --scoring logprobs (a text judgement is free text)")
     if not math.isfinite(config.bystander_coef):
         raise ValueError(f"--bystander-coef must be a finite number, got {config.bystander_coef}")
     if not config.data.exists():
@@ -171,7 +175,7 @@ def score_jsonl(config: ScoreRun, report: Callable[[str], None] = _stderr) -> Sc
     judge = OpenAIJudge(config.judge_url, config.model, api_key_env=config.api_key_env,
                         concurrency=config.concurrency, timeout=config.timeout, max_retries=config.max_retries,
                         max_response_bytes=config.max_response_bytes, scoring=config.scoring,
-                        max_tokens=config.max_tokens)
+                        constraint=config.constraint, max_tokens=config.max_tokens)
     reward = PERMReward(judge, mode=config.mode, bystander_coef=config.bystander_coef,
                         missing_section=config.missing_section,
                         columns={"persona": config.persona_field, "scenario": config.scenario_field,

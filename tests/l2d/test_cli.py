@@ -209,3 +209,25 @@ def test_eval_resumes_an_interrupted_memory(tmp_path, capsys, tiny_model_dir, ti
     n = manifest["n_shards"]
     assert f"resuming the memory build at {mem}: {n - 1} of {n} shards are done" in capsys.readouterr().out
     assert json.loads((mem / "manifest.json").read_text())["complete"]
+
+
+def test_inference_precision_flag(tmp_path, capsys, tiny_model_dir, tiny_data, monkeypatch):
+    """--precision on build-memory/eval/recommend: fp16 on a CPU and bf16 on a CPU without
+    native bf16 are one-line errors before anything is written; bf16 loads the model in bf16."""
+    import torch
+
+    from pyl2d.l2d.model import hidden, precision
+
+    folder = write_folder(tiny_data, tmp_path / "data")
+    argv = ["build-memory", "--data", str(folder), "--model", str(tiny_model_dir), "--quiet", "--device", "cpu"]
+    assert main(argv + ["--output", str(tmp_path / "m16"), "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err
+    assert "precision fp16 needs a GPU" in err and "Traceback" not in err and not (tmp_path / "m16").exists()
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: None)
+    assert main(argv + ["--output", str(tmp_path / "mbf"), "--precision", "bf16"]) == 2
+    assert "neither AMX nor AVX512-BF16" in capsys.readouterr().err
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: "AVX512-BF16")
+    model, _ = hidden.load_model(str(tiny_model_dir), device="cpu", precision="bf16")
+    assert next(model.parameters()).dtype is torch.bfloat16
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval", "--data", str(folder), "--precision", "int8"])

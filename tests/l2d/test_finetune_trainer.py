@@ -5,7 +5,7 @@ import torch
 
 pytest.importorskip("trl")
 
-from pyl2d.l2d.model import finetune  # noqa: E402
+from pyl2d.l2d.model import finetune, precision  # noqa: E402
 from pyl2d.l2d.model.finetune_trainer import compact_head_outputs  # noqa: E402
 
 
@@ -31,21 +31,25 @@ def test_compact_head_equals_the_full_logits_loss_and_gradient():
 
 
 def test_bf16_on_a_cpu_needs_native_support(monkeypatch):
-    monkeypatch.setattr(finetune, "cpu_bf16_support", lambda: None)
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: None)
     with pytest.raises(ValueError, match="neither AMX nor AVX512-BF16"):
-        finetune._precision("bf16", "cpu")
+        precision.resolve_precision("bf16", "cpu")
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
-        finetune._precision("fp16", "cpu")
-    assert finetune._precision("auto", "cpu") == "fp32"
-    monkeypatch.setattr(finetune, "cpu_bf16_support", lambda: "AVX512-BF16")
-    assert finetune._precision("bf16", "cpu") == "bf16"
+        precision.resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.resolve_precision("int8", "cpu")
+    assert precision.resolve_precision("auto", "cpu") == "fp32"
+    assert precision.torch_dtype("auto", "cpu") is torch.float32
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: "AVX512-BF16")
+    assert precision.resolve_precision("bf16", "cpu") == "bf16"
+    assert precision.torch_dtype("bf16", "cpu") is torch.bfloat16
 
 
 def test_cpu_bf16_support_reads_the_cpu_flags():
     caps = torch.cpu.get_capabilities()
     expected = "AMX" if caps.get("amx_bf16") else "AVX512-BF16" if caps.get("avx512_bf16") else None
     if caps.get("architecture") == "x86_64":
-        assert finetune.cpu_bf16_support() == expected
+        assert precision.cpu_bf16_support() == expected
 
 
 def test_rows_over_max_length_are_left_out_with_a_count_and_none_fitting_is_refused(tiny_model):

@@ -97,3 +97,42 @@ def test_a_word_sampled_first_is_read_from_the_digit_candidates():
     assert expected_score([pos("The", {"The": 0.6, "7": 0.4})], 0, 100).status == "missing"
     assert expected_score([pos("The", {"The": 0.6, "78": 0.3, "7": 0.1})], 0, 100).value == pytest.approx(60.25)
     assert expected_score([pos("The", {"The": 0.6, "9": 0.4})], 1, 5).status == "out_of_range"
+
+
+def test_constraint_fields_allow_exactly_the_rubric_integers():
+    import re
+
+    from pyl2d.perm.score_constraint import constraint_fields
+
+    for low, high in ((1, 5), (0, 100), (-2, 2)):
+        allowed = {str(v) for v in range(low, high + 1)}
+        regex = constraint_fields("vllm", low, high)["structured_outputs"]["regex"]
+        assert constraint_fields("sglang", low, high)["regex"] == regex
+        assert all(re.fullmatch(regex, s) for s in allowed)
+        for bad in (str(low - 1), str(high + 1), "", "4.5", "The", " 4", "04" if low <= 4 <= high else "x"):
+            assert not re.fullmatch(regex, bad), bad
+        grammar = constraint_fields("llama.cpp", low, high)["grammar"]
+        assert grammar.startswith("root ::= ") and set(re.findall(r'"([^"]*)"', grammar)) == allowed
+    with pytest.raises(ValueError, match="constraint must be one of"):
+        constraint_fields("openai", 1, 5)
+    with pytest.raises(ValueError, match="1 to 10001 integers"):
+        constraint_fields("vllm", 0, 10 ** 6)
+
+
+def test_a_constrained_judge_sends_each_perspectives_grammar_and_never_in_text(judge_server, monkeypatch):
+    """Issue 25: a 0-100 total split into digit tokens was re-asked in text whenever the judge
+    sampled a word first; with a grammar the server can only write the number."""
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    judge = OpenAIJudge(judge_server.base_url, "judge-model", api_key_env=KEY_ENV, scoring="logprobs", timeout=5,
+                        constraint="llama.cpp")
+    out = PERMReward(judge)(prompts=["q"] * 2, completions=[completion("good")] * 2)
+    assert out == pytest.approx([4.1 / 5 + 0.2 * (0.705 - 1)] * 2, abs=1e-6)
+    grammars = {b["grammar"] for b in judge_server.bodies}
+    assert grammars == {'root ::= "1" | "2" | "3" | "4" | "5"',
+                        "root ::= " + " | ".join(f'"{n}"' for n in ["100"] + [str(v) for v in range(10, 100)]
+                                                 + [str(v) for v in range(10)])}
+    assert judge.stats["text_fallback"] == 0
+    with pytest.raises(ValueError, match="applies to scoring='logprobs'"):
+        OpenAIJudge(judge_server.base_url, "m", constraint="vllm")
+    with pytest.raises(ValueError, match="constraint must be one of"):
+        OpenAIJudge(judge_server.base_url, "m", scoring="logprobs", constraint="grammar")

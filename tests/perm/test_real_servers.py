@@ -105,6 +105,19 @@ def test_logprob_scoring_against_real_top_logprobs(llama, monkeypatch):
     assert scores.std() > 0  # not a constant: the judge's distribution differs per prompt
 
 
+def test_a_grammar_makes_every_score_a_number_in_one_to_three_tokens(llama, monkeypatch):
+    """Unconstrained, SmolLM2 starts with a word, and the 0-100 bystander (split into digit
+    tokens) was re-asked in text; under llama.cpp's grammar every perspective is read from
+    its logprobs."""
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    judge = _logprob_judge(llama.base_url, constraint="llama.cpp")
+    reward = PERMReward(judge)
+    scores = reward.score(**_batch(4))
+    assert judge.stats["text_fallback"] == 0 and not scores.isnan().any()
+    narrow, bystander = scores[:, :3], scores[:, 3]
+    assert ((narrow >= 1) & (narrow <= 5)).all() and ((bystander >= 0) & (bystander <= 100)).all()
+
+
 def test_two_servers_one_killed_mid_batch(tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     a, b = rs.llama_server(tmp_path, "a"), rs.llama_server(tmp_path, "b")

@@ -31,9 +31,9 @@ from pyl2d.l2d._files import write_atomic
 from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate, data_fingerprint
 from pyl2d.l2d.data.records import Catalog, Sample, prefix_augment, with_history
 from pyl2d.l2d.model.finetune_trainer import use_compact_head
+from pyl2d.l2d.model.precision import PRECISIONS, resolve_precision
 from pyl2d.l2d.model.train import TRAINING_INFO, read_record, sft_examples
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_LENGTH_CAP = 2048  # the default --max-length: the longest row's tokens, at most this
 MAX_EPOCHS = 1e6  # past this a step count overflows; no run trains that long
 _REQUEST = "finetune_request.json"  # in <output>/checkpoints: what the checkpoints there were trained for
@@ -93,47 +93,6 @@ class FinetuneConfig:
     @property
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 2e-5)
-
-
-def cpu_bf16_support() -> str | None:
-    """The CPU feature that runs bf16 matrix products natively ("AMX", "AVX512-BF16", or
-    "BF16" on Arm), or None: there bf16 is emulated and slower than float32. From torch's
-    CPU capabilities where this torch reports them, else the kernel's /proc/cpuinfo flags."""
-    flags: set[str] = set()
-    try:
-        import torch
-
-        caps = torch.cpu.get_capabilities()
-        flags = {name for name, on in caps.items() if on is True}
-    except (AttributeError, RuntimeError, ImportError):
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    key, _, value = line.partition(":")
-                    if key.strip().lower() in ("flags", "features"):
-                        flags |= set(value.split())
-        except OSError:
-            pass
-    for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("bf16", "BF16"), ("sve_bf16", "BF16")):
-        if flag in flags:
-            return name
-    return None
-
-
-def _precision(precision: str, device: str) -> str:
-    """The precision to train in: ``precision`` resolved ("auto") and checked against the device."""
-    import torch
-
-    if precision == "auto":
-        if device == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
-    if device == "cpu" and precision == "fp16":
-        raise ValueError("precision fp16 needs a GPU; on a CPU use fp32, or bf16 where the CPU has AMX or AVX512-BF16")
-    if device == "cpu" and precision == "bf16" and cpu_bf16_support() is None:
-        raise ValueError("precision bf16 on this CPU: it has neither AMX nor AVX512-BF16 (nor Arm BF16), so bf16 "
-                         "would be emulated and slower than fp32; use --precision fp32")
-    return precision
 
 
 def _dataset(samples: Sequence[Sample], tokenizer, template: PromptTemplate, max_length: int | None, log):
@@ -281,7 +240,7 @@ def finetune_model(base_model: str | pathlib.Path, catalog: Catalog, samples: Se
         raise ValueError(f"the output folder is the base model's ({base}): saving there would overwrite the base; "
                          "choose another --output")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type
-    precision = _precision(config.precision, device)
+    precision = resolve_precision(config.precision, device)
     checkpointing = config.gradient_checkpointing if config.gradient_checkpointing is not None else device != "cpu"
     # The process count is part of the request: each process trains on its own batches, so
     # the effective batch (and the model) changes with it.

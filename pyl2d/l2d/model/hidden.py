@@ -17,17 +17,10 @@ from pyl2d.ops import pool_hidden
 from pyl2d.ops.pool_hidden import MODES as POOLINGS  # what pool_hidden supports
 
 
-def default_dtype(device: torch.device | str) -> torch.dtype:
-    """float32 on CPU; bfloat16 on a GPU that supports it, else float16."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-def load_model(path: str, device: str | None = None, dtype: torch.dtype | None = None):
+def load_model(path: str, device: str | None = None, dtype: torch.dtype | None = None, precision: str = "auto"):
     """(model, tokenizer) from a saved checkpoint, in eval mode on ``device`` (default: CUDA
-    when available) with :func:`default_dtype`, the tokenizer set to left padding.
+    when available) in ``dtype``, else in ``precision`` (:mod:`pyl2d.l2d.model.precision`;
+    "auto": float32 on a CPU, bf16 or fp16 on a GPU), the tokenizer set to left padding.
 
     A LoRA adapter folder (``adapter_config.json``, as ``pyl2d finetune`` or peft's
     ``save_pretrained`` writes it) loads as a ``PeftModel`` over its base checkpoint (the
@@ -39,12 +32,13 @@ def load_model(path: str, device: str | None = None, dtype: torch.dtype | None =
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pyl2d.l2d.model.gguf import resolve
+    from pyl2d.l2d.model.precision import torch_dtype
 
     path = resolve(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model folder {path} not found (give a directory made by save_pretrained)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or default_dtype(device)
+    dtype = dtype or torch_dtype(precision, torch.device(device).type)
     adapter = os.path.isfile(os.path.join(path, "adapter_config.json")) and not os.path.isfile(
         os.path.join(path, "config.json"))
     base = _adapter_base(path) if adapter else path

@@ -99,6 +99,7 @@ def add_commands(subparsers) -> None:
     _max_history_arg(p)
     _template_arg(p, FOREIGN_TEMPLATE_HELP)
     _memory_args(p)
+    _inference_precision_arg(p)
     _common(p)
     p.set_defaults(func=_build_memory)
 
@@ -130,6 +131,7 @@ def add_commands(subparsers) -> None:
                    help="without --model: train and evaluate this many models (seeds --seed, --seed + 1, ...) and "
                         "report mean ± std; with one, each score's ± is a bootstrap interval over test queries")
     _memory_args(p)
+    _inference_precision_arg(p)
     _common(p)
     p.set_defaults(func=_eval)
 
@@ -160,6 +162,7 @@ def add_commands(subparsers) -> None:
     _representation_args(p, field_default(RecommendRun, "representation"), field_default(RecommendRun, "local_weight"))
     p.add_argument("--keep-history", action="store_true", help="allow items of the history in the results")
     _template_arg(p, "the prompt to query with (default: the one stored with the memory)")
+    _inference_precision_arg(p)
     _common(p)
     p.set_defaults(func=_recommend)
 
@@ -175,6 +178,15 @@ def _common(p) -> None:
                    help=f"{DEVICES} for prefills, memory builds and search (default: cuda when available); "
                         "the tiny models of train/demo/eval always train on the CPU, seeded and reproducible")
     p.add_argument("--quiet", action="store_true", help="no progress bars")  # RuntimeConfig.progress, negated
+
+
+def _inference_precision_arg(p) -> None:
+    from pyl2d.l2d.model.precision import PRECISIONS
+    from pyl2d.l2d.pipeline.config import RuntimeConfig, field_default
+
+    p.add_argument("--precision", choices=PRECISIONS, default=field_default(RuntimeConfig, "precision"),
+                   help="number format of the model's prefills and generation (auto: fp32 on a CPU, bf16 on a GPU; "
+                        "bf16 on a CPU with AMX or AVX512-BF16 is several times faster than fp32)")
 
 
 def _data_args(p) -> None:
@@ -300,9 +312,11 @@ def _eval_args(p) -> None:
 
 # -- flags to configs -----------------------------------------------------------------------
 def _runtime(args):
-    from pyl2d.l2d.pipeline.config import RuntimeConfig
+    from pyl2d.l2d.pipeline.config import RuntimeConfig, field_default
 
-    return RuntimeConfig(device=args.device, threads=args.threads, progress=not args.quiet)
+    # finetune's --precision is its training precision (FinetuneConfig); the runtime's is unused there
+    return RuntimeConfig(device=args.device, threads=args.threads, progress=not args.quiet,
+                         precision=getattr(args, "precision", field_default(RuntimeConfig, "precision")))
 
 
 def _source(args):

@@ -43,10 +43,20 @@ def field_default(cls, name: str):
 @dataclasses.dataclass
 class RuntimeConfig:
     """Where and how a pipeline runs. ``device=None``: CUDA when available; ``threads=None``:
-    torch's choice (1 helps on a busy machine); ``progress``: tqdm bars."""
+    torch's choice (1 helps on a busy machine); ``progress``: tqdm bars; ``precision``: the
+    number format models are loaded in for prefills and generation ("auto": float32 on a CPU,
+    bf16/fp16 on a GPU; "bf16" on a CPU with AMX or AVX512-BF16 is several times faster).
+    Fine-tuning has its own (``FinetuneConfig.precision``)."""
     device: str | None = None
     threads: int | None = None
     progress: bool = True
+    precision: str = "auto"
+
+    def __post_init__(self):
+        from pyl2d.l2d.model.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclasses.dataclass

@@ -37,6 +37,11 @@ __all__ = ["BuildMemoryRun", "DemoRun", "EvalRun", "FinetuneRun", "MemoryConfig"
 def _setup(runtime: RuntimeConfig) -> None:
     import torch
 
+    from pyl2d.l2d.model.precision import resolve_precision
+
+    # A precision the device cannot run fails now, not after a model is trained for it.
+    resolve_precision(runtime.precision, torch.device(runtime.device or ("cuda" if torch.cuda.is_available()
+                                                                           else "cpu")).type)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     if not runtime.progress:  # --quiet: transformers' own bars (loading, saving weights) too
@@ -104,7 +109,7 @@ def _build(model_path, dataset, memory_path, memory: MemoryConfig, runtime: Runt
     from pyl2d.l2d.model.hidden import HiddenStateExtractor, load_model
     from pyl2d.l2d.memory import build_memory
 
-    model, tokenizer = load_model(str(model_path), device=runtime.device)
+    model, tokenizer = load_model(str(model_path), device=runtime.device, precision=runtime.precision)
     extractor = HiddenStateExtractor(model, tokenizer, layer=memory.layer, pooling=memory.pooling,
                                      batch_size=memory.batch_size, progress=runtime.progress)
     start = time.perf_counter()
@@ -128,7 +133,7 @@ def _load_or_build(model_path, dataset, memory_path, work_dir: pathlib.Path, mem
 
     manifest = pathlib.Path(memory_path, MANIFEST) if memory_path is not None else None
     if manifest is not None and manifest.is_file() and not memory.overwrite and read_manifest(manifest)["complete"]:
-        model, tokenizer = load_model(str(model_path), device=runtime.device)
+        model, tokenizer = load_model(str(model_path), device=runtime.device, precision=runtime.precision)
         return model, tokenizer, ItemMemory.load(memory_path)
     return _build(model_path, dataset, memory_path or work_dir / "memory", memory, runtime, prompt, log)
 
@@ -358,7 +363,8 @@ def run_recommend(config: RecommendRun, log: Log = print):
         prompt_template(None, None, config.template)  # a bad file fails before the model loads
     dataset = load_dataset(config.data)
     histories = [list(h) for h in config.histories]
-    model, tokenizer = load_model(str(config.model), device=config.runtime.device)
+    model, tokenizer = load_model(str(config.model), device=config.runtime.device,
+                                  precision=config.runtime.precision)
     memory = ItemMemory.load(config.memory)
     template = prompt_template(None, None, config.template) if config.template else None  # None: the memory's
     rec = L2DRecommender(model, tokenizer, memory, dataset.catalog, metric=config.metric, template=template,
