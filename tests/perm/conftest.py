@@ -145,7 +145,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
             if mode == "truncated":  # cut off at max_tokens after a sub-score, before the verdict
                 choice.update(finish_reason="length", message={"role": "assistant", "content": "Accuracy score: 3"})
-            if body.get("logprobs") and mode != "nologprobs":  # a score-only reply with its logprobs
+            if body.get("logprobs") and mode == "wordfirst":  # a word sampled, digits among its candidates
+                choice["message"]["content"] = "The"
+                choice["logprobs"] = {"content": [_position("The", {"The": 0.6, "7": 0.3, "4": 0.1})]}
+            elif body.get("logprobs") and mode != "nologprobs":  # a score-only reply with its logprobs
                 content, choice["logprobs"] = LOGPROB_REPLIES["wide" if wide else "narrow"]
                 choice["message"]["content"] = content
             elif body.get("logprobs"):

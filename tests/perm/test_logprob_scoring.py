@@ -136,3 +136,33 @@ def test_a_constrained_judge_sends_each_perspectives_grammar_and_never_in_text(j
         OpenAIJudge(judge_server.base_url, "m", constraint="vllm")
     with pytest.raises(ValueError, match="constraint must be one of"):
         OpenAIJudge(judge_server.base_url, "m", scoring="logprobs", constraint="grammar")
+
+
+def test_only_unreadable_scores_are_re_asked_in_text_once(judge_server, monkeypatch):
+    """A word sampled first: the 1-5 scores are read from its digit candidates; the 0-100
+    bystander (single digits: its length unknown) is asked once more, in text, and only it."""
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    judge = OpenAIJudge(judge_server.base_url, "judge-model", api_key_env=KEY_ENV, scoring="logprobs", timeout=5)
+    reward = PERMReward(judge)
+    scores = reward.score(prompts=["q"] * 2, completions=[completion("wordfirst")] * 2)
+    assert scores[:, :3].flatten().tolist() == [4.0] * 6  # "4" is the one in-range candidate ("7" is not)
+    assert scores[:, 3].tolist() == [70.0, 70.0]  # the text judgement's "Total score: 70/100"
+    assert judge.stats["text_fallback"] == 2
+    text_bodies = [b for b in judge_server.bodies if not b.get("logprobs")]
+    assert len(text_bodies) == 2 and all("from 0 to 100" in b["messages"][-1]["content"] for b in text_bodies)
+    assert len(judge_server.bodies) == 2 * 4 + 2
+
+
+def test_requests_are_sent_in_message_order_so_neighbours_share_a_prefix(judge_server, monkeypatch):
+    """The server's prefix cache keeps the previous prompt: requests go out sorted by their
+    messages (one perspective's rubric together, then one seeker's context), whatever the
+    order of the batch."""
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    judge = OpenAIJudge(judge_server.base_url, "judge-model", api_key_env=KEY_ENV, scoring="logprobs", timeout=5,
+                        concurrency=1)
+    texts = [completion("good") + f" variant {v}" for v in (3, 1, 2, 0)]
+    PERMReward(judge)(prompts=["q1", "q0", "q1", "q0"], completions=texts)
+    keys = [tuple((m["role"], m["content"]) for m in b["messages"]) for b in judge_server.bodies]
+    assert len(keys) == 16 and keys == sorted(keys)
+    systems = [k[0] for k in keys]  # each perspective's requests are one run
+    assert sum(1 for a, b in zip(systems, systems[1:]) if a != b) == len(set(systems)) - 1
