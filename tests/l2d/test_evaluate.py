@@ -61,3 +61,42 @@ def test_bad_config_values_are_errors():
     for bad in (dict(max_test=0), dict(max_test=-3), dict(m=0), dict(time_queries=0), dict(batch_sizes=())):
         with pytest.raises(ValueError, match="must be (a )?positive"):
             ev.EvalConfig(**bad)
+
+
+def test_the_l2d_methods_share_one_encoding_and_rank_as_recommend_does(tiny_model, tiny_data, tmp_path):
+    """evaluate() encodes the test queries once for every L2D method (a real model's prefill
+    is most of their time); the rankings are those of L2DRecommender.recommend."""
+    from pyl2d.l2d.decode.recommender import L2DRecommender
+    from pyl2d.l2d.memory import build_memory
+    from pyl2d.l2d.model.hidden import HiddenStateExtractor
+
+    model, tok = tiny_model
+    memory = build_memory(HiddenStateExtractor(model, tok), tiny_data.train, len(tiny_data.catalog), tmp_path / "m",
+                          DEFAULT_PROMPT, log=lambda *_: None)
+    config = ev.EvalConfig(methods=["l2d-global", "l2d-local"], timing=False, max_test=20, batch_size=8, m=50)
+    calls = []
+    encode = L2DRecommender.encode
+
+    def counting(self, queries):
+        calls.append(len(queries))
+        return encode(self, queries)
+    try:
+        L2DRecommender.encode = counting
+        both = ev.evaluate(model, tok, memory, tiny_data.train, tiny_data.test, tiny_data.catalog, config=config,
+                           log=lambda *_: None)["records"]
+    finally:
+        L2DRecommender.encode = encode
+    assert calls == [8, 8, 4]  # one pass over the 20 queries, in eval batches
+    for record in both:
+        alone = ev.evaluate(model, tok, memory, tiny_data.train, tiny_data.test, tiny_data.catalog,
+                            config=dataclasses.replace(config, methods=[record["method"]]), log=lambda *_: None)
+        samples = ev._test_subset(tiny_data.test, 20, 0)
+        rec = L2DRecommender(model, tok, memory, tiny_data.catalog, aggregation=record["method"][4:], m=50,
+                             batch_size=8, check_model=False)
+        length = min(len(tiny_data.catalog), max(config.ks) + max(len(s.history_ids) for s in samples))
+        want = torch.cat([rec.recommend(samples[i:i + 8], length, exclude_history=False).ids for i in (0, 8, 16)])
+        ranks = ev.metrics.hit_ranks(ev.metrics.drop_history(want, samples),
+                                     torch.tensor([s.target_id for s in samples]))
+        expected = ev.metrics.summarize(ranks, max(config.ks), config.ks)
+        assert alone["records"][0]["recall@10"] == record["recall@10"]
+        assert {k: record[k] for k in expected} == pytest.approx(expected)

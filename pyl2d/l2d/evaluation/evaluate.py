@@ -132,8 +132,17 @@ def evaluate(model, tokenizer, memory: ItemMemory, train: Sequence[Sample], test
         else:
             length = min(len(catalog), max_k + max_hist)
         ids, titles = [], []
-        for i in _progress(range(0, len(samples), config.batch_size), f"eval {method}", progress):
-            out = runner.recommend(samples[i:i + config.batch_size], length, exclude_history=False)
+        # The L2D methods rank the same query states: encoded once, by the first, batch by batch
+        # as recommend() would (so the states, and the rankings, are the same as its).
+        states = shared.setdefault("states", []) if method.startswith("l2d-") else None
+        for n, i in enumerate(_progress(range(0, len(samples), config.batch_size), f"eval {method}", progress)):
+            batch = samples[i:i + config.batch_size]
+            if states is not None:
+                if n == len(states):
+                    states.append(runner.encode(batch).cpu())  # host memory: a large test set fits
+                ids.append(runner.rank(states[n], length)[1][:, :length])
+                continue
+            out = runner.recommend(batch, length, exclude_history=False)
             ids.append(out.ids[:, :length])
             if method == "beam":
                 titles += out.titles
