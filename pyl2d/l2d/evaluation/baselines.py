@@ -223,8 +223,12 @@ def constrained_beam_search(model, prompt_ids: Sequence[Sequence[int]], trie: _T
                 new_live.append((q, i, s, node[t], path + (t,)))
         if not new_live:
             break
+        # In cache-row order: once the trie narrows every beam has one child, the rows stay
+        # where they are, and the cache (most of the time of a step) is not copied.
+        new_live.sort(key=lambda b: b[1])
         parents = torch.tensor([live[b[1]][1] for b in new_live], device=device)
-        cache.reorder_cache(parents)
+        if len(new_live) != len(live) or not torch.equal(parents, torch.arange(len(live), device=device)):
+            cache.reorder_cache(parents)
         mask = torch.cat([mask[parents], torch.ones((len(new_live), 1), dtype=mask.dtype, device=device)], 1)
         last_pos = last_pos[parents] + 1
         step_ids = torch.tensor([[b[4][-1]] for b in new_live], device=device)
