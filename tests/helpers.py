@@ -252,3 +252,16 @@ def smollm2_gguf():
         return None
     path = pathlib.Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     return path if path.is_file() else None
+
+
+def bench_module(name: str):
+    """A script of bench/ imported as a module (the scripts import their neighbours, e.g.
+    ``_harness``, by bare name), for tests that run a study end to end."""
+    import importlib
+    import pathlib
+    import sys
+
+    bench = str(pathlib.Path(__file__).resolve().parents[1] / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    return importlib.import_module(name)

@@ -1,24 +1,16 @@
 """bench/l2d_study.py end to end on a tiny synthetic folder: the study file, resuming, the report."""
 import json
-import pathlib
-import sys
 
 import pytest
+from helpers import bench_module
 
 from pyl2d.l2d.data.folders import write_folder
 from pyl2d.l2d.data.synthetic import make_synthetic
 
-BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench"
-
 
 @pytest.fixture(scope="module")
 def study_module():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import l2d_study
-        yield l2d_study
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("l2d_study")
 
 
 def test_study_writes_every_option_and_reports(tmp_path, study_module, capsys):
