@@ -312,11 +312,12 @@ def _eval_args(p) -> None:
 
 # -- flags to configs -----------------------------------------------------------------------
 def _runtime(args):
-    from pyl2d.l2d.pipeline.config import RuntimeConfig, field_default
+    from pyl2d.l2d.pipeline.config import RuntimeConfig
 
-    # finetune's --precision is its training precision (FinetuneConfig); the runtime's is unused there
-    return RuntimeConfig(device=args.device, threads=args.threads, progress=not args.quiet,
-                         precision=getattr(args, "precision", field_default(RuntimeConfig, "precision")))
+    # finetune's --precision is its training precision (FinetuneConfig); the runtime's is unused there.
+    # Commands without the flag (train, demo) keep RuntimeConfig's own default.
+    given = {"precision": args.precision} if "precision" in vars(args) else {}
+    return RuntimeConfig(device=args.device, threads=args.threads, progress=not args.quiet, **given)
 
 
 def _source(args):
