@@ -31,7 +31,7 @@ from pyl2d.l2d._files import write_atomic
 from pyl2d.l2d.data.prompts import DEFAULT_PROMPT, PromptTemplate, data_fingerprint
 from pyl2d.l2d.data.records import Catalog, Sample, prefix_augment, with_history
 from pyl2d.l2d.model.finetune_trainer import use_compact_head
-from pyl2d.l2d.model.precision import PRECISIONS, resolve_precision
+from pyl2d.l2d.model.precision import check_precision, resolve_precision
 from pyl2d.l2d.model.train import TRAINING_INFO, read_record, sft_examples
 
 MAX_LENGTH_CAP = 2048  # the default --max-length: the longest row's tokens, at most this
@@ -81,8 +81,7 @@ class FinetuneConfig:
         if not 0.0 <= self.lora_dropout < 1.0 or not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"lora_dropout and warmup_ratio must be in [0, 1), got {self.lora_dropout}, "
                              f"{self.warmup_ratio}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.merge and not self.lora:
             raise ValueError("merge applies to LoRA fine-tuning only (full fine-tuning saves plain weights)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 32:

@@ -38,7 +38,7 @@ def load_model(path: str, device: str | None = None, dtype: torch.dtype | None =
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model folder {path} not found (give a directory made by save_pretrained)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or torch_dtype(precision, torch.device(device).type)
+    dtype = dtype or torch_dtype(precision, device)
     adapter = os.path.isfile(os.path.join(path, "adapter_config.json")) and not os.path.isfile(
         os.path.join(path, "config.json"))
     base = _adapter_base(path) if adapter else path

@@ -4,7 +4,8 @@
 
 bf16 on a CPU is allowed only where the CPU multiplies bf16 natively (AMX, AVX512-BF16, Arm
 BF16): elsewhere torch emulates it and it is slower than float32. A prefill of SmolLM2-135M in
-bf16 on 2 AVX512-BF16 cores is 3.6x faster than in float32 (bench/results/l2d_pretrained*).
+bf16 on 2 AVX512-BF16 cores (AMD EPYC, 2026-12-07: 16 prompts of 160 tokens a batch) took
+0.070 s a prompt against 0.255 s in float32, 3.6x faster.
 """
 from __future__ import annotations
 
@@ -36,13 +37,19 @@ def cpu_bf16_support() -> str | None:
     return None
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``precision`` resolved ("auto": bf16 on a GPU that supports it, else fp16 there; fp32 on
-    a CPU) and checked against ``device`` ("cpu" or "cuda")."""
-    import torch
-
+def check_precision(precision: str) -> None:
+    """ValueError unless ``precision`` is one of :data:`PRECISIONS` (a config's own check)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def resolve_precision(precision: str, device: str | None) -> str:
+    """``precision`` resolved ("auto": bf16 on a GPU that supports it, else fp16 there; fp32 on
+    a CPU) and checked against ``device`` ("cpu", "cuda", "cuda:N"; None: CUDA when available)."""
+    import torch
+
+    check_precision(precision)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type
     if precision == "auto":
         if device == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -55,7 +62,7 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
-def torch_dtype(precision: str, device: str):
+def torch_dtype(precision: str, device: str | None):
     """The torch dtype a model is loaded in for inference at ``precision`` on ``device``."""
     import torch
 

@@ -249,7 +249,8 @@ def _train_args(p) -> None:
 
 
 def _finetune_args(p) -> None:
-    from pyl2d.l2d.model.finetune import MAX_LENGTH_CAP, PRECISIONS, FinetuneConfig
+    from pyl2d.l2d.model.finetune import MAX_LENGTH_CAP, FinetuneConfig
+    from pyl2d.l2d.model.precision import PRECISIONS
 
     d = FinetuneConfig()
     g = p.add_argument_group("fine-tuning")

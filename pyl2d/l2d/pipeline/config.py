@@ -53,10 +53,9 @@ class RuntimeConfig:
     precision: str = "auto"
 
     def __post_init__(self):
-        from pyl2d.l2d.model.precision import PRECISIONS
+        from pyl2d.l2d.model.precision import check_precision
 
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
 
 
 @dataclasses.dataclass

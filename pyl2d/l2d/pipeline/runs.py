@@ -40,8 +40,7 @@ def _setup(runtime: RuntimeConfig) -> None:
     from pyl2d.l2d.model.precision import resolve_precision
 
     # A precision the device cannot run fails now, not after a model is trained for it.
-    resolve_precision(runtime.precision, torch.device(runtime.device or ("cuda" if torch.cuda.is_available()
-                                                                           else "cpu")).type)
+    resolve_precision(runtime.precision, runtime.device)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     if not runtime.progress:  # --quiet: transformers' own bars (loading, saving weights) too
